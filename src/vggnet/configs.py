@@ -1,0 +1,129 @@
+"""The paper's Table 1 as data, the names people use for it, and typed job defaults.
+
+Simonyan & Zisserman, "Very Deep Convolutional Networks for Large-Scale Image
+Recognition", ICLR 2015 (arXiv 1409.1556).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+# One entry of a convolution stack: an int is a 3x3 conv (stride 1, pad 1) with that
+# many output channels; ("1x1", c) is the 1x1 conv of configuration C; "M" is a 2x2
+# max-pool with stride 2; "LRN" is AlexNet's local response normalisation (A-LRN).
+Layer = int | tuple[str, int] | str
+
+# Table 1 of the paper, column by column.
+CONFIGS: dict[str, list[Layer]] = {
+    "A": [64, "M", 128, "M", 256, 256, "M", 512, 512, "M", 512, 512, "M"],
+    "A-LRN": [64, "LRN", "M", 128, "M", 256, 256, "M", 512, 512, "M", 512, 512, "M"],
+    "B": [64, 64, "M", 128, 128, "M", 256, 256, "M", 512, 512, "M", 512, 512, "M"],
+    "C": [
+        64,
+        64,
+        "M",
+        128,
+        128,
+        "M",
+        256,
+        256,
+        ("1x1", 256),
+        "M",
+        512,
+        512,
+        ("1x1", 512),
+        "M",
+        512,
+        512,
+        ("1x1", 512),
+        "M",
+    ],  # fmt: skip
+    "D": [64, 64, "M", 128, 128, "M", 256, 256, 256, "M", 512, 512, 512, "M", 512, 512, 512, "M"],
+    "E": [
+        64,
+        64,
+        "M",
+        128,
+        128,
+        "M",
+        256,
+        256,
+        256,
+        256,
+        "M",
+        512,
+        512,
+        512,
+        512,
+        "M",
+        512,
+        512,
+        512,
+        512,
+        "M",
+    ],  # fmt: skip
+}
+
+# Names in common use (torchvision's for A, B, D, E) -> the paper's letter.
+ALIASES: dict[str, str] = {
+    "vgg11": "A",
+    "vgg11_lrn": "A-LRN",
+    "vgg13": "B",
+    "vgg16_c": "C",
+    "vgg16": "D",
+    "vgg19": "E",
+}
+
+# Table 2 of the paper: parameters in millions, as printed.
+PAPER_PARAMS_M: dict[str, int] = {"A": 133, "A-LRN": 133, "B": 133, "C": 134, "D": 138, "E": 144}
+
+# AlexNet's LRN as used by A-LRN (section 2.3): size 5, alpha 1e-4, beta 0.75, k 2.
+LRN_SIZE, LRN_ALPHA, LRN_BETA, LRN_K = 5, 1e-4, 0.75, 2.0
+
+HEADS = ("fc", "conv", "gap")
+INITS = ("paper", "glorot", "kaiming")
+
+
+def config_names() -> list[str]:
+    """Every accepted configuration name: letters, aliases and their `_bn` forms."""
+    base = list(CONFIGS) + list(ALIASES)
+    return base + [f"{n}_bn" for n in base]
+
+
+def resolve(name: str) -> tuple[str, bool]:
+    """Map a configuration name to (paper letter, batch_norm); `_bn` / `-bn` selects BN."""
+    key = name.strip()
+    bn = False
+    for suffix in ("_bn", "-bn", "_BN", "-BN"):
+        if key.endswith(suffix):
+            key, bn = key[: -len(suffix)], True
+            break
+    upper = key.upper().replace("_", "-")
+    if upper in CONFIGS:
+        return upper, bn
+    lower = key.lower()
+    if lower in ALIASES:
+        return ALIASES[lower], bn
+    accepted = ", ".join(list(CONFIGS) + list(ALIASES))
+    raise ValueError(f"unknown VGG configuration {name!r}; accepted: {accepted} (each also with _bn)")
+
+
+def weight_layers(letter: str) -> int:
+    """Number of weight layers (convs + the three FC layers), the paper's depth."""
+    return sum(1 for v in CONFIGS[letter] if v not in ("M", "LRN")) + 3
+
+
+@dataclass
+class ModelConfig:
+    """Everything needed to rebuild a VGG; stored beside every set of weights."""
+
+    config: str = "D"  # a letter of Table 1 (A, A-LRN, B, C, D, E) or an alias
+    num_classes: int = 1000
+    batch_norm: bool = False  # conv -> BN -> ReLU (not in the paper; torchvision's _bn)
+    head: str = "fc"  # fc (torchvision layout) | conv (dense, section 3.2) | gap
+    width: float = 1.0  # multiplier on every conv and FC width, for small experiments
+    dropout: float = 0.5  # after FC6 and FC7 (section 3.1)
+    in_channels: int = 3
+    input_size: int = 224  # training crop; FC6 sees input_size/32 squared cells
+    init: str = "kaiming"  # paper: N(0, init_std) | glorot: Xavier uniform | kaiming
+    init_std: float = 0.01  # std of the paper's normal init (section 3.1)

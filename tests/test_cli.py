@@ -1,0 +1,42 @@
+import subprocess
+import sys
+
+import pytest
+
+from vggnet.cli import main
+
+
+def test_summary_all_prints_table2(capsys):
+    assert main(["summary", "--all"]) == 0
+    out = capsys.readouterr().out
+    assert "132,863,336" in out and "143,667,240" in out and "15.470" in out
+
+
+def test_summary_one_config(capsys):
+    assert main(["summary", "vgg16", "--head", "conv", "--input", "256", "--classes", "10"]) == 0
+    out = capsys.readouterr().out
+    assert "fc8" in out and "10x2x2" in out and "pool5" in out
+
+
+def test_unknown_config_exits_2_one_line(capsys):
+    assert main(["summary", "vgg17"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "unknown VGG configuration 'vgg17'" in err
+
+
+def test_usage_error_exits_2(capsys):
+    with pytest.raises(SystemExit) as e:
+        main(["summary"])
+    assert e.value.code == 2
+    assert "summary needs a CONFIG" in capsys.readouterr().err
+
+
+def test_python_m_entry_point():
+    r = subprocess.run(
+        [sys.executable, "-m", "vggnet", "summary", "--input", "100", "--head", "conv", "D"],
+        capture_output=True,
+        text=True,
+    )
+    assert r.returncode == 2
+    assert "Traceback" not in r.stderr
+    assert r.stderr.strip().endswith("input 100x100 is smaller than 224, the smallest this VGG accepts")

@@ -1,0 +1,39 @@
+import pytest
+
+from vggnet.configs import ALIASES, CONFIGS, config_names, resolve, weight_layers
+
+
+@pytest.mark.parametrize(
+    "name, expected",
+    [
+        ("A", ("A", False)),
+        ("a-lrn", ("A-LRN", False)),
+        ("A_LRN", ("A-LRN", False)),
+        ("vgg11_lrn", ("A-LRN", False)),
+        ("vgg16_c", ("C", False)),
+        ("vgg16", ("D", False)),
+        ("vgg19_bn", ("E", True)),
+        ("D_bn", ("D", True)),
+        ("vgg13", ("B", False)),
+    ],
+)
+def test_resolve(name, expected):
+    assert resolve(name) == expected
+
+
+def test_unknown_name_lists_accepted():
+    with pytest.raises(ValueError, match=r"unknown VGG configuration 'vgg17'; accepted: A, A-LRN, B, C, D, E, vgg11"):
+        resolve("vgg17")
+
+
+@pytest.mark.parametrize("letter, depth", [("A", 11), ("A-LRN", 11), ("B", 13), ("C", 16), ("D", 16), ("E", 19)])
+def test_weight_layers_match_table1(letter, depth):
+    assert weight_layers(letter) == depth
+
+
+def test_every_name_resolves():
+    names = config_names()
+    assert len(names) == 2 * (len(CONFIGS) + len(ALIASES))
+    for n in names:
+        letter, bn = resolve(n)
+        assert letter in CONFIGS and bn == n.endswith("_bn")
