@@ -42,3 +42,25 @@ def test_scan_image_folder_errors(tmp_path):
     Image.new("RGB", (4, 4)).save(tmp_path / "b" / "2.jpg")
     samples, classes = scan_image_folder(tmp_path)
     assert classes == ["a", "b"] and [c for _, c in samples] == [0, 1]
+
+
+def test_digits_fixed_split():
+    from vggnet.data import open_dataset
+
+    train, val = open_dataset("digits", "train", 24), open_dataset("digits", "val", 24)
+    assert (len(train), len(val)) == (1437, 360)
+    im, label = val[0]
+    assert im.size == (24, 24) and im.mode == "RGB" and 0 <= label <= 9
+    assert set(train.index).isdisjoint(val.index)
+
+
+def test_open_dataset_folder_with_split(tmp_path):
+    from vggnet.data import open_dataset
+
+    for split in ("train", "val"):
+        (tmp_path / split / "cat").mkdir(parents=True)
+        Image.new("RGB", (5, 5)).save(tmp_path / split / "cat" / "a.png")
+    ds = open_dataset(str(tmp_path), "val")
+    assert ds.classes == ["cat"] and ds.root.endswith("val") and len(ds) == 1
+    with pytest.raises(FileNotFoundError, match="no such dataset folder"):
+        open_dataset(str(tmp_path / "x"))

@@ -116,3 +116,63 @@ def scan_image_folder(root: str | os.PathLike[str]) -> tuple[list[tuple[str, int
 def report(message: str) -> None:
     """One line to stderr, for things the user should see even in quiet mode."""
     print(message, file=sys.stderr)
+
+
+class ImageFolder(torch.utils.data.Dataset):
+    """One sub-folder per class; items are (8-bit RGB PIL image or None if unreadable, label)."""
+
+    def __init__(self, root: str | os.PathLike[str]) -> None:
+        self.root = str(root)
+        self.samples, self.classes = scan_image_folder(root)
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def __getitem__(self, index: int) -> tuple[Image.Image | None, int]:
+        path, label = self.samples[index]
+        return open_image(path), label
+
+
+class Digits(torch.utils.data.Dataset):
+    """scikit-learn's real 8x8 handwritten digits (1,797 images), upscaled to `size`, RGB.
+
+    The split is fixed (stratified, seed 0): 1,437 train and 360 validation images.
+    """
+
+    classes = [str(d) for d in range(10)]
+
+    def __init__(self, split: str = "train", size: int = 32) -> None:
+        from sklearn.datasets import load_digits
+        from sklearn.model_selection import train_test_split
+
+        if split not in ("train", "val"):
+            raise ValueError(f"digits split must be 'train' or 'val', got {split!r}")
+        digits = load_digits()
+        index = np.arange(len(digits.target))
+        train, val = train_test_split(index, test_size=0.2, random_state=0, stratify=digits.target)
+        self.index = train if split == "train" else val
+        self.images = (digits.images * (255.0 / 16.0)).astype(np.uint8)  # (1797, 8, 8), 0-16 -> 0-255
+        self.targets = digits.target
+        self.size = size
+
+    def __len__(self) -> int:
+        return len(self.index)
+
+    def __getitem__(self, i: int) -> tuple[Image.Image, int]:
+        j = self.index[i]
+        im = Image.fromarray(self.images[j]).resize((self.size, self.size), Image.BILINEAR)
+        return im.convert("RGB"), int(self.targets[j])
+
+
+def open_dataset(spec: str, split: str = "train", size: int = 32) -> torch.utils.data.Dataset:
+    """A dataset of (PIL RGB image, label) items with a `.classes` list.
+
+    `spec` is "digits" (built in; `size` is its side in pixels) or an image folder:
+    ROOT/<split>/<class>/... when ROOT/<split> exists, else ROOT/<class>/...
+    """
+    if spec == "digits":
+        return Digits(split, size)
+    root = Path(spec)
+    if not root.exists():
+        raise FileNotFoundError(f"{root}: no such dataset folder (or use the built-in 'digits')")
+    return ImageFolder(root / split if (root / split).is_dir() else root)
