@@ -79,15 +79,20 @@ class Net:
     name: str
     model: VGG
     rows: list[LayerInfo]
+    kinds: dict[str, str | None] = field(default_factory=dict)  # row name -> drawing kind
+
+    def __post_init__(self) -> None:
+        self.kinds = {n: module_kind(m, n) for n, m in modules_by_name(self.model).items()}
 
     @classmethod
     def build(cls, name: str, head: str = "fc") -> Net:
+        """Build `name` on the meta device and tabulate it at the paper's input size."""
         model = meta_model(name, head)
         return cls(display_name(model), model, layer_table(model, INPUT))
 
     def kind(self, r: LayerInfo) -> str | None:
         """Drawing kind of a row (None for ReLU, BN, dropout)."""
-        return module_kind(modules_by_name(self.model)[r.name], r.name)
+        return self.kinds[r.name]
 
     def feature_rows(self) -> list[LayerInfo]:
         """Convs, LRN and pools of the conv stack, in order."""
@@ -156,7 +161,7 @@ class Column:
     added: list[list[bool]] = field(default_factory=list)  # per label: new relative to the column on the left
 
 
-def table1_columns(input_size: int = INPUT) -> list[Column]:
+def table1_columns() -> list[Column]:
     """Every configuration as a Table 1 column; `added` marks the paper's bold layers."""
     columns: list[Column] = []
     for letter in CONFIGS:
@@ -801,7 +806,12 @@ def architecture_text(columns: list[Column], net: Net, block_file: str) -> str:
     ones = [
         (c.name, b + 1) for c in columns for b, block in enumerate(c.blocks) for s in block if s.startswith("conv1-")
     ]
-    one_blocks = listing([str(b) for _, b in ones])
+    with_ones = (
+        f"except the 1×1 convolutions of {listing(sorted({c for c, _ in ones}))} "
+        f"(blocks {listing([str(b) for _, b in ones])})"
+        if ones
+        else "without exception"
+    )
     pools = len(columns[0].blocks)
     name, model, rows = net.name, net.model, net.rows
     groups = layer_groups(model, rows)
@@ -814,8 +824,7 @@ def architecture_text(columns: list[Column], net: Net, block_file: str) -> str:
         "table1.svg",
         "Table 1: the six VGG configurations side by side",
         f"The six configurations of the paper's Table 1, read off the built models. Weight layers (convolutions "
-        f"plus fully connected): {depths}. Every convolution is 3×3 except the 1×1 convolutions of "
-        f"{listing(sorted({c for c, _ in ones}))} (blocks {one_blocks}); "
+        f"plus fully connected): {depths}. Every convolution is 3×3 {with_ones}; "
         f"all share the {pools} max-pools and the classifier {', '.join(columns[0].head)}. Bold blue marks the "
         f"layers each column adds to the one on its left.",
     )
