@@ -2,7 +2,7 @@ import pytest
 import torch
 
 from vggnet import VGG, build, count_parameters
-from vggnet.analysis import layer_table, table2, totals
+from vggnet.analysis import compare_kernels, layer_table, receptive_field, table2, totals
 
 MACS = {"A": 7.609, "A-LRN": 7.609, "B": 11.308, "C": 11.771, "D": 15.470, "E": 19.632}
 
@@ -81,3 +81,28 @@ def test_too_small_input_is_refused():
         model = build("D", head="conv")
     with pytest.raises(ValueError, match="input 100x100 is smaller than 224"):
         layer_table(model, 100)
+
+
+@pytest.mark.parametrize("n", [1, 2, 3, 4])
+@pytest.mark.parametrize("channels", [64, 512])
+def test_compare_kernels_counts_built_modules(n, channels):
+    k = compare_kernels(n, channels)
+    assert k.rf == 2 * n + 1
+    assert k.stacked_weights == 9 * n * channels**2
+    assert k.single_weights == (2 * n + 1) ** 2 * channels**2
+    assert (k.stacked_relus, k.single_relus) == (n, 1)
+
+
+def test_compare_kernels_three_3x3_vs_7x7():
+    k = compare_kernels(3, 1)  # the paper's example: 27C^2 vs 49C^2
+    assert (k.rf, k.stacked_weights, k.single_weights) == (7, 27, 49)
+    with pytest.raises(ValueError, match="need n >= 1"):
+        compare_kernels(0, 64)
+
+
+def test_receptive_field_of_a_chain_matches_layer_table():
+    with torch.device("meta"):
+        model = build("E")
+    rows = {r.name: r for r in layer_table(model, 224)}
+    assert receptive_field(model.features) == rows["pool5"].rf == 268
+    assert receptive_field([torch.nn.Conv2d(1, 1, 3, dilation=2), torch.nn.AvgPool2d(2)]) == 6

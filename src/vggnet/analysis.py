@@ -6,6 +6,7 @@ MACs count the multiply-accumulates of convolutions and linear layers (FLOPs = 2
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 import torch
@@ -165,3 +166,49 @@ def format_table2(rows: list[Table2Row]) -> str:
     for r in rows:
         lines.append(f"{r.config:<7} {r.weight_layers:>13} {r.params:>13,} {r.paper_params_m:>10} {r.gmacs:>10.3f}")
     return "\n".join(lines)
+
+
+def receptive_field(layers: Iterable[nn.Module]) -> int:
+    """Receptive field side, in input pixels, of a chain of convolutions and poolings."""
+    rf, jump = 1, 1
+    for m in layers:
+        if isinstance(m, (nn.Conv2d, nn.MaxPool2d, nn.AvgPool2d)):
+            k = m.kernel_size if isinstance(m.kernel_size, int) else m.kernel_size[0]
+            s = m.stride if isinstance(m.stride, int) else m.stride[0]
+            d = getattr(m, "dilation", 1)  # AvgPool2d has none
+            d = d if isinstance(d, int) else d[0]
+            rf, jump = rf + (k - 1) * d * jump, jump * s
+    return rf
+
+
+@dataclass
+class KernelComparison:
+    """n stacked 3x3 convs against one (2n+1)x(2n+1) conv, both C -> C channels (section 2.3)."""
+
+    n: int
+    channels: int
+    rf: int  # receptive field side of either, in input pixels: 2n+1
+    stacked_weights: int  # 9 n C^2 (biases not counted)
+    single_weights: int  # (2n+1)^2 C^2
+    stacked_relus: int  # n non-linearities
+    single_relus: int  # 1
+
+
+def compare_kernels(n: int, channels: int) -> KernelComparison:
+    """Build both alternatives (on the meta device) and count their weights, field and ReLUs."""
+    if n < 1 or channels < 1:
+        raise ValueError(f"need n >= 1 and channels >= 1, got n={n}, channels={channels}")
+    c = channels
+    with torch.device("meta"):
+        stacked = nn.Sequential(*[m for _ in range(n) for m in (nn.Conv2d(c, c, 3, padding=1), nn.ReLU())])
+        single = nn.Sequential(nn.Conv2d(c, c, 2 * n + 1, padding=n), nn.ReLU())
+
+    def weights(seq: nn.Sequential) -> int:
+        return sum(m.weight.numel() for m in seq if isinstance(m, nn.Conv2d))
+
+    def relus(seq: nn.Sequential) -> int:
+        return sum(isinstance(m, nn.ReLU) for m in seq)
+
+    rf = receptive_field(stacked)
+    assert rf == receptive_field(single) == 2 * n + 1
+    return KernelComparison(n, c, rf, weights(stacked), weights(single), relus(stacked), relus(single))

@@ -82,6 +82,15 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return run_demo(quick=args.quick)
 
 
+def cmd_explain(args: argparse.Namespace) -> int:
+    from .explain import report_figures, write_report
+
+    path = write_report(args.out, network=args.network)
+    figures = report_figures(path)
+    print(f"wrote {path} with {len(figures)} figures: {', '.join(figures)}")
+    return 0
+
+
 # -- parser and entry point ---------------------------------------------------------------
 
 
@@ -103,6 +112,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--classes", type=int, default=1000, help="number of classes (default: 1000)")
     p.add_argument("--all", action="store_true", help="Table 2: every configuration side by side")
     p.set_defaults(func=cmd_summary)
+
+    p = sub.add_parser("explain", help="illustrated report: architecture, receptive fields, parameters, compute")
+    p.add_argument(
+        "--out", default="docs/explain", help="output folder for README.md and figures (default: docs/explain)"
+    )
+    p.add_argument("--network", default="D", help="network for the block diagram and per-layer table (default: D)")
+    p.set_defaults(func=cmd_explain)
 
     p = sub.add_parser("demo", help="the main job on built-in data")
     p.add_argument("--quick", action="store_true", help="a shorter run, for smoke tests")

@@ -109,6 +109,8 @@ class VGG(nn.Module):
     # -- init (section 3.1) --------------------------------------------------------
     def reset_parameters(self) -> None:
         """Initialise every weight with the configured scheme; biases to zero."""
+        if any(p.is_meta for p in self.parameters()):
+            return  # shapes only: nothing to fill, and meta-device init imports torch._dynamo (seconds)
         for m in self.modules():
             if isinstance(m, (nn.Conv2d, nn.Linear)):
                 if self.cfg.init == "paper":
