@@ -68,6 +68,9 @@ def test_project_format_round_trip(tmp_path):
     with torch.no_grad():
         assert torch.equal(loaded(x), model(x))
     assert not list(tmp_path.glob(".*tmp"))  # no temporary file left behind
+    umask = os.umask(0)
+    os.umask(umask)
+    assert path.stat().st_mode & 0o777 == 0o666 & ~umask  # an ordinary file, not mkstemp's private 0600
 
 
 def test_wrong_class_names_and_bad_files(tmp_path):
