@@ -162,7 +162,10 @@ class PerceptualLoss(nn.Module):
         return out
 
     def set_targets(self, content: torch.Tensor | None = None, style: torch.Tensor | None = None) -> None:
-        """Compute and keep the target features once (style transfer reuses them every step)."""
+        """Compute and keep the target features once (style transfer reuses them every step).
+
+        Targets stay on the device they were computed on: move the loss first, then set them.
+        """
         with torch.no_grad():
             if content is not None:
                 self.targets |= {
