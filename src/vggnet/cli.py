@@ -88,6 +88,48 @@ def cmd_explain(args: argparse.Namespace) -> int:
     path = write_report(args.out, network=args.network)
     figures = report_figures(path)
     print(f"wrote {path} with {len(figures)} figures: {', '.join(figures)}")
+
+
+def cmd_convert(args: argparse.Namespace) -> int:
+    from .data import Preprocessing
+    from .weights import convert
+
+    names = _read_class_names(args.class_names) if args.class_names else None
+    pre = {"torchvision": Preprocessing.torchvision, "caffe": Preprocessing.caffe}.get(args.preprocessing)
+    meta = convert(args.src, args.dst, args.source, head=args.head, class_names=names, preprocessing=pre and pre())
+    cfg, p = meta.model, meta.preprocessing
+    name = cfg.config + ("_bn" if cfg.batch_norm else "") + (f" width {cfg.width:g}" if cfg.width != 1 else "")
+    top = f"{cfg.head} head, {cfg.num_classes} classes" if meta.include_top else "no classifier (features only)"
+    print(
+        f"{args.src} ({meta.source}) -> {args.dst}: VGG {name}, {top}, {meta.params:,} parameters, "
+        f"input {p.color} x{p.scale:g} mean {list(p.mean)} std {list(p.std)}"
+    )
+    return 0
+
+
+def _read_class_names(path: str) -> list[str]:
+    with open(path, encoding="utf-8") as f:
+        return [line.strip() for line in f if line.strip()]
+
+
+def cmd_features(args: argparse.Namespace) -> int:
+    import numpy as np
+
+    from .features import extract_features
+    from .weights import atomic_write
+
+    layers = [n.strip() for n in args.layers.split(",") if n.strip()]
+    size = args.size or None
+    result = extract_features(args.images, args.weights, layers, size=size, device=args.device, progress=not args.quiet)
+
+    def write(tmp: str) -> None:
+        with open(tmp, "wb") as f:
+            np.savez(f, paths=np.array(result.paths), **result.features)
+
+    atomic_write(args.out, write)
+    shapes = ", ".join(f"{k} {tuple(v.shape)}" for k, v in result.features.items())
+    skipped = f"; skipped {len(result.skipped)} unreadable: {', '.join(result.skipped)}" if result.skipped else ""
+    print(f"{len(result.paths)} image(s) -> {args.out}: {shapes}{skipped}")
     return 0
 
 
@@ -119,6 +161,36 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--network", default="D", help="network for the block diagram and per-layer table (default: D)")
     p.set_defaults(func=cmd_explain)
+    p = sub.add_parser("convert", help="import torchvision / timm / Keras / Caffe weights into the project format")
+    p.add_argument("src", help="weights file: .pth/.pt, .safetensors, Keras .h5, .caffemodel")
+    p.add_argument("dst", help="output .safetensors (weights + metadata)")
+    p.add_argument(
+        "--from",
+        dest="source",
+        choices=["auto", "torchvision", "timm", "keras", "caffe", "vggnet"],
+        default="auto",
+        help="the file's convention (default: auto, from its content)",
+    )
+    p.add_argument("--head", choices=["fc", "conv"], help="classifier layout (default: the source's own)")
+    p.add_argument("--class-names", help="text file with one class name per line, in output order")
+    p.add_argument(
+        "--preprocessing",
+        choices=["torchvision", "caffe"],
+        help="override the input convention recorded (default: the source's: torchvision or caffe BGR 0-255)",
+    )
+    p.set_defaults(func=cmd_convert)
+
+    p = sub.add_parser("features", help="activations at named layers (relu1_2, ...) of images, to an .npz")
+    p.add_argument("images", nargs="+", help="image files")
+    p.add_argument("--weights", required=True, help="weights file (any source `convert` reads)")
+    p.add_argument("--layers", required=True, help="comma-separated layer names, e.g. relu1_2,relu2_2,relu3_3,relu4_3")
+    p.add_argument("--out", required=True, help="output .npz: one array (N, C, H, W) per layer, plus `paths`")
+    p.add_argument(
+        "--size", type=int, default=224, help="resize shorter side + centre crop (0: keep size; default 224)"
+    )
+    p.add_argument("--device", default="cpu", help="torch device (default: cpu)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=cmd_features)
 
     p = sub.add_parser("demo", help="the main job on built-in data")
     p.add_argument("--quick", action="store_true", help="a shorter run, for smoke tests")

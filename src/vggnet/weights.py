@@ -1,30 +1,58 @@
-"""Weights on disk: the project's own format, safe loading, atomic writes.
+"""Weights on disk: the project's own format, importers for every public source, safe loading.
 
 The project format is one `.safetensors` file whose header metadata holds, under the key
-"vggnet", a JSON document: the ModelConfig, class names, preprocessing, source and
-parameter count. Nothing here ever unpickles arbitrary objects.
+"vggnet", a JSON document: the ModelConfig, class names, preprocessing, source, parameter
+count and whether the classifier is present. Nothing here ever unpickles arbitrary objects.
+
+Importers (the conventions are in PAPER.md, "Public implementations"):
+
+- torchvision: `features.N` / `classifier.0/3/6` state dicts (`.pth`, or raw `.safetensors`).
+- timm: the same features, FC6/FC7 held as 7x7 / 1x1 convs (`pre_logits.fc1/fc2`), `head.fc`.
+- Keras: HDF5 with `layer_names` / `weight_names` attributes; kernels (H, W, in, out), dense
+  kernels (in, out), FC6's input flattened in (H, W, C) order.
+- Caffe: a binary `NetParameter` (`layers`, V1, or `layer`, V2); blobs already in torch's
+  (out, in, kh, kw) and (out, in) layouts, FC6's input in (C, H, W) order; BGR input.
+
+The configuration (Table 1 column, BN, width, classes, head) is read from the tensors.
+A file without the classifier ("notop") gives a features-only model: its `classifier` is a
+`NoClassifier`, its metadata says `include_top: false`, and it serves features and losses.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
+import math
+import mmap
 import os
+import re
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
+from torch import nn
 
-from .configs import ModelConfig
+from .configs import CONFIGS, ModelConfig
 from .data import Preprocessing
-from .model import VGG, count_parameters
+from .model import VGG, count_parameters, make_features
 
 FORMAT_KEY = "vggnet"
+SOURCES = ("auto", "vggnet", "torchvision", "timm", "keras", "caffe")
+# The preprocessing each source's weights were trained with (PAPER.md).
+SOURCE_PREPROCESSING: dict[str, Callable[[], Preprocessing]] = {
+    "torchvision": Preprocessing.torchvision,
+    "timm": Preprocessing.torchvision,
+    "keras": Preprocessing.caffe,
+    "caffe": Preprocessing.caffe,
+}
+TORCH_SUFFIXES = (".pth", ".pt", ".bin", ".ckpt", ".tar")
 
 
 @dataclass
@@ -36,6 +64,7 @@ class WeightsMeta:
     class_names: list[str] | None = None
     source: str = "vggnet"
     params: int = 0
+    include_top: bool = True  # False: features only (a Keras "notop" file); no classifier
     extra: dict[str, Any] = field(default_factory=dict)
 
     def to_json(self) -> str:
@@ -50,8 +79,33 @@ class WeightsMeta:
             class_names=raw.get("class_names"),
             source=raw.get("source", "vggnet"),
             params=raw.get("params", 0),
+            include_top=raw.get("include_top", True),
             extra=raw.get("extra", {}),
         )
+
+
+class NoClassifier(nn.Module):
+    """Stands in for the classifier of features-only weights; calling it is a clear error."""
+
+    def _refuse(self) -> ValueError:
+        return ValueError(
+            "these weights hold no classifier (imported without the top layers); use them for "
+            "features (features_at, PerceptualLoss) or fine-tune a new head"
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        raise self._refuse()
+
+    def __iter__(self) -> Iterator[nn.Module]:  # VGG.score_map walks the classifier
+        raise self._refuse()
+
+
+def has_classifier(model: VGG) -> bool:
+    """False for a features-only model (imported from a file without the top layers)."""
+    return not isinstance(model.classifier, NoClassifier)
+
+
+# -- the project format -------------------------------------------------------------------
 
 
 def atomic_write(path: str | os.PathLike[str], write: Callable[[str], None]) -> None:
@@ -65,6 +119,9 @@ def atomic_write(path: str | os.PathLike[str], write: Callable[[str], None]) -> 
     os.close(fd)
     try:
         write(tmp)
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # mkstemp's file is private (0600): give it an ordinary file's mode
         with open(tmp, "rb") as f:
             os.fsync(f.fileno())
         os.replace(tmp, path)
@@ -91,6 +148,7 @@ def save_weights(
         class_names=list(class_names) if class_names is not None else None,
         source=source,
         params=count_parameters(model),
+        include_top=has_classifier(model),
         extra=extra or {},
     )
     tensors = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
@@ -100,30 +158,41 @@ def save_weights(
 
 def read_meta(path: str | os.PathLike[str]) -> WeightsMeta:
     """The metadata of a project-format weights file, without loading the tensors."""
-    from safetensors import safe_open
-
     path = _existing(path)
-    try:
-        with safe_open(str(path), framework="pt") as f:
-            header = f.metadata() or {}
-    except (SafetensorError, OSError, ValueError) as e:
-        raise ValueError(f"{path}: not a safetensors weights file ({e})") from None
+    header = _safetensors_header(path)
     if FORMAT_KEY not in header:
         raise ValueError(f"{path}: safetensors file without vggnet metadata; import it with `vggnet convert`")
     return WeightsMeta.from_json(header[FORMAT_KEY])
 
 
-def load_weights(path: str | os.PathLike[str], device: str | torch.device = "cpu") -> tuple[VGG, WeightsMeta]:
-    """Rebuild the model stored in a project-format file; returns (model in eval mode, metadata)."""
+def load_weights(
+    path: str | os.PathLike[str], device: str | torch.device = "cpu", source: str = "auto"
+) -> tuple[VGG, WeightsMeta]:
+    """Rebuild the model stored in any supported weights file; returns (model in eval mode, metadata).
+
+    Project-format files load as saved; torchvision, timm, Keras and Caffe files are imported
+    in memory (see `import_weights`), so every command accepts them directly.
+    """
+    path = _existing(path)
+    if source not in ("auto", "vggnet") or (source == "auto" and not _is_project_file(path)):
+        model, meta = import_weights(path, source=source)
+        return model.to(device), meta
     meta = read_meta(path)
-    tensors = load_file(str(path), device=str(device))
-    model = VGG(meta.model).to(device)
-    load_state_checked(model, tensors, source=str(path))
-    return model.eval(), meta
+    try:
+        tensors = load_file(str(path), device=str(device))
+    except (SafetensorError, OSError, ValueError) as e:
+        raise ValueError(f"{path}: unreadable safetensors weights ({e})") from None
+    return _assemble(meta.model, meta.include_top, tensors, str(path), device), meta
 
 
-def load_state_checked(model: torch.nn.Module, state: dict[str, torch.Tensor], source: str = "weights") -> None:
-    """load_state_dict(strict=True) with errors that name the layer and both shapes."""
+def load_state_checked(
+    model: torch.nn.Module, state: dict[str, torch.Tensor], source: str = "weights", assign: bool = False
+) -> None:
+    """load_state_dict(strict=True) with errors that name the layer and both shapes.
+
+    With `assign`, the module takes the given tensors (cast to its dtypes) instead of copying
+    them: a model built on the meta device loads without allocating its weights twice.
+    """
     own = model.state_dict()
     missing = [k for k in own if k not in state]
     unexpected = [k for k in state if k not in own]
@@ -134,7 +203,131 @@ def load_state_checked(model: torch.nn.Module, state: dict[str, torch.Tensor], s
             raise ValueError(
                 f"{source}: layer {key} has shape {tuple(value.shape)}, the model expects {tuple(own[key].shape)}"
             )
-    model.load_state_dict(state, strict=True)
+    if assign:
+        state = {k: v.to(own[k].dtype) if v.is_floating_point() else v for k, v in state.items()}
+    model.load_state_dict(state, strict=True, assign=assign)
+
+
+# -- importing from every public source ------------------------------------------------------
+
+
+def import_weights(
+    src: str | os.PathLike[str],
+    source: str = "auto",
+    *,
+    head: str | None = None,
+    class_names: list[str] | None = None,
+    preprocessing: Preprocessing | None = None,
+) -> tuple[VGG, WeightsMeta]:
+    """Read a torchvision, timm, Keras, Caffe or project-format file into (model, metadata).
+
+    The configuration comes from the tensors; the preprocessing from the source's convention
+    unless given. `head` ("fc" or "conv") converts the classifier; by default each source keeps
+    its own layout (timm: conv, the others: fc).
+    """
+    path = _existing(src)
+    if source not in SOURCES:
+        raise ValueError(f"unknown weights source {source!r}; accepted: {', '.join(SOURCES)}")
+    if head is not None and head not in ("fc", "conv"):
+        raise ValueError(f"cannot import into a {head!r} head; accepted: fc, conv")
+    where = str(path)
+    extra: dict[str, Any] = {"file": path.name}
+    if source == "vggnet" or (source == "auto" and _is_project_file(path)):
+        model, meta = load_weights(path, source="vggnet")
+        preprocessing = preprocessing or meta.preprocessing
+        class_names = class_names if class_names is not None else meta.class_names
+        source, extra = meta.source, meta.extra
+    else:
+        source, state = _read_source(path, source)
+        cfg, include_top = infer_config(state, where)
+        model = _assemble(cfg, include_top, state, where)
+    if head is not None and head != model.cfg.head and has_classifier(model):
+        model = model.to_head(head).eval()
+    if class_names is not None and len(class_names) != model.cfg.num_classes:
+        raise ValueError(
+            f"{len(class_names)} class names given for weights with {model.cfg.num_classes} classes ({where})"
+        )
+    meta = WeightsMeta(
+        model=model.cfg,
+        preprocessing=preprocessing or SOURCE_PREPROCESSING.get(source, Preprocessing)(),
+        class_names=list(class_names) if class_names is not None else None,
+        source=source,
+        params=count_parameters(model),
+        include_top=has_classifier(model),
+        extra=extra,
+    )
+    return model, meta
+
+
+def convert(
+    src: str | os.PathLike[str],
+    dst: str | os.PathLike[str],
+    source: str = "auto",
+    *,
+    head: str | None = None,
+    class_names: list[str] | None = None,
+    preprocessing: Preprocessing | None = None,
+) -> WeightsMeta:
+    """Import `src` (any supported source) and write it to `dst` in the project format."""
+    model, meta = import_weights(src, source, head=head, class_names=class_names, preprocessing=preprocessing)
+    return save_weights(
+        model,
+        dst,
+        preprocessing=meta.preprocessing,
+        class_names=meta.class_names,
+        source=meta.source,
+        extra=meta.extra,
+    )
+
+
+def detect_source(path: str | os.PathLike[str]) -> str:
+    """Which convention a weights file follows: vggnet, torchvision, timm, keras or caffe.
+
+    Decided by content (file signature, key names), the extension only breaking ties.
+    """
+    path = _existing(path)
+    container = _container(path)
+    if container == "safetensors":
+        return "vggnet" if _is_project_file(path) else _tensor_convention(_safetensors_keys(path), str(path))
+    if container == "torch":
+        return _tensor_convention(list(read_torch_state(path)), str(path))
+    return container  # "keras" or "caffe"
+
+
+def _is_project_file(path: Path) -> bool:
+    return _container(path) == "safetensors" and FORMAT_KEY in _safetensors_header(path)
+
+
+def _read_source(path: Path, source: str) -> tuple[str, dict[str, torch.Tensor]]:
+    """(source, torchvision-named state dict) of a foreign file; `source` may be "auto"."""
+    container = _container(path)
+    if source == "auto" and container in ("keras", "caffe"):
+        source = container
+    if source in ("keras", "caffe") and container != source:
+        raise ValueError(f"{path}: looks like a {container} file, not a {source} one (try --from auto)")
+    if source == "keras":
+        return source, keras_state(read_keras_h5(path), str(path))
+    if source == "caffe":
+        return source, caffe_state(read_caffemodel(path), str(path))
+    if container not in ("torch", "safetensors"):
+        raise ValueError(f"{path}: looks like a {container} file, not a {source} one (try --from auto)")
+    state = _safetensors_tensors(path) if container == "safetensors" else read_torch_state(path)
+    if source == "auto":
+        source = _tensor_convention(list(state), str(path))
+    return source, timm_state(state) if source == "timm" else state
+
+
+def _tensor_convention(keys: list[str], where: str) -> str:
+    """torchvision or timm, from the key names of a state dict."""
+    if any(k.startswith(("pre_logits.", "head.fc.")) for k in keys):
+        return "timm"
+    if any(k.startswith("features.") for k in keys):
+        return "torchvision"
+    shown = ", ".join(keys[:4]) or "none"
+    raise ValueError(f"{where}: tensors named {shown}... are not a VGG state dict (expected features.N.weight)")
+
+
+# -- reading files safely ------------------------------------------------------------------
 
 
 def _existing(path: str | os.PathLike[str]) -> Path:
@@ -144,3 +337,470 @@ def _existing(path: str | os.PathLike[str]) -> Path:
     if p.is_dir():
         raise ValueError(f"{p}: is a folder, expected a weights file")
     return p
+
+
+def _container(path: Path) -> str:
+    """The file kind by signature, then extension: safetensors, torch, keras (HDF5) or caffe."""
+    with open(path, "rb") as f:
+        head = f.read(16)
+    suffix = path.suffix.lower()
+    if not head:
+        raise ValueError(f"{path}: empty file, not weights")
+    if head.startswith(b"\x89HDF\r\n\x1a\n"):
+        return "keras"
+    if head.startswith(b"PK\x03\x04") or head[:1] == b"\x80":  # torch zip or legacy pickle
+        return "torch"
+    if len(head) >= 9 and head[8:9] == b"{" and suffix != ".caffemodel":  # u64 header length, JSON
+        return "safetensors"
+    if suffix == ".caffemodel":
+        return "caffe"
+    if suffix in (".h5", ".hdf5"):
+        return "keras"
+    if suffix in TORCH_SUFFIXES:
+        return "torch"
+    if suffix == ".safetensors":
+        return "safetensors"
+    if head[:1] in (b"\x0a", b"\x12") or head[:2] == b"\xa2\x06":  # NetParameter name / layers / layer
+        return "caffe"
+    raise ValueError(
+        f"{path}: not a recognised weights file (expected .safetensors, .pth/.pt, Keras .h5 or .caffemodel)"
+    )
+
+
+def _safetensors_header(path: Path) -> dict[str, str]:
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            return f.metadata() or {}
+    except (SafetensorError, OSError, ValueError) as e:
+        raise ValueError(f"{path}: not a safetensors weights file ({e})") from None
+
+
+def _safetensors_keys(path: Path) -> list[str]:
+    from safetensors import safe_open
+
+    with safe_open(str(path), framework="pt") as f:
+        return list(f.keys())
+
+
+def _safetensors_tensors(path: Path) -> dict[str, torch.Tensor]:
+    try:
+        return _strip_prefixes(load_file(str(path)))
+    except (SafetensorError, OSError, ValueError) as e:
+        raise ValueError(f"{path}: not a safetensors weights file ({e})") from None
+
+
+def read_torch_state(path: str | os.PathLike[str]) -> dict[str, torch.Tensor]:
+    """The tensors of a `.pth` checkpoint, read with `weights_only=True`: nothing pickled ever runs.
+
+    A checkpoint holding pickled objects other than tensors and plain containers is refused.
+    Wrappers ({"state_dict": ...}, {"model": ...}) and DataParallel's `module.` prefix are undone.
+    """
+    path = _existing(path)
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # torch raises UnpicklingError, RuntimeError, KeyError... for bad files
+        text = str(e)
+        if "Unsupported global" in text or "WeightsUnpickler" in text:
+            found = re.search(r"GLOBAL ([\w.]+)", text)
+            what = f" ({found.group(1)})" if found else ""
+            raise ValueError(
+                f"{path}: refused: the checkpoint contains pickled non-tensor objects{what}; nothing was "
+                "executed. Only tensors are loaded: re-save it as a state dict or as .safetensors"
+            ) from None
+        raise ValueError(f"{path}: not a readable PyTorch checkpoint (truncated or another format)") from None
+    state = _find_state_dict(obj)
+    if state is None:
+        shown = ", ".join(map(str, list(obj)[:5])) if isinstance(obj, dict) else type(obj).__name__
+        raise ValueError(f"{path}: no state dict of tensors in this checkpoint (top level: {shown})")
+    return _strip_prefixes(state)
+
+
+def _find_state_dict(obj: Any) -> dict[str, torch.Tensor] | None:
+    if isinstance(obj, dict) and obj and all(isinstance(v, torch.Tensor) for v in obj.values()):
+        return obj
+    if isinstance(obj, dict):
+        for key in ("state_dict", "model", "model_state_dict", "model_state", "net", "weights"):
+            inner = obj.get(key)
+            if isinstance(inner, dict) and inner and all(isinstance(v, torch.Tensor) for v in inner.values()):
+                return inner
+    return None
+
+
+def _strip_prefixes(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Undo DataParallel's `module.` and torch.compile's `_orig_mod.` key prefixes."""
+    for prefix in ("module.", "_orig_mod."):
+        if state and all(k.startswith(prefix) for k in state):
+            state = {k[len(prefix) :]: v for k, v in state.items()}
+    return dict(state)
+
+
+# -- timm -------------------------------------------------------------------------------------
+
+
+def timm_state(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """timm's VGG keys -> torchvision's: pre_logits.fc1/fc2 (7x7 / 1x1 convs) and head.fc are FC6-8.
+
+    FC6/FC7 keep their conv shapes here; `infer_config` sees a conv head.
+    """
+    rename = {"pre_logits.fc1.": "classifier.0.", "pre_logits.fc2.": "classifier.3.", "head.fc.": "classifier.6."}
+    out = {}
+    for key, value in state.items():
+        for old, new in rename.items():
+            if key.startswith(old):
+                key = new + key[len(old) :]
+                if new == "classifier.6." and key.endswith("weight") and value.dim() == 2:
+                    value = value[:, :, None, None]  # (classes, 4096) -> a 1x1 conv, like fc1/fc2
+                break
+        out[key] = value
+    return out
+
+
+# -- Keras HDF5 -------------------------------------------------------------------------------
+
+
+def read_keras_h5(path: str | os.PathLike[str]) -> list[tuple[str, list[np.ndarray]]]:
+    """(layer name, [weights...]) in model order from a Keras HDF5 weights file.
+
+    Follows the files' own index: the root attribute `layer_names` and each layer group's
+    `weight_names` (`block1_conv1_W_1:0` in the published files, `block1_conv1/kernel:0` later).
+    """
+    import h5py
+
+    path = _existing(path)
+    try:
+        with h5py.File(path, "r") as f:
+            root = f["model_weights"] if "layer_names" not in f.attrs and "model_weights" in f else f
+            if "layer_names" not in root.attrs:
+                raise ValueError(f"{path}: HDF5 file without Keras `layer_names`; not a Keras weights file")
+            layers = []
+            for name in root.attrs["layer_names"]:
+                name = name.decode() if isinstance(name, bytes) else str(name)
+                group = root[name]
+                names = [n.decode() if isinstance(n, bytes) else str(n) for n in group.attrs.get("weight_names", [])]
+                layers.append((name, [np.asarray(group[n]) for n in names]))
+            return layers
+    except (OSError, KeyError) as e:
+        raise ValueError(f"{path}: unreadable Keras HDF5 file (truncated or not HDF5): {e}") from None
+
+
+def keras_state(layers: list[tuple[str, list[np.ndarray]]], where: str) -> dict[str, torch.Tensor]:
+    """Keras conv/dense weights -> torchvision names, transposing kernels and FC6's input order."""
+    convs, fcs = [], []
+    for name, weights in layers:
+        if not weights:
+            continue  # input, pooling, flatten, dropout layers
+        shapes = [w.shape for w in weights]
+        if len(weights) != 2 or weights[0].ndim not in (2, 4) or weights[1].ndim != 1:
+            raise ValueError(f"{where}: layer {name} holds weights of shapes {shapes}; only Conv2D and Dense are read")
+        kernel, bias = (torch.from_numpy(np.array(w, dtype=np.float32)) for w in weights)
+        if kernel.dim() == 4:
+            fed = convs[-1][0].shape[0] if convs else kernel.shape[2]
+            if kernel.shape[0] != kernel.shape[1] or kernel.shape[0] not in (1, 3) or kernel.shape[2] != fed:
+                raise ValueError(
+                    f"{where}: layer {name} has kernel {tuple(kernel.shape)}, not (3 or 1, same, in={fed}, out): "
+                    "only TensorFlow-ordered kernels (H, W, in, out) are supported"
+                )
+            convs.append((kernel.permute(3, 2, 0, 1).contiguous(), bias))  # (H, W, in, out) -> (out, in, H, W)
+        else:
+            fcs.append((kernel.t().contiguous(), bias))  # (in, out) -> (out, in)
+    if convs and fcs:
+        # Keras flattens pool5 as (H, W, C); torch as (C, H, W): reorder FC6's input columns.
+        w6, b6 = fcs[0]
+        c = convs[-1][0].shape[0]
+        g = math.isqrt(w6.shape[1] // c)
+        if g * g * c != w6.shape[1]:
+            raise ValueError(
+                f"{where}: the first Dense layer takes {w6.shape[1]} inputs, not a square grid of {c} channels"
+            )
+        w6 = w6.reshape(-1, g, g, c).permute(0, 3, 1, 2).reshape(w6.shape[0], -1).contiguous()
+        fcs[0] = (w6, b6)
+    return _stack_state(convs, fcs, where)
+
+
+# -- Caffe .caffemodel ----------------------------------------------------------------------
+
+# V1LayerParameter.LayerType values (caffe.proto) of the layers a VGG holds.
+CAFFE_V1_TYPES = {4: "Convolution", 5: "Data", 6: "Dropout", 14: "InnerProduct", 15: "LRN", 17: "Pooling", 18: "ReLU"}
+CAFFE_V1_TYPES |= {20: "Softmax", 21: "SoftmaxWithLoss", 22: "Split", 1: "Accuracy", 29: "MemoryData"}
+
+
+@dataclass
+class CaffeLayer:
+    """One layer of a `.caffemodel`: its name, type and parameter blobs (shaped arrays)."""
+
+    name: str
+    type: str
+    blobs: list[np.ndarray]
+
+
+class _Truncated(ValueError):
+    pass
+
+
+def _varint(buf: memoryview, pos: int, end: int) -> tuple[int, int]:
+    value = shift = 0
+    while True:
+        if pos >= end:
+            raise _Truncated("message ends inside a number")
+        byte = buf[pos]
+        pos += 1
+        value |= (byte & 0x7F) << shift
+        if byte < 0x80:
+            return value, pos
+        shift += 7
+        if shift > 63:
+            raise ValueError("malformed number")
+
+
+def _fields(buf: memoryview, start: int, end: int) -> Iterator[tuple[int, int, Any]]:
+    """Protobuf wire format: (field number, wire type, int value or (start, end) span)."""
+    pos = start
+    while pos < end:
+        key, pos = _varint(buf, pos, end)
+        number, wire = key >> 3, key & 7
+        if number == 0:
+            raise ValueError("field number 0")
+        if wire == 0:
+            value, pos = _varint(buf, pos, end)
+        elif wire in (1, 2, 5):
+            if wire == 2:
+                size, pos = _varint(buf, pos, end)
+            else:
+                size = 8 if wire == 1 else 4
+            if pos + size > end:
+                raise _Truncated("message ends inside a field")
+            value, pos = (pos, pos + size), pos + size
+        else:
+            raise ValueError(f"unsupported wire type {wire}")
+        yield number, wire, value
+
+
+def _caffe_blob(buf: memoryview, start: int, end: int) -> np.ndarray:
+    """A BlobProto: data (field 5, float) or double_data (8); shape (7) or legacy num/channels/height/width (1-4)."""
+    dims: list[int] | None = None
+    legacy = [0, 0, 0, 0]
+    chunks: list[np.ndarray] = []
+    for number, wire, value in _fields(buf, start, end):
+        if number == 7 and wire == 2:
+            dims = []
+            for n, w, v in _fields(buf, *value):
+                if n == 1 and w == 2:  # packed int64
+                    pos, stop = v
+                    while pos < stop:
+                        d, pos = _varint(buf, pos, stop)
+                        dims.append(d)
+                elif n == 1 and w == 0:
+                    dims.append(v)
+        elif number in (1, 2, 3, 4) and wire == 0:
+            legacy[number - 1] = value
+        elif number == 5 and wire in (2, 5):
+            chunks.append(np.frombuffer(buf[value[0] : value[1]], dtype="<f4"))
+        elif number == 8 and wire in (1, 2):
+            chunks.append(np.frombuffer(buf[value[0] : value[1]], dtype="<f8").astype(np.float32))
+    data = np.concatenate(chunks) if len(chunks) > 1 else (chunks[0] if chunks else np.zeros(0, np.float32))
+    shape = dims if dims is not None else legacy
+    if math.prod(shape) != data.size:
+        raise ValueError(f"a blob holds {data.size} values for the shape {tuple(shape)}")
+    return np.array(data, dtype=np.float32).reshape(shape)  # a copy: independent of the mapped file
+
+
+def _caffe_layer(buf: memoryview, span: tuple[int, int], v1: bool) -> CaffeLayer:
+    # V2 LayerParameter: name 1, type 2 (string), blobs 7. V1: name 4, type 5 (enum), blobs 6,
+    # and an embedded V0 layer (field 1: name 1, type 2, blobs 50) in the oldest files.
+    name_f, type_f, blob_f = (4, 5, 6) if v1 else (1, 2, 7)
+    layer = CaffeLayer("", "", [])
+    for number, wire, value in _fields(buf, *span):
+        if number == name_f and wire == 2:
+            layer.name = bytes(buf[value[0] : value[1]]).decode("utf-8", "replace")
+        elif number == type_f and wire == 0 and v1:
+            layer.type = CAFFE_V1_TYPES.get(value, f"V1 type {value}")
+        elif number == type_f and wire == 2 and not v1:
+            layer.type = bytes(buf[value[0] : value[1]]).decode("utf-8", "replace")
+        elif number == blob_f and wire == 2:
+            layer.blobs.append(_caffe_blob(buf, *value))
+        elif v1 and number == 1 and wire == 2:
+            old = _caffe_layer_v0(buf, value)
+            layer.name, layer.type, layer.blobs = layer.name or old.name, layer.type or old.type, old.blobs
+    return layer
+
+
+def _caffe_layer_v0(buf: memoryview, span: tuple[int, int]) -> CaffeLayer:
+    layer = CaffeLayer("", "", [])
+    v0_types = {"conv": "Convolution", "innerproduct": "InnerProduct", "lrn": "LRN"}
+    for number, wire, value in _fields(buf, *span):
+        if number in (1, 2) and wire == 2:
+            text = bytes(buf[value[0] : value[1]]).decode("utf-8", "replace")
+            if number == 1:
+                layer.name = text
+            else:
+                layer.type = v0_types.get(text, text)
+        elif number == 50 and wire == 2:
+            layer.blobs.append(_caffe_blob(buf, *value))
+    return layer
+
+
+def read_caffemodel(path: str | os.PathLike[str]) -> list[CaffeLayer]:
+    """The layers of a binary Caffe `NetParameter`, read straight from the protobuf wire format.
+
+    `layers` (field 2, V1, the published VGG files) and `layer` (field 100, V2) are both read;
+    float data is mapped from the file, not parsed number by number.
+    """
+    path = _existing(path)
+    with open(path, "rb") as f:
+        if os.fstat(f.fileno()).st_size == 0:
+            raise ValueError(f"{path}: empty file, not a Caffe model")
+        mapped = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
+    buf = memoryview(mapped)
+    layers: list[CaffeLayer] = []
+    try:
+        for number, wire, value in _fields(buf, 0, len(buf)):
+            if number in (2, 100) and wire == 2:
+                layers.append(_caffe_layer(buf, value, v1=number == 2))
+    except _Truncated as e:
+        raise ValueError(f"{path}: truncated Caffe model ({e})") from None
+    except ValueError as e:
+        raise ValueError(f"{path}: not a Caffe model ({e})") from None
+    finally:
+        with contextlib.suppress(BufferError):  # arrays still viewing the map (an error path): GC closes it
+            buf.release()
+            mapped.close()
+    if not any(layer.blobs for layer in layers):
+        raise ValueError(f"{path}: no layers with weights; not a Caffe model")
+    return layers
+
+
+def caffe_state(layers: list[CaffeLayer], where: str) -> dict[str, torch.Tensor]:
+    """Caffe conv/inner-product blobs -> torchvision names (already (out, in, kh, kw) and (out, in) in C,H,W order)."""
+    convs, fcs, lrn = [], [], False
+    for layer in layers:
+        lrn = lrn or layer.type == "LRN"
+        if not layer.blobs:
+            continue
+        if layer.type not in ("Convolution", "InnerProduct") or len(layer.blobs) != 2:
+            shapes = [b.shape for b in layer.blobs]
+            raise ValueError(
+                f"{where}: layer {layer.name} ({layer.type}) holds blobs of shapes {shapes}; "
+                "only Convolution and InnerProduct layers with a bias are read"
+            )
+        weight, bias = (torch.from_numpy(b) for b in layer.blobs)
+        bias = bias.reshape(-1)
+        out = bias.numel()
+        if layer.type == "Convolution":
+            convs.append((weight.reshape(out, -1, *weight.shape[-2:]), bias))  # legacy blobs are 4D already
+        else:
+            fcs.append((weight.reshape(out, -1), bias))  # legacy (1, 1, out, in) -> (out, in)
+    return _stack_state(convs, fcs, where, lrn=lrn)
+
+
+# -- from tensors to a configuration ----------------------------------------------------------
+
+
+def _kernels(letter: str) -> tuple[int, ...]:
+    """Kernel size of every conv of a Table 1 column (3, or 1 for C's 1x1 convs)."""
+    return tuple(1 if isinstance(v, tuple) else 3 for v in CONFIGS[letter] if v not in ("M", "LRN"))
+
+
+def _conv_keys(letter: str, batch_norm: bool) -> list[str]:
+    """torchvision module names (features.N) of the convs of a Table 1 column."""
+    with torch.device("meta"):
+        features, _ = make_features(letter, batch_norm, 1 / 64, 3)
+    return [f"features.{i}" for i, m in enumerate(features) if isinstance(m, nn.Conv2d)]
+
+
+def _stack_state(
+    convs: list[tuple[torch.Tensor, torch.Tensor]],
+    fcs: list[tuple[torch.Tensor, torch.Tensor]],
+    where: str,
+    lrn: bool = False,
+) -> dict[str, torch.Tensor]:
+    """Name an ordered list of conv and FC (weight, bias) pairs the torchvision way."""
+    kernels = tuple(w.shape[-1] for w, _ in convs)
+    letters = [letter for letter in CONFIGS if _kernels(letter) == kernels]
+    if not letters:
+        raise ValueError(
+            f"{where}: {len(convs)} convolutions (kernel sizes {list(kernels)}) match no Table 1 configuration"
+        )
+    letter = "A-LRN" if lrn and "A-LRN" in letters else letters[0]
+    state = {}
+    for key, (w, b) in zip(_conv_keys(letter, False), convs, strict=True):
+        state[f"{key}.weight"], state[f"{key}.bias"] = w, b
+    if fcs and len(fcs) != 3:
+        raise ValueError(f"{where}: {len(fcs)} fully connected layers; a VGG has three (fc6, fc7, fc8) or none")
+    for index, (w, b) in zip((0, 3, 6)[: len(fcs)], fcs, strict=True):
+        state[f"classifier.{index}.weight"], state[f"classifier.{index}.bias"] = w, b
+    return state
+
+
+def infer_config(state: dict[str, torch.Tensor], where: str = "weights") -> tuple[ModelConfig, bool]:
+    """(ModelConfig, include_top) of a torchvision-named state dict, read from its shapes alone.
+
+    The column of Table 1 comes from the conv kernel sizes and positions, BN from running
+    statistics, the width from the channel counts, the head and classes from the classifier.
+    """
+    convs = sorted(
+        int(k.split(".")[1])
+        for k, v in state.items()
+        if k.startswith("features.") and k.endswith(".weight") and v.dim() == 4
+    )
+    if not convs:
+        raise ValueError(f"{where}: no convolution weights named features.N.weight; not a VGG state dict")
+    bn = f"features.{convs[0] + 1}.running_mean" in state
+    kernels = tuple(state[f"features.{i}.weight"].shape[-1] for i in convs)
+    positions = [f"features.{i}" for i in convs]
+    letter = next((L for L in CONFIGS if _kernels(L) == kernels and _conv_keys(L, bn) == positions), None)
+    if letter is None:
+        raise ValueError(
+            f"{where}: {len(convs)} convolutions at features.{convs} (kernel sizes {list(kernels)}, "
+            f"batch norm {bn}) match no Table 1 configuration"
+        )
+    first, last = state[f"features.{convs[0]}.weight"], state[f"features.{convs[-1]}.weight"]
+    c = last.shape[0]
+    include_top = any(k.startswith("classifier.") for k in state)
+    head, classes, grid = "fc", 1000, 7
+    if include_top:
+        w0 = state.get("classifier.0.weight")
+        last_fc = state.get("classifier.6.weight", w0)
+        if w0 is None or last_fc is None:
+            raise ValueError(f"{where}: classifier tensors without classifier.0.weight; not a VGG classifier")
+        classes = last_fc.shape[0]
+        if w0.dim() == 4 and "classifier.6.weight" not in state:
+            raise ValueError(f"{where}: FC6/FC7 without FC8 (a timm model made with num_classes=0?); not supported")
+        if w0.dim() == 4:
+            head, grid = "conv", w0.shape[-1]
+        elif "classifier.6.weight" in state:
+            grid = max(1, math.isqrt(w0.shape[1] // c))
+        else:
+            head = "gap"
+    found = _shapes(state)
+    for width in (c / 512, first.shape[0] / 64):  # equal unless rounding made the widths uneven
+        cfg = ModelConfig(letter, classes, bn, head, width, in_channels=first.shape[1], input_size=32 * grid)
+        with torch.device("meta"):
+            model = VGG(cfg)
+        if _shapes({k: v for k, v in model.state_dict().items() if include_top or k.startswith("features.")}) == found:
+            break
+    return cfg, include_top  # on no match, loading names the first layer that does not fit
+
+
+def _shapes(state: dict[str, torch.Tensor]) -> dict[str, tuple[int, ...]]:
+    return {k: tuple(v.shape) for k, v in state.items() if not k.endswith("num_batches_tracked")}
+
+
+def _assemble(
+    cfg: ModelConfig,
+    include_top: bool,
+    state: dict[str, torch.Tensor],
+    where: str,
+    device: str | torch.device = "cpu",
+) -> VGG:
+    """Build a VGG on the meta device and give it the tensors (no second copy, no init)."""
+    state = dict(state)
+    for key in [k for k in state if k.endswith(".running_mean")]:  # torchvision's _bn files predate this buffer
+        state.setdefault(key.replace("running_mean", "num_batches_tracked"), torch.tensor(0, dtype=torch.long))
+    with torch.device("meta"):
+        model = VGG(cfg)
+    if not include_top:
+        model.classifier = NoClassifier()
+    load_state_checked(model, {k: v.to(device) for k, v in state.items()}, source=where, assign=True)
+    return model.eval()

@@ -1,0 +1,141 @@
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from PIL import Image
+
+from vggnet import build
+from vggnet.cli import main
+from vggnet.data import Preprocessing
+from vggnet.features import PerceptualLoss, block_outputs, features_at, gram, layer_names
+from vggnet.weights import save_weights
+
+W = 1 / 16
+
+
+# Output shapes at 224x224, full width, for the layers perceptual losses use (channels, side).
+SHAPES = {
+    "D": {"relu1_2": (64, 224), "relu2_2": (128, 112), "relu3_3": (256, 56), "relu4_3": (512, 28), "conv5_3": (512, 14), "pool5": (512, 7)},
+    "E": {"relu1_2": (64, 224), "relu2_2": (128, 112), "relu3_4": (256, 56), "relu4_4": (512, 28), "conv5_4": (512, 14), "pool5": (512, 7)},
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("config", ["D", "E", "D_bn", "E_bn"])
+def test_layer_shapes_full_size(config):
+    with torch.device("meta"):  # shapes only: the full-size network without allocating it
+        model = build(config)
+        out = features_at(model, torch.empty(1, 3, 224, 224), list(SHAPES[config[0]]) + ["fc6", "fc8"])
+    for name, (c, side) in SHAPES[config[0]].items():
+        assert tuple(out[name].shape) == (1, c, side, side), name
+    assert tuple(out["fc6"].shape) == (1, 4096) and tuple(out["fc8"].shape) == (1, 1000)
+
+
+def test_names_for_every_variant():
+    assert block_outputs(build("D", width=W)) == ["relu1_2", "relu2_2", "relu3_3", "relu4_3", "relu5_3"]
+    assert block_outputs(build("A", width=W)) == ["relu1_1", "relu2_1", "relu3_2", "relu4_2", "relu5_2"]
+    names = layer_names(build("A-LRN_bn", width=W))
+    assert names[:5] == ["conv1_1", "bn1_1", "relu1_1", "norm1", "pool1"] and names[-2:] == ["drop7", "fc8"]
+    assert layer_names(build("C", width=W, head="gap"))[-1] == "fc"
+    with pytest.raises(ValueError, match=r"unknown layer\(s\) \['relu3_3'\] for VGG B; available: conv1_1, relu1_1"):
+        features_at(build("B", width=W), torch.rand(1, 3, 32, 32), ["relu1_2", "relu3_3"])
+
+
+def test_taps_equal_the_network_sliced_and_conv_taps_are_pre_relu():
+    model = build("D_bn", width=W).eval()
+    x = torch.randn(2, 3, 64, 64)
+    with torch.no_grad():
+        out = features_at(model, x, ["conv1_1", "bn1_1", "relu1_1", "relu2_2", "fc7"])
+        conv = model.features[0]
+        assert torch.equal(out["conv1_1"], F.conv2d(x, conv.weight, conv.bias, padding=1))
+        assert (out["bn1_1"] < 0).any()  # the in-place ReLU after it did not overwrite the tap
+        assert torch.equal(out["relu1_1"], out["bn1_1"].clamp(min=0))
+        assert torch.equal(out["relu2_2"], model.features[:13](x))
+        pooled = torch.flatten(model.avgpool(model.features(x)), 1)
+        assert torch.equal(out["fc7"], model.classifier[:4](pooled))
+        assert list(out) == ["conv1_1", "bn1_1", "relu1_1", "relu2_2", "fc7"]
+
+
+def test_only_as_deep_as_needed():
+    model = build("E", width=W).eval()
+    ran: list[int] = []
+    for i, m in enumerate(model.features):
+        m.register_forward_hook(lambda *_, i=i: ran.append(i))
+    model.classifier.register_forward_hook(lambda *_: ran.append(-1))
+    features_at(model, torch.rand(1, 3, 32, 32), ["relu1_2", "conv1_1"])
+    assert ran == [0, 1, 2, 3]  # conv1_1 relu1_1 conv1_2 relu1_2, nothing after
+
+
+def test_preprocessing_is_applied_when_given():
+    model = build("A", width=W).eval()
+    x = torch.rand(1, 3, 32, 32)
+    pre = Preprocessing.caffe()
+    with torch.no_grad():
+        a = features_at(model, x, ["pool1"], preprocessing=pre)["pool1"]
+        b = features_at(model, pre(x), ["pool1"])["pool1"]
+        assert torch.equal(a, b)
+
+
+def test_perceptual_loss_terms(tmp_path):
+    model = build("D", width=W).eval()
+    path = tmp_path / "caffe_style.safetensors"
+    save_weights(model, path, preprocessing=Preprocessing.caffe())
+    loss = PerceptualLoss(
+        path, content_layers=["relu2_2"], style_layers={"relu1_2": 2.0, "relu3_3": 0.5}, style_weight=10.0
+    )
+    assert loss.preprocessing == Preprocessing.caffe()  # the weights' own, recorded at import
+    assert len(loss.features) == 16  # conv1_1 ... relu3_3: nothing deeper is kept
+    x, content, style = torch.rand(3, 2, 3, 48, 48).unbind(0)
+    terms = loss.terms(x, content=content, style=style)
+    # The same figures by hand, from the network applied to caffe-preprocessed (BGR, 0-255) inputs.
+    with torch.no_grad():
+        f = {k: features_at(model, v, ["relu1_2", "relu2_2", "relu3_3"], Preprocessing.caffe()) for k, v in
+             {"x": x, "c": content, "s": style}.items()}  # fmt: skip
+    expected_content = F.mse_loss(f["x"]["relu2_2"], f["c"]["relu2_2"])
+    expected_style = 10 * sum(
+        w * F.mse_loss(gram(f["x"][k]), gram(f["s"][k])) for k, w in (("relu1_2", 2.0), ("relu3_3", 0.5))
+    )
+    torch.testing.assert_close(terms["content"], expected_content)
+    torch.testing.assert_close(terms["style"], expected_style)
+    assert loss(content, content=content, style=content).item() == 0.0
+
+
+def test_perceptual_loss_is_frozen_and_gives_input_gradients():
+    model = build("A_bn", width=W)
+    loss = PerceptualLoss(model, content_layers=["relu2_1"], style_layers=["relu1_1"]).train()
+    assert not loss.features.training and not any(p.requires_grad for p in loss.parameters())
+    assert all(p.requires_grad for p in model.parameters())  # the caller's model is left as it was
+    x = torch.rand(1, 3, 32, 32, requires_grad=True)
+    loss.set_targets(content=torch.rand(1, 3, 32, 32), style=torch.rand(1, 3, 32, 32))
+    loss(x).backward()
+    assert x.grad is not None and x.grad.abs().sum() > 0
+    with pytest.raises(ValueError, match="no style target"):
+        PerceptualLoss(model, content_layers=["relu1_1"], style_layers=["relu1_1"])(x, content=x)
+
+
+def test_gram_matrix():
+    f = torch.tensor([[1.0, 2.0], [3.0, 4.0]]).reshape(1, 2, 1, 2)  # C=2, H=1, W=2
+    assert torch.equal(gram(f), torch.tensor([[[5.0, 11.0], [11.0, 25.0]]]) / 4)
+
+
+def test_cli_features_writes_npz_and_skips_unreadable(tmp_path, capsys):
+    model = build("D", width=W).eval()
+    weights = tmp_path / "w.safetensors"
+    save_weights(model, weights)
+    rng = np.random.default_rng(0)
+    paths = []
+    for i, size in enumerate([(80, 60), (50, 70)]):
+        paths.append(tmp_path / f"im{i}.png")
+        Image.fromarray(rng.integers(0, 255, (*size, 3), dtype=np.uint8)).save(paths[-1])
+    (tmp_path / "broken.jpg").write_bytes(b"not an image")
+    out = tmp_path / "f.npz"
+    with pytest.warns(UserWarning, match="broken.jpg"):
+        code = main(["features", str(paths[0]), str(tmp_path / "broken.jpg"), str(paths[1]), "--weights", str(weights),
+                     "--layers", "relu1_2,relu4_3", "--out", str(out), "--size", "32", "--quiet"])  # fmt: skip
+    assert code == 0
+    text = capsys.readouterr().out
+    assert "2 image(s)" in text and "skipped 1 unreadable" in text
+    data = np.load(out)
+    assert data["relu1_2"].shape == (2, 4, 32, 32) and data["relu4_3"].shape == (2, 32, 4, 4)
+    assert [p.rsplit("/", 1)[-1] for p in data["paths"]] == ["im0.png", "im1.png"]
+    assert main(["features", str(paths[0]), "--weights", str(weights), "--layers", "relu9_9", "--out", str(out)]) == 2
+    assert "unknown layer(s) ['relu9_9']" in capsys.readouterr().err
