@@ -262,3 +262,36 @@ def test_eval_transform_centre_crop():
     x = EvalTransform(48, 32, (1.0, 2.0, 3.0))(Image.fromarray(a.astype(np.uint8)))
     expected = a[8:40, 16:48].astype(np.float32) - np.array([1.0, 2.0, 3.0], dtype=np.float32)
     assert torch.equal(x, torch.from_numpy(expected.transpose(2, 0, 1).copy()))
+
+
+def test_stats_command_writes_a_file_training_can_use(tmp_path, capsys):
+    from vggnet.cli import main
+    from vggnet.data import RGBStats
+
+    assert (
+        main(["stats", "digits", "--samples", "50", "--out", str(tmp_path / "s.json"), "--quiet", "--workers", "0"])
+        == 0
+    )
+    out = capsys.readouterr().out
+    stats = RGBStats.load(tmp_path / "s.json")
+    assert stats.images == 50 and "mean RGB" in out and f"{stats.mean[0]:8.3f}" in out
+    assert stats.mean[0] == pytest.approx(stats.mean[1]) == pytest.approx(stats.mean[2])  # grey digits
+    assert stats.eigval[1] < 1e-6 * stats.eigval[0]  # all the variance lies along (1, 1, 1)
+    np.testing.assert_allclose(np.abs(np.asarray(stats.eigvec)[:, 0]), [3**-0.5] * 3, atol=1e-9)
+
+
+def test_stats_of_real_photos():
+    import os
+
+    from conftest import IMAGENETTE
+    from vggnet.data import compute_stats, open_dataset
+
+    if not os.path.isdir(IMAGENETTE):
+        pytest.skip(f"real photos not found at {IMAGENETTE}")
+    stats = compute_stats(open_dataset(IMAGENETTE, "train"), samples=20)
+    assert stats.images == 20
+    assert all(60 < m < 160 for m in stats.mean)  # natural photos: mid-grey means (ImageNet: 124, 116, 104)
+    assert stats.eigval[0] > 5 * stats.eigval[1] > 0  # the first component (brightness) dominates
+    assert np.all(
+        np.sign(np.asarray(stats.eigvec)[:, 0]) == np.sign(stats.eigvec[0][0])
+    )  # all-positive or all-negative

@@ -161,7 +161,7 @@ def test_run_directory_contents(folder, tmp_path):
     best = min(rows, key=lambda r: r["val_top1"])
     assert meta.extra["epoch"] == best["epoch"]
     ckpt = torch.load(run / "last.pt", weights_only=True)  # plain tensors and containers only
-    assert ckpt["position"]["epoch"] == 2 and ckpt["position"]["finished"] is True
+    assert ckpt["position"]["epoch"] == 2 and ckpt["position"]["stopped"] is False
     with pytest.raises(ValueError, match="already holds a run; continue it with --resume"):
         train(tiny(folder, run))
 
@@ -319,3 +319,28 @@ def test_torchrun_two_processes_equal_one_process(folder, tmp_path):
     assert max((a[k] - b[k]).abs().max().item() for k in a) < 1e-5
     assert history(out)[-1]["train_loss"] == pytest.approx(history(single)[-1]["train_loss"], abs=1e-5)
     assert history(out)[-1]["val_top1"] == history(single)[-1]["val_top1"]
+
+
+def test_resume_a_finished_run_with_more_epochs(folder, tmp_path):
+    import dataclasses
+
+    from vggnet.train import load_config
+
+    run = train(tiny(folder, tmp_path / "run", epochs=1))
+    cfg = dataclasses.replace(load_config(run), resume=str(run), epochs=2)
+    assert train(cfg) == run
+    assert [r["epoch"] for r in history(run)] == [1, 2] and [r["steps"] for r in history(run)] == [4, 8]
+    assert json.loads((run / "config.json").read_text())["epochs"] == 2
+
+
+def test_compile_flag_wraps_the_training_forward(folder, tmp_path, monkeypatch):
+    # The real torch.compile takes ~50 s on this CPU; a pass-through stand-in checks the wiring.
+    calls = []
+
+    def fake_compile(module):
+        calls.append(type(module).__name__)
+        return module
+
+    monkeypatch.setattr(torch, "compile", fake_compile)
+    train(tiny(folder, tmp_path / "run", compile=True))
+    assert calls == ["VGG"]

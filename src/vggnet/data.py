@@ -346,6 +346,10 @@ class _Moments(torch.utils.data.Dataset):
         return len(x), x.sum(0), x.T @ x
 
 
+def _as_list(items: list[Any]) -> list[Any]:
+    return items
+
+
 def compute_stats(
     dataset: torch.utils.data.Dataset, samples: int = 10000, seed: int = 0, workers: int = 0, progress: bool = False
 ) -> RGBStats:
@@ -358,7 +362,7 @@ def compute_stats(
     rng = np.random.default_rng(seed)
     indices = np.sort(rng.choice(n, size=min(samples, n), replace=False)) if samples < n else np.arange(n)
     loader = torch.utils.data.DataLoader(
-        _Moments(dataset, indices.tolist()), batch_size=16, num_workers=workers, collate_fn=lambda items: items
+        _Moments(dataset, indices.tolist()), batch_size=16, num_workers=workers, collate_fn=_as_list
     )
     count, total, outer, images = 0, np.zeros(3), np.zeros((3, 3)), 0
     for batch in tqdm(loader, desc="statistics", unit="batch", disable=not progress, file=sys.stderr):

@@ -22,7 +22,7 @@ import os
 import random
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -424,11 +424,12 @@ class Position:
     epoch: int = 0  # the epoch in progress (0-based)
     step: int = 0  # optimiser steps done in that epoch
     global_step: int = 0
-    finished: bool = False
-    history: list[dict[str, Any]] = field(default_factory=list)
+    stopped: bool = False  # the schedule ran out of LR decreases
+    history: list[dict[str, Any]] = field(default_factory=list)  # one metrics record per finished epoch
 
 
-SUMS = ("loss", "top1", "top5", "images", "skipped", "seconds")  # running sums of the epoch in progress
+# Running sums of the epoch in progress: summed loss, top-1 and top-5 hits, images, skipped files, training seconds.
+SUMS = ("loss", "top1", "top5", "images", "skipped", "seconds")
 
 
 def make_run_dir(cfg: TrainConfig, env: Dist) -> Path:
@@ -445,10 +446,10 @@ def make_run_dir(cfg: TrainConfig, env: Dist) -> Path:
     return run
 
 
-def epoch_indices(n: int, epoch: int, cfg: TrainConfig, env: Dist, per_step: int) -> list[int]:
+def epoch_indices(n: int, epoch: int, seed: int, env: Dist, per_step: int) -> list[int]:
     """This rank's training indices of one epoch, in order, whole steps only (DistributedSampler's shuffle)."""
     sampler = torch.utils.data.DistributedSampler(
-        range(n), num_replicas=env.world, rank=env.rank, shuffle=True, seed=cfg.seed, drop_last=True
+        range(n), num_replicas=env.world, rank=env.rank, shuffle=True, seed=seed, drop_last=True
     )
     sampler.set_epoch(epoch)
     indices = list(sampler)
@@ -460,7 +461,7 @@ def train(cfg: TrainConfig) -> Path:
     env = setup_distributed(cfg.device)
     deterministic, threads = torch.are_deterministic_algorithms_enabled(), torch.get_num_threads()
     try:
-        return _train(cfg, env)
+        return Trainer(cfg, env).run()
     finally:  # leave the process as it was (tests and notebooks call train() more than once)
         torch.use_deterministic_algorithms(deterministic)
         torch.set_num_threads(threads)
@@ -468,240 +469,283 @@ def train(cfg: TrainConfig) -> Path:
             dist.destroy_process_group()
 
 
-def _train(cfg: TrainConfig, env: Dist) -> Path:
-    from tqdm import tqdm
+class Trainer:
+    """One run of a TrainConfig: data, model, optimiser, schedule, and the loop over epochs."""
 
-    check_config(cfg, env.world)
-    if cfg.threads:
-        torch.set_num_threads(cfg.threads)
-    if cfg.deterministic:
-        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
-        torch.use_deterministic_algorithms(True)
-    torch.backends.cudnn.benchmark = not cfg.deterministic
-    device = env.device
-    run = make_run_dir(cfg, env)
-    ckpt = load_checkpoint(run / CHECKPOINT, device) if cfg.resume else None
+    def __init__(self, cfg: TrainConfig, env: Dist) -> None:
+        check_config(cfg, env.world)
+        if cfg.threads:
+            torch.set_num_threads(cfg.threads)
+        if cfg.deterministic:
+            os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+            torch.use_deterministic_algorithms(True)
+        torch.backends.cudnn.benchmark = not cfg.deterministic
+        self.cfg, self.env, self.device = cfg, env, env.device
+        self.run_dir = make_run_dir(cfg, env)
+        ckpt = load_checkpoint(self.run_dir / CHECKPOINT, self.device) if cfg.resume else None
 
-    # Data: both splits are opened (and their errors raised) before any work starts.
-    train_base = open_dataset(cfg.data, "train", cfg.digits_size)
-    val_base = open_dataset(cfg.data, "val", cfg.digits_size)
-    classes = list(train_base.classes)
-    if list(val_base.classes) != classes:
-        raise ValueError(f"{cfg.data}: the validation classes differ from the training classes")
-    micro = cfg.batch // (cfg.accum * env.world)
-    per_step = micro * cfg.accum  # images per step on this rank
-    steps = len(train_base) // env.world // per_step
-    if steps == 0:
-        raise ValueError(
-            f"{cfg.data}: {len(train_base)} training images are fewer than one step of --batch {cfg.batch}"
+        # Data: both splits are opened (and their errors raised) before any work starts.
+        self.train_base = open_dataset(cfg.data, "train", cfg.digits_size)
+        self.val_base = open_dataset(cfg.data, "val", cfg.digits_size)
+        self.classes = list(self.train_base.classes)
+        if list(self.val_base.classes) != self.classes:
+            raise ValueError(f"{cfg.data}: the validation classes differ from the training classes")
+        if env.main and getattr(self.val_base, "root", None) == getattr(self.train_base, "root", 0):
+            report(f"{cfg.data} has no val/ split: validating on the training images")
+        self.micro = cfg.batch // (cfg.accum * env.world)  # images per forward pass
+        self.per_step = self.micro * cfg.accum  # images per optimiser step on this rank
+        self.steps = len(self.train_base) // env.world // self.per_step
+        if self.steps == 0:
+            raise ValueError(
+                f"{cfg.data}: {len(self.train_base)} training images are fewer than one step of --batch {cfg.batch}"
+            )
+        self.stats = self.load_stats(ckpt)
+
+        torch.manual_seed(cfg.seed)
+        random.seed(cfg.seed)
+        np.random.seed(cfg.seed)
+        self.model = build_model(cfg, len(self.classes))
+        if cfg.init_from and ckpt is None:
+            copied = init_from(self.model, cfg.init_from)
+            if env.main:
+                report(f"initialised {len(copied)} tensors from {cfg.init_from}")
+        self.fmt = torch.channels_last if cfg.channels_last else torch.contiguous_format
+        self.model.to(self.device, memory_format=self.fmt)
+        self.optimizer = torch.optim.SGD(
+            self.model.parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay
         )
-
-    if ckpt is not None:
-        stats = RGBStats.load(run / STATS)
-    elif cfg.stats:
-        stats = RGBStats.load(cfg.stats)
-    else:
-        stats = None
+        self.schedule = PlateauSchedule(cfg.lr, cfg.lr_factor, cfg.patience, cfg.max_decreases)
+        self.scaler = torch.amp.GradScaler(self.device.type, enabled=cfg.amp == "fp16")
+        self.pos = Position()
+        self.sums = dict.fromkeys(SUMS, 0.0)
+        rng = self.restore(ckpt) if ckpt is not None else None
         if env.main:
-            stats = compute_stats(train_base, cfg.stats_samples, cfg.seed, cfg.workers, progress=not cfg.quiet)
-        stats = env.broadcast(stats)
+            saved = dataclasses.replace(cfg, out=str(self.run_dir), resume="")
+            text = json.dumps(dataclasses.asdict(saved), indent=1)
+            atomic_write(self.run_dir / CONFIG, lambda tmp: Path(tmp).write_text(text))
+        self.set_lr()
 
-    torch.manual_seed(cfg.seed)
-    random.seed(cfg.seed)
-    np.random.seed(cfg.seed)
-    model = build_model(cfg, len(classes))
-    if cfg.init_from and ckpt is None:
-        copied = init_from(model, cfg.init_from)
-        if env.main:
-            report(f"initialised {len(copied)} tensors from {cfg.init_from}")
-    fmt = torch.channels_last if cfg.channels_last else torch.contiguous_format
-    model.to(device, memory_format=fmt)
-    optimizer = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
-    schedule = PlateauSchedule(cfg.lr, cfg.lr_factor, cfg.patience, cfg.max_decreases)
-    scaler = torch.amp.GradScaler(device.type, enabled=cfg.amp == "fp16")
-    pos = Position()
-    sums = dict.fromkeys(SUMS, 0.0)
-    if ckpt is not None:
-        model.load_state_dict(ckpt["model"])
-        optimizer.load_state_dict(ckpt["optimizer"])
-        schedule = PlateauSchedule(**ckpt["schedule"])
-        scaler.load_state_dict(ckpt["scaler"])
-        pos = Position(**ckpt["position"])
-        ranks = ckpt["ranks"]
-        if pos.step and len(ranks) != env.world:
-            raise ValueError(f"{run} stopped mid-epoch with {len(ranks)} process(es); resume it with as many")
-        mine = ranks[env.rank] if env.rank < len(ranks) else ranks[0]
-        sums = dict(mine["sums"]) if pos.step else sums
-    elif env.main:
-        run.mkdir(parents=True, exist_ok=True)
-        stats.save(run / STATS)
-    if env.main:
-        saved = dataclasses.replace(cfg, out=str(run), resume="")
-        text = json.dumps(dataclasses.asdict(saved), indent=1)
-        atomic_write(run / CONFIG, lambda tmp: Path(tmp).write_text(text))
-    for group in optimizer.param_groups:
-        group["lr"] = schedule.lr
+        self.net: nn.Module = self.model  # what the training step calls: DDP and/or compiled
+        self.ddp: nn.parallel.DistributedDataParallel | None = None
+        if env.world > 1:
+            ids = [self.device.index] if self.device.type == "cuda" else None
+            self.net = self.ddp = nn.parallel.DistributedDataParallel(self.model, device_ids=ids)
+        if cfg.compile:
+            self.net = torch.compile(self.net)
 
-    net: nn.Module = model
-    ddp = None
-    if env.world > 1:
-        net = ddp = nn.parallel.DistributedDataParallel(
-            model, device_ids=[device.index] if device.type == "cuda" else None
-        )
-    if cfg.compile:
-        net = torch.compile(net)
-
-    smin, smax = min(cfg.scale), max(cfg.scale)
-    train_set = Transformed(
-        train_base, TrainTransform((smin, smax), cfg.crop, stats, cfg.color_shift, cfg.flip), cfg.seed
-    )
-    val_set = Transformed(val_base, EvalTransform(cfg.val_scale or smin, cfg.crop, stats.mean))
-    val_loader = torch.utils.data.DataLoader(
-        torch.utils.data.Subset(val_set, range(env.rank, len(val_set), env.world)),
-        batch_size=micro,
-        num_workers=cfg.workers,
-        collate_fn=collate_skipping,
-        pin_memory=device.type == "cuda",
-    )
-    preprocessing = Preprocessing("RGB", 255.0, tuple(stats.mean), (1.0, 1.0, 1.0))
-    reported: set[tuple[str, int]] = set()  # unreadable items already named on stderr (per process)
-
-    def report_skipped(indices: list[int], base: torch.utils.data.Dataset, split: str) -> None:
-        for i in indices:
-            if (split, i) not in reported:
-                reported.add((split, i))
-                report(f"skipping unreadable {split} image {item_name(base, i)}")
-
-    def checkpoint() -> None:
-        ranks = env.gather({"rng": rng_state(device), "sums": dict(sums)})
-        if env.main:
-            state = {
-                "model": model.state_dict(),
-                "optimizer": optimizer.state_dict(),
-                "schedule": dataclasses.asdict(schedule),
-                "scaler": scaler.state_dict(),
-                "position": dataclasses.asdict(pos),
-                "ranks": ranks,
-            }
-            save_checkpoint(run / CHECKPOINT, state)
-
-    if ckpt is not None:  # the RNG states last: everything above may have drawn random numbers
-        set_rng_state(mine["rng"], device)
-    model.train()
-    while not pos.finished and pos.epoch < cfg.epochs:
-        epoch = pos.epoch
-        train_set.set_epoch(epoch)
-        indices = epoch_indices(len(train_base), epoch, cfg, env, per_step)[pos.step * per_step :]
-        loader = torch.utils.data.DataLoader(
-            train_set,
-            batch_size=micro,
-            sampler=indices,
+        self.smin, self.smax = min(cfg.scale), max(cfg.scale)
+        transform = TrainTransform((self.smin, self.smax), cfg.crop, self.stats, cfg.color_shift, cfg.flip)
+        self.train_set = Transformed(self.train_base, transform, cfg.seed)
+        val_set = Transformed(self.val_base, EvalTransform(cfg.val_scale or self.smin, cfg.crop, self.stats.mean))
+        self.val_loader = torch.utils.data.DataLoader(
+            torch.utils.data.Subset(val_set, range(env.rank, len(val_set), env.world)),  # a shard per rank
+            batch_size=self.micro,
             num_workers=cfg.workers,
             collate_fn=collate_skipping,
-            pin_memory=device.type == "cuda",
+            pin_memory=self.device.type == "cuda",
+        )
+        self.reported: set[tuple[str, int]] = set()  # unreadable items already named (per process)
+        if rng is not None:  # the RNG states last: everything above may have drawn random numbers
+            set_rng_state(rng, self.device)
+
+    # -- setup helpers ---------------------------------------------------------------------------------
+
+    def load_stats(self, ckpt: dict[str, Any] | None) -> RGBStats:
+        """The run's own statistics when resuming, a given file, or computed on rank 0 and broadcast."""
+        if ckpt is not None:
+            return RGBStats.load(self.run_dir / STATS)
+        if self.cfg.stats:
+            stats = RGBStats.load(self.cfg.stats)
+        else:
+            stats = None
+            if self.env.main:
+                cfg = self.cfg
+                stats = compute_stats(self.train_base, cfg.stats_samples, cfg.seed, cfg.workers, not cfg.quiet)
+            stats = self.env.broadcast(stats)
+        if self.env.main:
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+            stats.save(self.run_dir / STATS)
+        return stats
+
+    def restore(self, ckpt: dict[str, Any]) -> dict[str, Any]:
+        """Load a resume checkpoint into the model, optimiser, schedule and position; returns this rank's RNG."""
+        self.model.load_state_dict(ckpt["model"])
+        self.optimizer.load_state_dict(ckpt["optimizer"])
+        self.schedule = PlateauSchedule(**ckpt["schedule"])
+        self.scaler.load_state_dict(ckpt["scaler"])
+        self.pos = Position(**ckpt["position"])
+        ranks = ckpt["ranks"]
+        if self.pos.step and len(ranks) != self.env.world:
+            raise ValueError(f"{self.run_dir} stopped mid-epoch with {len(ranks)} process(es); resume it with as many")
+        mine = ranks[self.env.rank] if self.env.rank < len(ranks) else ranks[0]
+        if self.pos.step:
+            self.sums = dict(mine["sums"])
+        return mine["rng"]
+
+    def set_lr(self) -> None:
+        for group in self.optimizer.param_groups:
+            group["lr"] = self.schedule.lr
+
+    def report_skipped(self, indices: list[int], split: str) -> None:
+        """Name each unreadable file once on stderr."""
+        base = self.train_base if split == "train" else self.val_base
+        for i in indices:
+            if (split, i) not in self.reported:
+                self.reported.add((split, i))
+                report(f"skipping unreadable {split} image {item_name(base, i)}")
+
+    def checkpoint(self) -> None:
+        """Write the resume checkpoint (every rank's RNG state and running sums; rank 0 writes)."""
+        ranks = self.env.gather({"rng": rng_state(self.device), "sums": dict(self.sums)})
+        if self.env.main:
+            state = {
+                "model": self.model.state_dict(),
+                "optimizer": self.optimizer.state_dict(),
+                "schedule": dataclasses.asdict(self.schedule),
+                "scaler": self.scaler.state_dict(),
+                "position": dataclasses.asdict(self.pos),
+                "ranks": ranks,
+            }
+            save_checkpoint(self.run_dir / CHECKPOINT, state)
+
+    # -- the loop --------------------------------------------------------------------------------------------
+
+    def run(self) -> Path:
+        """Train until the last epoch or the schedule's stop; returns the run directory."""
+        while not self.pos.stopped and self.pos.epoch < self.cfg.epochs:
+            self.train_epoch()
+            self.end_epoch()
+        return self.run_dir
+
+    def train_epoch(self) -> None:
+        """The remaining steps of the current epoch (all of them unless resuming mid-epoch)."""
+        from tqdm import tqdm
+
+        cfg, env, epoch = self.cfg, self.env, self.pos.epoch
+        self.model.train()
+        self.train_set.set_epoch(epoch)
+        indices = epoch_indices(len(self.train_base), epoch, cfg.seed, env, self.per_step)
+        loader = torch.utils.data.DataLoader(
+            self.train_set,
+            batch_size=self.micro,
+            sampler=indices[self.pos.step * self.per_step :],
+            num_workers=cfg.workers,
+            collate_fn=collate_skipping,
+            pin_memory=self.device.type == "cuda",
             generator=torch.Generator().manual_seed(cfg.seed + epoch),  # leaves the global RNG (dropout) alone
         )
-        batches: Iterator[Any] = iter(loader)
+        batches = iter(loader)
         bar = tqdm(
-            total=steps,
-            initial=pos.step,
+            total=self.steps,
+            initial=self.pos.step,
             desc=f"epoch {epoch + 1}/{cfg.epochs}",
             unit="step",
             file=sys.stderr,
             disable=cfg.quiet or not env.main,
             leave=False,
         )
-        start = time.perf_counter()
-        seconds_before = sums["seconds"]
-        for _ in range(pos.step, steps):
-            micro_batches = [next(batches) for _ in range(cfg.accum)]
-            valid = sum(len(y) for _, y, _ in micro_batches)
-            optimizer.zero_grad(set_to_none=True)
-            step_sums = torch.zeros(3, device=device)
-            for j, (x, y, skipped) in enumerate(micro_batches):
-                report_skipped(skipped, train_base, "train")
-                sums["skipped"] += len(skipped)
-                weight = 1.0
-                if x is None:  # every image unreadable: a zero-weight stand-in keeps DDP's collectives in step
-                    x, y, weight = torch.zeros(1, 3, cfg.crop, cfg.crop), torch.zeros(1, dtype=torch.long), 0.0
-                x, y = x.to(device, non_blocking=True, memory_format=fmt), y.to(device, non_blocking=True)
-                # DDP all-reduces gradients on the last micro-batch of the step only.
-                with ddp.no_sync() if ddp is not None and j < cfg.accum - 1 else contextlib.nullcontext():
-                    with autocast(device, cfg.amp):
-                        logits = net(x)
-                        loss_sum = F.cross_entropy(logits.float(), y, reduction="sum")
-                    # Each micro-batch adds its share of the step's mean loss: the gradient of the full batch.
-                    scaler.scale(loss_sum * (weight / max(valid, 1))).backward()
-                if weight:
-                    top1, top5 = count_correct(logits.detach(), y)
-                    step_sums += torch.stack([loss_sum.detach(), top1.float(), top5.float()])
-            scaler.step(optimizer)
-            scaler.update()
-            loss_, c1, c5 = step_sums.tolist()
-            sums["loss"] += loss_
-            sums["top1"] += c1
-            sums["top5"] += c5
-            sums["images"] += valid
-            sums["seconds"] = seconds_before + time.perf_counter() - start
-            pos.step += 1
-            pos.global_step += 1
+        pending = torch.zeros(3, dtype=torch.float64, device=self.device)  # loss, top-1, top-5 not yet in sums
+        start, seconds = time.perf_counter(), self.sums["seconds"]
+        while self.pos.step < self.steps:
+            pending += self.train_step([next(batches) for _ in range(cfg.accum)])
+            self.pos.step += 1
+            self.pos.global_step += 1
+            self.sums["seconds"] = seconds + time.perf_counter() - start
             bar.update(1)
-            if env.main and not cfg.quiet:
-                bar.set_postfix(
-                    loss=f"{loss_ / max(valid, 1):.3f}", img_s=f"{sums['images'] / max(sums['seconds'], 1e-9):.0f}"
-                )
-            if cfg.checkpoint_every and pos.global_step % cfg.checkpoint_every == 0 and pos.step < steps:
-                checkpoint()
+            mid_checkpoint = cfg.checkpoint_every and self.pos.global_step % cfg.checkpoint_every == 0
+            if mid_checkpoint or self.pos.step % 20 == 0 or self.pos.step == self.steps:
+                for key, value in zip(("loss", "top1", "top5"), pending.tolist(), strict=True):  # one sync
+                    self.sums[key] += value
+                pending.zero_()
+                n = max(self.sums["images"], 1.0)
+                bar.set_postfix(loss=f"{self.sums['loss'] / n:.3f}", img_s=f"{n / self.sums['seconds']:.0f}")
+            if mid_checkpoint and self.pos.step < self.steps:
+                self.checkpoint()
         bar.close()
-        del batches, loader
 
-        # End of epoch: validation, schedule, best weights, checkpoint, metrics.
-        val_start = time.perf_counter()
+    def train_step(self, micro_batches: list[tuple[torch.Tensor | None, torch.Tensor, list[int]]]) -> torch.Tensor:
+        """One SGD step over `accum` micro-batches; returns (summed loss, top-1 hits, top-5 hits) on the device."""
+        cfg = self.cfg
+        valid = sum(len(y) for _, y, _ in micro_batches)
+        self.optimizer.zero_grad(set_to_none=True)
+        out = torch.zeros(3, dtype=torch.float64, device=self.device)
+        for j, (x, y, skipped) in enumerate(micro_batches):
+            self.report_skipped(skipped, "train")
+            self.sums["skipped"] += len(skipped)
+            weight = 1.0
+            if x is None:  # every image unreadable: a zero-weight stand-in keeps DDP's collectives in step
+                x, y, weight = torch.zeros(1, 3, cfg.crop, cfg.crop), torch.zeros(1, dtype=torch.long), 0.0
+            x = x.to(self.device, non_blocking=True, memory_format=self.fmt)
+            y = y.to(self.device, non_blocking=True)
+            # DDP all-reduces gradients on the last micro-batch of the step only.
+            last = self.ddp is None or j == cfg.accum - 1
+            with contextlib.nullcontext() if last else self.ddp.no_sync():
+                with autocast(self.device, cfg.amp):
+                    logits = self.net(x)  # (micro, classes)
+                    loss_sum = F.cross_entropy(logits.float(), y, reduction="sum")
+                # Each micro-batch adds its share of the step's mean loss: together, the full batch's gradient.
+                self.scaler.scale(loss_sum * (weight / max(valid, 1))).backward()
+            if weight:
+                top1, top5 = count_correct(logits.detach(), y)
+                out += torch.stack([loss_sum.detach().double(), top1.double(), top5.double()])
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        self.sums["images"] += valid
+        return out
+
+    def end_epoch(self) -> None:
+        """Validate, step the schedule, keep the best weights, checkpoint and write the metrics."""
+        cfg, env, epoch = self.cfg, self.env, self.pos.epoch
+        start = time.perf_counter()
         val = evaluate_top_k(
-            model, val_loader, device, cfg.amp, cfg.channels_last, env, lambda i: report_skipped(i, val_base, "val")
+            self.model,
+            self.val_loader,
+            self.device,
+            cfg.amp,
+            cfg.channels_last,
+            env,
+            lambda indices: self.report_skipped(indices, "val"),
         )
-        loss, c1, c5, images, skipped = env.sum([sums[k] for k in SUMS[:5]])
+        loss, c1, c5, images, skipped = env.sum([self.sums[k] for k in SUMS[:5]])
         n = max(images, 1.0)
         record = {
             "epoch": epoch + 1,
-            "lr": schedule.lr,
+            "lr": self.schedule.lr,
             "train_loss": loss / n,
             "train_top1": 100 * (1 - c1 / n),
             "train_top5": 100 * (1 - c5 / n),
             "val_loss": val["loss"],
             "val_top1": val["top1"],
             "val_top5": val["top5"],
-            "images_per_s": images / max(sums["seconds"], 1e-9),
-            "seconds": sums["seconds"] + time.perf_counter() - val_start,  # training + validation
+            "images_per_s": images / max(self.sums["seconds"], 1e-9),
+            "seconds": self.sums["seconds"] + time.perf_counter() - start,  # training + validation
             "skipped": int(skipped + val["skipped"]),
-            "steps": pos.global_step,
+            "steps": self.pos.global_step,
         }
-        action = schedule.step(val["top1"])
+        action = self.schedule.step(val["top1"])
         record["best"] = action == "improved"
-        for group in optimizer.param_groups:
-            group["lr"] = schedule.lr
+        self.set_lr()
         if env.main and action == "improved":
             save_weights(
-                model,
-                run / WEIGHTS,
-                preprocessing=preprocessing,
-                class_names=classes,
+                self.model,
+                self.run_dir / WEIGHTS,
+                preprocessing=Preprocessing("RGB", 255.0, tuple(self.stats.mean), (1.0, 1.0, 1.0)),
+                class_names=self.classes,
                 source="vggnet train",
                 extra={
-                    "scale": [smin, smax],
+                    "scale": [self.smin, self.smax],  # the evaluation's default test scales derive from these
                     "crop": cfg.crop,
                     "epoch": epoch + 1,
                     "val_top1": val["top1"],
                     "val_top5": val["top5"],
                 },
             )
-        pos.history.append(record)
-        pos.epoch, pos.step = epoch + 1, 0
-        pos.finished = action == "stop" or pos.epoch >= cfg.epochs
-        sums = dict.fromkeys(SUMS, 0.0)
-        checkpoint()
+        self.pos.history.append(record)
+        self.pos.epoch, self.pos.step, self.pos.stopped = epoch + 1, 0, action == "stop"
+        self.sums = dict.fromkeys(SUMS, 0.0)
+        self.checkpoint()
         if env.main:
-            write_metrics(run, pos.history)
+            write_metrics(self.run_dir, self.pos.history)
             line = (
                 f"epoch {epoch + 1}/{cfg.epochs}  lr {record['lr']:.1e}  train loss {record['train_loss']:.3f} "
                 f"top-1 {record['train_top1']:.2f}%  val loss {val['loss']:.3f} top-1 {val['top1']:.2f}% "
@@ -709,8 +753,7 @@ def _train(cfg: TrainConfig, env: Dist) -> Path:
             )
             report(line + ("  (best)" if record["best"] else "") + ("  (LR / 10)" if action == "decrease" else ""))
             if action == "stop":
-                report(f"validation error plateaued after {schedule.decreases} LR decreases; stopping")
-    return run
+                report(f"validation error plateaued after {self.schedule.decreases} LR decreases; stopping")
 
 
 def best_record(run: str | os.PathLike[str]) -> dict[str, Any]:
