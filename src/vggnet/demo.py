@@ -56,7 +56,7 @@ def demo_configs(quick: bool, out: Path) -> tuple[TrainConfig, TrainConfig]:
         **common,
         scale=[smin, smax],
         lr=1e-3,  # the paper's LR for fine-tuning a net at a new scale
-        epochs=1 if quick else 20,
+        epochs=1 if quick else 10,
         init_from=fixed.out,
         out=str(out / f"jittered-S{smin}-{smax}"),
     )
@@ -66,7 +66,7 @@ def demo_configs(quick: bool, out: Path) -> tuple[TrainConfig, TrainConfig]:
 def train_digits(quick: bool, out: Path) -> dict[str, float]:
     """Train narrow net A with scale jittering on the built-in digits; print and return its validation errors."""
     from .data import EvalTransform, Transformed, collate_skipping, open_dataset
-    from .train import evaluate_top_k, train
+    from .train import best_record, evaluate_top_k, train
     from .weights import load_weights
 
     fixed, jittered = demo_configs(quick, out)
@@ -76,9 +76,12 @@ def train_digits(quick: bool, out: Path) -> dict[str, float]:
     print(f"Training narrow net A (width {fixed.width}) on the built-in digits, {fixed.crop}x{fixed.crop} crops:")
     start = time.perf_counter()
     print(f"  1. fixed S={fixed.scale[0]} -> {fixed.out}")
-    train(fixed)
+    best = best_record(train(fixed))
+    print(f"     best validation top-1 error {best['val_top1']:.2f}% (epoch {best['epoch']})")
     print(f"  2. scale jittering S in [{jittered.scale[0]}, {jittered.scale[1]}], fine-tuned from 1 -> {jittered.out}")
     run = train(jittered)
+    best = best_record(run)
+    print(f"     best validation top-1 error {best['val_top1']:.2f}% (epoch {best['epoch']})")
     seconds = time.perf_counter() - start
 
     model, meta = load_weights(run / "model.safetensors")
