@@ -223,6 +223,13 @@ def test_bad_setups_fail_in_one_line_before_training(tmp_path, capsys, make, arg
     assert not (tmp_path / "run").exists()
 
 
+def test_resume_errors_name_the_directory(tmp_path, capsys):
+    assert main(["train", "--resume", str(tmp_path / "gone")]) == 2
+    assert capsys.readouterr().err.strip() == f"vggnet train: error: {tmp_path / 'gone'}: no such run directory"
+    assert main(["train", "--resume", str(tmp_path)]) == 2
+    assert capsys.readouterr().err.strip().endswith(f"{tmp_path}: not a run directory (no config.json)")
+
+
 def test_config_file_then_command_line(folder, tmp_path, capsys):
     (tmp_path / "job.toml").write_text(
         "epochs = 2\nlr = 0.02\nscale = [32, 36]\nwidth = 0.0625\ncrop = 32\nbatch = 8\n"

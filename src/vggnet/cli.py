@@ -98,6 +98,8 @@ def cmd_train(args: argparse.Namespace) -> int:
 
     base = TrainConfig()
     if args.resume:  # a resumed run starts from its own saved configuration
+        if not os.path.isdir(args.resume):
+            raise FileNotFoundError(f"{args.resume}: no such run directory")
         base = load_config(args.resume, base)
     if args.config_file:
         base = load_config(args.config_file, base)

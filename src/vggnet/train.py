@@ -93,6 +93,8 @@ def load_config(path: str | os.PathLike[str], base: TrainConfig | None = None) -
     """A TrainConfig from a JSON/TOML file (or a run directory's config.json) over `base`."""
     path = Path(path)
     if path.is_dir():
+        if not (path / CONFIG).is_file():
+            raise FileNotFoundError(f"{path}: not a run directory (no {CONFIG})")
         path = path / CONFIG
     return dataclasses.replace(base or TrainConfig(), **read_config_file(path))
 
