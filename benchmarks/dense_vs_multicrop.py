@@ -5,7 +5,9 @@ One ImageNet-sized image (500x375), VGG16 (configuration D) at full width, fp32,
               (6 forwards of the uncropped image, `vggnet.evaluate.dense`)
 - multi-crop: Q in {256, 384, 512}, 5x5 grid of 224x224 crops and their mirrors = 150 crops
               (`vggnet.evaluate.multicrop`, batches of 50 crops)
-Both timed in the same process on the same rescaled images, after a warm-up; the median of the repeats.
+The network as `vggnet evaluate` runs it (`for_evaluation`: conv head, channels-last). Both timed in the
+same process on the same rescaled images, after a warm-up, alternating dense and multi-crop; the median
+of the repeats.
 Writes benchmarks/results/dense_vs_multicrop.json and .md.
 
     PYTHONPATH=src python benchmarks/dense_vs_multicrop.py [--repeats 3] [--threads N] [--device cpu]
@@ -27,7 +29,7 @@ from PIL import Image
 
 from vggnet.analysis import layer_table, totals
 from vggnet.data import Preprocessing
-from vggnet.evaluate import dense, multicrop, rescale, to_tensor
+from vggnet.evaluate import dense, for_evaluation, multicrop, rescale, to_tensor
 from vggnet.model import VGG
 
 SCALES = (256, 384, 512)
@@ -46,18 +48,15 @@ def cpu_model() -> str:
     return platform.processor() or "unknown"
 
 
-def timed(fn, repeats: int, device: torch.device) -> list[float]:
-    """Wall-clock seconds of each of `repeats` calls (synchronised on GPUs)."""
-    out = []
-    for _ in range(repeats):
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        start = time.perf_counter()
-        fn()
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        out.append(time.perf_counter() - start)
-    return out
+def timed(fn, device: torch.device) -> float:
+    """Wall-clock seconds of one call (synchronised on GPUs)."""
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    start = time.perf_counter()
+    fn()
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    return time.perf_counter() - start
 
 
 def analytic_gmacs(images: list[torch.Tensor]) -> tuple[float, float]:
@@ -79,8 +78,9 @@ def main() -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
     device = torch.device(args.device)
+    load = " ".join(f"{v:.1f}" for v in os.getloadavg())  # other work on the machine slows both methods
     torch.manual_seed(0)
-    model = VGG(config="D").eval().to(device)  # random weights: the cost does not depend on them
+    model = for_evaluation(VGG(config="D")).to(device)  # random weights: the cost does not depend on them
     pre = Preprocessing()
     rng = np.random.default_rng(0)
     img = Image.fromarray(rng.integers(0, 256, (IMAGE_SIZE[1], IMAGE_SIZE[0], 3), dtype=np.uint8))
@@ -94,13 +94,15 @@ def main() -> None:
 
     with torch.inference_mode():
         run_dense(), run_multicrop()  # warm-up: kernels for every shape
-        dense_s = timed(run_dense, args.repeats, device)
-        crop_s = timed(run_multicrop, args.repeats, device)
+        dense_s, crop_s = [], []
+        for _ in range(args.repeats):  # alternating, so a busy moment of the machine hits both
+            dense_s.append(timed(run_dense, device))
+            crop_s.append(timed(run_multicrop, device))
     dense_gmacs, crop_gmacs = analytic_gmacs(images)
     d, c = statistics.median(dense_s), statistics.median(crop_s)
     result = {
         "compared": (
-            "VGG16 (D), full width, fp32, 1000 classes, one 500x375 image; dense = Q in {256,384,512} with flips "
+            "VGG16 (D), full width, fp32, 1000 classes, conv head, channels-last, one 500x375 image; dense = Q in {256,384,512} with flips "
             "(6 whole-image forwards through the fully convolutional net); multi-crop = Q in {256,384,512}, "
             f"5x5 grid of 224x224 crops with flips (150 crops, batches of {args.batch})"
         ),
@@ -121,6 +123,7 @@ def main() -> None:
             "torch_threads": torch.get_num_threads(),
             "torch": torch.__version__,
             "python": platform.python_version(),
+            "load_average_before": load,
         },
     }
     RESULTS.mkdir(parents=True, exist_ok=True)
@@ -133,7 +136,8 @@ def main() -> None:
         f"| dense, 3 scales, flips | 6 whole images | {dense_gmacs:.0f} | {d:.2f} | {1 / d:.3f} |\n"
         f"| multi-crop, 3 scales x 50 crops | 150 crops | {crop_gmacs:.0f} | {c:.2f} | {1 / c:.3f} |\n\n"
         f"Multi-crop / dense: **{c / d:.1f}x** the time ({crop_gmacs / dense_gmacs:.1f}x the MACs); "
-        f"median of {args.repeats} after a warm-up.\n\n"
+        f"median of {args.repeats} alternating runs after a warm-up; load average before the run "
+        f"{m['load_average_before']}.\n\n"
         f"Machine: {m['device']}, CPU {m['cpu']}, {m['cores']} cores ({m['torch_threads']} torch threads), "
         f"torch {m['torch']}, Python {m['python']}.\n\n"
         f"`PYTHONPATH=src python benchmarks/dense_vs_multicrop.py --repeats {args.repeats}"

@@ -64,6 +64,16 @@ def test_dense_averages_the_score_map_of_the_whole_image():
     torch.testing.assert_close(ev.dense(model, [x], PRE), conv.softmax(1))
 
 
+@pytest.mark.parametrize("head", ["fc", "gap"])
+def test_the_evaluation_form_gives_the_same_posteriors(head):
+    model = tiny(head)
+    ready = ev.for_evaluation(model)
+    assert ready.cfg.head == ("conv" if head == "fc" else "gap") and not ready.training
+    images = [image(40, 52), image(64, 64, 1)]
+    for run in (ev.center, ev.dense):
+        torch.testing.assert_close(run(ready, images, PRE), run(model, images, PRE), rtol=1e-5, atol=1e-6)
+
+
 @pytest.mark.parametrize("method", ["center", "dense", "multicrop"])
 def test_flip_averages_image_and_mirror_symmetrically(method):
     model = tiny()
@@ -239,16 +249,19 @@ def make_folder(root, classes: int = 3, per_class: int = 2) -> None:
             Image.fromarray(image(36, 44, 10 * c + i).permute(1, 2, 0).numpy()).save(root / f"c{c}" / f"{i}.png")
 
 
-def test_unreadable_images_are_skipped_and_counted(tmp_path):
+def test_unreadable_images_are_skipped_and_counted(tmp_path, capsys):
     make_folder(tmp_path / "data")
     bad = tmp_path / "data" / "c1" / "broken.jpg"
     bad.write_bytes(b"not a jpeg")
     w = tmp_path / "w.safetensors"
     save_weights(tiny(classes=3), w, extra={"scale": [32, 32]})
-    with pytest.warns(UserWarning, match="broken.jpg"):
-        result = ev.evaluate([w], str(tmp_path / "data"), EvalConfig(batch_size=4), progress=False)
+    result = ev.evaluate([w], str(tmp_path / "data"), EvalConfig(batch_size=4), progress=False)
     assert result.skipped == [str(bad)] and result.images == 6
     assert sum(map(sum, result.confusion)) == 6
+    lines = [line for line in capsys.readouterr().err.splitlines() if "broken.jpg" in line]
+    assert len(lines) == 1 and lines[0].startswith(f"skipping unreadable image {bad}: ")
+    assert main(["evaluate", str(w), "--data", str(tmp_path / "data"), "--quiet"]) == 0
+    assert "1 unreadable images skipped" in capsys.readouterr().err
 
 
 def test_class_count_mismatch_fails_before_loading(tmp_path, monkeypatch):
@@ -294,9 +307,9 @@ def test_predict_top5_with_imagenet_names_and_heatmap(tmp_path, capsys):
     Image.fromarray(image(60, 75).permute(1, 2, 0).numpy()).save(img)
     bad = tmp_path / "bad.jpg"
     bad.write_bytes(b"junk")
-    with pytest.warns(UserWarning, match="bad.jpg"):
-        preds, skipped = ev.predict([img, bad], [w], EvalConfig(flip=False), heatmap=tmp_path / "heat.png")
+    preds, skipped = ev.predict([img, bad], [w], EvalConfig(flip=False), heatmap=tmp_path / "heat.png")
     assert skipped == [str(bad)] and len(preds) == 1
+    assert capsys.readouterr().err.startswith(f"skipping unreadable image {bad}: ")
     x = ev.to_tensor(ev.rescale(Image.open(img).convert("RGB"), 48))
     expected = ev.dense(model, [x], PRE)[0]
     values, indices = expected.topk(5)

@@ -20,8 +20,9 @@ import json
 import os
 import sys
 import time
+import warnings
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -136,12 +137,23 @@ def check_classes(plan: Plan, num_classes: int, against: str) -> None:
             raise ValueError(f"{f}: weights have {meta.model.num_classes} classes but {against} has {num_classes}")
 
 
+def for_evaluation(model: VGG) -> VGG:
+    """The network as testing runs it: an fc head recast as convolutions (section 3.2), channels-last, eval mode.
+
+    Same outputs up to float rounding; conv weights and NHWC activations spare the convolution library a
+    layout conversion per call (about 1.3x faster dense evaluation on CPU, see benchmarks/).
+    """
+    if model.cfg.head == "fc":
+        model = model.to_head("conv")
+    return model.eval().to(memory_format=torch.channels_last)
+
+
 def load_networks(plan: Plan, device: str | torch.device = "cpu") -> list[Network]:
-    """Load the tensors of every planned network onto `device`, in eval mode."""
+    """Load every planned network onto `device`, prepared by `for_evaluation`."""
     networks = []
     for f, _, scales in plan:
-        model, meta = load_weights(f, device)
-        networks.append(Network(str(f), model.eval(), meta, scales))
+        model, meta = load_weights(f)
+        networks.append(Network(str(f), for_evaluation(model).to(device), meta, scales))
     return networks
 
 
@@ -202,6 +214,7 @@ def softmax_posteriors(
     n = x.shape[0]
     if flip:
         x = torch.cat([x, x.flip(-1)])
+    x = x.contiguous(memory_format=torch.channels_last)
     # Dense: the class score map (N, classes, h, w) is averaged spatially before the softmax (section 3.2).
     logits = model.score_map(x).mean(dim=(2, 3)) if dense else model(x)
     p = logits.float().softmax(dim=1)
@@ -381,10 +394,20 @@ class _Rescaled(torch.utils.data.Dataset):
 
     def __getitem__(self, i: int) -> tuple[dict[int, torch.Tensor] | None, int, int]:
         j = self.indices[i]
-        img, label = self.dataset[j]
+        img, label = _reporting_warnings(lambda: self.dataset[j])
         if img is None:
             return None, label, j
         return {q: to_tensor(rescale(img, q)) for q in self.scales}, label, j
+
+
+def _reporting_warnings(load: Callable[[], Any]) -> Any:
+    """Call `load`, turning its warnings (an unreadable image, by path) into one plain stderr line each."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        value = load()
+    for w in caught:
+        report(str(w.message))
+    return value
 
 
 def _spread(n: int, limit: int) -> list[int]:
@@ -651,7 +674,7 @@ def predict(
     predictions, skipped = [], []
     with torch.inference_mode():
         for path in images:
-            img = open_image(path)
+            img = _reporting_warnings(lambda p=path: open_image(p))
             if img is None:
                 skipped.append(str(path))
                 continue
