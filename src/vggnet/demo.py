@@ -96,4 +96,11 @@ def train_digits(quick: bool, out: Path) -> dict[str, float]:
         f"top-1 error {result['top1']:.2f}%, top-5 error {result['top5']:.2f}%  "
         f"(training took {seconds:.0f} s; run directory {run}, plot {run / 'metrics.png'})"
     )
+    # Section 3.2 on the same run: dense evaluation at one scale beside three (Tables 3 and 4).
+    from .configs import EvalConfig
+    from .evaluate import scale_report
+
+    _, table = scale_report([run], "digits", EvalConfig(method="dense", flip=True, limit=40 if quick else 0))
+    print("Testing protocol (section 3.2), dense evaluation with flips, single scale vs multi-scale:")
+    print(table)
     return result
