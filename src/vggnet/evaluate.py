@@ -141,7 +141,7 @@ def for_evaluation(model: VGG) -> VGG:
     """The network as testing runs it: an fc head recast as convolutions (section 3.2), channels-last, eval mode.
 
     Same outputs up to float rounding; conv weights and NHWC activations spare the convolution library a
-    layout conversion per call (about 1.3x faster dense evaluation on CPU, see benchmarks/).
+    layout conversion per call.
     """
     if model.cfg.head == "fc":
         model = model.to_head("conv")
