@@ -57,8 +57,8 @@ class InferenceVGG(nn.Module):
         self.cfg = model.cfg
         self.channels_last = channels_last
         self.compiled = compiled
-        # freezing: inductor treats the weights as constants, pre-packs them for oneDNN and fuses conv + ReLU
-        self._forward = torch.compile(model, options={"freezing": True}) if compiled else model
+        # static shapes: one specialised graph per input shape, as a server with fixed batches sees them
+        self._forward = torch.compile(model, dynamic=False) if compiled else model
 
     def _input(self, x: torch.Tensor) -> torch.Tensor:
         return x.contiguous(memory_format=torch.channels_last) if self.channels_last else x
@@ -66,7 +66,13 @@ class InferenceVGG(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Class logits (N, classes), computed under inference_mode."""
         with torch.inference_mode():
-            return self._forward(self._input(x))
+            if not self.compiled:
+                return self._forward(self._input(x))
+            # freezing: inductor treats the weights as constants, pre-packs them in oneDNN's blocked layout
+            # and fuses conv + ReLU. It is read from the global config when a shape is compiled (passing it
+            # in torch.compile's options has no effect), so it is switched on around the call only.
+            with torch._inductor.config.patch(freezing=True):
+                return self._forward(self._input(x))
 
     def score_map(self, x: torch.Tensor) -> torch.Tensor:
         """Dense class score map (N, classes, h, w) of section 3.2 (never compiled)."""
