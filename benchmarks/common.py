@@ -72,6 +72,20 @@ def gemm_peak(n: int = 2048, repeats: int = 8) -> float:
     return best
 
 
+class GemmProbe:
+    """A torch.mm timing to run among the measured paths, so the peak is sampled under the same load."""
+
+    def __init__(self, n: int = 2048) -> None:
+        self.n = n
+        self.a, self.b, self.c = torch.randn(n, n), torch.randn(n, n), torch.empty(n, n)
+        self.samples: list[float] = []
+
+    def __call__(self) -> None:
+        start = time.perf_counter()
+        torch.mm(self.a, self.b, out=self.c)
+        self.samples.append(2 * self.n**3 / (time.perf_counter() - start) / 1e9)
+
+
 def interleaved(paths: dict[str, Callable[[], object]], rounds: int, warmup: int = 1) -> dict[str, list[float]]:
     """Seconds per call of each path, run round-robin (order rotated each round) after `warmup` calls each."""
     names = list(paths)

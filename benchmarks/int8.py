@@ -21,7 +21,7 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import gemm_peak, interleaved, machine, machine_line, median, write_results  # noqa: E402
+from common import GemmProbe, gemm_peak, interleaved, machine, machine_line, median, write_results  # noqa: E402
 
 from vggnet.analysis import layer_table, totals  # noqa: E402
 from vggnet.data import Preprocessing, open_image, scan_image_folder  # noqa: E402
@@ -147,9 +147,11 @@ def main() -> int:
         "fp32 optimised (channels-last)": lambda: fast(x),
         "int8 (FX, x86 backend)": lambda: int8(x),
     }
+    probe = GemmProbe()
     with torch.inference_mode():
-        times = interleaved(paths, rounds=args.rounds)
-    peak = max(peak, gemm_peak())
+        times = interleaved({**paths, "torch.mm probe": probe}, rounds=args.rounds)
+    times.pop("torch.mm probe")
+    peak = max([peak, gemm_peak(), *probe.samples])
     gflop = 2 * totals(layer_table(model, size))["macs"] / 1e9
     rows = {name: {"images_per_s": args.batch / median(t), "seconds": t} for name, t in times.items()}
     results = {
