@@ -100,10 +100,12 @@ def test_verify_export_catches_a_different_model(tmp_path):
         verify_export(small("A"), path)  # same architecture, other random weights
 
 
-def test_dense_module_outputs():
-    model = small("A", head="conv")
+def test_dense_module_outputs_and_leaves_the_model_alone(tmp_path):
+    model = small("A", head="conv").train()
     logits, scores = DenseVGG(model)(torch.randn(2, 3, 256, 224))
     assert logits.shape == (2, 5) and scores.shape == (2, 5, 2, 1)
+    export_onnx(model, tmp_path / "m.onnx", optimize=True)
+    assert model.training and all(p.requires_grad for p in model.parameters())
 
 
 def test_cli_export_and_errors(tmp_path, capsys):

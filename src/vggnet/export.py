@@ -8,6 +8,7 @@ h = H/32 - 6 at the default 224 training size.
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import json
 import os
@@ -32,8 +33,9 @@ class DenseVGG(nn.Module):
 
     def __init__(self, model: VGG) -> None:
         super().__init__()
-        # fc head: FC6-FC8 become 7x7 / 1x1 convs (exact); conv and gap heads are already dense
-        self.model = model.to_head("conv") if model.cfg.head == "fc" else model
+        # fc head: FC6-FC8 become 7x7 / 1x1 convs (exact); conv and gap heads are already dense.
+        # Either way a copy, so exporting never changes the caller's model (mode, requires_grad).
+        self.model = model.to_head("conv") if model.cfg.head == "fc" else copy.deepcopy(model)
         self.model.eval()
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
