@@ -57,6 +57,7 @@ def machine() -> dict[str, object]:
         "onnxruntime": onnxruntime.__version__,
         "python": sys.version.split()[0],
         "isa": torch.backends.cpu.get_cpu_capability(),
+        "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY", "(default)"),
     }
 
 
@@ -118,5 +119,5 @@ def machine_line(info: dict[str, object]) -> str:
     """One line naming the machine for a results table."""
     return (
         f"{info['cpu']}, {info['cores']} cores ({', '.join(info['flags'])}), torch {info['torch']} "
-        f"({info['torch_threads']} threads), torchvision {info['torchvision']}, onnxruntime {info['onnxruntime']}"
+        f"({info['torch_threads']} threads, OMP_WAIT_POLICY {info.get('omp_wait_policy', '(default)')}), torchvision {info['torchvision']}, onnxruntime {info['onnxruntime']}"
     )

@@ -15,8 +15,12 @@ import time
 import warnings
 from pathlib import Path
 
-import torch
-import torchvision
+# ONNX Runtime's threads spin while they wait for work; PyTorch's OpenMP threads are told to do the
+# same, so on a machine shared with other jobs neither side gives up its cores more readily.
+os.environ.setdefault("OMP_WAIT_POLICY", "ACTIVE")
+
+import torch  # noqa: E402
+import torchvision  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import GemmProbe, gemm_peak, interleaved, machine, machine_line, median, write_results  # noqa: E402

@@ -125,7 +125,7 @@ def main() -> int:
     parser.add_argument("--data", type=Path, default=IMAGENETTE, help=f"Imagenette folder (default: {IMAGENETTE})")
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--rounds", type=int, default=3, help="interleaved timing rounds")
-    parser.add_argument("--digits-epochs", type=int, default=4, help="training epochs of the small digits VGG")
+    parser.add_argument("--digits-epochs", type=int, default=6, help="training epochs of the small digits VGG")
     parser.add_argument("--name", default="int8")
     args = parser.parse_args()
     warnings.filterwarnings("ignore")
