@@ -206,6 +206,18 @@ def cmd_predict(args: argparse.Namespace) -> int:
     return 0 if predictions else 2
 
 
+def cmd_export(args: argparse.Namespace) -> int:
+    from .export import export_weights
+
+    report = export_weights(args.weights, args.out, format=args.format, optimize=args.optimize, verify=args.verify)
+    print(
+        f"wrote {report.path} ({report.format}, dense net, dynamic batch/height/width{', BN folded' if report.optimized else ''})"
+    )
+    for size, err in report.max_abs_error.items():
+        print(f"  checked at {size}: max |export - torch| of logits = {err:.2e}")
+    return 0
+
+
 # -- parser and entry point ---------------------------------------------------------------
 
 
@@ -306,6 +318,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--heatmap", help="PNG path: the top class's dense score map over the image")
     add_dataclass_args(p, EvalConfig, skip=("split", "limit", "workers"))
     p.set_defaults(func=cmd_predict)
+    p = sub.add_parser("export", help="export the dense net (section 3.2) to ONNX or torch.export, dynamic shapes")
+    p.add_argument("weights", help="weights in the project format (.safetensors)")
+    p.add_argument("out", help="output file (.onnx, or .pt2 for torch.export)")
+    p.add_argument("--format", choices=("onnx", "pt2"), default=None, help="(default: from OUT's suffix, else onnx)")
+    p.add_argument(
+        "--optimize", action="store_true", help="fold BatchNorm into the convs (exact; the ONNX exporter folds it too)"
+    )
+    p.add_argument(
+        "--verify", action=argparse.BooleanOptionalAction, default=True, help="compare with PyTorch at two sizes"
+    )
+    p.set_defaults(func=cmd_export)
     return parser
 
 

@@ -1,0 +1,157 @@
+"""Fast CPU inference: BatchNorm folding, channels-last, torch.compile, int8 quantisation.
+
+`optimize_for_inference` is the one call for an fp32 model that only predicts;
+`quantize_int8` gives a post-training static int8 model calibrated on a few batches.
+benchmarks/inference.py and benchmarks/int8.py measure both against their peers.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import warnings
+from collections.abc import Iterable
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .model import VGG
+
+
+def fold_batchnorm(model: VGG) -> VGG:
+    """A BN-free VGG whose convs absorb each BatchNorm's eval-mode affine map (same outputs in eval mode).
+
+    conv -> BN is y = g * (W x + b - mu) / sqrt(var + eps) + beta, i.e. one conv with
+    W' = W * s and b' = (b - mu) * s + beta, s = g / sqrt(var + eps) per output channel.
+    The result has torchvision's plain layout (`vgg16_bn` folds into `vgg16`).
+    """
+    if not model.cfg.batch_norm:
+        return copy.deepcopy(model).eval()
+    with torch.device("meta"):  # no random init of weights that are overwritten at once
+        folded = VGG(dataclasses.replace(model.cfg, batch_norm=False))
+    src = list(model.features)
+    pairs = [(m, src[i + 1]) for i, m in enumerate(src) if isinstance(m, nn.Conv2d)]
+    convs = [name for name, m in folded.features.named_children() if isinstance(m, nn.Conv2d)]
+    state = {k: v.detach().clone() for k, v in model.state_dict().items() if not k.startswith("features.")}
+    for name, (conv, bn) in zip(convs, pairs, strict=True):
+        if not isinstance(bn, nn.BatchNorm2d):
+            raise ValueError(f"expected BatchNorm2d after every conv of a batch-norm VGG, found {type(bn).__name__}")
+        # float64 so the fold adds no rounding of its own
+        s = bn.weight.double() / torch.sqrt(bn.running_var.double() + bn.eps)
+        w = conv.weight.double() * s.view(-1, 1, 1, 1)
+        b = (conv.bias.double() - bn.running_mean.double()) * s + bn.bias.double()
+        state[f"features.{name}.weight"] = w.to(conv.weight.dtype)
+        state[f"features.{name}.bias"] = b.to(conv.bias.dtype)
+    folded.load_state_dict(state, strict=True, assign=True)
+    folded.feature_names = [n for n in model.feature_names if not n.startswith("bn")]
+    return folded.to(next(model.parameters()).device).eval()
+
+
+class InferenceVGG(nn.Module):
+    """An inference-only VGG: channels-last input, no autograd, optionally compiled with frozen weights."""
+
+    def __init__(self, model: VGG, channels_last: bool, compiled: bool) -> None:
+        super().__init__()
+        self.model = model
+        self.cfg = model.cfg
+        self.channels_last = channels_last
+        self.compiled = compiled
+        # static shapes: one specialised graph per input shape, as a server with fixed batches sees them
+        self._forward = torch.compile(model, dynamic=False) if compiled else model
+
+    def _input(self, x: torch.Tensor) -> torch.Tensor:
+        return x.contiguous(memory_format=torch.channels_last) if self.channels_last else x
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Class logits (N, classes), computed under inference_mode."""
+        with torch.inference_mode():
+            if not self.compiled:
+                return self._forward(self._input(x))
+            # freezing: inductor treats the weights as constants, pre-packs them in oneDNN's blocked layout
+            # and fuses conv + ReLU. It is read from the global config when a shape is compiled (passing it
+            # in torch.compile's options has no effect), so it is switched on around the call only.
+            with torch._inductor.config.patch(freezing=True):
+                return self._forward(self._input(x))
+
+    def score_map(self, x: torch.Tensor) -> torch.Tensor:
+        """Dense class score map (N, classes, h, w) of section 3.2 (never compiled)."""
+        with torch.inference_mode():
+            return self.model.score_map(self._input(x))
+
+
+def optimize_for_inference(
+    model: VGG, *, channels_last: bool = True, fold_bn: bool = True, compile: bool = False
+) -> InferenceVGG:
+    """The fast fp32 path for prediction: eval mode, BN folded, channels-last, optionally torch.compile.
+
+    The input model is not modified. Compilation happens on the first call of each new input shape.
+    """
+    base = fold_batchnorm(model) if fold_bn else copy.deepcopy(model)
+    base.eval().requires_grad_(False)
+    if channels_last:
+        base = base.to(memory_format=torch.channels_last)
+    return InferenceVGG(base, channels_last, compile)
+
+
+class _Traceable(nn.Module):
+    """VGG.forward without its input checks, which torch.fx cannot trace (they branch on shapes)."""
+
+    def __init__(self, model: VGG) -> None:
+        super().__init__()
+        self.features = model.features
+        self.classifier = model.classifier
+        self.avgpool = getattr(model, "avgpool", None)
+        self.conv_head = model.cfg.head == "conv"
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        f = self.features(x)  # (N, 512w, H/32, W/32)
+        if self.conv_head:  # the spatial mean of the score map; quantized mean() rejects channels-last maps
+            return torch.flatten(F.adaptive_avg_pool2d(self.classifier(f), 1), 1)
+        return self.classifier(torch.flatten(self.avgpool(f), 1))
+
+
+class Int8VGG(nn.Module):
+    """A statically quantised VGG (int8 weights and activations, fp32 in and out)."""
+
+    def __init__(self, model: VGG, quantized: nn.Module) -> None:
+        super().__init__()
+        self.cfg = model.cfg
+        self.min_input = model.min_input
+        self.quantized = quantized
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Class logits (N, classes)."""
+        VGG.check_input(self, x)  # type: ignore[arg-type]  # needs only cfg and min_input, not the fp32 weights
+        with torch.inference_mode():
+            return self.quantized(x)
+
+
+def quantize_int8(model: VGG, calibration_batches: Iterable[torch.Tensor], *, fold_bn: bool = True) -> Int8VGG:
+    """Post-training static int8 quantisation for x86 CPUs (FX graph mode, fbgemm/oneDNN kernels).
+
+    Per-channel int8 weights, per-tensor uint8 activations whose ranges are observed on
+    `calibration_batches` (a few batches of preprocessed images, as the model expects them).
+    """
+    from torch.ao.quantization import get_default_qconfig_mapping
+    from torch.ao.quantization.quantize_fx import convert_fx, prepare_fx
+
+    if "x86" not in torch.backends.quantized.supported_engines:
+        raise ValueError(
+            f"int8 needs the x86 quantized engine; this torch has {torch.backends.quantized.supported_engines}"
+        )
+    torch.backends.quantized.engine = "x86"
+    base = fold_batchnorm(model) if fold_bn else copy.deepcopy(model).eval()
+    batches = iter(calibration_batches)
+    first = next(batches, None)
+    if first is None:
+        raise ValueError("quantize_int8 needs at least one calibration batch")
+    model.check_input(first)
+    with warnings.catch_warnings():  # FX quantisation warns that it is in maintenance mode; it is what ships
+        warnings.simplefilter("ignore")
+        prepared = prepare_fx(_Traceable(base.cpu()).eval(), get_default_qconfig_mapping("x86"), (first,))
+        with torch.inference_mode():
+            for batch in [first, *batches]:
+                prepared(batch)
+        quantized = convert_fx(prepared)
+    return Int8VGG(base, quantized)

@@ -1,0 +1,67 @@
+"""The GPU benchmark script: its exit without a GPU, its logic on a tiny CPU run, its peak table."""
+
+import importlib.util
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "gpu.py"
+
+
+def load_gpu_script():
+    spec = importlib.util.spec_from_file_location("gpu_benchmark", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def run_script(*args: str, tmp_path: Path) -> subprocess.CompletedProcess:
+    env = {**os.environ, "CUDA_VISIBLE_DEVICES": ""}  # no GPU, even on a machine that has one
+    return subprocess.run(
+        [sys.executable, str(SCRIPT), "--out", str(tmp_path), *args], capture_output=True, text=True, env=env
+    )
+
+
+def test_exits_cleanly_without_a_gpu(tmp_path):
+    r = run_script(tmp_path=tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert "no CUDA GPU visible to torch" in r.stdout and "nothing measured" in r.stdout
+    assert list(tmp_path.iterdir()) == []  # a machine without a GPU never overwrites recorded GPU figures
+
+
+def test_smoke_run_on_the_cpu_writes_results(tmp_path):
+    r = run_script("--smoke-cpu", "--peak-tflops", "1", tmp_path=tmp_path)
+    assert r.returncode == 0, r.stderr
+    results = json.loads((tmp_path / "gpu.json").read_text())
+    assert set(results["runs"]) == {"train eager", "inference eager"}
+    for row in results["runs"].values():
+        assert row["images_per_s"] > 0 and row["batch"] == 4 and row["steps"] == 2
+        assert row["mfu"] == pytest.approx(row["model_tflops"] / 1.0)
+    assert results["skipped"] == ["train compiled (--no-compile)", "inference compiled (--no-compile)"]
+    assert "| train eager | 4 |" in (tmp_path / "gpu.md").read_text()
+
+
+@pytest.mark.parametrize(
+    "name, peak",
+    [
+        ("NVIDIA H100 80GB HBM3", 989.0),
+        ("NVIDIA H100 PCIe", 756.0),
+        ("NVIDIA H100 NVL", 835.0),
+        ("NVIDIA H200", 989.0),
+        ("NVIDIA A100-SXM4-40GB", 312.0),
+        ("NVIDIA L40S", 362.0),
+        ("NVIDIA L4", 121.0),
+        ("NVIDIA A10", 125.0),
+        ("NVIDIA H100 80GB HBM3 MIG 3g.40gb", 989.0 * 3 / 7),
+        ("NVIDIA A10G", None),  # not in the table: "unknown peak", not A10's or A100's
+        ("NVIDIA GeForce RTX 4090", None),
+    ],
+)
+def test_peak_table(name, peak):
+    found, source = load_gpu_script().peak_tflops(name)
+    assert found == (pytest.approx(peak) if peak else None)
+    assert (source == "unknown peak") == (peak is None)

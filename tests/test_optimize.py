@@ -1,0 +1,134 @@
+from collections import Counter
+
+import pytest
+import torch
+import torchvision
+from torch import nn
+
+from vggnet import build
+from vggnet.configs import CONFIGS
+from vggnet.optimize import fold_batchnorm, optimize_for_inference, quantize_int8
+
+# Folding computes W' and b' in float64 and rounds once to float32: outputs agree with the
+# BN model to 1e-5 of the largest logit (measured: about 1e-6).
+FOLD_RTOL = 1e-5
+
+
+def with_bn_statistics(model: nn.Module) -> nn.Module:
+    """Non-trivial running statistics and affine parameters, so BN is not the identity."""
+    for m in model.modules():
+        if isinstance(m, nn.BatchNorm2d):
+            m.running_mean.uniform_(-0.2, 0.2)
+            m.running_var.uniform_(0.3, 2.0)
+            m.weight.data.uniform_(0.5, 1.5)
+            m.bias.data.uniform_(-0.2, 0.2)
+    return model
+
+
+def max_rel_error(got: torch.Tensor, ref: torch.Tensor) -> float:
+    return (got - ref).abs().max().item() / ref.abs().max().item()
+
+
+@pytest.mark.parametrize("letter", list(CONFIGS))
+def test_fold_batchnorm_is_exact_in_eval_mode(letter):
+    model = with_bn_statistics(build(letter + "_bn", width=1 / 16, num_classes=7, input_size=64)).eval()
+    folded = fold_batchnorm(model)
+    assert not any(isinstance(m, nn.BatchNorm2d) for m in folded.modules())
+    assert folded.cfg.batch_norm is False and len(folded.features) == len(model.features) - (
+        sum(isinstance(m, nn.BatchNorm2d) for m in model.features)
+    )
+    assert [n for n in folded.feature_names if n.startswith("conv")] == [
+        n for n in model.feature_names if n.startswith("conv")
+    ]
+    x = torch.randn(2, 3, 64, 64)
+    with torch.no_grad():
+        assert max_rel_error(folded(x), model(x)) < FOLD_RTOL
+
+
+def test_folded_vgg16_bn_loads_into_torchvision_vgg16():
+    model = with_bn_statistics(build("vgg16_bn", width=1 / 16, num_classes=4)).eval()
+    with torch.device("meta"):
+        ref = torchvision.models.vgg16(num_classes=4)
+    # the layer names of torchvision's plain VGG16
+    assert [k for k in fold_batchnorm(model).state_dict()] == [k for k in ref.state_dict()]
+
+
+def test_fold_leaves_the_input_model_alone():
+    model = with_bn_statistics(build("A_bn", width=1 / 16, num_classes=3)).train()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    fold_batchnorm(model)
+    assert model.training and all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+    plain = build("A", width=1 / 16, num_classes=3)
+    copy = fold_batchnorm(plain)
+    assert copy is not plain and all(
+        torch.equal(a, b) for a, b in zip(copy.parameters(), plain.parameters(), strict=True)
+    )
+
+
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_optimize_for_inference_matches_eval_model(channels_last):
+    model = with_bn_statistics(build("B_bn", width=1 / 16, num_classes=5, head="conv")).eval()
+    fast = optimize_for_inference(model, channels_last=channels_last)
+    x = torch.randn(2, 3, 256, 224)
+    with torch.no_grad():
+        ref, ref_map = model(x), model.score_map(x)
+    out = fast(x)
+    assert max_rel_error(out, ref) < FOLD_RTOL and max_rel_error(fast.score_map(x), ref_map) < FOLD_RTOL
+    assert not out.requires_grad
+    conv = fast.model.features[0].weight
+    assert conv.is_contiguous(memory_format=torch.channels_last) == channels_last
+    assert not any(p.requires_grad for p in fast.parameters())
+    assert any(isinstance(m, nn.BatchNorm2d) for m in model.modules())  # the input model still has its BN
+    with pytest.raises(ValueError, match="input has 1 channels"):
+        fast(torch.randn(1, 1, 224, 224))
+
+
+@pytest.mark.slow  # inductor compiles C++ kernels: about 40 s on 2 cores
+def test_optimize_with_compile_matches_eval_model():
+    model = with_bn_statistics(build("A_bn", width=1 / 16, num_classes=5, head="gap")).eval()
+    fast = optimize_for_inference(model, compile=True)
+    x = torch.randn(2, 3, 64, 64)
+    with torch.no_grad():
+        ref = model(x)
+    assert max_rel_error(fast(x), ref) < FOLD_RTOL
+    assert max_rel_error(fast(x), ref) < FOLD_RTOL  # second call: the compiled graph, no recompile
+
+
+# Quantisation error of int8 weights and activations on these random narrow models:
+# measured 1-3% of the largest logit; 10% leaves room and still fails for a wrong graph.
+INT8_RTOL = 0.1
+
+
+# Every weight layer of configuration A becomes an int8 module, ReLU fused where one follows.
+INT8_LAYERS = {
+    "fc": {"ConvReLU2d": 8, "LinearReLU": 2, "Linear": 1},
+    "conv": {"ConvReLU2d": 8 + 2, "Conv2d": 1},  # FC6, FC7 as convs with ReLU, FC8 as a conv
+}
+
+
+@pytest.mark.parametrize("head", ["fc", "conv"])
+def test_quantize_int8_is_int8_and_close_to_fp32(head):
+    model = with_bn_statistics(build("A_bn", width=1 / 8, num_classes=6, head=head, input_size=64)).eval()
+    calibration = [torch.randn(4, 3, 64, 64) for _ in range(3)]
+    q = quantize_int8(model, calibration)
+    # quantized modules with int8 weights (the packed weight is read back through .weight())
+    weights = [m for m in q.modules() if ".quantized" in type(m).__module__ and callable(getattr(m, "weight", None))]
+    assert Counter(type(m).__name__ for m in weights) == INT8_LAYERS[head]
+    assert all(m.weight().dtype == torch.qint8 for m in weights)
+    x = torch.randn(4, 3, 64, 64)
+    with torch.no_grad():
+        ref = model(x)
+    out = q(x)
+    assert out.dtype == torch.float32 and out.shape == (4, 6)
+    assert max_rel_error(out, ref) < INT8_RTOL
+
+
+def test_quantize_int8_errors():
+    model = build("A", width=1 / 16, num_classes=3, input_size=64).eval()
+    with pytest.raises(ValueError, match="at least one calibration batch"):
+        quantize_int8(model, [])
+    with pytest.raises(ValueError, match="input has 1 channels"):
+        quantize_int8(model, [torch.randn(1, 1, 64, 64)])
+    q = quantize_int8(model, [torch.randn(2, 3, 64, 64)])
+    with pytest.raises(ValueError, match="smaller than 32x32"):
+        q(torch.randn(1, 3, 16, 16))
