@@ -39,7 +39,11 @@ class DenseVGG(nn.Module):
         self.model.eval()
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        scores = self.model.score_map(x)  # (N, K, h, w)
+        if self.model.cfg.head == "conv":
+            # Convolutions, not score_map's unfold + GEMM: runtimes fuse them and keep h, w symbolic.
+            scores = self.model.classifier(self.model.features(x))  # (N, K, h, w)
+        else:
+            scores = self.model.score_map(x)
         return scores.mean(dim=(2, 3)), scores
 
 
