@@ -65,3 +65,26 @@ def test_peak_table(name, peak):
     found, source = load_gpu_script().peak_tflops(name)
     assert found == (pytest.approx(peak) if peak else None)
     assert (source == "unknown peak") == (peak is None)
+
+
+@pytest.mark.parametrize(
+    "script, check",
+    [
+        ("train_step", lambda r: [run["batch"] for run in r["runs"]] == [4] and r["runs"][0]["rounds"] == 2),
+        ("data_pipeline", lambda r: r["images"] == 4 and r["rounds"] == 2 and r["workers"] == 0),
+    ],
+)
+def test_cpu_benchmark_smoke_run_writes_results(script, check, tmp_path):
+    path = SCRIPT.parent / f"{script}.py"
+    env = {**os.environ, "PYTHONPATH": str(SCRIPT.parents[1] / "src")}
+    r = subprocess.run(
+        [sys.executable, str(path), "--smoke", "--out", str(tmp_path)], capture_output=True, text=True, env=env
+    )
+    assert r.returncode == 0, r.stderr
+    results = json.loads((tmp_path / f"{script}.json").read_text())
+    assert check(results)
+    rows = results["runs"] if script == "train_step" else [results]
+    for row in rows:
+        assert set(row["images_per_s"]) == {"ours", "torchvision"} and min(row["images_per_s"].values()) > 0
+        assert row["ratio"] == pytest.approx(row["images_per_s"]["ours"] / row["images_per_s"]["torchvision"])
+    assert "ours / torchvision" in (tmp_path / f"{script}.md").read_text()
