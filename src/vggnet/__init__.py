@@ -1,7 +1,7 @@
 """vggnet: the whole VGG paper (Simonyan & Zisserman, ICLR 2015) in PyTorch."""
 
 from .analysis import layer_table, table2
-from .configs import ALIASES, CONFIGS, ModelConfig, resolve
+from .configs import ALIASES, CONFIGS, ModelConfig, TrainConfig, resolve
 from .features import PerceptualLoss, features_at
 from .model import VGG, build, count_parameters
 from .weights import convert, import_weights, load_weights, save_weights
@@ -11,6 +11,7 @@ __all__ = [
     "CONFIGS",
     "ModelConfig",
     "PerceptualLoss",
+    "TrainConfig",
     "VGG",
     "build",
     "convert",

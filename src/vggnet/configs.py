@@ -6,7 +6,7 @@ Recognition", ICLR 2015 (arXiv 1409.1556).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 # One entry of a convolution stack: an int is a 3x3 conv (stride 1, pad 1) with that
 # many output channels; ("1x1", c) is the 1x1 conv of configuration C; "M" is a 2x2
@@ -127,3 +127,61 @@ class ModelConfig:
     input_size: int = 224  # training crop; FC6 sees input_size/32 squared cells
     init: str = "kaiming"  # paper: N(0, init_std) | glorot: Xavier uniform | kaiming
     init_std: float = 0.01  # std of the paper's normal init (section 3.1)
+
+
+AMP_MODES = ("none", "bf16", "fp16")
+
+
+@dataclass
+class TrainConfig:
+    """One training job; the defaults are the paper's protocol (section 3.1).
+
+    `vggnet train` generates one option per field; `--config FILE` (JSON or TOML) sets them too.
+    """
+
+    # -- data ---------------------------------------------------------------------------
+    data: str = (
+        "digits"  # "digits" (built in), an image folder (ROOT[/train|/val]/<class>/...), cifar10:PATH, cifar100:PATH
+    )
+    digits_size: int = 32  # side in pixels of the built-in digits (8x8 upscaled)
+    stats: str = ""  # JSON from `vggnet stats`; empty: computed from the training set at the start
+    stats_samples: int = 10000  # training images sampled for the mean RGB and RGB covariance
+    # -- model (section 2, Table 1) -------------------------------------------------------
+    model: str = "A"  # a Table 1 configuration: A, A-LRN, B, C, D, E or an alias (vgg11 ... vgg19, _bn)
+    width: float = 1.0  # multiplier on every conv and FC width (narrow nets for small experiments)
+    head: str = "fc"  # fc | conv | gap
+    dropout: float = 0.5  # on FC6 and FC7 (section 3.1)
+    init: str = "paper"  # paper: N(0, init_std), zero biases | glorot | kaiming (section 3.1)
+    init_std: float = (
+        0.01  # std of the paper's init at width 1; divided by sqrt(width) so a narrow net keeps the per-layer gain
+    )
+    init_from: str = ""  # a run (or .safetensors): net A -> first four convs + three FCs; same config -> every layer
+    # -- optimisation (section 3.1) -------------------------------------------------------
+    batch: int = 256  # images per SGD step, over all processes and accumulation steps
+    accum: int = 1  # micro-batches accumulated into one step (per-process micro-batch = batch / (accum x processes))
+    lr: float = 1e-2
+    momentum: float = 0.9
+    weight_decay: float = 5e-4  # L2 penalty multiplier
+    lr_factor: float = 0.1  # the LR is divided by 10 ...
+    patience: int = 5  # ... after this many epochs without a better validation top-1 error ...
+    max_decreases: int = 3  # ... at most three times; a further plateau stops training
+    epochs: int = 74  # 370K iterations of 256 images on ImageNet
+    # -- augmentation (section 3.1) -------------------------------------------------------
+    scale: list[int] = field(default_factory=lambda: [256])  # S: one value (fixed) or Smin,Smax (jittered per image)
+    crop: int = 224  # side of the random crop = the network's input size
+    flip: bool = True  # random horizontal flip
+    color_shift: float = 0.1  # std of AlexNet's PCA colour-shift coefficients (0 disables)
+    val_scale: int = 0  # shorter side for the per-epoch validation (centre crop); 0: Smin
+    # -- run --------------------------------------------------------------------------------
+    out: str = ""  # run directory; empty: runs/<model>-<date>-<time>
+    resume: str = ""  # a run directory to continue exactly where it stopped
+    checkpoint_every: int = 0  # also write the resume checkpoint every N steps (0: at epoch ends only)
+    seed: int = 0
+    workers: int = 2  # data-loading processes per training process
+    device: str = "auto"  # auto | cpu | cuda | cuda:N
+    amp: str = "none"  # none | bf16 | fp16 autocast (fp16 with a gradient scaler)
+    channels_last: bool = False
+    compile: bool = False  # torch.compile the model
+    deterministic: bool = False  # torch.use_deterministic_algorithms (bit-exact resume on CPU)
+    threads: int = 0  # torch intra-op threads (0: torch's default)
+    quiet: bool = False  # no progress bar; one line per epoch

@@ -1,0 +1,722 @@
+"""Training as in section 3.1: SGD with momentum, plateau LR schedule, net-A initialisation, runs you can resume.
+
+A run directory holds:
+
+    config.json        the resolved TrainConfig
+    stats.json         mean RGB and RGB-covariance eigen-decomposition of the training set
+    metrics.jsonl      one JSON line per epoch (loss, top-1/top-5 errors, LR, images/s, seconds, skipped files)
+    metrics.png        loss, errors and LR against epoch
+    model.safetensors  the best weights (lowest validation top-1 error), project format
+    last.pt            the resume checkpoint: model, optimiser, schedule, scaler, RNG states, position in the epoch
+
+The same `train()` runs under `torchrun --nproc_per_node=N` with DistributedDataParallel.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import json
+import math
+import os
+import random
+import sys
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+from torch import nn
+
+from .configs import AMP_MODES, HEADS, INITS, ModelConfig, TrainConfig, resolve
+from .data import (
+    EvalTransform,
+    Preprocessing,
+    RGBStats,
+    TrainTransform,
+    Transformed,
+    collate_skipping,
+    compute_stats,
+    item_name,
+    open_dataset,
+    report,
+)
+from .model import VGG
+from .weights import atomic_write, load_weights, save_weights
+
+CONFIG, STATS, METRICS, PLOT, WEIGHTS, CHECKPOINT = (
+    "config.json",
+    "stats.json",
+    "metrics.jsonl",
+    "metrics.png",
+    "model.safetensors",
+    "last.pt",
+)
+
+# Section 3.1: deeper nets start from net A's first four conv layers and its three FC layers.
+NET_A_LAYERS = ("conv1_1", "conv2_1", "conv3_1", "conv3_2", "fc6", "fc7", "fc8")
+
+
+# -- configuration files ---------------------------------------------------------------------------
+
+
+def read_config_file(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """Fields of a TrainConfig from a JSON or TOML file; unknown keys are an error."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no such config file")
+    toml = path.suffix.lower() == ".toml"
+    if toml:
+        try:
+            import tomllib
+        except ModuleNotFoundError:  # Python 3.10
+            raise ValueError(f"{path}: TOML config files need Python 3.11 or later; use JSON") from None
+    try:
+        raw = tomllib.loads(path.read_text()) if toml else json.loads(path.read_text())
+    except (ValueError, UnicodeDecodeError) as e:
+        raise ValueError(f"{path}: not a {'TOML' if toml else 'JSON'} file ({e})") from None
+    if not isinstance(raw, dict):
+        raise ValueError(f"{path}: expected a table of TrainConfig fields")
+    names = {f.name for f in dataclasses.fields(TrainConfig)}
+    unknown = sorted(set(raw) - names)
+    if unknown:
+        raise ValueError(f"{path}: unknown training option(s) {', '.join(unknown)}")
+    return raw
+
+
+def load_config(path: str | os.PathLike[str], base: TrainConfig | None = None) -> TrainConfig:
+    """A TrainConfig from a JSON/TOML file (or a run directory's config.json) over `base`."""
+    path = Path(path)
+    if path.is_dir():
+        path = path / CONFIG
+    return dataclasses.replace(base or TrainConfig(), **read_config_file(path))
+
+
+def check_config(cfg: TrainConfig, world: int = 1) -> None:
+    """Raise a one-line error for any inconsistent option, before anything is loaded."""
+    if len(cfg.scale) not in (1, 2) or min(cfg.scale) < 1:
+        raise ValueError(f"--scale takes S or Smin,Smax (positive), got {cfg.scale}")
+    smin = min(cfg.scale)
+    if cfg.crop < 32:
+        raise ValueError(f"--crop {cfg.crop} is below 32, the smallest input a VGG accepts (5 pools)")
+    if smin < cfg.crop:
+        raise ValueError(f"--crop {cfg.crop} is larger than the rescaled image (shorter side S={smin}); use S >= crop")
+    if cfg.val_scale and cfg.val_scale < cfg.crop:
+        raise ValueError(f"--crop {cfg.crop} is larger than the validation image (--val-scale {cfg.val_scale})")
+    if cfg.batch < 1 or cfg.accum < 1 or cfg.batch % (cfg.accum * world):
+        raise ValueError(f"--batch {cfg.batch} must split evenly into --accum {cfg.accum} x {world} process(es)")
+    if cfg.amp not in AMP_MODES:
+        raise ValueError(f"--amp {cfg.amp!r}: accepted {', '.join(AMP_MODES)}")
+    if cfg.init not in INITS:
+        raise ValueError(f"--init {cfg.init!r}: accepted {', '.join(INITS)}")
+    if cfg.head not in HEADS:
+        raise ValueError(f"--head {cfg.head!r}: accepted {', '.join(HEADS)}")
+    resolve(cfg.model)
+    for name in ("lr", "epochs", "width", "stats_samples"):
+        if getattr(cfg, name) <= 0:
+            raise ValueError(f"--{name.replace('_', '-')} must be positive, got {getattr(cfg, name)}")
+    if cfg.patience < 0 or cfg.max_decreases < 0 or cfg.checkpoint_every < 0 or cfg.workers < 0:
+        raise ValueError("--patience, --max-decreases, --checkpoint-every and --workers cannot be negative")
+
+
+# -- the learning-rate schedule (section 3.1) ----------------------------------------------------------
+
+
+@dataclass
+class PlateauSchedule:
+    """Divide the LR by 10 when validation top-1 error has not improved for `patience` epochs.
+
+    At most `max_decreases` decreases; a plateau after the last one stops training.
+    """
+
+    lr: float
+    factor: float = 0.1
+    patience: int = 5
+    max_decreases: int = 3
+    best: float = math.inf
+    bad_epochs: int = 0
+    decreases: int = 0
+
+    def step(self, error: float) -> str:
+        """Record one epoch's validation error: "improved", "wait", "decrease" or "stop"."""
+        if error < self.best:
+            self.best, self.bad_epochs = error, 0
+            return "improved"
+        self.bad_epochs += 1
+        if self.bad_epochs <= self.patience:
+            return "wait"
+        if self.decreases >= self.max_decreases:
+            return "stop"
+        self.lr, self.decreases, self.bad_epochs = self.lr * self.factor, self.decreases + 1, 0
+        return "decrease"
+
+
+# -- model -------------------------------------------------------------------------------------------
+
+
+def build_model(cfg: TrainConfig, num_classes: int) -> VGG:
+    """The VGG of a training config; the paper init's std is divided by sqrt(width) for narrow nets."""
+    return VGG(
+        ModelConfig(
+            config=cfg.model,
+            num_classes=num_classes,
+            head=cfg.head,
+            width=cfg.width,
+            dropout=cfg.dropout,
+            input_size=cfg.crop,
+            init=cfg.init,
+            init_std=cfg.init_std / math.sqrt(cfg.width),  # fan-in shrinks with width; keep each layer's gain
+        )
+    )
+
+
+def paper_names(model: VGG) -> dict[str, str]:
+    """Paper layer name -> state-dict prefix, e.g. conv2_1 -> features.3 in net A, features.5 in net D."""
+    names = {n: f"features.{i}" for i, n in enumerate(model.feature_names)}
+    names.update({n: f"classifier.{i}" for i, n in enumerate(model.classifier_names)})
+    return names
+
+
+def init_from(model: VGG, source: str | os.PathLike[str]) -> list[str]:
+    """Copy weights from a run (its model.safetensors) or a weights file; returns the copied state keys.
+
+    Same configuration: every tensor (e.g. S=384 from S=256, jittered S from S=384). Net A (or A-LRN)
+    into a deeper net: conv1_1, conv2_1, conv3_1, conv3_2, fc6, fc7, fc8 (and their BN), the rest stays random.
+    """
+    path = Path(source)
+    path = path / WEIGHTS if path.is_dir() else path
+    src, _ = load_weights(path)
+    same = (src.cfg.config, src.cfg.batch_norm) == (model.cfg.config, model.cfg.batch_norm)
+    if not same and src.cfg.config not in ("A", "A-LRN"):
+        raise ValueError(
+            f"{path}: --init-from copies net A into a deeper net or a net of the same configuration; "
+            f"got {src.cfg.config} -> {model.cfg.config}"
+        )
+    own, theirs = model.state_dict(), src.state_dict()
+    if same:
+        keys = list(own)
+    else:
+        src_names, dst_names = paper_names(src), paper_names(model)
+        layers = [n for n in NET_A_LAYERS if n in src_names and n in dst_names]
+        layers += [n.replace("conv", "bn") for n in layers if n.replace("conv", "bn") in dst_names]
+        prefixes = {dst_names[n] + ".": src_names[n] + "." for n in layers if n in src_names}
+        keys = [k for k in own if any(k.startswith(p) for p in prefixes)]
+        theirs = {
+            k: theirs[prefixes[p] + k[len(p) :]] for k in keys for p in prefixes if k.startswith(p)
+        }  # target key -> source tensor
+    state = dict(own)
+    for k in keys:
+        if k not in theirs or theirs[k].numel() != own[k].numel():
+            shape = tuple(theirs[k].shape) if k in theirs else "nothing"
+            raise ValueError(f"{path}: cannot copy {k}: source has {shape}, the model needs {tuple(own[k].shape)}")
+        state[k] = theirs[k].reshape(own[k].shape)  # fc <-> conv heads hold the same numbers
+    model.load_state_dict(state)
+    return keys
+
+
+# -- distributed ---------------------------------------------------------------------------------------
+
+
+@dataclass
+class Dist:
+    """This process's place in a torchrun job (rank 0 of 1 without torchrun)."""
+
+    rank: int = 0
+    world: int = 1
+    local_rank: int = 0
+    device: torch.device = field(default_factory=lambda: torch.device("cpu"))
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+    def gather(self, obj: Any) -> list[Any]:
+        """Every rank's `obj` (a list of one without torchrun)."""
+        if self.world == 1:
+            return [obj]
+        out: list[Any] = [None] * self.world
+        dist.all_gather_object(out, obj)
+        return out
+
+    def broadcast(self, obj: Any) -> Any:
+        """Rank 0's `obj` on every rank."""
+        if self.world == 1:
+            return obj
+        box = [obj]
+        dist.broadcast_object_list(box, src=0)
+        return box[0]
+
+    def sum(self, values: list[float]) -> list[float]:
+        """Element-wise sum over ranks."""
+        if self.world == 1:
+            return values
+        t = torch.tensor(values, dtype=torch.float64, device=self.device)
+        dist.all_reduce(t)
+        return t.tolist()
+
+
+def setup_distributed(device: str = "auto") -> Dist:
+    """Join the torchrun process group when WORLD_SIZE > 1 (nccl on GPU, gloo on CPU); pick the device."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    rank, local = int(os.environ.get("RANK", "0")), int(os.environ.get("LOCAL_RANK", "0"))
+    if device == "auto":
+        device = f"cuda:{local}" if torch.cuda.is_available() else "cpu"
+    elif device == "cuda":
+        device = f"cuda:{local}"
+    dev = torch.device(device)
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ValueError(f"--device {device}: CUDA is not available on this machine")
+        torch.cuda.set_device(dev)
+    if world > 1 and not dist.is_initialized():
+        dist.init_process_group("nccl" if dev.type == "cuda" else "gloo")
+    return Dist(rank, world, local, dev)
+
+
+# -- checkpoints -------------------------------------------------------------------------------------
+
+
+def rng_state(device: torch.device) -> dict[str, Any]:
+    """Every RNG state of this process as plain lists and tensors (loadable with weights_only=True)."""
+    np_state = np.random.get_state()
+    py_state = random.getstate()
+    return {
+        "torch": torch.get_rng_state(),
+        "cuda": torch.cuda.get_rng_state(device) if device.type == "cuda" else None,
+        "numpy": [np_state[0], np_state[1].tolist(), int(np_state[2]), int(np_state[3]), float(np_state[4])],
+        "python": [py_state[0], list(py_state[1]), py_state[2]],
+    }
+
+
+def set_rng_state(state: dict[str, Any], device: torch.device) -> None:
+    """Restore what rng_state() returned."""
+    torch.set_rng_state(state["torch"])
+    if state["cuda"] is not None and device.type == "cuda":
+        torch.cuda.set_rng_state(state["cuda"], device)
+    n = state["numpy"]
+    np.random.set_state((n[0], np.asarray(n[1], dtype=np.uint32), n[2], n[3], n[4]))
+    p = state["python"]
+    random.setstate((p[0], tuple(p[1]), p[2]))
+
+
+def save_checkpoint(path: Path, state: dict[str, Any]) -> None:
+    """torch.save through a temporary file and a rename: a kill leaves the previous checkpoint intact."""
+    atomic_write(path, lambda tmp: torch.save(state, tmp))
+
+
+def load_checkpoint(path: str | os.PathLike[str], device: torch.device | str = "cpu") -> dict[str, Any]:
+    """A resume checkpoint, loaded without unpickling arbitrary objects."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no resume checkpoint")
+    try:
+        return torch.load(path, map_location=device, weights_only=True)
+    except (RuntimeError, EOFError, ValueError) as e:
+        raise ValueError(f"{path}: unreadable checkpoint ({str(e).splitlines()[0]})") from None
+
+
+# -- metrics -----------------------------------------------------------------------------------------
+
+
+def count_correct(logits: torch.Tensor, labels: torch.Tensor, ks: tuple[int, ...] = (1, 5)) -> list[torch.Tensor]:
+    """Number of samples whose label is among the top-k logits, for each k (k capped at the class count)."""
+    top = logits.topk(min(max(ks), logits.shape[1]), dim=1).indices  # (N, k)
+    hit = top == labels[:, None]
+    return [hit[:, : min(k, logits.shape[1])].any(1).sum() for k in ks]
+
+
+@torch.no_grad()
+def evaluate_top_k(
+    model: nn.Module,
+    loader: torch.utils.data.DataLoader,
+    device: torch.device | str = "cpu",
+    amp: str = "none",
+    channels_last: bool = False,
+    dist_env: Dist | None = None,
+    on_skip: Callable[[list[int]], None] | None = None,
+) -> dict[str, float]:
+    """Mean loss and top-1/top-5 error (%) over a loader of collate_skipping batches (summed over ranks).
+
+    `on_skip` receives the indices of unreadable items; their count is returned as "skipped".
+    """
+    device = torch.device(device)
+    was_training = model.training
+    model.eval()
+    sums = torch.zeros(5, dtype=torch.float64, device=device)  # loss, top-1 hits, top-5 hits, images, skipped
+    fmt = torch.channels_last if channels_last else torch.contiguous_format
+    for x, y, skipped in loader:
+        sums[4] += len(skipped)
+        if skipped and on_skip is not None:
+            on_skip(skipped)
+        if x is None:
+            continue
+        x, y = x.to(device, non_blocking=True, memory_format=fmt), y.to(device, non_blocking=True)
+        with autocast(device, amp):
+            logits = model(x)
+        sums[0] += F.cross_entropy(logits.float(), y, reduction="sum")
+        top1, top5 = count_correct(logits, y)
+        sums[1:4] += torch.stack([top1, top5, torch.tensor(len(y), device=device)]).to(sums)
+    model.train(was_training)
+    loss, c1, c5, n, skipped = (dist_env or Dist()).sum(sums.tolist())
+    n_ = max(n, 1.0)
+    return {
+        "loss": loss / n_,
+        "top1": 100 * (1 - c1 / n_),
+        "top5": 100 * (1 - c5 / n_),
+        "images": n,
+        "skipped": skipped,
+    }
+
+
+def autocast(device: torch.device, amp: str) -> contextlib.AbstractContextManager[Any]:
+    """bf16/fp16 autocast on the device, or nothing."""
+    if amp == "none":
+        return contextlib.nullcontext()
+    return torch.autocast(device.type, dtype=torch.bfloat16 if amp == "bf16" else torch.float16)
+
+
+def write_metrics(run: Path, history: list[dict[str, Any]]) -> None:
+    """metrics.jsonl (one line per finished epoch) and metrics.png, both atomically."""
+    text = "".join(json.dumps(h) + "\n" for h in history)
+    atomic_write(run / METRICS, lambda tmp: Path(tmp).write_text(text))
+    if history:
+        plot_metrics(history, run / PLOT)
+
+
+def plot_metrics(history: list[dict[str, Any]], path: Path) -> None:
+    """Loss, top-1/top-5 error and LR against epoch, three panels in one PNG."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    epochs = [h["epoch"] for h in history]
+    fig, axes = plt.subplots(1, 3, figsize=(13, 3.6))
+    for split in ("train", "val"):
+        axes[0].plot(epochs, [h[f"{split}_loss"] for h in history], marker=".", label=split)
+        for k, style in (("top1", "-"), ("top5", "--")):
+            axes[1].plot(epochs, [h[f"{split}_{k}"] for h in history], style, marker=".", label=f"{split} {k}")
+    axes[2].plot(epochs, [h["lr"] for h in history], marker=".")
+    axes[2].set_yscale("log")
+    for ax, title in zip(axes, ("loss", "error (%)", "learning rate"), strict=True):
+        ax.set_title(title)
+        ax.set_xlabel("epoch")
+        ax.grid(alpha=0.3)
+    axes[0].legend()
+    axes[1].legend()
+    fig.tight_layout()
+    atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", dpi=90))
+    plt.close(fig)
+
+
+# -- the loop ------------------------------------------------------------------------------------------
+
+
+@dataclass
+class Position:
+    """Where a run stands; saved in every checkpoint so a resumed run continues exactly."""
+
+    epoch: int = 0  # the epoch in progress (0-based)
+    step: int = 0  # optimiser steps done in that epoch
+    global_step: int = 0
+    finished: bool = False
+    history: list[dict[str, Any]] = field(default_factory=list)
+
+
+SUMS = ("loss", "top1", "top5", "images", "skipped", "seconds")  # running sums of the epoch in progress
+
+
+def make_run_dir(cfg: TrainConfig, env: Dist) -> Path:
+    """The run directory: the one to resume, or a new one (refusing to overwrite a run)."""
+    if cfg.resume:
+        run = Path(cfg.resume)
+        if not (run / CHECKPOINT).is_file():
+            raise FileNotFoundError(f"{run}: no {CHECKPOINT} to resume from")
+        return run
+    name = cfg.out or f"runs/{cfg.model}-{time.strftime('%Y%m%d-%H%M%S')}"
+    run = Path(env.broadcast(name))
+    if (run / CHECKPOINT).exists():
+        raise ValueError(f"{run} already holds a run; continue it with --resume {run} or choose another --out")
+    return run
+
+
+def epoch_indices(n: int, epoch: int, cfg: TrainConfig, env: Dist, per_step: int) -> list[int]:
+    """This rank's training indices of one epoch, in order, whole steps only (DistributedSampler's shuffle)."""
+    sampler = torch.utils.data.DistributedSampler(
+        range(n), num_replicas=env.world, rank=env.rank, shuffle=True, seed=cfg.seed, drop_last=True
+    )
+    sampler.set_epoch(epoch)
+    indices = list(sampler)
+    return indices[: len(indices) // per_step * per_step]
+
+
+def train(cfg: TrainConfig) -> Path:
+    """Train (or resume) one run as configured; returns the run directory."""
+    env = setup_distributed(cfg.device)
+    deterministic, threads = torch.are_deterministic_algorithms_enabled(), torch.get_num_threads()
+    try:
+        return _train(cfg, env)
+    finally:  # leave the process as it was (tests and notebooks call train() more than once)
+        torch.use_deterministic_algorithms(deterministic)
+        torch.set_num_threads(threads)
+        if env.world > 1 and dist.is_initialized():
+            dist.destroy_process_group()
+
+
+def _train(cfg: TrainConfig, env: Dist) -> Path:
+    from tqdm import tqdm
+
+    check_config(cfg, env.world)
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    if cfg.deterministic:
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+        torch.use_deterministic_algorithms(True)
+    torch.backends.cudnn.benchmark = not cfg.deterministic
+    device = env.device
+    run = make_run_dir(cfg, env)
+    ckpt = load_checkpoint(run / CHECKPOINT, device) if cfg.resume else None
+
+    # Data: both splits are opened (and their errors raised) before any work starts.
+    train_base = open_dataset(cfg.data, "train", cfg.digits_size)
+    val_base = open_dataset(cfg.data, "val", cfg.digits_size)
+    classes = list(train_base.classes)
+    if list(val_base.classes) != classes:
+        raise ValueError(f"{cfg.data}: the validation classes differ from the training classes")
+    micro = cfg.batch // (cfg.accum * env.world)
+    per_step = micro * cfg.accum  # images per step on this rank
+    steps = len(train_base) // env.world // per_step
+    if steps == 0:
+        raise ValueError(
+            f"{cfg.data}: {len(train_base)} training images are fewer than one step of --batch {cfg.batch}"
+        )
+
+    if ckpt is not None:
+        stats = RGBStats.load(run / STATS)
+    elif cfg.stats:
+        stats = RGBStats.load(cfg.stats)
+    else:
+        stats = None
+        if env.main:
+            stats = compute_stats(train_base, cfg.stats_samples, cfg.seed, cfg.workers, progress=not cfg.quiet)
+        stats = env.broadcast(stats)
+
+    torch.manual_seed(cfg.seed)
+    random.seed(cfg.seed)
+    np.random.seed(cfg.seed)
+    model = build_model(cfg, len(classes))
+    if cfg.init_from and ckpt is None:
+        copied = init_from(model, cfg.init_from)
+        if env.main:
+            report(f"initialised {len(copied)} tensors from {cfg.init_from}")
+    fmt = torch.channels_last if cfg.channels_last else torch.contiguous_format
+    model.to(device, memory_format=fmt)
+    optimizer = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+    schedule = PlateauSchedule(cfg.lr, cfg.lr_factor, cfg.patience, cfg.max_decreases)
+    scaler = torch.amp.GradScaler(device.type, enabled=cfg.amp == "fp16")
+    pos = Position()
+    sums = dict.fromkeys(SUMS, 0.0)
+    if ckpt is not None:
+        model.load_state_dict(ckpt["model"])
+        optimizer.load_state_dict(ckpt["optimizer"])
+        schedule = PlateauSchedule(**ckpt["schedule"])
+        scaler.load_state_dict(ckpt["scaler"])
+        pos = Position(**ckpt["position"])
+        ranks = ckpt["ranks"]
+        if pos.step and len(ranks) != env.world:
+            raise ValueError(f"{run} stopped mid-epoch with {len(ranks)} process(es); resume it with as many")
+        mine = ranks[env.rank] if env.rank < len(ranks) else ranks[0]
+        sums = dict(mine["sums"]) if pos.step else sums
+    elif env.main:
+        run.mkdir(parents=True, exist_ok=True)
+        stats.save(run / STATS)
+    if env.main:
+        saved = dataclasses.replace(cfg, out=str(run), resume="")
+        text = json.dumps(dataclasses.asdict(saved), indent=1)
+        atomic_write(run / CONFIG, lambda tmp: Path(tmp).write_text(text))
+    for group in optimizer.param_groups:
+        group["lr"] = schedule.lr
+
+    net: nn.Module = model
+    ddp = None
+    if env.world > 1:
+        net = ddp = nn.parallel.DistributedDataParallel(
+            model, device_ids=[device.index] if device.type == "cuda" else None
+        )
+    if cfg.compile:
+        net = torch.compile(net)
+
+    smin, smax = min(cfg.scale), max(cfg.scale)
+    train_set = Transformed(
+        train_base, TrainTransform((smin, smax), cfg.crop, stats, cfg.color_shift, cfg.flip), cfg.seed
+    )
+    val_set = Transformed(val_base, EvalTransform(cfg.val_scale or smin, cfg.crop, stats.mean))
+    val_loader = torch.utils.data.DataLoader(
+        torch.utils.data.Subset(val_set, range(env.rank, len(val_set), env.world)),
+        batch_size=micro,
+        num_workers=cfg.workers,
+        collate_fn=collate_skipping,
+        pin_memory=device.type == "cuda",
+    )
+    preprocessing = Preprocessing("RGB", 255.0, tuple(stats.mean), (1.0, 1.0, 1.0))
+    reported: set[tuple[str, int]] = set()  # unreadable items already named on stderr (per process)
+
+    def report_skipped(indices: list[int], base: torch.utils.data.Dataset, split: str) -> None:
+        for i in indices:
+            if (split, i) not in reported:
+                reported.add((split, i))
+                report(f"skipping unreadable {split} image {item_name(base, i)}")
+
+    def checkpoint() -> None:
+        ranks = env.gather({"rng": rng_state(device), "sums": dict(sums)})
+        if env.main:
+            state = {
+                "model": model.state_dict(),
+                "optimizer": optimizer.state_dict(),
+                "schedule": dataclasses.asdict(schedule),
+                "scaler": scaler.state_dict(),
+                "position": dataclasses.asdict(pos),
+                "ranks": ranks,
+            }
+            save_checkpoint(run / CHECKPOINT, state)
+
+    if ckpt is not None:  # the RNG states last: everything above may have drawn random numbers
+        set_rng_state(mine["rng"], device)
+    model.train()
+    while not pos.finished and pos.epoch < cfg.epochs:
+        epoch = pos.epoch
+        train_set.set_epoch(epoch)
+        indices = epoch_indices(len(train_base), epoch, cfg, env, per_step)[pos.step * per_step :]
+        loader = torch.utils.data.DataLoader(
+            train_set,
+            batch_size=micro,
+            sampler=indices,
+            num_workers=cfg.workers,
+            collate_fn=collate_skipping,
+            pin_memory=device.type == "cuda",
+            generator=torch.Generator().manual_seed(cfg.seed + epoch),  # leaves the global RNG (dropout) alone
+        )
+        batches: Iterator[Any] = iter(loader)
+        bar = tqdm(
+            total=steps,
+            initial=pos.step,
+            desc=f"epoch {epoch + 1}/{cfg.epochs}",
+            unit="step",
+            file=sys.stderr,
+            disable=cfg.quiet or not env.main,
+            leave=False,
+        )
+        start = time.perf_counter()
+        seconds_before = sums["seconds"]
+        for _ in range(pos.step, steps):
+            micro_batches = [next(batches) for _ in range(cfg.accum)]
+            valid = sum(len(y) for _, y, _ in micro_batches)
+            optimizer.zero_grad(set_to_none=True)
+            step_sums = torch.zeros(3, device=device)
+            for j, (x, y, skipped) in enumerate(micro_batches):
+                report_skipped(skipped, train_base, "train")
+                sums["skipped"] += len(skipped)
+                weight = 1.0
+                if x is None:  # every image unreadable: a zero-weight stand-in keeps DDP's collectives in step
+                    x, y, weight = torch.zeros(1, 3, cfg.crop, cfg.crop), torch.zeros(1, dtype=torch.long), 0.0
+                x, y = x.to(device, non_blocking=True, memory_format=fmt), y.to(device, non_blocking=True)
+                # DDP all-reduces gradients on the last micro-batch of the step only.
+                with ddp.no_sync() if ddp is not None and j < cfg.accum - 1 else contextlib.nullcontext():
+                    with autocast(device, cfg.amp):
+                        logits = net(x)
+                        loss_sum = F.cross_entropy(logits.float(), y, reduction="sum")
+                    # Each micro-batch adds its share of the step's mean loss: the gradient of the full batch.
+                    scaler.scale(loss_sum * (weight / max(valid, 1))).backward()
+                if weight:
+                    top1, top5 = count_correct(logits.detach(), y)
+                    step_sums += torch.stack([loss_sum.detach(), top1.float(), top5.float()])
+            scaler.step(optimizer)
+            scaler.update()
+            loss_, c1, c5 = step_sums.tolist()
+            sums["loss"] += loss_
+            sums["top1"] += c1
+            sums["top5"] += c5
+            sums["images"] += valid
+            sums["seconds"] = seconds_before + time.perf_counter() - start
+            pos.step += 1
+            pos.global_step += 1
+            bar.update(1)
+            if env.main and not cfg.quiet:
+                bar.set_postfix(
+                    loss=f"{loss_ / max(valid, 1):.3f}", img_s=f"{sums['images'] / max(sums['seconds'], 1e-9):.0f}"
+                )
+            if cfg.checkpoint_every and pos.global_step % cfg.checkpoint_every == 0 and pos.step < steps:
+                checkpoint()
+        bar.close()
+        del batches, loader
+
+        # End of epoch: validation, schedule, best weights, checkpoint, metrics.
+        val_start = time.perf_counter()
+        val = evaluate_top_k(
+            model, val_loader, device, cfg.amp, cfg.channels_last, env, lambda i: report_skipped(i, val_base, "val")
+        )
+        loss, c1, c5, images, skipped = env.sum([sums[k] for k in SUMS[:5]])
+        n = max(images, 1.0)
+        record = {
+            "epoch": epoch + 1,
+            "lr": schedule.lr,
+            "train_loss": loss / n,
+            "train_top1": 100 * (1 - c1 / n),
+            "train_top5": 100 * (1 - c5 / n),
+            "val_loss": val["loss"],
+            "val_top1": val["top1"],
+            "val_top5": val["top5"],
+            "images_per_s": images / max(sums["seconds"], 1e-9),
+            "seconds": sums["seconds"] + time.perf_counter() - val_start,  # training + validation
+            "skipped": int(skipped + val["skipped"]),
+            "steps": pos.global_step,
+        }
+        action = schedule.step(val["top1"])
+        record["best"] = action == "improved"
+        for group in optimizer.param_groups:
+            group["lr"] = schedule.lr
+        if env.main and action == "improved":
+            save_weights(
+                model,
+                run / WEIGHTS,
+                preprocessing=preprocessing,
+                class_names=classes,
+                source="vggnet train",
+                extra={
+                    "scale": [smin, smax],
+                    "crop": cfg.crop,
+                    "epoch": epoch + 1,
+                    "val_top1": val["top1"],
+                    "val_top5": val["top5"],
+                },
+            )
+        pos.history.append(record)
+        pos.epoch, pos.step = epoch + 1, 0
+        pos.finished = action == "stop" or pos.epoch >= cfg.epochs
+        sums = dict.fromkeys(SUMS, 0.0)
+        checkpoint()
+        if env.main:
+            write_metrics(run, pos.history)
+            line = (
+                f"epoch {epoch + 1}/{cfg.epochs}  lr {record['lr']:.1e}  train loss {record['train_loss']:.3f} "
+                f"top-1 {record['train_top1']:.2f}%  val loss {val['loss']:.3f} top-1 {val['top1']:.2f}% "
+                f"top-5 {val['top5']:.2f}%  {record['images_per_s']:.0f} img/s  {record['seconds']:.1f} s"
+            )
+            report(line + ("  (best)" if record["best"] else "") + ("  (LR / 10)" if action == "decrease" else ""))
+            if action == "stop":
+                report(f"validation error plateaued after {schedule.decreases} LR decreases; stopping")
+    return run
+
+
+def best_record(run: str | os.PathLike[str]) -> dict[str, Any]:
+    """The metrics line of a run's best epoch (lowest validation top-1 error)."""
+    path = Path(run) / METRICS
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no metrics (has the run finished an epoch?)")
+    history = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    return min(history, key=lambda h: h["val_top1"])
