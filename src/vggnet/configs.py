@@ -185,3 +185,27 @@ class TrainConfig:
     deterministic: bool = False  # torch.use_deterministic_algorithms (bit-exact resume on CPU)
     threads: int = 0  # torch intra-op threads (0: torch's default)
     quiet: bool = False  # no progress bar; one line per epoch
+
+
+# Test-time evaluation methods (section 3.2); "center" is torchvision's single-crop baseline.
+EVAL_METHODS = ("center", "dense", "multicrop", "dense+multicrop")
+
+
+@dataclass
+class EvalConfig:
+    """How to test a network: the protocol of section 3.2 by default."""
+
+    method: str = "dense"  # center | dense (fully convolutional) | multicrop (5x5 grid) | dense+multicrop (fused)
+    # Test scales Q (shorter image side), posteriors averaged across them:
+    # "paper": Q = S for fixed S, Q in {Smin, (Smin+Smax)/2, Smax} for jittered S (Tables 3 and 4);
+    # "single": Q = S, or (Smin+Smax)/2 for jittered S (Table 3);
+    # "multi": Q in {S-32, S, S+32} for fixed S (32 scaled by input_size/224), as "paper" for jittered S;
+    # or explicit values such as "256,384,512".
+    scales: str = "paper"
+    flip: bool = True  # average the softmax posteriors of the image and its mirror (section 3.2)
+    grid: int = 5  # multi-crop: grid x grid crops per scale (x2 with flips: 50, section 3.2)
+    split: str = "val"  # ROOT/<split> of an image folder when it exists; digits: "train" or "val"
+    batch_size: int = 32  # crops of the input size per forward; dense batches hold the same pixel count
+    limit: int = 0  # evaluate this many images, evenly spaced over the dataset (0: all)
+    workers: int = 0  # image decoding processes (0: in the main process)
+    device: str = "auto"  # auto (cuda when available) | cpu | cuda | cuda:N | mps
