@@ -399,7 +399,12 @@ def write_report(metrics_dir: str | Path, out_dir: str | Path, preamble: str = "
         "",
         *verdicts(runs, ensembles),
         "",
-        f"Best single-net result: {best[0]} at {best[1]:.1f}% top-1." if best else "No run yet.",
+        (
+            f"Best single-net result: {best[0]} at {best[1]:.1f}% top-1 "
+            f"(the issue's quality bar: at most 20%; {'met' if best[1] <= 20 else 'not met at this size and budget'})."
+            if best
+            else "No run yet."
+        ),
         f"Best ensemble result: {best_ens[0]} at {best_ens[1]:.1f}% top-1." if best_ens else "",
         "",
         "## Table 3: single-scale dense evaluation",

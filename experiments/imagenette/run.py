@@ -104,9 +104,9 @@ def _grid() -> list[Run]:
         Run("D", "D", DEEP_EPOCHS, init_from="A"),
         Run("D-jit", "D", TUNE_EPOCHS, init_from="D", jitter=True),
         Run("E", "E", DEEP_EPOCHS, init_from="A"),
+        Run("C", "C", DEEP_EPOCHS, init_from="A"),  # before E-jit and B: it decides a claim (1x1 vs 3x3)
         Run("E-jit", "E", TUNE_EPOCHS, init_from="E", jitter=True),
         Run("B", "B", DEEP_EPOCHS, init_from="A"),
-        Run("C", "C", DEEP_EPOCHS, init_from="A"),
         Run("C-jit", "C", TUNE_EPOCHS, init_from="C", jitter=True),
         Run("A-LRN", "A-LRN", EPOCHS, init=A_INIT),
         Run("D-glorot", "D", EPOCHS, init="glorot"),
@@ -153,8 +153,9 @@ configuration, as the paper did from S = 384); D-glorot {EPOCHS}.
 N(0, std) with zero biases. The std: the paper's 0.01 was set for full width, and `vggnet.train` divides it by \
 sqrt(width) so each layer keeps its full-width forward gain: std = 0.01 x sqrt(8) = 0.0283. Net A from that \
 init stayed at chance (epoch 1: train loss 2.303 = ln 10, val top-1 90.9%; \
-`metrics/probes/A-paper-init-std-0.0283.jsonl`), as the issue measured for 1/4 width at 0.01. Within a budget of \
-{EPOCHS} epochs A could not leave chance, so nets A and A-LRN start from **Glorot** (the paper's later remark); \
+`metrics/probes/A-paper-init-std-0.0283.jsonl`), as the issue measured for 1/4 width at 0.01 over 4 epochs. \
+With a budget of {EPOCHS} epochs per net we could not wait for A to leave chance, so nets A and A-LRN start \
+from **Glorot** (the paper's later remark that Glorot init works without pre-training); \
 the deeper nets keep the scaled N(0, 0.0283) for their new layers, as the paper's protocol prescribes.
 - **Evaluation** (section 3.2) with `vggnet.evaluate.evaluate`, flips on, on {EVAL_LIMIT} of the 3,925 \
 validation photos (evenly spaced over the class-sorted folder, the same photos for every net): dense single \
@@ -163,6 +164,8 @@ scale, dense multi-scale, multi-crop on a 3x3 grid (x2 flips, 18 crops per scale
 Dense + multi-crop fusion and the ensembles average the posteriors `evaluate` returned \
 (`Result.probs`), which is what `method="dense+multicrop"` and an ensemble evaluation compute, without \
 running every net twice.
+- **Per-epoch curves** (`curves.png`, the last column of the run table) are `vggnet.train`'s validation: one \
+centre crop at Q = 37 of all 3,925 photos, no flip.
 - **Data**: the photos are decoded once, rescaled to 73x73 (the largest S and Q) and memory-mapped \
 (`runs/imagenette/cache`, never committed); every rescale to S or Q starts from that copy.
 - **Machine**: 2 CPU cores shared with 3-4 other jobs; times below are wall times under that load.
