@@ -58,6 +58,9 @@ BASE: dict[str, Any] = {
 # the full-width forward variance, and stayed at chance here (epoch 1: train loss 2.303 = ln 10, val top-1
 # 90.9%); with a budget of a few epochs we start A from Glorot, which the paper notes works without pre-training.
 A_INIT = "glorot"
+# Deeper nets from A: the paper draws the layers A lacks from N(0, 0.01). Here D so initialised (9 new layers at
+# std 0.0283, each shrinking the signal's std 2-6x) stayed at chance for 2 epochs (val top-1 89.9%, 90.1%;
+# metrics/probes/D-from-A-paper-init.json), so the new layers are Glorot-initialised too (Run.init).
 FINE_TUNE_LR = 1e-3  # section 3.1: nets initialised from a trained net of the same configuration use 1e-3
 
 
@@ -68,7 +71,7 @@ class Run:
     name: str
     model: str
     epochs: int
-    init: str = "paper"  # paper: N(0, 0.01 / sqrt(width)) | glorot
+    init: str = "glorot"  # of the layers not copied: paper: N(0, 0.01 * sqrt(1 / width)) | glorot
     init_from: str = ""  # the name of another run of this grid
     jitter: bool = False  # S ~ U[37, 73] instead of S = 37
     seed: int = 0
@@ -79,8 +82,9 @@ class Run:
 
         scale = GEOMETRY["jitter"] if self.jitter else [GEOMETRY["fixed_s"]]
         fine_tune = bool(self.init_from) and RUNS_BY_NAME[self.init_from].model == self.model
+        recipe = {**BASE, "lr": FINE_TUNE_LR} if fine_tune else BASE
         return TrainConfig(
-            **BASE,
+            **recipe,
             data=data,
             stats=stats,
             model=self.model,
@@ -91,7 +95,6 @@ class Run:
             epochs=self.epochs,
             seed=self.seed,
             out=str(root / self.name),
-            **({"lr": FINE_TUNE_LR} if fine_tune else {}),
         )
 
 
@@ -149,14 +152,18 @@ validation error (at most {BASE["max_decreases"]} times), random crop, flip, PCA
 {BASE["color_shift"]}, mean RGB subtracted. Epochs: A and A-LRN {EPOCHS}, B-E from A {DEEP_EPOCHS}, \
 jittered fine-tunes {TUNE_EPOCHS} at lr {FINE_TUNE_LR:g} (all layers, from the fixed-S net of the same \
 configuration, as the paper did from S = 384); D-glorot {EPOCHS}.
-- **Initialisation**: B-E copy conv1_1, conv2_1, conv3_1, conv3_2, FC6-FC8 from the trained A; the rest \
-N(0, std) with zero biases. The std: the paper's 0.01 was set for full width, and `vggnet.train` divides it by \
-sqrt(width) so each layer keeps its full-width forward gain: std = 0.01 x sqrt(8) = 0.0283. Net A from that \
-init stayed at chance (epoch 1: train loss 2.303 = ln 10, val top-1 90.9%; \
-`metrics/probes/A-paper-init-std-0.0283.jsonl`), as the issue measured for 1/4 width at 0.01 over 4 epochs. \
-With a budget of {EPOCHS} epochs per net we could not wait for A to leave chance, so nets A and A-LRN start \
-from **Glorot** (the paper's later remark that Glorot init works without pre-training); \
-the deeper nets keep the scaled N(0, 0.0283) for their new layers, as the paper's protocol prescribes.
+- **Initialisation**: B-E copy conv1_1, conv2_1, conv3_1, conv3_2, FC6-FC8 from the trained A (section 3.1). \
+The paper draws every other weight from N(0, 0.01) with zero biases; that std was set for full width, and \
+`vggnet.train` multiplies it by sqrt(1/width) so each layer keeps its full-width forward gain: \
+std = 0.01 x sqrt(8) = 0.0283. Measured here at that std: net A stayed at chance (epoch 1: train loss 2.303 = \
+ln 10, val top-1 90.9%; `metrics/probes/A-paper-init-std-0.0283.jsonl`), as the issue measured at 1/4 width \
+over 4 epochs; and D initialised from a trained A (65.9%) with its 9 new layers at that std also stayed at \
+chance for 2 epochs (val top-1 89.9%, 90.1%; `metrics/probes/D-from-A-paper-init.json`): each new layer \
+multiplies the signal's std by sqrt(fan-in x 0.0283^2 / 2): 0.17 for conv1_2 (fan-in 72), 0.48 for \
+conv4/conv5 (fan-in 576), about 1e-4 over the nine. With a budget of {EPOCHS} epochs per \
+net we could not wait for that to resolve, so every layer not copied is **Glorot**-initialised (the paper's \
+later remark that Glorot init works without pre-training); A and A-LRN are Glorot throughout, B-E are A's \
+layers plus Glorot, and D-glorot is Glorot throughout without the net-A step.
 - **Evaluation** (section 3.2) with `vggnet.evaluate.evaluate`, flips on, on {EVAL_LIMIT} of the 3,925 \
 validation photos (evenly spaced over the class-sorted folder, the same photos for every net): dense single \
 scale, dense multi-scale, multi-crop on a 3x3 grid (x2 flips, 18 crops per scale; the paper's 5x5 grid of \
