@@ -291,6 +291,30 @@ def verdicts(runs: dict[str, dict[str, Any]], ensembles: dict[str, dict[str, Any
     return out
 
 
+def caveats(runs: dict[str, dict[str, Any]]) -> list[str]:
+    """What limits the verdicts: training length, the confound of fine-tuning, the size of the test set."""
+    epochs = {n: len(r["history"]) for n, r in runs.items()}
+    images = max((e["images"] for r in runs.values() for e in r["evals"].values()), default=0)
+    top1 = [r["evals"]["dense_single"]["top1"] for r in runs.values() if "dense_single" in r["evals"]]
+    lines = [
+        "- Every net is far from convergence (epochs run: "
+        + ", ".join(f"{n} {k}" for n, k in epochs.items())
+        + "; the paper trained 74 epochs of 1.28M images). Deeper nets start further from a good solution "
+        "and need more steps, so at this budget depth is measured against training time, not capacity.",
+        "- Jittered nets are fine-tuned from the fixed-S net of the same configuration for extra epochs at "
+        "lr 1e-3, as in the paper; their gain over the fixed-S net mixes jittering with the extra training.",
+    ]
+    if images and top1:
+        p = statistics.mean(top1) / 100
+        se = 100 * (p * (1 - p) / images) ** 0.5
+        lines.append(
+            f"- {images} test photos: the standard error of a top-1 error near {100 * p:.0f}% is {se:.1f} points, "
+            f"so differences between nets below ~{2 * 2**0.5 * se:.0f} points are within noise; method "
+            "comparisons on one net use the same photos and are tighter."
+        )
+    return lines
+
+
 def _f(v: float | None) -> str:
     return "—" if v is None else f"{v:.1f}"
 
@@ -406,6 +430,10 @@ def write_report(metrics_dir: str | Path, out_dir: str | Path, preamble: str = "
             else "No run yet."
         ),
         f"Best ensemble result: {best_ens[0]} at {best_ens[1]:.1f}% top-1." if best_ens else "",
+        "",
+        "## Reading these numbers",
+        "",
+        *caveats(runs),
         "",
         "## Table 3: single-scale dense evaluation",
         "",
