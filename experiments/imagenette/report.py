@@ -294,7 +294,7 @@ def verdicts(runs: dict[str, dict[str, Any]], ensembles: dict[str, dict[str, Any
 def caveats(runs: dict[str, dict[str, Any]]) -> list[str]:
     """What limits the verdicts: training length, the confound of fine-tuning, the size of the test set."""
     epochs = {n: len(r["history"]) for n, r in runs.items()}
-    images = max((e["images"] for r in runs.values() for e in r["evals"].values()), default=0)
+    images = max((e.get("images", 0) for r in runs.values() for e in r["evals"].values()), default=0)
     top1 = [r["evals"]["dense_single"]["top1"] for r in runs.values() if "dense_single" in r["evals"]]
     lines = [
         "- Every net is far from convergence (epochs run: "
