@@ -315,6 +315,15 @@ def evaluate_ensemble(members: list[str], probs_dir: Path) -> dict[str, Any] | N
     return out
 
 
+def write_ensembles(probs_dir: Path, metrics_dir: Path) -> None:
+    """metrics/ensemble_<name>.json for every ensemble whose members have been evaluated."""
+    for ens, members in ENSEMBLES.items():
+        result = evaluate_ensemble(members, probs_dir)
+        if result is not None:
+            metrics_dir.mkdir(parents=True, exist_ok=True)
+            (metrics_dir / f"ensemble_{ens}.json").write_text(json.dumps(result, indent=1) + "\n")
+
+
 def write_metrics(run: Run, out: Path, train_seconds: float, evals: dict[str, Any], metrics_dir: Path) -> Path:
     """metrics/<name>.json: the run's recipe, per-epoch history, wall time and evaluations."""
     from vggnet.train import METRICS
@@ -354,10 +363,11 @@ def main(argv: list[str] | None = None) -> int:
 
     out_dir = Path(args.out)
     metrics_dir = out_dir / "metrics"
-    if args.report_only:
+    data, root = Path(args.data), Path(args.root)
+    if args.report_only:  # ensembles too, where this machine holds the members' posteriors
+        write_ensembles(root / "probs", metrics_dir)
         print(report.write_report(metrics_dir, out_dir, PREAMBLE))
         return 0
-    data, root = Path(args.data), Path(args.root)
     if not (data / "train").is_dir():
         print(f"run.py: error: {data}: no Imagenette train/ folder", file=sys.stderr)
         return 2
@@ -399,10 +409,7 @@ def main(argv: list[str] | None = None) -> int:
         evals = evaluate_run(out, data, args.limit, root / "probs")
         seconds = json.loads(seconds_file.read_text()) if seconds_file.is_file() else 0.0
         print(f"{name}: {write_metrics(run, out, seconds, evals, metrics_dir)}", flush=True)
-    for ens, members in ENSEMBLES.items():
-        result = evaluate_ensemble(members, root / "probs")
-        if result is not None:
-            (metrics_dir / f"ensemble_{ens}.json").write_text(json.dumps(result, indent=1) + "\n")
+    write_ensembles(root / "probs", metrics_dir)
     print(report.write_report(metrics_dir, out_dir, PREAMBLE))
     return 0
 
