@@ -206,7 +206,11 @@ def verdicts(runs: dict[str, dict[str, Any]], ensembles: dict[str, dict[str, Any
             return f"- **{claim}**: not run yet ({missing})."
         holds = ours < theirs
         word = "holds" if holds else "does not hold here"
-        return f"- **{claim}**: {word} — {detail}."
+        noise = _noise(runs, (ours + theirs) / 2)
+        gap = abs(ours - theirs)
+        side = "within" if gap < noise else "beyond"
+        within = f"; the gap, {gap:.1f} points, is {side} the noise of ±{noise:.1f}" if noise else ""
+        return f"- **{claim}**: {word} — {detail}{within}."
 
     out = []
     a, d = _mean(runs, "A", "dense_single"), _mean(runs, "D", "dense_single")
@@ -289,6 +293,15 @@ def verdicts(runs: dict[str, dict[str, Any]], ensembles: dict[str, dict[str, Any
     else:
         out.append("- **The ensemble beats single nets**: not run yet (needs D and E, or D-jit and E-jit).")
     return out
+
+
+def _noise(runs: dict[str, dict[str, Any]], error: float) -> float:
+    """Two standard errors of the difference of two top-1 errors near `error` (%) on the test photos; 0 if larger."""
+    images = max((e.get("images", 0) for r in runs.values() for e in r["evals"].values()), default=0)
+    if not images:
+        return 0.0
+    p = error / 100
+    return 2 * (2 * p * (1 - p) / images) ** 0.5 * 100
 
 
 def caveats(runs: dict[str, dict[str, Any]]) -> list[str]:
