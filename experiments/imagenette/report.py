@@ -359,14 +359,14 @@ def plot_curves(runs: dict[str, dict[str, Any]], path: Path) -> None:
 
     fig, ax = plt.subplots(figsize=(9, 5))
     for name, r in runs.items():
-        offset = 0
-        parent = r["run"].get("init_from")
-        if parent and parent in runs and _letter(parent) == _letter(name):
-            offset = len(runs[parent]["history"])
+        offset, parent = 0, r["run"].get("init_from")
+        while parent in runs:  # epochs since random init, the parents' (net A's, the fixed-S net's) included
+            offset += len(runs[parent]["history"])
+            parent = runs[parent]["run"].get("init_from")
         h = r["history"]
         style = "--" if "-s" in name.replace("-jit", "") else "-"
         ax.plot([x["epoch"] + offset for x in h], [x["val_top1"] for x in h], style, marker=".", label=name)
-    ax.set_xlabel("epoch (fine-tunes continue their fixed-S parent)")
+    ax.set_xlabel("epochs since random init (B-E continue from A's 4, jittered nets from their fixed-S net)")
     ax.set_ylabel("validation top-1 error (%), centre crop at Q = 37")
     ax.set_title("Imagenette, 1/8-width VGG at 32 px: validation error per epoch")
     ax.grid(alpha=0.3)
