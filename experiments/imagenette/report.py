@@ -229,10 +229,11 @@ def verdicts(runs: dict[str, dict[str, Any]], ensembles: dict[str, dict[str, Any
     if lrn is None or a0 is None:
         out.append("- **LRN does not help**: not run yet (needs A and A-LRN).")
     else:
-        word = "holds" if lrn >= a0 - 0.5 else "does not hold here"
+        noise = _noise(runs, (lrn + a0) / 2)
+        word = "holds" if lrn >= a0 - noise else "does not hold here"
         out.append(
-            f"- **LRN does not help**: {word} — A-LRN {lrn:.1f}% vs A {a0:.1f}% "
-            "(holds when A-LRN is not better by more than 0.5 points)."
+            f"- **LRN does not help**: {word} — A-LRN {lrn:.1f}% vs A {a0:.1f}% (the claim holds unless A-LRN "
+            f"is better by more than the noise of ±{noise:.1f} points)."
         )
     c, d0 = top1("C", "dense_single"), top1("D", "dense_single")
     out.append(verdict("1x1 convs (C) help less than 3x3 (D)", d0, c, f"D {_f(d0)}% vs C {_f(c)}%", "needs C and D"))
