@@ -1,0 +1,492 @@
+"""RESULTS.md and the plots of the Imagenette experiment, from the committed metrics/*.json alone.
+
+PYTHONPATH=src python experiments/imagenette/run.py --report-only
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+from pathlib import Path
+from typing import Any
+
+# ILSVRC-2012 validation, top-1 / top-5 error (%), from /work/shared/PAPER.md (Tables 3-6).
+PAPER_T3 = {  # (config, fixed or jittered) -> single-scale dense
+    ("A", False): (29.6, 10.4),
+    ("A-LRN", False): (29.7, 10.5),
+    ("B", False): (28.7, 9.9),
+    ("C", False): (28.1, 9.4),
+    ("D", False): (27.0, 8.8),
+    ("E", False): (27.3, 9.0),
+    ("C", True): (27.3, 8.8),
+    ("D", True): (25.6, 8.1),
+    ("E", True): (25.5, 8.0),
+}
+PAPER_T4 = {("C", True): (26.3, 8.2), ("D", True): (24.8, 7.5), ("E", True): (24.8, 7.5)}
+PAPER_T5 = {  # jittered D / E, Q in {256, 384, 512}
+    ("D", "dense_multi"): (24.8, 7.5),
+    ("D", "multicrop_multi"): (24.6, 7.5),
+    ("D", "fusion"): (24.4, 7.2),
+    ("E", "dense_multi"): (24.8, 7.5),
+    ("E", "multicrop_multi"): (24.6, 7.4),
+    ("E", "fusion"): (24.4, 7.1),
+}
+PAPER_T6 = {"dense_multi": (24.0, 7.1), "fusion": (23.7, 6.8)}  # D+E (jittered S)
+
+METHODS = {
+    "dense_single": "dense, single scale",
+    "dense_multi": "dense, multi-scale",
+    "multicrop_multi": "multi-crop, multi-scale",
+    "fusion": "dense + multi-crop",
+}
+MAIN = ["A", "A-LRN", "B", "C", "D", "E", "C-jit", "D-jit", "E-jit", "D-glorot"]
+COMMAND = "PYTHONPATH=src python experiments/imagenette/run.py"
+
+
+def load(metrics_dir: Path) -> tuple[dict[str, dict[str, Any]], dict[str, dict[str, Any]]]:
+    """(runs by name, ensembles by name) from metrics/*.json."""
+    runs, ensembles = {}, {}
+    for f in sorted(Path(metrics_dir).glob("*.json")):
+        d = json.loads(f.read_text())
+        if f.stem.startswith("ensemble_"):
+            ensembles[f.stem[len("ensemble_") :]] = d
+        else:
+            runs[d["name"]] = d
+    return runs, ensembles
+
+
+def _pair(v: tuple[float, float] | None) -> str:
+    return "—" if v is None else f"{v[0]:.1f} / {v[1]:.1f}"
+
+
+def _err(r: dict[str, Any] | None, key: str) -> tuple[float, float] | None:
+    if r is None or key not in r.get("evals", r):
+        return None
+    e = r.get("evals", r)[key]
+    return e["top1"], e["top5"]
+
+
+def _scales(r: dict[str, Any]) -> str:
+    s = r["config"]["scale"]
+    return str(s[0]) if len(s) == 1 else f"[{s[0]};{s[1]}]"
+
+
+def _q(r: dict[str, Any], key: str) -> str:
+    return ",".join(map(str, r["evals"][key].get("scales") or []))
+
+
+def _jittered(r: dict[str, Any]) -> bool:
+    return len(r["config"]["scale"]) == 2
+
+
+def _letter(name: str) -> str:
+    return name.split("-jit")[0].split("-s")[0].replace("-glorot", "")
+
+
+def table3(runs: dict[str, dict[str, Any]]) -> list[str]:
+    """Table 3: single-scale dense evaluation of every net."""
+    lines = [
+        "| ConvNet config. | train S | test Q | top-1 / top-5 error (%) | paper (ImageNet) |",
+        "|---|---|---|---|---|",
+    ]
+    for name in MAIN:
+        r = runs.get(name)
+        if r is None:
+            lines.append(f"| {name} | | | not run yet | |")
+            continue
+        paper = PAPER_T3.get((_letter(name), _jittered(r))) if name != "D-glorot" else None
+        lines.append(
+            f"| {name} | {_scales(r)} | {_q(r, 'dense_single')} | {_pair(_err(r, 'dense_single'))} | {_pair(paper)} |"
+        )
+    return lines
+
+
+def table4(runs: dict[str, dict[str, Any]]) -> list[str]:
+    """Table 4: multi-scale dense evaluation ({S-32,S,S+32} scaled for fixed S; {Smin, mid, Smax} jittered)."""
+    lines = [
+        "| ConvNet config. | train S | test Q | top-1 / top-5 error (%) | single-scale (Table 3) | paper (ImageNet) |",
+        "|---|---|---|---|---|---|",
+    ]
+    for name in MAIN:
+        r = runs.get(name)
+        if r is None:
+            lines.append(f"| {name} | | | not run yet | | |")
+            continue
+        paper = PAPER_T4.get((_letter(name), _jittered(r))) if name != "D-glorot" else None
+        lines.append(
+            f"| {name} | {_scales(r)} | {_q(r, 'dense_multi')} | {_pair(_err(r, 'dense_multi'))} "
+            f"| {_pair(_err(r, 'dense_single'))} | {_pair(paper)} |"
+        )
+    return lines
+
+
+def table5(runs: dict[str, dict[str, Any]]) -> list[str]:
+    """Table 5: dense vs multi-crop vs their fusion, every net at its multi-scale Q."""
+    lines = [
+        "| ConvNet config. | method | test Q | top-1 / top-5 error (%) | paper (ImageNet) |",
+        "|---|---|---|---|---|",
+    ]
+    for name in MAIN:
+        r = runs.get(name)
+        if r is None:
+            lines.append(f"| {name} | | | not run yet | |")
+            continue
+        for key in ("dense_multi", "multicrop_multi", "fusion"):
+            paper = PAPER_T5.get((_letter(name), key)) if name in ("D-jit", "E-jit") else None
+            lines.append(
+                f"| {name} | {METHODS[key]} | {_q(r, 'dense_multi')} | {_pair(_err(r, key))} | {_pair(paper)} |"
+            )
+    return lines
+
+
+def table6(ensembles: dict[str, dict[str, Any]]) -> list[str]:
+    """Table 6: the D+E ensembles (posteriors averaged)."""
+    lines = [
+        "| ensemble | method | top-1 / top-5 error (%) | paper (ImageNet, D+E jittered) |",
+        "|---|---|---|---|",
+    ]
+    if not ensembles:
+        lines.append("| D+E | | not run yet | |")
+    for name, e in ensembles.items():
+        for key in ("dense_multi", "multicrop_multi", "fusion"):
+            paper = PAPER_T6.get(key) if name == "D-jit+E-jit" else None
+            lines.append(f"| {name} | {METHODS[key]} | {_pair(_err(e, key))} | {_pair(paper)} |")
+    return lines
+
+
+def mean_std(values: list[float]) -> str:
+    """'mean ± std (n=k)'; the sample std needs two values."""
+    if not values:
+        return "not run yet"
+    if len(values) == 1:
+        return f"{values[0]:.1f} (n=1)"
+    return f"{statistics.mean(values):.1f} ± {statistics.stdev(values):.1f} (n={len(values)})"
+
+
+SEED_GROUPS = {"A": ["A", "A-s1", "A-s2"], "D": ["D", "D-s1", "D-s2"], "D-jit": ["D-jit", "D-jit-s1", "D-jit-s2"]}
+
+
+def seed_values(runs: dict[str, dict[str, Any]], group: str, key: str, k: int = 0) -> list[float]:
+    """The top-1 (k=0) or top-5 (k=1) errors of one evaluation over the seeds of a group that have run."""
+    out = []
+    for n in SEED_GROUPS[group]:
+        e = _err(runs.get(n), key)
+        if e is not None:
+            out.append(e[k])
+    return out
+
+
+def seeds_table(runs: dict[str, dict[str, Any]]) -> list[str]:
+    """The key comparisons over seeds: mean ± std of top-1 error."""
+    lines = [
+        "| net | seeds run | dense single-scale | dense multi-scale | multi-crop | dense + multi-crop |",
+        "|---|---|---|---|---|---|",
+    ]
+    for group, members in SEED_GROUPS.items():
+        have = [m for m in members if m in runs]
+        cells = [mean_std(seed_values(runs, group, key)) for key in METHODS]
+        lines.append(f"| {group} | {', '.join(have) or 'none'} | " + " | ".join(cells) + " |")
+    return lines
+
+
+def _mean(runs: dict[str, dict[str, Any]], group: str, key: str) -> float | None:
+    v = seed_values(runs, group, key)
+    return statistics.mean(v) if v else None
+
+
+def verdicts(runs: dict[str, dict[str, Any]], ensembles: dict[str, dict[str, Any]]) -> list[str]:
+    """One line per claim of the paper, decided by our numbers (top-1 error; lower is better)."""
+
+    def top1(name: str, key: str) -> float | None:
+        e = _err(runs.get(name), key)
+        return None if e is None else e[0]
+
+    def verdict(claim: str, ours: float | None, theirs: float | None, detail: str, missing: str) -> str:
+        if ours is None or theirs is None:
+            return f"- **{claim}**: not run yet ({missing})."
+        holds = ours < theirs
+        word = "holds" if holds else "does not hold here"
+        noise = _noise(runs, (ours + theirs) / 2)
+        gap = abs(ours - theirs)
+        side = "within" if gap < noise else "beyond"
+        within = f"; the gap, {gap:.1f} points, is {side} the noise of ±{noise:.1f}" if noise else ""
+        return f"- **{claim}**: {word} — {detail}{within}."
+
+    out = []
+    a, d = _mean(runs, "A", "dense_single"), _mean(runs, "D", "dense_single")
+    e = top1("E", "dense_single")
+    deeper = None if a is None or d is None else min(d, e if e is not None else d)
+    out.append(
+        verdict(
+            "Deeper is better (A -> D/E)",
+            deeper,
+            a,
+            f"A {_f(a)}% vs D {_f(d)}% (seed means), E {_f(e)}% (dense single-scale top-1)",
+            "needs A and D",
+        )
+    )
+    lrn, a0 = top1("A-LRN", "dense_single"), top1("A", "dense_single")
+    if lrn is None or a0 is None:
+        out.append("- **LRN does not help**: not run yet (needs A and A-LRN).")
+    else:
+        noise = _noise(runs, (lrn + a0) / 2)
+        word = "holds" if lrn >= a0 - noise else "does not hold here"
+        out.append(
+            f"- **LRN does not help**: {word} — A-LRN {lrn:.1f}% vs A {a0:.1f}% (the claim holds unless A-LRN "
+            f"is better by more than the noise of ±{noise:.1f} points)."
+        )
+    c, d0 = top1("C", "dense_single"), top1("D", "dense_single")
+    out.append(verdict("1x1 convs (C) help less than 3x3 (D)", d0, c, f"D {_f(d0)}% vs C {_f(c)}%", "needs C and D"))
+    dj, df = _mean(runs, "D-jit", "dense_single"), _mean(runs, "D", "dense_single")
+    others = [(x, top1(f"{x}-jit", "dense_single"), top1(x, "dense_single")) for x in ("C", "E")]
+    extra = "".join(f"; {x}: {j:.1f}% vs {f:.1f}%" for x, j, f in others if j is not None and f is not None)
+    out.append(
+        verdict(
+            "Jittered training beats fixed S",
+            dj,
+            df,
+            f"D jittered {_f(dj)}% vs fixed {_f(df)}% (seed means, dense single-scale){extra}",
+            "needs D and D-jit",
+        )
+    )
+    wins = [
+        (n, top1(n, "dense_multi"), top1(n, "dense_single"))
+        for n in MAIN
+        if top1(n, "dense_multi") is not None and top1(n, "dense_single") is not None
+    ]
+    if wins:
+        better = sum(m < s for _, m, s in wins)
+        cells = ", ".join(f"{n} {s:.1f} -> {m:.1f}" for n, m, s in wins)
+        word = "holds" if better > len(wins) / 2 else "does not hold here"
+        out.append(
+            f"- **Multi-scale testing beats single-scale**: {word} — better for {better} of {len(wins)} nets "
+            f"(single -> multi top-1: {cells})."
+        )
+    else:
+        out.append("- **Multi-scale testing beats single-scale**: not run yet.")
+    fus = [
+        (n, top1(n, "fusion"), min(top1(n, "dense_multi"), top1(n, "multicrop_multi")))
+        for n in MAIN
+        if top1(n, "fusion") is not None
+    ]
+    if fus:
+        better = sum(f < b for _, f, b in fus)
+        cells = ", ".join(f"{n} {f:.1f} vs {b:.1f}" for n, f, b in fus)
+        word = "holds" if better > len(fus) / 2 else "does not hold here"
+        out.append(
+            f"- **Dense and multi-crop are complementary**: {word} — fusion beats the better of the two for "
+            f"{better} of {len(fus)} nets (fusion vs best single method: {cells})."
+        )
+    else:
+        out.append("- **Dense and multi-crop are complementary**: not run yet.")
+    ens = [(k, v) for k, v in ensembles.items()]
+    if ens:
+        parts, holds = [], True
+        for name, v in ens:
+            members = v["members"]
+            best = min(top1(m, "fusion") for m in members if top1(m, "fusion") is not None)
+            mine = v["fusion"]["top1"]
+            holds &= mine < best
+            parts.append(f"{name} fused {mine:.1f}% vs best member {best:.1f}%")
+        out.append(
+            f"- **The ensemble beats single nets**: {'holds' if holds else 'does not hold here'} — {'; '.join(parts)}."
+        )
+    else:
+        out.append("- **The ensemble beats single nets**: not run yet (needs D and E, or D-jit and E-jit).")
+    return out
+
+
+def _noise(runs: dict[str, dict[str, Any]], error: float) -> float:
+    """Two standard errors of the difference of two top-1 errors near `error` (%) on the test photos; 0 if larger."""
+    images = max((e.get("images", 0) for r in runs.values() for e in r["evals"].values()), default=0)
+    if not images:
+        return 0.0
+    p = error / 100
+    return 2 * (2 * p * (1 - p) / images) ** 0.5 * 100
+
+
+def caveats(runs: dict[str, dict[str, Any]]) -> list[str]:
+    """What limits the verdicts: training length, the confound of fine-tuning, the size of the test set."""
+    epochs = {n: len(r["history"]) for n, r in runs.items()}
+    images = max((e.get("images", 0) for r in runs.values() for e in r["evals"].values()), default=0)
+    top1 = [r["evals"]["dense_single"]["top1"] for r in runs.values() if "dense_single" in r["evals"]]
+    lines = [
+        "- Every net is far from convergence (epochs run: "
+        + ", ".join(f"{n} {k}" for n, k in epochs.items())
+        + "; the paper trained 74 epochs of 1.28M images). Deeper nets start further from a good solution "
+        "and need more steps, so at this budget depth is measured against training time, not capacity.",
+        "- Jittered nets are fine-tuned from the fixed-S net of the same configuration for extra epochs at "
+        "lr 1e-3, as in the paper; their gain over the fixed-S net mixes jittering with the extra training.",
+    ]
+    if images and top1:
+        p = statistics.mean(top1) / 100
+        se = 100 * (p * (1 - p) / images) ** 0.5
+        lines.append(
+            f"- {images} test photos: the standard error of a top-1 error near {100 * p:.0f}% is {se:.1f} points, "
+            f"so differences between nets below ~{2 * 2**0.5 * se:.0f} points are within noise; method "
+            "comparisons on one net use the same photos and are tighter."
+        )
+    return lines
+
+
+def _f(v: float | None) -> str:
+    return "—" if v is None else f"{v:.1f}"
+
+
+def times_table(runs: dict[str, dict[str, Any]]) -> list[str]:
+    """Wall time, epochs, init and best per-epoch validation error of each run."""
+    lines = [
+        "| run | config | init | from | train S | epochs | lr | train time (min) | eval time (min) "
+        "| best epoch val top-1 (%) |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for name, r in runs.items():
+        c, h = r["config"], r["history"]
+        ev = sum(e.get("seconds", 0) for e in r["evals"].values()) / 60
+        best = min(x["val_top1"] for x in h) if h else float("nan")
+        lines.append(
+            f"| {name} | {c['model']} | {c['init']} | {r['run'].get('init_from') or '—'} | {_scales(r)} "
+            f"| {len(h)} | {c['lr']:g} | {r['train_seconds'] / 60:.1f} | {ev:.1f} | {best:.1f} |"
+        )
+    return lines
+
+
+def plot_curves(runs: dict[str, dict[str, Any]], path: Path) -> None:
+    """Validation top-1 error against epoch, every run in one figure (fine-tunes start at their parent's end)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(9, 5))
+    for name, r in runs.items():
+        offset, parent = 0, r["run"].get("init_from")
+        while parent in runs:  # epochs since random init, the parents' (net A's, the fixed-S net's) included
+            offset += len(runs[parent]["history"])
+            parent = runs[parent]["run"].get("init_from")
+        h = r["history"]
+        style = "--" if "-s" in name.replace("-jit", "") else "-"
+        ax.plot([x["epoch"] + offset for x in h], [x["val_top1"] for x in h], style, marker=".", label=name)
+    ax.set_xlabel("epochs since random init (B-E continue from A's 4, jittered nets from their fixed-S net)")
+    ax.set_ylabel("validation top-1 error (%), centre crop at Q = 37")
+    ax.set_title("Imagenette, 1/8-width VGG at 32 px: validation error per epoch")
+    ax.grid(alpha=0.3)
+    if runs:
+        ax.legend(ncol=2, fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+
+
+def plot_methods(runs: dict[str, dict[str, Any]], ensembles: dict[str, dict[str, Any]], path: Path) -> None:
+    """Top-1 error of each evaluation method per configuration (grouped bars)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    items = [(n, runs[n]["evals"]) for n in MAIN if n in runs] + [(n, e) for n, e in ensembles.items()]
+    fig, ax = plt.subplots(figsize=(max(6, 1.1 * len(items) + 2), 4.5))
+    width = 0.8 / len(METHODS)
+    for j, (key, label) in enumerate(METHODS.items()):
+        xs = [i + (j - 1.5) * width for i in range(len(items))]
+        ys = [e[key]["top1"] if key in e else float("nan") for _, e in items]
+        ax.bar(xs, ys, width, label=label)
+    ax.set_xticks(range(len(items)), [n for n, _ in items], rotation=30)
+    ax.set_ylabel("top-1 error (%)")
+    ys_all = [e[k]["top1"] for _, e in items for k in METHODS if k in e]
+    if ys_all:
+        ax.set_ylim(max(0, min(ys_all) - 5), max(ys_all) + 3)
+    ax.set_title("Error of each evaluation method (section 3.2) per network")
+    ax.grid(axis="y", alpha=0.3)
+    if items:
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+
+
+def write_report(metrics_dir: str | Path, out_dir: str | Path, preamble: str = "") -> Path:
+    """Write RESULTS.md, curves.png and methods.png into out_dir; returns RESULTS.md's path."""
+    out_dir = Path(out_dir)
+    runs, ensembles = load(Path(metrics_dir))
+    missing = [n for n in MAIN + [m for g in SEED_GROUPS.values() for m in g] if n not in runs]
+    missing = list(dict.fromkeys(missing))
+    plot_curves(runs, out_dir / "curves.png")
+    plot_methods(runs, ensembles, out_dir / "methods.png")
+    best = min(
+        ((n, min(e["top1"] for e in r["evals"].values())) for n, r in runs.items() if r["evals"]),
+        key=lambda t: t[1],
+        default=None,
+    )
+    best_ens = min(
+        ((n, min(v["top1"] for k, v in e.items() if k != "members")) for n, e in ensembles.items()),
+        key=lambda t: t[1],
+        default=None,
+    )
+    text = [
+        "# VGG in miniature on Imagenette: the paper's Tables 3-6",
+        "",
+        f"Generated by `experiments/imagenette/report.py` from `metrics/*.json`; regenerate with `{COMMAND} "
+        "--report-only` (the whole grid, resuming: `" + COMMAND + "`). Errors are top-1 / top-5 (%) on the "
+        "3,925 Imagenette validation photos (10 classes, so top-5 error is small); the paper's numbers are "
+        "ILSVRC-2012 validation (1000 classes) and are beside ours for shape, not for size.",
+        "",
+        preamble,
+        "## Verdicts",
+        "",
+        *verdicts(runs, ensembles),
+        "",
+        (
+            f"Best single-net result: {best[0]} at {best[1]:.1f}% top-1 "
+            f"(the issue's quality bar: at most 20%; {'met' if best[1] <= 20 else 'not met at this size and budget'})."
+            if best
+            else "No run yet."
+        ),
+        f"Best ensemble result: {best_ens[0]} at {best_ens[1]:.1f}% top-1." if best_ens else "",
+        "",
+        "## Reading these numbers",
+        "",
+        *caveats(runs),
+        "",
+        "## Table 3: single-scale dense evaluation",
+        "",
+        *table3(runs),
+        "",
+        "## Table 4: multi-scale dense evaluation",
+        "",
+        *table4(runs),
+        "",
+        "## Table 5: dense, multi-crop and their fusion (multi-scale)",
+        "",
+        *table5(runs),
+        "",
+        "## Table 6: ensembles (posteriors of D and E averaged)",
+        "",
+        *table6(ensembles),
+        "",
+        "## Seeds: the key comparisons, mean ± sample std of top-1 error (%)",
+        "",
+        *seeds_table(runs),
+        "",
+        "## Runs and times",
+        "",
+        *times_table(runs),
+        "",
+        "![validation error per epoch](curves.png)",
+        "",
+        "![error per evaluation method](methods.png)",
+        "",
+        "## Not run yet",
+        "",
+        (
+            f"{', '.join(missing)}. Run them with `{COMMAND} --only {','.join(missing)}` "
+            "(finished runs are skipped; a run waits for the run it is initialised from)."
+            if missing
+            else "Nothing: every run of the grid has metrics."
+        ),
+        "",
+    ]
+    path = out_dir / "RESULTS.md"
+    path.write_text("\n".join(text))
+    return path

@@ -1,0 +1,418 @@
+"""Reproduce the paper's Tables 3-6 in miniature on Imagenette: train the grid, evaluate it, write RESULTS.md.
+
+    PYTHONPATH=src python experiments/imagenette/run.py                 # everything (resumes: finished runs skipped)
+    PYTHONPATH=src python experiments/imagenette/run.py --only A,D      # some runs
+    PYTHONPATH=src python experiments/imagenette/run.py --report-only   # RESULTS.md and plots from metrics/ alone
+
+Runs go to runs/imagenette/<name> (git-ignored); only metrics/<name>.json is committed. Every network is
+trained by vggnet.train.train and tested by vggnet.evaluate.evaluate. Geometry: the paper's 224-pixel
+crop scaled by 1/7 (see GEOMETRY); the decoded images are cached once as uint8 arrays under
+runs/imagenette/cache so a tiny net is not starved by JPEG decoding.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from PIL import Image
+
+HERE = Path(__file__).resolve().parent
+REPO = HERE.parents[1]
+# /work/shared/data/imagenette: found next to the checkout or next to a folder holding it (worktrees).
+DATA = next(
+    (p / "shared" / "data" / "imagenette" for p in REPO.parents if (p / "shared" / "data" / "imagenette").is_dir()),
+    REPO.parent / "shared" / "data" / "imagenette",
+)
+
+# The paper's geometry (crop 224, S = 256 or [256, 512], Q in {256, 384, 512}) times 1/7, rounded.
+GEOMETRY = {"factor": "1/7", "crop": 32, "fixed_s": 37, "jitter": [37, 73], "q": [37, 55, 73]}
+CACHE_SIDE = 73  # the largest scale any run or test uses: images are cached at this side
+
+# The training recipe shared by every run (section 3.1 at this scale; see RESULTS.md for why).
+WIDTH = 1 / 8
+BASE: dict[str, Any] = {
+    "width": WIDTH,
+    "batch": 64,
+    "lr": 1e-2,
+    "momentum": 0.9,
+    "weight_decay": 5e-4,
+    "dropout": 0.5,
+    "patience": 1,  # the paper's plateau rule over a few epochs: one epoch without progress
+    "max_decreases": 2,
+    "crop": GEOMETRY["crop"],
+    "color_shift": 0.1,
+    "workers": 1,
+    "threads": 2,
+    "quiet": True,
+}
+# Net A's init: the paper's N(0, 0.01) with the std scaled by 1/sqrt(width) (vggnet.train.build_model) keeps
+# the full-width forward variance, and stayed at chance here (epoch 1: train loss 2.303 = ln 10, val top-1
+# 90.9%); with a budget of a few epochs we start A from Glorot, which the paper notes works without pre-training.
+A_INIT = "glorot"
+# Deeper nets from A: the paper draws the layers A lacks from N(0, 0.01). Here D so initialised (9 new layers at
+# std 0.0283, each shrinking the signal's std 2-6x) stayed at chance for 2 epochs (val top-1 89.9%, 90.1%;
+# metrics/probes/D-from-A-paper-init.json), so the new layers are Glorot-initialised too (Run.init).
+FINE_TUNE_LR = 1e-3  # section 3.1: nets initialised from a trained net of the same configuration use 1e-3
+
+
+@dataclass
+class Run:
+    """One training run of the grid: what it trains and what it starts from."""
+
+    name: str
+    model: str
+    epochs: int
+    init: str = "glorot"  # of the layers not copied: paper: N(0, 0.01 * sqrt(1 / width)) | glorot
+    init_from: str = ""  # the name of another run of this grid
+    jitter: bool = False  # S ~ U[37, 73] instead of S = 37
+    seed: int = 0
+
+    def config(self, root: Path, data: str, stats: str) -> Any:
+        """The TrainConfig of this run inside `root`."""
+        from vggnet.configs import TrainConfig
+
+        scale = GEOMETRY["jitter"] if self.jitter else [GEOMETRY["fixed_s"]]
+        fine_tune = bool(self.init_from) and RUNS_BY_NAME[self.init_from].model == self.model
+        recipe = {**BASE, "lr": FINE_TUNE_LR} if fine_tune else BASE
+        return TrainConfig(
+            **recipe,
+            data=data,
+            stats=stats,
+            model=self.model,
+            init=self.init,
+            init_from=str(root / self.init_from) if self.init_from else "",
+            scale=list(scale),
+            val_scale=GEOMETRY["fixed_s"],  # per-epoch curves on one footing for every run
+            epochs=self.epochs,
+            seed=self.seed,
+            out=str(root / self.name),
+        )
+
+
+EPOCHS, DEEP_EPOCHS, TUNE_EPOCHS = 4, 2, 1  # what a 2-core CPU shared with 4 other jobs allows in ~80 min
+
+
+def _grid() -> list[Run]:
+    runs = [
+        Run("A", "A", EPOCHS, init=A_INIT),
+        Run("D", "D", DEEP_EPOCHS, init_from="A"),
+        Run("D-jit", "D", TUNE_EPOCHS, init_from="D", jitter=True),
+        Run("E", "E", DEEP_EPOCHS, init_from="A"),
+        Run("C", "C", DEEP_EPOCHS, init_from="A"),  # before E-jit and B: it decides a claim (1x1 vs 3x3)
+        Run("E-jit", "E", TUNE_EPOCHS, init_from="E", jitter=True),
+        Run("B", "B", DEEP_EPOCHS, init_from="A"),
+        Run("C-jit", "C", TUNE_EPOCHS, init_from="C", jitter=True),
+        Run("A-LRN", "A-LRN", EPOCHS, init=A_INIT),
+        Run("D-glorot", "D", EPOCHS, init="glorot"),
+    ]
+    for seed in (1, 2):  # the key comparisons over three seeds: A vs D, D fixed vs jittered
+        runs += [
+            Run(f"A-s{seed}", "A", EPOCHS, init=A_INIT, seed=seed),
+            Run(f"D-s{seed}", "D", DEEP_EPOCHS, init_from=f"A-s{seed}", seed=seed),
+            Run(f"D-jit-s{seed}", "D", TUNE_EPOCHS, init_from=f"D-s{seed}", jitter=True, seed=seed),
+        ]
+    return runs
+
+
+RUNS = _grid()  # in priority order
+RUNS_BY_NAME = {r.name: r for r in RUNS}
+ENSEMBLES = {"D-jit+E-jit": ["D-jit", "E-jit"], "D+E": ["D", "E"]}  # Table 6 (section 4.4)
+
+# Evaluations of every net (section 3.2); fusion and ensembles average these posteriors.
+EVALS = {
+    "dense_single": {"method": "dense", "scales": "single"},  # Table 3
+    "dense_multi": {"method": "dense", "scales": "multi"},  # Table 4
+    "multicrop_multi": {"method": "multicrop", "scales": "multi", "grid": 3},  # Table 5
+}
+EVAL_LIMIT = 1000  # validation images evaluated (evenly spaced over the sorted folder: ~100 per class)
+
+
+PREAMBLE = f"""## Setup (scaled from the paper; every number here is a constant of `run.py`)
+
+- **Geometry**: the paper's sizes times {GEOMETRY["factor"]}: crop {GEOMETRY["crop"]} (224), fixed S = \
+{GEOMETRY["fixed_s"]} (256), jittered S in [{GEOMETRY["jitter"][0]}, {GEOMETRY["jitter"][1]}] ([256, 512]), \
+test Q in {{{", ".join(map(str, GEOMETRY["q"]))}}} ({{256, 384, 512}}); multi-scale Q for fixed S is \
+{{S-5, S, S+5}} = {{32, 37, 42}} (the paper's {{S-32, S, S+32}}, 32 x 32/224 = 5 pixels, via `scales="multi"`).
+  Crop 32 rather than 64: measured here at 64 px under the machine's load, one epoch of 1/8-width D took \
+~110 s and E ~180 s, so the grid would not fit the session; at 32 px the five pools leave FC6 one 1x1 cell.
+- **Nets**: Table 1 configurations with every conv and FC width times {WIDTH:g} (conv 8-64 channels, FC 512), \
+no batch norm, dropout 0.5 on FC6/FC7.
+- **Training** (section 3.1): SGD, batch {BASE["batch"]}, momentum {BASE["momentum"]}, weight decay \
+{BASE["weight_decay"]}, lr {BASE["lr"]:g} divided by 10 after {BASE["patience"]} epoch without a better \
+validation error (at most {BASE["max_decreases"]} times), random crop, flip, PCA colour shift \
+{BASE["color_shift"]}, mean RGB subtracted. Epochs: A and A-LRN {EPOCHS}, B-E from A {DEEP_EPOCHS}, \
+jittered fine-tunes {TUNE_EPOCHS} at lr {FINE_TUNE_LR:g} (all layers, from the fixed-S net of the same \
+configuration, as the paper did from S = 384); D-glorot {EPOCHS}.
+- **Initialisation**: B-E copy conv1_1, conv2_1, conv3_1, conv3_2, FC6-FC8 from the trained A (section 3.1). \
+The paper draws every other weight from N(0, 0.01) with zero biases; that std was set for full width, and \
+`vggnet.train` multiplies it by sqrt(1/width) so each layer keeps its full-width forward gain: \
+std = 0.01 x sqrt(8) = 0.0283. Measured here at that std: net A stayed at chance (epoch 1: train loss 2.303 = \
+ln 10, val top-1 90.9%; `metrics/probes/A-paper-init-std-0.0283.jsonl`), as the issue measured at 1/4 width \
+over 4 epochs; and D initialised from a trained A (65.9%) with its 9 new layers at that std also stayed at \
+chance for 2 epochs (val top-1 89.9%, 90.1%; `metrics/probes/D-from-A-paper-init.json`): each new layer \
+multiplies the signal's std by sqrt(fan-in x 0.0283^2 / 2): 0.17 for conv1_2 (fan-in 72), 0.48 for \
+conv4/conv5 (fan-in 576), about 1e-4 over the nine. With a budget of {EPOCHS} epochs per \
+net we could not wait for that to resolve, so every layer not copied is **Glorot**-initialised (the paper's \
+later remark that Glorot init works without pre-training); A and A-LRN are Glorot throughout, B-E are A's \
+layers plus Glorot, and D-glorot is Glorot throughout without the net-A step.
+- **Evaluation** (section 3.2) with `vggnet.evaluate.evaluate`, flips on, on {EVAL_LIMIT} of the 3,925 \
+validation photos (evenly spaced over the class-sorted folder, the same photos for every net): dense single \
+scale, dense multi-scale, multi-crop on a 3x3 grid (x2 flips, 18 crops per scale; the paper's 5x5 grid of \
+224-crops is 8 pixels apart at Q = 256, here 3x3 crops of 32 are 2-20 pixels apart) at the multi-scale Q. \
+Dense + multi-crop fusion and the ensembles average the posteriors `evaluate` returned \
+(`Result.probs`), which is what `method="dense+multicrop"` and an ensemble evaluation compute, without \
+running every net twice.
+- **Per-epoch curves** (`curves.png`, the last column of the run table) are `vggnet.train`'s validation: one \
+centre crop at Q = 37 of all 3,925 photos, no flip.
+- **Data**: the photos are decoded once, rescaled to 73x73 (the largest S and Q) and memory-mapped \
+(`runs/imagenette/cache`, never committed); every rescale to S or Q starts from that copy.
+- **Machine**: 2 CPU cores shared with 3-4 other jobs; times below are wall times under that load.
+
+"""
+
+
+# -- a decoded cache of the photos ----------------------------------------------------------------------
+
+
+class CachedImages(torch.utils.data.Dataset):
+    """An image folder decoded once into a (N, side, side, 3) uint8 array; items are PIL images like ImageFolder's."""
+
+    def __init__(self, pixels: np.ndarray, labels: list[int], classes: list[str], paths: list[str]) -> None:
+        self.pixels, self.labels, self.classes = pixels, labels, classes
+        self.samples = list(zip(paths, labels, strict=True))
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def __getitem__(self, i: int) -> tuple[Image.Image, int]:
+        return Image.fromarray(np.asarray(self.pixels[i])), self.labels[i]
+
+
+def cached(root: Path, split: str, cache: Path, side: int = CACHE_SIDE) -> CachedImages:
+    """The split rescaled to side x side (the photos are square) once, then memory-mapped from `cache`."""
+    from vggnet.data import ImageFolder, rescale
+
+    arrays, index = cache / f"{split}-{side}.npy", cache / f"{split}-{side}.json"
+    if not arrays.is_file():
+        folder = ImageFolder(root / split)
+        pixels = np.zeros((len(folder), side, side, 3), dtype=np.uint8)
+        for i in range(len(folder)):
+            img, _ = folder[i]
+            if img is None:
+                raise ValueError(f"{folder.samples[i][0]}: unreadable image; the cache needs every image")
+            img = rescale(img, side)
+            w, h = img.size
+            x0, y0 = (w - side) // 2, (h - side) // 2
+            pixels[i] = np.asarray(img.crop((x0, y0, x0 + side, y0 + side)))
+        cache.mkdir(parents=True, exist_ok=True)
+        meta = {"classes": folder.classes, "samples": [[str(p), y] for p, y in folder.samples]}
+        np.save(str(arrays) + ".tmp.npy", pixels)
+        Path(str(arrays) + ".tmp.npy").replace(arrays)
+        index.write_text(json.dumps(meta))
+    meta = json.loads(index.read_text())
+    return CachedImages(
+        np.load(arrays, mmap_mode="r"),
+        [y for _, y in meta["samples"]],
+        meta["classes"],
+        [p for p, _ in meta["samples"]],
+    )
+
+
+def use_cache(data: Path, cache: Path) -> None:
+    """Serve `data` from the decoded cache to vggnet.train and vggnet.evaluate (other specs pass through)."""
+    import vggnet.evaluate
+    import vggnet.train
+    from vggnet.data import open_dataset
+
+    def open_cached(spec: str, split: str = "train", size: int = 32) -> torch.utils.data.Dataset:
+        if Path(spec) == data:
+            return cached(data, split, cache)
+        return open_dataset(spec, split, size)
+
+    vggnet.train.open_dataset = open_cached
+    vggnet.evaluate.open_dataset = open_cached
+
+
+# -- the driver ----------------------------------------------------------------------------------------
+
+
+def train_run(run: Run, root: Path, data: Path, stats: Path, epochs: int | None = None) -> float:
+    """Train one run (resuming an interrupted one); returns the wall seconds spent now."""
+    from vggnet.train import CHECKPOINT, train
+
+    cfg = run.config(root, str(data), str(stats))
+    if epochs:
+        cfg = dataclasses.replace(cfg, epochs=epochs)
+    out = Path(cfg.out)
+    if (out / CHECKPOINT).is_file():
+        cfg = dataclasses.replace(cfg, resume=str(out))
+    start = time.perf_counter()
+    train(cfg)
+    return time.perf_counter() - start
+
+
+def run_finished(out: Path) -> bool:
+    """Whether the run's resume checkpoint says it has finished."""
+    from vggnet.train import CHECKPOINT, load_checkpoint
+
+    if not (out / CHECKPOINT).is_file():
+        return False
+    return bool(load_checkpoint(out / CHECKPOINT)["position"]["finished"])
+
+
+def evaluate_run(out: Path, data: Path, limit: int, probs_dir: Path) -> dict[str, Any]:
+    """Every evaluation of EVALS on one run; the posteriors are kept in probs_dir for fusion and ensembles."""
+    from vggnet.configs import EvalConfig
+    from vggnet.evaluate import evaluate, topk_error
+
+    results: dict[str, Any] = {}
+    posteriors = {}
+    for key, spec in EVALS.items():
+        r = evaluate([out], str(data), EvalConfig(**spec, limit=limit, workers=0, batch_size=64), progress=False)
+        results[key] = _summary(r.top1_error, r.top5_error, r.images, r.seconds, r.method, r.scales[0])
+        posteriors[key] = r.probs
+        labels = r.labels
+    # Section 3.2 / Table 5: dense+multicrop averages the two methods' posteriors (per scale, then over
+    # scales, which is the same mean), exactly what EvalConfig(method="dense+multicrop") computes.
+    fused = (posteriors["dense_multi"] + posteriors["multicrop_multi"]) / 2
+    results["fusion"] = _summary(topk_error(fused, labels, 1), topk_error(fused, labels, 5), len(labels), 0.0)
+    probs_dir.mkdir(parents=True, exist_ok=True)
+    torch.save({"labels": labels, **{k: v for k, v in posteriors.items()}}, probs_dir / f"{out.name}.pt")
+    return results
+
+
+def _summary(top1: float, top5: float, images: int, seconds: float, method: str = "", scales: Any = None) -> dict:
+    d = {"top1": round(top1, 3), "top5": round(top5, 3), "images": images, "seconds": round(seconds, 1)}
+    if method:
+        d.update(method=method, scales=scales)
+    return d
+
+
+def evaluate_ensemble(members: list[str], probs_dir: Path) -> dict[str, Any] | None:
+    """Table 6: posteriors of the members averaged, per evaluation and fused; None until all are evaluated."""
+    from vggnet.evaluate import topk_error
+
+    files = [probs_dir / f"{m}.pt" for m in members]
+    if not all(f.is_file() for f in files):
+        return None
+    loaded = [torch.load(f, weights_only=True) for f in files]
+    labels = loaded[0]["labels"]
+    out: dict[str, Any] = {"members": members}
+    for key in EVALS:
+        p = torch.stack([d[key] for d in loaded]).mean(0)
+        out[key] = _summary(topk_error(p, labels, 1), topk_error(p, labels, 5), len(labels), 0.0)
+    fused = torch.stack([(d["dense_multi"] + d["multicrop_multi"]) / 2 for d in loaded]).mean(0)
+    out["fusion"] = _summary(topk_error(fused, labels, 1), topk_error(fused, labels, 5), len(labels), 0.0)
+    return out
+
+
+def write_ensembles(probs_dir: Path, metrics_dir: Path) -> None:
+    """metrics/ensemble_<name>.json for every ensemble whose members have been evaluated."""
+    for ens, members in ENSEMBLES.items():
+        result = evaluate_ensemble(members, probs_dir)
+        if result is not None:
+            metrics_dir.mkdir(parents=True, exist_ok=True)
+            (metrics_dir / f"ensemble_{ens}.json").write_text(json.dumps(result, indent=1) + "\n")
+
+
+def write_metrics(run: Run, out: Path, train_seconds: float, evals: dict[str, Any], metrics_dir: Path) -> Path:
+    """metrics/<name>.json: the run's recipe, per-epoch history, wall time and evaluations."""
+    from vggnet.train import METRICS
+
+    history = [json.loads(line) for line in (out / METRICS).read_text().splitlines() if line.strip()]
+    cfg = json.loads((out / "config.json").read_text())
+    keep = ("model", "width", "init", "init_std", "batch", "lr", "epochs", "scale", "crop", "seed", "patience")
+    record = {
+        "name": run.name,
+        "run": dataclasses.asdict(run),
+        "config": {k: cfg[k] for k in keep},
+        "train_seconds": round(train_seconds, 1),
+        "history": history,
+        "evals": evals,
+    }
+    metrics_dir.mkdir(parents=True, exist_ok=True)
+    path = metrics_dir / f"{run.name}.json"
+    path.write_text(json.dumps(record, indent=1) + "\n")
+    return path
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--only", default="", help="comma-separated run names (default: the whole grid, in order)")
+    p.add_argument("--epochs", type=int, default=0, help="override every run's epochs (quick trials)")
+    p.add_argument("--max-minutes", type=float, default=0, help="start no new run after this many minutes")
+    p.add_argument("--evaluate-only", action="store_true", help="evaluate finished runs, train nothing")
+    p.add_argument("--report-only", action="store_true", help="only regenerate RESULTS.md and plots")
+    p.add_argument("--data", default=str(DATA), help="the Imagenette image folder")
+    p.add_argument("--root", default=str(REPO / "runs" / "imagenette"), help="where the runs go")
+    p.add_argument("--out", default=str(HERE), help="where metrics/, RESULTS.md and the plots go")
+    p.add_argument("--limit", type=int, default=EVAL_LIMIT, help="evaluate this many validation images (0: all)")
+    args = p.parse_args(argv)
+
+    sys.path.insert(0, str(HERE))
+    import report
+
+    out_dir = Path(args.out)
+    metrics_dir = out_dir / "metrics"
+    data, root = Path(args.data), Path(args.root)
+    if args.report_only:  # ensembles too, where this machine holds the members' posteriors
+        write_ensembles(root / "probs", metrics_dir)
+        print(report.write_report(metrics_dir, out_dir, PREAMBLE))
+        return 0
+    if not (data / "train").is_dir():
+        print(f"run.py: error: {data}: no Imagenette train/ folder", file=sys.stderr)
+        return 2
+    names = [n for n in args.only.split(",") if n] or [r.name for r in RUNS]
+    unknown = [n for n in names if n not in RUNS_BY_NAME]
+    if unknown:
+        print(f"run.py: error: unknown run(s) {', '.join(unknown)}; known: {', '.join(RUNS_BY_NAME)}", file=sys.stderr)
+        return 2
+    cache = root / "cache"
+    use_cache(data, cache)
+    stats = root / "stats.json"
+    if not stats.is_file():
+        from vggnet.data import compute_stats
+
+        root.mkdir(parents=True, exist_ok=True)
+        compute_stats(cached(data, "train", cache), 10000, 0).save(stats)
+    start = time.perf_counter()
+    for name in names:
+        run = RUNS_BY_NAME[name]
+        out = root / name
+        if (metrics_dir / f"{name}.json").is_file() and not args.evaluate_only:
+            print(f"{name}: metrics exist, skipped", flush=True)
+            continue
+        if args.max_minutes and (time.perf_counter() - start) / 60 > args.max_minutes:
+            print(f"{name}: not started (--max-minutes {args.max_minutes} reached)", flush=True)
+            continue
+        seconds_file = out / "train_seconds.json"
+        if not args.evaluate_only and not run_finished(out):
+            if run.init_from and not run_finished(root / run.init_from):
+                print(f"{name}: waits for {run.init_from}, skipped", flush=True)
+                continue
+            print(f"{name}: training", flush=True)
+            before = json.loads(seconds_file.read_text()) if seconds_file.is_file() else 0.0
+            seconds = before + train_run(run, root, data, stats, args.epochs or None)
+            seconds_file.write_text(json.dumps(seconds))
+        if not run_finished(out):
+            continue
+        print(f"{name}: evaluating", flush=True)
+        evals = evaluate_run(out, data, args.limit, root / "probs")
+        seconds = json.loads(seconds_file.read_text()) if seconds_file.is_file() else 0.0
+        print(f"{name}: {write_metrics(run, out, seconds, evals, metrics_dir)}", flush=True)
+    write_ensembles(root / "probs", metrics_dir)
+    print(report.write_report(metrics_dir, out_dir, PREAMBLE))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,106 @@
+"""The Imagenette experiment: its report generator on fake metrics, and its driver on a tiny photo subset."""
+
+import importlib.util
+import json
+import shutil
+import sys
+from pathlib import Path
+
+import pytest
+
+HERE = Path(__file__).resolve().parents[1] / "experiments" / "imagenette"
+
+
+def _module(name: str):
+    spec = importlib.util.spec_from_file_location(f"imagenette_{name}", HERE / f"{name}.py")
+    mod = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = mod  # dataclasses look their module up there
+    sys.path.insert(0, str(HERE))  # run.py imports report.py by name
+    spec.loader.exec_module(mod)
+    return mod
+
+
+report = _module("report")
+run_module = _module("run")
+IMAGENETTE = run_module.DATA  # /work/shared/data/imagenette, found above the checkout (main or a worktree)
+
+
+def fake_run(name: str, model: str, top1: float, jitter: bool = False, init_from: str = "") -> dict:
+    evals = {
+        "dense_single": {"top1": top1, "top5": 5.0, "scales": [55 if jitter else 37], "seconds": 1.0},
+        "dense_multi": {"top1": top1 - 1, "top5": 4.0, "scales": [37, 55, 73] if jitter else [32, 37, 42]},
+        "multicrop_multi": {"top1": top1 - 0.5, "top5": 4.5, "scales": [37, 55, 73] if jitter else [32, 37, 42]},
+        "fusion": {"top1": top1 - 2, "top5": 3.0},
+    }
+    return {
+        "name": name,
+        "run": {"name": name, "model": model, "init_from": init_from},
+        "config": {"model": model, "init": "glorot", "lr": 0.01, "scale": [37, 73] if jitter else [37]},
+        "train_seconds": 120.0,
+        "history": [{"epoch": 1, "val_top1": top1 + 3}, {"epoch": 2, "val_top1": top1 + 1}],
+        "evals": evals,
+    }
+
+
+def test_report_tables_verdicts_and_seeds(tmp_path: Path) -> None:
+    metrics = tmp_path / "metrics"
+    metrics.mkdir()
+    runs = [
+        fake_run("A", "A", 40.0),
+        fake_run("A-s1", "A", 42.0),
+        fake_run("A-s2", "A", 44.0),
+        fake_run("D", "D", 35.0, init_from="A"),
+        fake_run("D-jit", "D", 37.0, jitter=True, init_from="D"),
+        fake_run("A-LRN", "A-LRN", 38.0),  # better than A by 2 points: the LRN claim fails
+    ]
+    for r in runs:
+        (metrics / f"{r['name']}.json").write_text(json.dumps(r))
+    ens = {"members": ["D", "D-jit"], **{k: {"top1": 30.0, "top5": 2.0} for k in report.METHODS}}
+    (metrics / "ensemble_D+E.json").write_text(json.dumps(ens))
+
+    text = report.write_report(metrics, tmp_path, "PREAMBLE-MARK\n").read_text()
+
+    assert "PREAMBLE-MARK" in text
+    assert "| A | 37 | 37 | 40.0 / 5.0 | 29.6 / 10.4 |" in text  # Table 3 row with the paper beside
+    assert "| D-jit | [37;73] | 37,55,73 | 36.0 / 4.0 | 37.0 / 5.0 | 24.8 / 7.5 |" in text  # Table 4
+    assert "| B | | | not run yet | |" in text
+    assert "| A | A, A-s1, A-s2 | 42.0 ± 2.0 (n=3) |" in text  # seeds: mean ± sample std
+    assert "**Deeper is better (A -> D/E)**: holds" in text
+    assert "**LRN does not help**: does not hold here — A-LRN 38.0% vs A 40.0%" in text
+    assert "**Jittered training beats fixed S**: does not hold here" in text
+    assert "better for 4 of 4 nets" in text  # A, A-LRN, D, D-jit: multi-scale 1 point better
+    assert "**The ensemble beats single nets**: holds — D+E fused 30.0% vs best member 33.0%" in text
+    assert "--only B,C,E,C-jit,E-jit,D-glorot,D-s1,D-s2,D-jit-s1,D-jit-s2" in text
+    assert (tmp_path / "curves.png").stat().st_size > 0 and (tmp_path / "methods.png").stat().st_size > 0
+
+
+def test_report_with_no_metrics_says_what_is_missing(tmp_path: Path) -> None:
+    (tmp_path / "metrics").mkdir()
+    text = report.write_report(tmp_path / "metrics", tmp_path).read_text()
+    assert "**Deeper is better (A -> D/E)**: not run yet" in text
+    assert "No run yet." in text
+
+
+@pytest.mark.skipif(not Path(IMAGENETTE, "train").is_dir(), reason=f"Imagenette photos absent at {IMAGENETTE}")
+def test_driver_trains_evaluates_and_reports_a_tiny_subset(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    run = run_module
+    data = tmp_path / "data"
+    for split, n in (("train", 8), ("val", 3)):
+        for wnid in sorted(p.name for p in Path(IMAGENETTE, split).iterdir())[:2]:
+            (data / split / wnid).mkdir(parents=True)
+            for f in sorted(Path(IMAGENETTE, split, wnid).iterdir())[:n]:
+                shutil.copy(f, data / split / wnid / f.name)
+    monkeypatch.setitem(run.BASE, "batch", 8)
+    monkeypatch.setitem(run.BASE, "workers", 0)
+    monkeypatch.setitem(run.BASE, "width", 1 / 16)
+    args = ["--only", "A", "--epochs", "1", "--data", str(data), "--root", str(tmp_path / "runs")]
+    assert run.main([*args, "--out", str(tmp_path / "out"), "--limit", "0"]) == 0
+
+    record = json.loads((tmp_path / "out" / "metrics" / "A.json").read_text())
+    assert len(record["history"]) == 1 and record["config"]["width"] == 1 / 16
+    assert {k: v["images"] for k, v in record["evals"].items()} == dict.fromkeys(report.METHODS, 6)
+    assert record["evals"]["dense_multi"]["scales"] == [32, 37, 42]
+    assert (tmp_path / "runs" / "cache" / "train-73.npy").is_file()
+    assert "| A | 37 | 37 |" in (tmp_path / "out" / "RESULTS.md").read_text()
+    # A second call finds the metrics and trains nothing.
+    assert run.main([*args, "--out", str(tmp_path / "out")]) == 0
