@@ -262,11 +262,13 @@ def train_run(run: Run, root: Path, data: Path, stats: Path, epochs: int | None 
 
 def run_finished(out: Path) -> bool:
     """Whether the run's resume checkpoint says it has finished."""
-    from vggnet.train import CHECKPOINT, load_checkpoint
+    from vggnet.train import CHECKPOINT, CONFIG, load_checkpoint
 
     if not (out / CHECKPOINT).is_file():
         return False
-    return bool(load_checkpoint(out / CHECKPOINT)["position"]["finished"])
+    position = load_checkpoint(out / CHECKPOINT)["position"]
+    epochs = json.loads((out / CONFIG).read_text())["epochs"]
+    return bool(position["stopped"]) or position["epoch"] >= epochs
 
 
 def evaluate_run(out: Path, data: Path, limit: int, probs_dir: Path) -> dict[str, Any]:
