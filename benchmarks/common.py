@@ -115,6 +115,14 @@ def write_results(name: str, data: dict[str, object], markdown: str) -> tuple[Pa
     return js, md
 
 
+def publish(name: str, data: dict[str, object], markdown: str) -> int:
+    """Write the results (see write_results), print the Markdown and where both went; exit status 0."""
+    js, md = write_results(name, data, markdown)
+    print(md.read_text())
+    print(f"wrote {js} and {md}")
+    return 0
+
+
 def machine_line(info: dict[str, object]) -> str:
     """One line naming the machine for a results table."""
     return (

@@ -22,7 +22,7 @@ import torch
 from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import interleaved, machine, machine_line, median, write_results  # noqa: E402
+from common import interleaved, machine, machine_line, median, publish  # noqa: E402
 
 from vggnet.data import ImageFolder, TrainTransform, Transformed, compute_stats, scan_image_folder  # noqa: E402
 
@@ -123,10 +123,7 @@ def main() -> int:
         import common
 
         common.RESULTS = args.out
-    js, md = write_results(args.name, results, markdown(results))
-    print(md.read_text())
-    print(f"wrote {js} and {md}")
-    return 0
+    return publish(args.name, results, markdown(results))
 
 
 def markdown(r: dict) -> str:

@@ -20,6 +20,7 @@ import json
 import os
 import platform
 import statistics
+import sys
 import time
 from pathlib import Path
 
@@ -27,7 +28,10 @@ import numpy as np
 import torch
 from PIL import Image
 
-from vggnet.analysis import layer_table, totals
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import cpu_model  # noqa: E402
+
+from vggnet.analysis import layer_table, totals  # noqa: E402
 from vggnet.data import Preprocessing
 from vggnet.evaluate import dense, for_evaluation, multicrop, rescale, to_tensor
 from vggnet.model import VGG
@@ -35,17 +39,6 @@ from vggnet.model import VGG
 SCALES = (256, 384, 512)
 IMAGE_SIZE = (500, 375)  # width x height, the commonest ILSVRC shape
 RESULTS = Path(__file__).resolve().parent / "results"
-
-
-def cpu_model() -> str:
-    """The CPU's model name from /proc/cpuinfo (or what platform knows)."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
 
 
 def timed(fn, device: torch.device) -> float:

@@ -23,7 +23,7 @@ import torch  # noqa: E402
 import torchvision  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import GemmProbe, gemm_peak, interleaved, machine, machine_line, median, write_results  # noqa: E402
+from common import GemmProbe, gemm_peak, interleaved, machine, machine_line, median, publish  # noqa: E402
 
 from vggnet.analysis import layer_table, totals  # noqa: E402
 from vggnet.export import export_onnx  # noqa: E402
@@ -111,10 +111,7 @@ def main() -> int:
     for b in results["batches"].values():
         for row in b["paths"].values():
             row["fraction_of_gemm_peak"] = row["gflop_per_s"] / peak
-    js, md = write_results(args.name, results, markdown(results))
-    print(md.read_text())
-    print(f"wrote {js} and {md}")
-    return 0
+    return publish(args.name, results, markdown(results))
 
 
 def markdown(r: dict) -> str:

@@ -21,7 +21,7 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import GemmProbe, gemm_peak, interleaved, machine, machine_line, median, write_results  # noqa: E402
+from common import GemmProbe, gemm_peak, interleaved, machine, machine_line, median, publish  # noqa: E402
 
 from vggnet.analysis import layer_table, totals  # noqa: E402
 from vggnet.data import Preprocessing, open_image, scan_image_folder  # noqa: E402
@@ -207,10 +207,7 @@ def main() -> int:
         "machine": machine(),
         "command": " ".join(sys.argv),
     }
-    js, md = write_results(args.name, results, markdown(results))
-    print(md.read_text())
-    print(f"wrote {js} and {md}")
-    return 0
+    return publish(args.name, results, markdown(results))
 
 
 def markdown(r: dict) -> str:

@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import interleaved, machine, machine_line, median, write_results  # noqa: E402
+from common import interleaved, machine, machine_line, median, publish  # noqa: E402
 
 from vggnet.configs import TrainConfig  # noqa: E402
 from vggnet.train import SUMS, Trainer, build_model  # noqa: E402
@@ -126,10 +126,7 @@ def main() -> int:
         import common
 
         common.RESULTS = args.out
-    js, md = write_results(args.name, results, markdown(results))
-    print(md.read_text())
-    print(f"wrote {js} and {md}")
-    return 0
+    return publish(args.name, results, markdown(results))
 
 
 def markdown(r: dict) -> str:
