@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import statistics
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -83,60 +84,60 @@ def _letter(name: str) -> str:
     return name.split("-jit")[0].split("-s")[0].replace("-glorot", "")
 
 
-def table3(runs: dict[str, dict[str, Any]]) -> list[str]:
-    """Table 3: single-scale dense evaluation of every net."""
-    lines = [
-        "| ConvNet config. | train S | test Q | top-1 / top-5 error (%) | paper (ImageNet) |",
-        "|---|---|---|---|---|",
-    ]
+def _table(
+    header: list[str], runs: dict[str, dict[str, Any]], rows: Callable[[str, dict[str, Any]], list[str]]
+) -> list[str]:
+    """A Markdown table with one block of rows per net of MAIN; a net not run yet gets one placeholder row."""
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    missing = "| {} | | | not run yet |" + " |" * (len(header) - 4)
     for name in MAIN:
         r = runs.get(name)
-        if r is None:
-            lines.append(f"| {name} | | | not run yet | |")
-            continue
-        paper = PAPER_T3.get((_letter(name), _jittered(r))) if name != "D-glorot" else None
-        lines.append(
-            f"| {name} | {_scales(r)} | {_q(r, 'dense_single')} | {_pair(_err(r, 'dense_single'))} | {_pair(paper)} |"
-        )
+        lines += rows(name, r) if r is not None else [missing.format(name)]
     return lines
+
+
+def _paper(table: dict, name: str, key: Any) -> tuple[float, float] | None:
+    return table.get((_letter(name), key)) if name != "D-glorot" else None
+
+
+def table3(runs: dict[str, dict[str, Any]]) -> list[str]:
+    """Table 3: single-scale dense evaluation of every net."""
+    header = ["ConvNet config.", "train S", "test Q", "top-1 / top-5 error (%)", "paper (ImageNet)"]
+    return _table(
+        header,
+        runs,
+        lambda name, r: [
+            f"| {name} | {_scales(r)} | {_q(r, 'dense_single')} | {_pair(_err(r, 'dense_single'))} "
+            f"| {_pair(_paper(PAPER_T3, name, _jittered(r)))} |"
+        ],
+    )
 
 
 def table4(runs: dict[str, dict[str, Any]]) -> list[str]:
     """Table 4: multi-scale dense evaluation ({S-32,S,S+32} scaled for fixed S; {Smin, mid, Smax} jittered)."""
-    lines = [
-        "| ConvNet config. | train S | test Q | top-1 / top-5 error (%) | single-scale (Table 3) | paper (ImageNet) |",
-        "|---|---|---|---|---|---|",
-    ]
-    for name in MAIN:
-        r = runs.get(name)
-        if r is None:
-            lines.append(f"| {name} | | | not run yet | | |")
-            continue
-        paper = PAPER_T4.get((_letter(name), _jittered(r))) if name != "D-glorot" else None
-        lines.append(
+    header = ["ConvNet config.", "train S", "test Q", "top-1 / top-5 error (%)", "single-scale (Table 3)"]
+    return _table(
+        header + ["paper (ImageNet)"],
+        runs,
+        lambda name, r: [
             f"| {name} | {_scales(r)} | {_q(r, 'dense_multi')} | {_pair(_err(r, 'dense_multi'))} "
-            f"| {_pair(_err(r, 'dense_single'))} | {_pair(paper)} |"
-        )
-    return lines
+            f"| {_pair(_err(r, 'dense_single'))} | {_pair(_paper(PAPER_T4, name, _jittered(r)))} |"
+        ],
+    )
 
 
 def table5(runs: dict[str, dict[str, Any]]) -> list[str]:
     """Table 5: dense vs multi-crop vs their fusion, every net at its multi-scale Q."""
-    lines = [
-        "| ConvNet config. | method | test Q | top-1 / top-5 error (%) | paper (ImageNet) |",
-        "|---|---|---|---|---|",
-    ]
-    for name in MAIN:
-        r = runs.get(name)
-        if r is None:
-            lines.append(f"| {name} | | | not run yet | |")
-            continue
+    header = ["ConvNet config.", "method", "test Q", "top-1 / top-5 error (%)", "paper (ImageNet)"]
+
+    def rows(name: str, r: dict[str, Any]) -> list[str]:
+        out = []
         for key in ("dense_multi", "multicrop_multi", "fusion"):
             paper = PAPER_T5.get((_letter(name), key)) if name in ("D-jit", "E-jit") else None
-            lines.append(
-                f"| {name} | {METHODS[key]} | {_q(r, 'dense_multi')} | {_pair(_err(r, key))} | {_pair(paper)} |"
-            )
-    return lines
+            out.append(f"| {name} | {METHODS[key]} | {_q(r, 'dense_multi')} | {_pair(_err(r, key))} | {_pair(paper)} |")
+        return out
+
+    return _table(header, runs, rows)
 
 
 def table6(ensembles: dict[str, dict[str, Any]]) -> list[str]:
