@@ -105,6 +105,18 @@ def test_dense_score_map_side(vgg_a, side, expected):
         torch.testing.assert_close(vgg_a.score_map(x), smap, rtol=1e-5, atol=1e-5)
 
 
+def test_channels_last_conv_head_score_map_equals_fc_head(vgg_a):
+    # for_evaluation's layout: FC6 weights stored (out, kh, kw, C); the dense head reads them as a view.
+    conv = vgg_a.to_head("conv").to(memory_format=torch.channels_last)
+    assert not conv.classifier[0].weight.is_contiguous()
+    x = torch.randn(2, 3, 256, 320)
+    with torch.no_grad():
+        expected = vgg_a.score_map(x)
+        got = conv.score_map(x.contiguous(memory_format=torch.channels_last))
+    assert got.shape == expected.shape == (2, 1000, 2, 4)
+    torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-5)
+
+
 def test_gap_head_cuts_90_percent_of_vgg16():
     with torch.device("meta"):
         fc, gap = count_parameters(build("D")), count_parameters(build("D", head="gap"))

@@ -168,12 +168,21 @@ class VGG(nn.Module):
         on the (N, L, channels) rows: the same arithmetic as the conv head, and faster on CPU than
         a 7x7 convolution over a small map. The weights of every head are viewed, never copied.
         """
-        n, _, h, w = f.shape
+        n, c, h, w = f.shape
         k = 1 if self.cfg.head == "gap" else self.grid
-        x = F.unfold(f, k).transpose(1, 2)  # (N, L, C*k*k), in the (C, kh, kw) order of FC6's weights
+        first = next(layer for layer in self.classifier if isinstance(layer, (nn.Linear, nn.Conv2d)))
+        nhwc = first.weight.dim() == 4 and not first.weight.is_contiguous()  # a channels-last conv head
+        if nhwc:  # windows in the (kh, kw, C) order the weights are stored in, so they stay a view
+            x = f.permute(0, 2, 3, 1).unfold(1, k, 1).unfold(2, k, 1)  # (N, h', w', C, kh, kw)
+            x = x.permute(0, 1, 2, 4, 5, 3).reshape(n, -1, k * k * c)
+        else:
+            x = F.unfold(f, k).transpose(1, 2)  # (N, L, C*k*k), in the (C, kh, kw) order of FC6's weights
         for layer in self.classifier:
             if isinstance(layer, (nn.Linear, nn.Conv2d)):
-                x = F.linear(x, layer.weight.reshape(layer.weight.shape[0], -1), layer.bias)
+                weight = layer.weight
+                if weight.dim() == 4 and nhwc:
+                    weight = weight.permute(0, 2, 3, 1)
+                x = F.linear(x, weight.reshape(weight.shape[0], -1), layer.bias)
             else:
                 x = layer(x)
         return x.transpose(1, 2).reshape(n, -1, h - k + 1, w - k + 1)
