@@ -199,6 +199,26 @@ def test_rescale_sets_the_shorter_side(size, s):
     assert abs(max(out.size) - max(size) * s / min(size)) <= 0.5  # isotropic
 
 
+def test_rescaled_crop_equals_crop_of_the_rescaled_image():
+    from vggnet.data import rescale, rescaled_crop, rescaled_size
+
+    g = np.random.default_rng(0)
+    smooth = Image.fromarray(g.integers(0, 256, (6, 8, 3), dtype=np.uint8)).resize((200, 150), Image.BICUBIC)
+    noise = Image.fromarray(g.integers(0, 256, (150, 200, 3), dtype=np.uint8))
+    differing = 0
+    for image in (smooth, noise):
+        for s in (64, 100, 150, 151, 300):  # down, equal (no resize), up
+            w, h = rescaled_size(image.size, s)
+            assert (w, h) == rescale(image, s).size
+            for x0, y0 in ((0, 0), (w - 64, h - 64), (int(g.integers(0, w - 63)), int(g.integers(0, h - 63)))):
+                a = np.asarray(rescale(image, s).crop((x0, y0, x0 + 64, y0 + 64)), dtype=np.int16)
+                b = np.asarray(rescaled_crop(image, s, x0, y0, 64), dtype=np.int16)
+                assert b.shape == (64, 64, 3)
+                assert np.abs(a - b).max() <= 2  # float rounding of the box flips a rounding, never more
+                differing += int((a != b).sum())
+    assert differing < 0.01 * 2 * 5 * 3 * 64 * 64 * 3  # under 1% of the values differ at all
+
+
 def test_train_transform_is_crop_flip_shift_minus_mean():
     from vggnet.data import TrainTransform
 

@@ -382,16 +382,37 @@ def compute_stats(
 # -- transforms (section 3.1) -------------------------------------------------------------------------
 
 
+def rescaled_size(size: tuple[int, int], shorter: int) -> tuple[int, int]:
+    """(width, height) of an image of `size` after an isotropic rescale of its shorter side to `shorter`."""
+    w, h = size
+    if min(w, h) == shorter:
+        return w, h
+    if w <= h:
+        return shorter, max(shorter, round(h * shorter / w))
+    return max(shorter, round(w * shorter / h)), shorter
+
+
 def rescale(image: Image.Image, shorter: int) -> Image.Image:
     """Isotropic rescale so the shorter side is `shorter` pixels (bilinear, antialiased)."""
+    size = rescaled_size(image.size, shorter)
+    return image if size == image.size else image.resize(size, Image.BILINEAR)
+
+
+def rescaled_crop(image: Image.Image, shorter: int, x0: int, y0: int, crop: int) -> Image.Image:
+    """The crop x0, y0, crop x crop of `rescale(image, shorter)`, computing only the crop's pixels.
+
+    Pillow's resize takes a source box and maps output pixel x to source centre box0 + (x + 0.5) * scale,
+    reading filter support outside the box, so resizing the crop's preimage to crop x crop gives the pixels
+    the whole rescale would have given there (up to float rounding: at most 1 of 255, rarely), at a
+    fraction of the work: a 224 crop of a 683x512 rescale resizes 50k pixels, not 350k.
+    """
     w, h = image.size
-    if min(w, h) == shorter:
-        return image
-    if w <= h:
-        size = (shorter, max(shorter, round(h * shorter / w)))
-    else:
-        size = (max(shorter, round(w * shorter / h)), shorter)
-    return image.resize(size, Image.BILINEAR)
+    rw, rh = rescaled_size(image.size, shorter)
+    if (rw, rh) == (w, h):
+        return image.crop((x0, y0, x0 + crop, y0 + crop))
+    sx, sy = w / rw, h / rh
+    box = (x0 * sx, y0 * sy, min(w, (x0 + crop) * sx), min(h, (y0 + crop) * sy))  # min: float rounding at the edge
+    return image.resize((crop, crop), Image.BILINEAR, box=box)
 
 
 def to_tensor_minus_mean(image: Image.Image, mean: Sequence[float], shift: np.ndarray | None = None) -> torch.Tensor:
@@ -415,12 +436,11 @@ class TrainTransform:
 
     def __call__(self, image: Image.Image, rng: np.random.Generator) -> torch.Tensor:
         s = int(rng.integers(self.scale[0], self.scale[1] + 1))
-        image = rescale(image, s)
-        w, h = image.size
+        w, h = rescaled_size(image.size, s)
         if min(w, h) < self.crop:
             raise ValueError(f"crop {self.crop} is larger than the rescaled image ({w}x{h})")
         x0, y0 = int(rng.integers(0, w - self.crop + 1)), int(rng.integers(0, h - self.crop + 1))
-        image = image.crop((x0, y0, x0 + self.crop, y0 + self.crop))
+        image = rescaled_crop(image, s, x0, y0, self.crop)
         if self.flip and rng.random() < 0.5:
             image = image.transpose(Image.FLIP_LEFT_RIGHT)
         shift = None
@@ -441,10 +461,9 @@ class EvalTransform:
     mean: Sequence[float]
 
     def __call__(self, image: Image.Image, rng: np.random.Generator | None = None) -> torch.Tensor:
-        image = rescale(image, self.size)
-        w, h = image.size
+        w, h = rescaled_size(image.size, self.size)
         x0, y0 = (w - self.crop) // 2, (h - self.crop) // 2
-        return to_tensor_minus_mean(image.crop((x0, y0, x0 + self.crop, y0 + self.crop)), self.mean)
+        return to_tensor_minus_mean(rescaled_crop(image, self.size, x0, y0, self.crop), self.mean)
 
 
 Item = tuple[torch.Tensor | None, int, int]  # (image tensor or None if unreadable, label, index)
