@@ -99,22 +99,28 @@ def test_optimize_with_compile_matches_eval_model():
 INT8_RTOL = 0.1
 
 
-# Every weight layer of configuration A becomes an int8 module, ReLU fused where one follows.
+# Every weight layer of configuration A becomes an int8 module, ReLU fused where one follows; FC8 stays float
+# unless keep_last_fp32=False.
 INT8_LAYERS = {
-    "fc": {"ConvReLU2d": 8, "LinearReLU": 2, "Linear": 1},
-    "conv": {"ConvReLU2d": 8 + 2, "Conv2d": 1},  # FC6, FC7 as convs with ReLU, FC8 as a conv
+    "fc": {"ConvReLU2d": 8, "LinearReLU": 2},
+    "conv": {"ConvReLU2d": 8 + 2},  # FC6, FC7 as convs with ReLU
 }
+INT8_LAST = {"fc": "Linear", "conv": "Conv2d"}
 
 
+@pytest.mark.parametrize("keep_last_fp32", [True, False])
 @pytest.mark.parametrize("head", ["fc", "conv"])
-def test_quantize_int8_is_int8_and_close_to_fp32(head):
+def test_quantize_int8_is_int8_and_close_to_fp32(head, keep_last_fp32):
     model = with_bn_statistics(build("A_bn", width=1 / 8, num_classes=6, head=head, input_size=64)).eval()
     calibration = [torch.randn(4, 3, 64, 64) for _ in range(3)]
-    q = quantize_int8(model, calibration)
+    q = quantize_int8(model, calibration, keep_last_fp32=keep_last_fp32)
     # quantized modules with int8 weights (the packed weight is read back through .weight())
     weights = [m for m in q.modules() if ".quantized" in type(m).__module__ and callable(getattr(m, "weight", None))]
-    assert Counter(type(m).__name__ for m in weights) == INT8_LAYERS[head]
+    expected = Counter(INT8_LAYERS[head]) + Counter({} if keep_last_fp32 else {INT8_LAST[head]: 1})
+    assert Counter(type(m).__name__ for m in weights) == expected
     assert all(m.weight().dtype == torch.qint8 for m in weights)
+    float_layers = [m for m in q.modules() if type(m) in (torch.nn.Linear, torch.nn.Conv2d)]
+    assert [m.out_features if head == "fc" else m.out_channels for m in float_layers] == [6] * keep_last_fp32
     x = torch.randn(4, 3, 64, 64)
     with torch.no_grad():
         ref = model(x)
