@@ -40,3 +40,29 @@ def test_python_m_entry_point():
     assert r.returncode == 2
     assert "Traceback" not in r.stderr
     assert r.stderr.strip().endswith("input 100x100 is smaller than 224, the smallest this VGG accepts")
+
+
+def test_generated_options_carry_the_field_comments(capsys):
+    with pytest.raises(SystemExit) as e:
+        main(["train", "--help"])
+    assert e.value.code == 0
+    out = " ".join(capsys.readouterr().out.split())  # argparse wraps help to the terminal
+    assert "--color-shift COLOR_SHIFT std of AlexNet's PCA colour-shift coefficients (0 disables) (default: 0.1)" in out
+    assert "--scale SCALE comma-separated; S: one value (fixed) or Smin,Smax" in out
+    assert "--lr LR (default: 0.01)" in out  # no comment: the default alone
+    with pytest.raises(SystemExit):
+        main(["evaluate", "--help"])
+    assert "multicrop (5x5 grid)" in " ".join(capsys.readouterr().out.split())
+
+
+def test_field_comments_join_wrapped_lines_and_skip_section_comments():
+    import dataclasses
+
+    from vggnet.cli import field_comments
+    from vggnet.configs import TrainConfig
+
+    comments = field_comments(TrainConfig)
+    assert comments["data"].startswith('"digits" (built in), an image folder')
+    assert comments["init_std"].startswith("std of the paper's init at width 1")  # wrapped by the formatter
+    assert "lr" not in comments and not any("-- data" in c for c in comments.values())
+    assert set(comments) <= {f.name for f in dataclasses.fields(TrainConfig)}

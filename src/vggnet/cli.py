@@ -8,8 +8,12 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import inspect
+import io
 import os
 import sys
+import textwrap
+import tokenize
 import typing
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -19,27 +23,54 @@ from .configs import HEADS, EvalConfig, ModelConfig, config_names
 # -- dataclass <-> argparse -------------------------------------------------------------
 
 
+def field_comments(cls: type) -> dict[str, str]:
+    """The trailing `# comment` of each field in a dataclass's source, by field name ({} without source)."""
+    try:
+        source = textwrap.dedent(inspect.getsource(cls))
+    except (OSError, TypeError):
+        return {}
+    names = {f.name for f in dataclasses.fields(cls)}
+    comments: dict[str, list[str]] = {}
+    current, line_start, previous = None, True, None
+    for tok in tokenize.generate_tokens(io.StringIO(source).readline):
+        if tok.type == tokenize.NEWLINE:
+            current, line_start = None, True
+        elif tok.type == tokenize.COMMENT and current is not None:
+            comments[current].append(tok.string.lstrip("#").strip())
+        elif tok.type == tokenize.OP and tok.string == ":" and previous is not None and previous.string in names:
+            current = previous.string
+            comments.setdefault(current, [])
+        if tok.type not in (tokenize.NEWLINE, tokenize.NL, tokenize.COMMENT, tokenize.INDENT, tokenize.DEDENT):
+            previous = tok if line_start else None
+            line_start = False
+    return {name: " ".join(text) for name, text in comments.items() if text}
+
+
 def add_dataclass_args(parser: argparse.ArgumentParser, cls: type, skip: Sequence[str] = ()) -> None:
-    """Add one `--field` option per dataclass field, typed and defaulted from the class."""
+    """Add one `--field` option per dataclass field, typed and defaulted from the class, helped by its comment."""
     hints = typing.get_type_hints(cls)
+    comments = field_comments(cls)
     for f in dataclasses.fields(cls):
         if f.name in skip:
             continue
         flag = "--" + f.name.replace("_", "-")
         kind = hints[f.name]
         default = f.default if f.default is not dataclasses.MISSING else f.default_factory()  # type: ignore[misc]
+        shown = ",".join(map(str, default)) if isinstance(default, (list, tuple)) else default
+        comment = comments.get(f.name, "").replace("%", "%%")  # argparse formats help with %
+        help_text = f"{comment} (default: {shown})".strip() if comment else f"(default: {shown})"
         if kind is bool:
-            parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=None, help=f"(default: {default})")
+            parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=None, help=help_text)
             continue
         origin = typing.get_origin(kind)
         args = [a for a in typing.get_args(kind) if a is not type(None)]
         if origin in (list, tuple):
             elem = args[0] if args else str
-            parser.add_argument(flag, type=_list_of(elem), default=None, help=f"comma-separated (default: {default})")
+            parser.add_argument(flag, type=_list_of(elem), default=None, help=f"comma-separated; {help_text}")
             continue
         if origin is typing.Union or (origin is not None and len(args) == 1):
             kind = args[0]
-        parser.add_argument(flag, type=kind, default=None, help=f"(default: {default})")
+        parser.add_argument(flag, type=kind, default=None, help=help_text)
 
 
 def _list_of(elem: type) -> Callable[[str], list[Any]]:
