@@ -99,8 +99,10 @@ def test_driver_trains_evaluates_and_reports_a_tiny_subset(tmp_path: Path, monke
     record = json.loads((tmp_path / "out" / "metrics" / "A.json").read_text())
     assert len(record["history"]) == 1 and record["config"]["width"] == 1 / 16
     assert {k: v["images"] for k, v in record["evals"].items()} == dict.fromkeys(report.METHODS, 6)
-    assert record["evals"]["dense_multi"]["scales"] == [32, 37, 42]
-    assert (tmp_path / "runs" / "cache" / "train-73.npy").is_file()
-    assert "| A | 37 | 37 |" in (tmp_path / "out" / "RESULTS.md").read_text()
+    s, delta = run.GEOMETRY["fixed_s"], round(32 * run.GEOMETRY["crop"] / 224)  # {S-32, S, S+32} scaled
+    assert (s, delta) == (73, 9)
+    assert record["evals"]["dense_multi"]["scales"] == [s - delta, s, s + delta]
+    assert (tmp_path / "runs" / "cache" / "train-146.npy").is_file()  # the largest S and Q
+    assert f"| A | {s} | {s} |" in (tmp_path / "out" / "RESULTS.md").read_text()
     # A second call finds the metrics and trains nothing.
     assert run.main([*args, "--out", str(tmp_path / "out")]) == 0

@@ -6,7 +6,7 @@
 
 Runs go to runs/imagenette/<name> (git-ignored); only metrics/<name>.json is committed. Every network is
 trained by vggnet.train.train and tested by vggnet.evaluate.evaluate. Geometry: the paper's 224-pixel
-crop scaled by 1/7 (see GEOMETRY); the decoded images are cached once as uint8 arrays under
+crop scaled by 2/7 (see GEOMETRY); the decoded images are cached once as uint8 arrays under
 runs/imagenette/cache so a tiny net is not starved by JPEG decoding.
 """
 
@@ -33,9 +33,9 @@ DATA = next(
     REPO.parent / "shared" / "data" / "imagenette",
 )
 
-# The paper's geometry (crop 224, S = 256 or [256, 512], Q in {256, 384, 512}) times 1/7, rounded.
-GEOMETRY = {"factor": "1/7", "crop": 32, "fixed_s": 37, "jitter": [37, 73], "q": [37, 55, 73]}
-CACHE_SIDE = 73  # the largest scale any run or test uses: images are cached at this side
+# The paper's geometry (crop 224, S = 256 or [256, 512], Q in {256, 384, 512}) times 2/7, rounded.
+GEOMETRY = {"factor": "2/7", "crop": 64, "fixed_s": 73, "jitter": [73, 146], "q": [73, 110, 146]}
+CACHE_SIDE = max(GEOMETRY["jitter"][1], GEOMETRY["q"][-1])  # the largest scale any run or test uses
 
 # The training recipe shared by every run (section 3.1 at this scale; see RESULTS.md for why).
 WIDTH = 1 / 8
@@ -98,7 +98,7 @@ class Run:
         )
 
 
-EPOCHS, DEEP_EPOCHS, TUNE_EPOCHS = 4, 2, 1  # what a 2-core CPU shared with 4 other jobs allows in ~80 min
+EPOCHS, DEEP_EPOCHS, TUNE_EPOCHS = 16, 10, 3  # the grid: 155 epochs, about 70 min on the quiet 2-core CPU
 
 
 def _grid() -> list[Run]:
@@ -141,9 +141,11 @@ PREAMBLE = f"""## Setup (scaled from the paper; every number here is a constant 
 - **Geometry**: the paper's sizes times {GEOMETRY["factor"]}: crop {GEOMETRY["crop"]} (224), fixed S = \
 {GEOMETRY["fixed_s"]} (256), jittered S in [{GEOMETRY["jitter"][0]}, {GEOMETRY["jitter"][1]}] ([256, 512]), \
 test Q in {{{", ".join(map(str, GEOMETRY["q"]))}}} ({{256, 384, 512}}); multi-scale Q for fixed S is \
-{{S-5, S, S+5}} = {{32, 37, 42}} (the paper's {{S-32, S, S+32}}, 32 x 32/224 = 5 pixels, via `scales="multi"`).
-  Crop 32 rather than 64: measured here at 64 px under the machine's load, one epoch of 1/8-width D took \
-~110 s and E ~180 s, so the grid would not fit the session; at 32 px the five pools leave FC6 one 1x1 cell.
+{{S-9, S, S+9}} = {{64, 73, 82}} (the paper's {{S-32, S, S+32}}, 32 x 64/224 = 9 pixels, via `scales="multi"`). \
+At crop 64 the five pools leave FC6 a 2x2 window (the paper's 7x7).
+  An earlier grid at crop 32 (factor 1/7), trained 2-4 epochs per net on the machine under heavy load, gave \
+64-80% top-1 error; on the quiet machine an epoch at 64 px takes 20-30 s, which buys this grid 4x the pixels \
+and 4x the epochs.
 - **Nets**: Table 1 configurations with every conv and FC width times {WIDTH:g} (conv 8-64 channels, FC 512), \
 no batch norm, dropout 0.5 on FC6/FC7.
 - **Training** (section 3.1): SGD, batch {BASE["batch"]}, momentum {BASE["momentum"]}, weight decay \
@@ -155,7 +157,7 @@ configuration, as the paper did from S = 384); D-glorot {EPOCHS}.
 - **Initialisation**: B-E copy conv1_1, conv2_1, conv3_1, conv3_2, FC6-FC8 from the trained A (section 3.1). \
 The paper draws every other weight from N(0, 0.01) with zero biases; that std was set for full width, and \
 `vggnet.train` multiplies it by sqrt(1/width) so each layer keeps its full-width forward gain: \
-std = 0.01 x sqrt(8) = 0.0283. Measured here at that std: net A stayed at chance (epoch 1: train loss 2.303 = \
+std = 0.01 x sqrt(8) = 0.0283. Measured in the earlier 32-px grid at that std: net A stayed at chance (epoch 1: train loss 2.303 = \
 ln 10, val top-1 90.9%; `metrics/probes/A-paper-init-std-0.0283.jsonl`), as the issue measured at 1/4 width \
 over 4 epochs; and D initialised from a trained A (65.9%) with its 9 new layers at that std also stayed at \
 chance for 2 epochs (val top-1 89.9%, 90.1%; `metrics/probes/D-from-A-paper-init.json`): each new layer \
@@ -167,15 +169,18 @@ layers plus Glorot, and D-glorot is Glorot throughout without the net-A step.
 - **Evaluation** (section 3.2) with `vggnet.evaluate.evaluate`, flips on, on {EVAL_LIMIT} of the 3,925 \
 validation photos (evenly spaced over the class-sorted folder, the same photos for every net): dense single \
 scale, dense multi-scale, multi-crop on a 3x3 grid (x2 flips, 18 crops per scale; the paper's 5x5 grid of \
-224-crops is 8 pixels apart at Q = 256, here 3x3 crops of 32 are 2-20 pixels apart) at the multi-scale Q. \
+224-crops is 8 pixels apart at Q = 256; here 3x3 crops of 64 are 0, 4.5 and 9 pixels apart at Q = 64, 73, \
+82 and 4.5-41 pixels apart at Q = 73-146) at the multi-scale Q. \
 Dense + multi-crop fusion and the ensembles average the posteriors `evaluate` returned \
 (`Result.probs`), which is what `method="dense+multicrop"` and an ensemble evaluation compute, without \
 running every net twice.
 - **Per-epoch curves** (`curves.png`, the last column of the run table) are `vggnet.train`'s validation: one \
-centre crop at Q = 37 of all 3,925 photos, no flip.
-- **Data**: the photos are decoded once, rescaled to 73x73 (the largest S and Q) and memory-mapped \
-(`runs/imagenette/cache`, never committed); every rescale to S or Q starts from that copy.
-- **Machine**: 2 CPU cores shared with 3-4 other jobs; times below are wall times under that load.
+centre crop at Q = 73 of all 3,925 photos, no flip.
+- **Data**: the photos (224x224 JPEGs) are decoded once, rescaled to 146x146 (the largest S and Q) and \
+memory-mapped (`runs/imagenette/cache`, never committed); every rescale to S or Q starts from that copy. The mean \
+RGB and the PCA of pixel colours (for the colour shift) come from the training photos at 73x73.
+- **Machine**: this project's 2-core Intel Xeon CPU, no GPU; times below are wall times, with the author's other \
+work (tests, benchmarks) sometimes running beside the grid.
 
 """
 
