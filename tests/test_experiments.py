@@ -106,3 +106,20 @@ def test_driver_trains_evaluates_and_reports_a_tiny_subset(tmp_path: Path, monke
     assert f"| A | {s} | {s} |" in (tmp_path / "out" / "RESULTS.md").read_text()
     # A second call finds the metrics and trains nothing.
     assert run.main([*args, "--out", str(tmp_path / "out")]) == 0
+
+
+def test_verdict_within_the_noise_is_not_resolved(tmp_path: Path) -> None:
+    metrics = tmp_path / "metrics"
+    metrics.mkdir()
+    seeds = {"A": 40.0, "A-s1": 41.0, "A-s2": 39.0, "D": 39.0, "D-s1": 38.0, "D-s2": 40.0}
+    for name, top1 in seeds.items():
+        r = fake_run(name, name[0], top1)
+        for e in r["evals"].values():
+            e["images"] = 1000  # binomial noise of a difference near 39.5%: 2 x sqrt(2 x .395 x .605 / 1000) = 4.4
+        (metrics / f"{name}.json").write_text(json.dumps(r))
+    text = report.write_report(metrics, tmp_path).read_text()
+    assert (
+        "**Deeper is better (A -> D/E)**: not resolved at this size (leans towards it, within the noise) — "
+        "A 40.0% vs D 39.0% (seed means)" in text
+    )
+    assert "the gap, 1.0 points, is within the noise of ±4.4" in text

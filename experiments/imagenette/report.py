@@ -202,13 +202,22 @@ def verdicts(runs: dict[str, dict[str, Any]], ensembles: dict[str, dict[str, Any
         e = _err(runs.get(name), key)
         return None if e is None else e[0]
 
-    def verdict(claim: str, ours: float | None, theirs: float | None, detail: str, missing: str) -> str:
+    def verdict(
+        claim: str, ours: float | None, theirs: float | None, detail: str, missing: str, groups: tuple = ()
+    ) -> str:
+        """`ours` should be the lower error; within the noise the claim is neither shown nor refuted."""
         if ours is None or theirs is None:
             return f"- **{claim}**: not run yet ({missing})."
-        holds = ours < theirs
-        word = "holds" if holds else "does not hold here"
         noise = _noise(runs, (ours + theirs) / 2)
+        spread = [seed_values(runs, g, "dense_single") for g in groups]
+        if groups and all(len(v) >= 2 for v in spread):  # seed means: the seeds' spread is noise too
+            noise = max(noise, 2 * sum(statistics.variance(v) / len(v) for v in spread) ** 0.5)
         gap = abs(ours - theirs)
+        if noise and gap < noise:
+            lean = "leans towards it" if ours < theirs else "leans against it"
+            word = f"not resolved at this size ({lean}, within the noise)"
+        else:
+            word = "holds" if ours < theirs else "does not hold here"
         side = "within" if gap < noise else "beyond"
         within = f"; the gap, {gap:.1f} points, is {side} the noise of ±{noise:.1f}" if noise else ""
         return f"- **{claim}**: {word} — {detail}{within}."
@@ -224,6 +233,7 @@ def verdicts(runs: dict[str, dict[str, Any]], ensembles: dict[str, dict[str, Any
             a,
             f"A {_f(a)}% vs D {_f(d)}% (seed means), E {_f(e)}% (dense single-scale top-1)",
             "needs A and D",
+            ("A", "D") if deeper == d else (),
         )
     )
     lrn, a0 = top1("A-LRN", "dense_single"), top1("A", "dense_single")
@@ -248,6 +258,7 @@ def verdicts(runs: dict[str, dict[str, Any]], ensembles: dict[str, dict[str, Any
             df,
             f"D jittered {_f(dj)}% vs fixed {_f(df)}% (seed means, dense single-scale){extra}",
             "needs D and D-jit",
+            ("D-jit", "D"),
         )
     )
     wins = [
