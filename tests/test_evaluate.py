@@ -329,3 +329,13 @@ def test_heatmap_overlay_puts_the_hot_cell_where_it_belongs():
     out = np.asarray(ev.heatmap_overlay(img, heat, 64, window=32), dtype=np.int32)
     red_minus_blue = out[..., 0] - out[..., 2]
     assert red_minus_blue[:, 112:].mean() > 50 and red_minus_blue[:, :64].mean() < -50
+
+
+def test_a_dataset_object_evaluates_like_its_spec(weights):
+    from vggnet.data import open_dataset
+
+    cfg = EvalConfig(limit=12, flip=False, scales="32,48")
+    by_spec = ev.evaluate([weights[0]], "digits", cfg, progress=False)
+    # evaluate opens the digits at the largest training scale (64): the same images as an object
+    by_object = ev.evaluate([weights[0]], open_dataset("digits", "val", 64), cfg, progress=False)
+    assert torch.equal(by_object.probs, by_spec.probs) and by_object.images == 12

@@ -351,3 +351,13 @@ def test_compile_flag_wraps_the_training_forward(folder, tmp_path, monkeypatch):
     monkeypatch.setattr(torch, "compile", fake_compile)
     train(tiny(folder, tmp_path / "run", compile=True))
     assert calls == ["VGG"]
+
+
+def test_given_datasets_replace_the_data_spec(folder, tmp_path):
+    from vggnet.data import open_dataset
+
+    opened = (open_dataset(folder, "train"), open_dataset(folder, "val"))
+    a = train(tiny(folder, tmp_path / "a"))
+    b = train(tiny("a label only", tmp_path / "b"), datasets=opened)  # the spec is never opened
+    for key, value in final_state(a).items():
+        assert torch.equal(final_state(b)[key], value), key

@@ -232,26 +232,11 @@ def cached(root: Path, split: str, cache: Path, side: int = CACHE_SIDE) -> Cache
     )
 
 
-def use_cache(data: Path, cache: Path) -> None:
-    """Serve `data` from the decoded cache to vggnet.train and vggnet.evaluate (other specs pass through)."""
-    import vggnet.evaluate
-    import vggnet.train
-    from vggnet.data import open_dataset
-
-    def open_cached(spec: str, split: str = "train", size: int = 32) -> torch.utils.data.Dataset:
-        if Path(spec) == data:
-            return cached(data, split, cache)
-        return open_dataset(spec, split, size)
-
-    vggnet.train.open_dataset = open_cached
-    vggnet.evaluate.open_dataset = open_cached
-
-
 # -- the driver ----------------------------------------------------------------------------------------
 
 
 def train_run(run: Run, root: Path, data: Path, stats: Path, epochs: int | None = None) -> float:
-    """Train one run (resuming an interrupted one); returns the wall seconds spent now."""
+    """Train one run (resuming an interrupted one) on the decoded cache; returns the wall seconds spent now."""
     from vggnet.train import CHECKPOINT, train
 
     cfg = run.config(root, str(data), str(stats))
@@ -261,7 +246,8 @@ def train_run(run: Run, root: Path, data: Path, stats: Path, epochs: int | None 
     if (out / CHECKPOINT).is_file():
         cfg = dataclasses.replace(cfg, resume=str(out))
     start = time.perf_counter()
-    train(cfg)
+    cache = root / "cache"
+    train(cfg, datasets=(cached(data, "train", cache), cached(data, "val", cache)))
     return time.perf_counter() - start
 
 
@@ -276,7 +262,7 @@ def run_finished(out: Path) -> bool:
     return bool(position["stopped"]) or position["epoch"] >= epochs
 
 
-def evaluate_run(out: Path, data: Path, limit: int, probs_dir: Path) -> dict[str, Any]:
+def evaluate_run(out: Path, val: torch.utils.data.Dataset, limit: int, probs_dir: Path) -> dict[str, Any]:
     """Every evaluation of EVALS on one run; the posteriors are kept in probs_dir for fusion and ensembles."""
     from vggnet.configs import EvalConfig
     from vggnet.evaluate import evaluate, topk_error
@@ -284,7 +270,7 @@ def evaluate_run(out: Path, data: Path, limit: int, probs_dir: Path) -> dict[str
     results: dict[str, Any] = {}
     posteriors = {}
     for key, spec in EVALS.items():
-        r = evaluate([out], str(data), EvalConfig(**spec, limit=limit, workers=0, batch_size=64), progress=False)
+        r = evaluate([out], val, EvalConfig(**spec, limit=limit, workers=0, batch_size=64), progress=False)
         results[key] = _summary(r.top1_error, r.top5_error, r.images, r.seconds, r.method, r.scales[0])
         posteriors[key] = r.probs
         labels = r.labels
@@ -384,7 +370,6 @@ def main(argv: list[str] | None = None) -> int:
         print(f"run.py: error: unknown run(s) {', '.join(unknown)}; known: {', '.join(RUNS_BY_NAME)}", file=sys.stderr)
         return 2
     cache = root / "cache"
-    use_cache(data, cache)
     stats = root / "stats.json"
     if not stats.is_file():
         from vggnet.data import compute_stats
@@ -413,7 +398,7 @@ def main(argv: list[str] | None = None) -> int:
         if not run_finished(out):
             continue
         print(f"{name}: evaluating", flush=True)
-        evals = evaluate_run(out, data, args.limit, root / "probs")
+        evals = evaluate_run(out, cached(data, "val", cache), args.limit, root / "probs")
         seconds = json.loads(seconds_file.read_text()) if seconds_file.is_file() else 0.0
         print(f"{name}: {write_metrics(run, out, seconds, evals, metrics_dir)}", flush=True)
     write_ensembles(root / "probs", metrics_dir)

@@ -424,21 +424,25 @@ def _item_path(dataset: torch.utils.data.Dataset, index: int) -> str:
 
 def evaluate(
     weights_or_runs: Sequence[str | os.PathLike[str]],
-    data_spec: str,
+    data_spec: str | torch.utils.data.Dataset,
     cfg: EvalConfig | None = None,
     progress: bool = True,
 ) -> Result:
     """Test one network or an ensemble (posteriors averaged) on a dataset with the protocol in `cfg`.
 
-    `weights_or_runs`: run folders (RUN/model.safetensors) or weights files; `data_spec`: "digits" or an image folder.
+    `weights_or_runs`: run folders (RUN/model.safetensors) or weights files; `data_spec`: "digits", an image
+    folder, or a dataset of (PIL image or None, label) items with a `classes` list (cfg.split is then unused).
     """
     cfg = cfg or EvalConfig()
     check_config(cfg)
     device = pick_device(cfg.device)
     plan = read_networks(weights_or_runs, cfg.scales)
-    # The digits are drawn at the largest training scale, so every test scale rescales the same images;
-    # image folders ignore the size.
-    dataset = open_dataset(data_spec, cfg.split, size=max(train_scale(meta)[1] for _, meta, _ in plan))
+    if isinstance(data_spec, (str, os.PathLike)):
+        # The digits are drawn at the largest training scale, so every test scale rescales the same images;
+        # image folders ignore the size.
+        dataset = open_dataset(data_spec, cfg.split, size=max(train_scale(meta)[1] for _, meta, _ in plan))
+    else:
+        dataset, data_spec = data_spec, type(data_spec).__name__
     classes = list(dataset.classes)
     check_classes(plan, len(classes), f"data {data_spec!r} ({cfg.split})")
     networks = load_networks(plan, device)

@@ -32,6 +32,7 @@ import torch
 import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
+from torch.utils.data import Dataset
 
 from .configs import AMP_MODES, HEADS, INITS, ModelConfig, TrainConfig, resolve
 from .data import (
@@ -458,12 +459,16 @@ def epoch_indices(n: int, epoch: int, seed: int, env: Dist, per_step: int) -> li
     return indices[: len(indices) // per_step * per_step]
 
 
-def train(cfg: TrainConfig) -> Path:
-    """Train (or resume) one run as configured; returns the run directory."""
+def train(cfg: TrainConfig, datasets: tuple[Dataset, Dataset] | None = None) -> Path:
+    """Train (or resume) one run as configured; returns the run directory.
+
+    `datasets`: (train, val) datasets to use instead of opening `cfg.data` (which then only names them),
+    items (PIL image or None, label) with a `classes` list, like `vggnet.data.ImageFolder`'s.
+    """
     env = setup_distributed(cfg.device)
     deterministic, threads = torch.are_deterministic_algorithms_enabled(), torch.get_num_threads()
     try:
-        return Trainer(cfg, env).run()
+        return Trainer(cfg, env, datasets).run()
     finally:  # leave the process as it was (tests and notebooks call train() more than once)
         torch.use_deterministic_algorithms(deterministic)
         torch.set_num_threads(threads)
@@ -474,7 +479,7 @@ def train(cfg: TrainConfig) -> Path:
 class Trainer:
     """One run of a TrainConfig: data, model, optimiser, schedule, and the loop over epochs."""
 
-    def __init__(self, cfg: TrainConfig, env: Dist) -> None:
+    def __init__(self, cfg: TrainConfig, env: Dist, datasets: tuple[Dataset, Dataset] | None = None) -> None:
         check_config(cfg, env.world)
         if cfg.threads:
             torch.set_num_threads(cfg.threads)
@@ -487,8 +492,9 @@ class Trainer:
         ckpt = load_checkpoint(self.run_dir / CHECKPOINT, self.device) if cfg.resume else None
 
         # Data: both splits are opened (and their errors raised) before any work starts.
-        self.train_base = open_dataset(cfg.data, "train", cfg.digits_size)
-        self.val_base = open_dataset(cfg.data, "val", cfg.digits_size)
+        if datasets is None:
+            datasets = open_dataset(cfg.data, "train", cfg.digits_size), open_dataset(cfg.data, "val", cfg.digits_size)
+        self.train_base, self.val_base = datasets
         self.classes = list(self.train_base.classes)
         if list(self.val_base.classes) != self.classes:
             raise ValueError(f"{cfg.data}: the validation classes differ from the training classes")
