@@ -125,3 +125,19 @@ def test_verdict_within_the_noise_is_not_resolved(tmp_path: Path) -> None:
         "A 40.0% vs D 39.0% (seed means)" in text
     )
     assert "the gap, 1.0 points, is within the noise of ±4.4" in text
+
+
+def test_ensemble_verdict_counts_each_ensemble(tmp_path: Path) -> None:
+    metrics = tmp_path / "metrics"
+    metrics.mkdir()
+    for name, model, top1 in (("D", "D", 40.0), ("E", "E", 41.0), ("D-jit", "D", 36.0), ("E-jit", "E", 37.0)):
+        (metrics / f"{name}.json").write_text(json.dumps(fake_run(name, model, top1)))
+    for ens, members, fused in (("D+E", ["D", "E"], 35.0), ("D-jit+E-jit", ["D-jit", "E-jit"], 36.0)):
+        record = {"members": members, **{k: {"top1": fused, "top5": 2.0} for k in report.METHODS}}
+        (metrics / f"ensemble_{ens}.json").write_text(json.dumps(record))
+    text = report.write_report(metrics, tmp_path).read_text()
+    # members' fused errors are top1 - 2: D 38, E 39, D-jit 34, E-jit 35; only D+E (35 < 38) beats its best member
+    assert (
+        "**The ensemble beats single nets**: holds for 1 of 2 — D+E fused 35.0% vs best member fused 38.0%; "
+        "D-jit+E-jit fused 36.0% vs best member fused 34.0%." in text
+    )
