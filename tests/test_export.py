@@ -5,6 +5,7 @@ import onnxruntime as ort
 import pytest
 import torch
 
+from helpers import randomize_bn
 from vggnet import build
 from vggnet.cli import main
 from vggnet.export import DenseVGG, export_onnx, export_program, export_weights, verify_export
@@ -17,14 +18,7 @@ RTOL = 1e-4
 
 def small(name: str = "D_bn", head: str = "fc") -> torch.nn.Module:
     """A narrow VGG with non-trivial BatchNorm statistics, so folding is really exercised."""
-    model = build(name, width=1 / 16, num_classes=5, head=head).eval()
-    for m in model.modules():
-        if isinstance(m, torch.nn.BatchNorm2d):
-            m.running_mean.uniform_(-0.1, 0.1)
-            m.running_var.uniform_(0.5, 1.5)
-            m.weight.data.uniform_(0.5, 1.5)
-            m.bias.data.uniform_(-0.1, 0.1)
-    return model
+    return randomize_bn(build(name, width=1 / 16, num_classes=5, head=head).eval(), shift=0.1)
 
 
 def assert_close(got: torch.Tensor, ref: torch.Tensor) -> None:

@@ -5,6 +5,7 @@ import torch
 import torchvision
 from torch import nn
 
+from helpers import randomize_bn
 from vggnet import build
 from vggnet.configs import CONFIGS
 from vggnet.optimize import fold_batchnorm, optimize_for_inference, quantize_int8
@@ -15,14 +16,7 @@ FOLD_RTOL = 1e-5
 
 
 def with_bn_statistics(model: nn.Module) -> nn.Module:
-    """Non-trivial running statistics and affine parameters, so BN is not the identity."""
-    for m in model.modules():
-        if isinstance(m, nn.BatchNorm2d):
-            m.running_mean.uniform_(-0.2, 0.2)
-            m.running_var.uniform_(0.3, 2.0)
-            m.weight.data.uniform_(0.5, 1.5)
-            m.bias.data.uniform_(-0.2, 0.2)
-    return model
+    return randomize_bn(model, var=(0.3, 2.0))
 
 
 def max_rel_error(got: torch.Tensor, ref: torch.Tensor) -> float:

@@ -16,6 +16,7 @@ import torch.nn.functional as F
 import torchvision.models.vgg as tvvgg
 from torch import nn
 
+from helpers import randomize_bn
 from vggnet import build
 from vggnet.cli import main
 from vggnet.data import Preprocessing
@@ -35,17 +36,6 @@ from vggnet.weights import (
 
 W = 1 / 16  # channel widths 4 ... 32, FC 256
 X = torch.rand(2, 3, 64, 64)  # 0-1 RGB; the fc head pools any map to 7x7
-
-
-def randomize_bn(model: nn.Module) -> nn.Module:
-    """Non-trivial BN statistics and affine parameters, so a lost BN tensor changes the output."""
-    for m in model.modules():
-        if isinstance(m, nn.BatchNorm2d):
-            m.running_mean.uniform_(-0.2, 0.2)
-            m.running_var.uniform_(0.5, 1.5)
-            m.weight.data.uniform_(0.5, 1.5)
-            m.bias.data.uniform_(-0.2, 0.2)
-    return model
 
 
 def logits(model: nn.Module, x: torch.Tensor = X) -> torch.Tensor:
