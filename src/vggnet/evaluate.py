@@ -148,12 +148,22 @@ def for_evaluation(model: VGG) -> VGG:
     return model.eval().to(memory_format=torch.channels_last)
 
 
-def load_networks(plan: Plan, device: str | torch.device = "cpu") -> list[Network]:
-    """Load every planned network onto `device`, prepared by `for_evaluation`."""
+def load_networks(plan: Plan, device: str | torch.device = "cpu", fast: bool = False) -> list[Network]:
+    """Load every planned network onto `device`, prepared by `for_evaluation`.
+
+    `fast` folds BatchNorm into the convs and, on the CPU, runs the 3x3 convs where it pays as Winograd
+    layers (`vggnet.winograd`); other devices keep their own convolution library.
+    """
+    from .optimize import fold_batchnorm
+    from .winograd import winogradify
+
     networks = []
     for f, _, scales in plan:
         model, meta = load_weights(f)
-        networks.append(Network(str(f), for_evaluation(model).to(device), meta, scales))
+        model = for_evaluation(fold_batchnorm(model) if fast else model).to(device)
+        if fast and torch.device(device).type == "cpu":
+            model.features = winogradify(model.features)
+        networks.append(Network(str(f), model, meta, scales))
     return networks
 
 
@@ -445,7 +455,7 @@ def evaluate(
         dataset, data_spec = data_spec, type(data_spec).__name__
     classes = list(dataset.classes)
     check_classes(plan, len(classes), f"data {data_spec!r} ({cfg.split})")
-    networks = load_networks(plan, device)
+    networks = load_networks(plan, device, cfg.fast)
     for net in networks:
         if net.meta.class_names and list(net.meta.class_names) != classes:
             report(f"warning: {net.source}: class names differ from the data's; classes are matched by index")
@@ -672,7 +682,7 @@ def predict(
     check_config(cfg)
     if top < 1:
         raise ValueError(f"top must be at least 1, got {top}")
-    networks = load_networks(read_networks(weights_or_runs, cfg.scales), pick_device(cfg.device))
+    networks = load_networks(read_networks(weights_or_runs, cfg.scales), pick_device(cfg.device), cfg.fast)
     names = class_names_of(networks[0].meta)
     all_scales = sorted({q for n in networks for q in n.scales})
     predictions, skipped = [], []

@@ -81,16 +81,25 @@ class InferenceVGG(nn.Module):
 
 
 def optimize_for_inference(
-    model: VGG, *, channels_last: bool = True, fold_bn: bool = True, compile: bool = False
+    model: VGG, *, channels_last: bool = True, fold_bn: bool = True, winograd: bool = False, compile: bool = False
 ) -> InferenceVGG:
-    """The fast fp32 path for prediction: eval mode, BN folded, channels-last, optionally torch.compile.
+    """The fast fp32 path for prediction: eval mode, BN folded, channels-last, optionally Winograd and torch.compile.
 
-    The input model is not modified. Compilation happens on the first call of each new input shape.
+    `winograd` runs the 3x3 convs where it pays (`vggnet.winograd.worth_it`) as Winograd F(4x4, 3x3) /
+    F(2x2, 3x3) layers: 2.25-4x fewer multiplications, outputs equal to the direct convs within about
+    1e-5 of their scale (fp32). It needs channels-last. The input model is not modified. Compilation
+    happens on the first call of each new input shape.
     """
+    if winograd and not channels_last:
+        raise ValueError("winograd=True needs channels_last=True (its layers read and write NHWC memory)")
     base = fold_batchnorm(model) if fold_bn else copy.deepcopy(model)
     base.eval().requires_grad_(False)
     if channels_last:
         base = base.to(memory_format=torch.channels_last)
+    if winograd:
+        from .winograd import winogradify
+
+        base.features = winogradify(base.features)
     return InferenceVGG(base, channels_last, compile)
 
 
