@@ -1,7 +1,7 @@
 """Training step (forward, backward, SGD momentum 0.9 + weight decay 5e-4, cross-entropy): ours vs torchvision's VGG.
 
-Ours: vggnet.train.Trainer.train_step (the code `vggnet train` runs) on the model build_model makes and the
-optimiser Trainer sets up. Baseline: a plain loop over torchvision's VGG with the same weights (its
+Ours: vggnet.train.Trainer.train_step (the code `vggnet train` runs) on the model build_model makes, in the
+memory format and with the optimiser Trainer sets up (by default channels-last, fused SGD: `train.sgd`). Baseline: a plain loop over torchvision's VGG with the same weights (its
 state_dict loaded into ours with strict=True), the same optimiser settings and the same batches.
 Two networks: the demo's (A, width 1/8, 32x32 crops, 10 classes, batch 32) and VGG-11 (A) at 224, batch 8.
 Run: PYTHONPATH=src python benchmarks/train_step.py   (about 3 minutes on 2 cores)
@@ -23,7 +23,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import interleaved, machine, machine_line, median, publish  # noqa: E402
 
 from vggnet.configs import TrainConfig  # noqa: E402
-from vggnet.train import SUMS, Trainer, build_model  # noqa: E402
+from vggnet.train import SUMS, Trainer, build_model, sgd  # noqa: E402
 
 
 def torchvision_twin(ours: torch.nn.Module) -> torch.nn.Module:
@@ -57,8 +57,9 @@ def stepper(cfg: TrainConfig, classes: int) -> Trainer:
     t.cfg, t.device, t.ddp = cfg, torch.device("cpu"), None
     t.model = build_model(cfg, classes)
     t.fmt = torch.channels_last if cfg.channels_last else torch.contiguous_format
+    t.model.to(memory_format=t.fmt)  # as Trainer.__init__ places it
     t.net = t.model
-    t.optimizer = torch.optim.SGD(t.model.parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+    t.optimizer = sgd(t.model, cfg, t.device)
     t.scaler = torch.amp.GradScaler("cpu", enabled=False)
     t.sums, t.reported = dict.fromkeys(SUMS, 0.0), set()
     t.train_base = t.val_base = None  # only named when an image is unreadable; none are here
