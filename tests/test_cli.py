@@ -59,10 +59,16 @@ def test_field_comments_join_wrapped_lines_and_skip_section_comments():
     import dataclasses
 
     from vggnet.cli import field_comments
-    from vggnet.configs import TrainConfig
+    from vggnet.configs import EvalConfig, TrainConfig
 
     comments = field_comments(TrainConfig)
     assert comments["data"].startswith('"digits" (built in), an image folder')
     assert comments["init_std"].startswith("std of the paper's init at width 1")  # wrapped by the formatter
     assert "lr" not in comments and not any("-- data" in c for c in comments.values())
     assert set(comments) <= {f.name for f in dataclasses.fields(TrainConfig)}
+    # a comment block right above a field is its help too, joined before its trailing comment
+    assert comments["channels_last"].startswith("NHWC activations and weights: 1.3x faster training steps")
+    evals = field_comments(EvalConfig)
+    assert evals["scales"].startswith('Test scales Q (shorter image side), posteriors averaged across them: "paper"')
+    assert evals["scales"].endswith('or explicit values such as "256,384,512".')
+    assert evals["fast"].startswith("CPU speed: BatchNorm folded") and "Test scales" not in evals["fast"]

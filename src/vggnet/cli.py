@@ -24,12 +24,17 @@ from .configs import HEADS, EvalConfig, ModelConfig, config_names
 
 
 def field_comments(cls: type) -> dict[str, str]:
-    """The trailing `# comment` of each field in a dataclass's source, by field name ({} without source)."""
+    """The `# comment` of each field in a dataclass's source, by field name ({} without source).
+
+    A field's comment is the block of comment lines right above it (section rules `# -- ...` excluded)
+    followed by its trailing comment.
+    """
     try:
         source = textwrap.dedent(inspect.getsource(cls))
     except (OSError, TypeError):
         return {}
     names = {f.name for f in dataclasses.fields(cls)}
+    lines = source.splitlines()
     comments: dict[str, list[str]] = {}
     current, line_start, previous = None, True, None
     for tok in tokenize.generate_tokens(io.StringIO(source).readline):
@@ -39,11 +44,22 @@ def field_comments(cls: type) -> dict[str, str]:
             comments[current].append(tok.string.lstrip("#").strip())
         elif tok.type == tokenize.OP and tok.string == ":" and previous is not None and previous.string in names:
             current = previous.string
-            comments.setdefault(current, [])
+            comments.setdefault(current, _comments_above(lines, previous.start[0] - 1))
         if tok.type not in (tokenize.NEWLINE, tokenize.NL, tokenize.COMMENT, tokenize.INDENT, tokenize.DEDENT):
             previous = tok if line_start else None
             line_start = False
     return {name: " ".join(text) for name, text in comments.items() if text}
+
+
+def _comments_above(lines: list[str], index: int) -> list[str]:
+    """The comment lines directly above line `index` (0-based), top first, without their '#'."""
+    block: list[str] = []
+    for line in reversed(lines[:index]):
+        text = line.strip()
+        if not text.startswith("#") or text.startswith("# --"):
+            break
+        block.insert(0, text.lstrip("#").strip())
+    return block
 
 
 def add_dataclass_args(parser: argparse.ArgumentParser, cls: type, skip: Sequence[str] = ()) -> None:
