@@ -70,7 +70,9 @@ def test_tile_choice():
 
 
 def test_errors():
-    with pytest.raises(ValueError, match=r"3x3 conv with stride 1, padding 1, groups 1; got kernel \(3, 3\), stride \(2, 2\)"):
+    with pytest.raises(
+        ValueError, match=r"3x3 conv with stride 1, padding 1, groups 1; got kernel \(3, 3\), stride \(2, 2\)"
+    ):
         WinogradConv2d(nn.Conv2d(8, 8, 3, stride=2, padding=1))
     with pytest.raises(ValueError, match="dilation 1"):
         WinogradConv2d(nn.Conv2d(8, 8, 3, padding=1, dilation=2))
@@ -118,6 +120,8 @@ def test_evaluate_fast_gives_the_same_posteriors(tmp_path):
     plain = ev.evaluate([w], "digits", base, progress=False)
     fast = ev.evaluate([w], "digits", EvalConfig(**{**base.__dict__, "fast": True}), progress=False)
     nets = ev.load_networks(ev.read_networks([w], "paper"), "cpu", fast=True)
-    assert sum(isinstance(m, WinogradConv2d) for m in nets[0].model.features) == 4  # conv4_1 (64 -> 128), conv4_2, conv5_1, conv5_2
+    assert (
+        sum(isinstance(m, WinogradConv2d) for m in nets[0].model.features) == 4
+    )  # conv4_1 (64 -> 128), conv4_2, conv5_1, conv5_2
     assert not any(isinstance(m, nn.BatchNorm2d) for m in nets[0].model.modules())
     torch.testing.assert_close(fast.probs, plain.probs, rtol=0, atol=1e-5)
