@@ -67,13 +67,31 @@ def test_report_tables_verdicts_and_seeds(tmp_path: Path) -> None:
     assert "| A | A, A-s1, A-s2 | 42.0 ± 2.0 (n=3) |" in text  # seeds: mean ± sample std
     assert "**Deeper is better (A -> D/E)**: holds" in text
     # noise: A's seeds 40, 42, 44 (std 2) against one A-LRN run: 2 x 2 x sqrt(1 + 1/3) = 4.6 points
-    assert "**LRN does not help**: does not hold here — A-LRN 35.0% vs A 42.0% (mean of 3 seeds" in text
+    assert "**LRN does not help**: does not hold here — A-LRN 35.0% vs A 42.0% (means of 1 and 3 seeds" in text
     assert "noise of ±4.6 points" in text
     assert "**Jittered training beats fixed S**: does not hold here" in text
     assert "better for 4 of 4 nets" in text  # A, A-LRN, D, D-jit: multi-scale 1 point better
     assert "**The ensemble beats single nets**: holds — D+E fused 30.0% vs best member fused 33.0%" in text
-    assert "--only B,C,E,C-jit,E-jit,D-glorot,D-s1,D-s2,D-jit-s1,D-jit-s2" in text
+    assert "--only B,C,E,C-jit,E-jit,D-glorot,A-LRN-s1,A-LRN-s2,D-s1,D-s2,D-jit-s1,D-jit-s2" in text
     assert (tmp_path / "curves.png").stat().st_size > 0 and (tmp_path / "methods.png").stat().st_size > 0
+
+
+@pytest.mark.parametrize(
+    ("lrn_errors", "expected"),
+    [
+        # A 40, 42, 44 vs A-LRN 35, 37, 39: 5 points better, noise 2 x sqrt(4/3 + 4/3) = 3.3
+        ((35.0, 37.0, 39.0), "does not hold here — A-LRN 37.0% vs A 42.0% (means of 3 and 3 seeds"),
+        # A-LRN 39, 41, 43: 1 point better, within the noise: the null claim stands
+        ((39.0, 41.0, 43.0), "holds — A-LRN 41.0% vs A 42.0% (means of 3 and 3 seeds"),
+    ],
+)
+def test_lrn_verdict_uses_both_seed_means(lrn_errors, expected) -> None:
+    runs = {n: fake_run(n, "A", e) for n, e in (("A", 40.0), ("A-s1", 42.0), ("A-s2", 44.0))}
+    for name, e in zip(("A-LRN", "A-LRN-s1", "A-LRN-s2"), lrn_errors, strict=True):
+        runs[name] = fake_run(name, "A-LRN", e)
+    text = "\n".join(report.verdicts(runs, {}))
+    assert f"**LRN does not help**: {expected}; the claim holds unless A-LRN is better" in text
+    assert "noise of ±3.3 points" in text
 
 
 def test_report_with_no_metrics_says_what_is_missing(tmp_path: Path) -> None:

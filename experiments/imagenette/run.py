@@ -98,7 +98,7 @@ class Run:
         )
 
 
-EPOCHS, DEEP_EPOCHS, TUNE_EPOCHS = 16, 10, 3  # the grid: 155 epochs, about 70 min on the quiet 2-core CPU
+EPOCHS, DEEP_EPOCHS, TUNE_EPOCHS = 16, 10, 3  # the grid: 187 epochs, about 90 min on the quiet 2-core CPU
 
 
 def _grid() -> list[Run]:
@@ -120,6 +120,8 @@ def _grid() -> list[Run]:
             Run(f"D-s{seed}", "D", DEEP_EPOCHS, init_from=f"A-s{seed}", seed=seed),
             Run(f"D-jit-s{seed}", "D", TUNE_EPOCHS, init_from=f"D-s{seed}", jitter=True, seed=seed),
         ]
+    # LRN's verdict rested on one A-LRN run against A's three seeds: A-LRN gets seeds of its own
+    runs += [Run(f"A-LRN-s{seed}", "A-LRN", EPOCHS, init=A_INIT, seed=seed) for seed in (1, 2)]
     return runs
 
 
