@@ -182,7 +182,10 @@ centre crop at Q = 73 of all 3,925 photos, no flip.
 memory-mapped (`runs/imagenette/cache`, never committed); every rescale to S or Q starts from that copy. The mean \
 RGB and the PCA of pixel colours (for the colour shift) come from the training photos at 73x73.
 - **Machine**: this project's 2-core Intel Xeon CPU, no GPU; times below are wall times, with the author's other \
-work (tests, benchmarks) sometimes running beside the grid.
+work (tests, benchmarks) sometimes running beside the grid. A-LRN-s1 and A-LRN-s2 ran later (session 3), A-LRN-s1 \
+with the NCHW training of the rest of the grid and stopped (SIGSTOP) while benchmarks ran, which its 23.7 minutes \
+include; A-LRN-s2 with `vggnet train`'s newer channels-last default and fused SGD (the same arithmetic up to \
+float rounding, 1.3x faster a step).
 
 """
 
