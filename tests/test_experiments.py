@@ -35,7 +35,7 @@ def fake_run(name: str, model: str, top1: float, jitter: bool = False, init_from
     return {
         "name": name,
         "run": {"name": name, "model": model, "init_from": init_from},
-        "config": {"model": model, "init": "glorot", "lr": 0.01, "scale": [37, 73] if jitter else [37]},
+        "config": {"model": model, "width": 0.125, "init": "glorot", "lr": 0.01, "scale": [37, 73] if jitter else [37]},
         "train_seconds": 120.0,
         "history": [{"epoch": 1, "val_top1": top1 + 3}, {"epoch": 2, "val_top1": top1 + 1}],
         "evals": evals,
@@ -65,6 +65,7 @@ def test_report_tables_verdicts_and_seeds(tmp_path: Path) -> None:
     assert "| D-jit | [37;73] | 37,55,73 | 36.0 / 4.0 | 37.0 / 5.0 | 24.8 / 7.5 |" in text  # Table 4
     assert "| B | | | not run yet | |" in text
     assert "| A | A, A-s1, A-s2 | 42.0 ± 2.0 (n=3) |" in text  # seeds: mean ± sample std
+    assert "| A-s1 | A | 1/8 | glorot | — | 37 | 2 | 0.01 | 2.0 |" in text  # runs and times, with the width
     assert "**Deeper is better (A -> D/E)**: holds" in text
     # noise: A's seeds 40, 42, 44 (std 2) against one A-LRN run: 2 x 2 x sqrt(1 + 1/3) = 4.6 points
     assert "**LRN does not help**: does not hold here — A-LRN 35.0% vs A 42.0% (means of 1 and 3 seeds" in text

@@ -357,19 +357,24 @@ def _f(v: float | None) -> str:
     return "—" if v is None else f"{v:.1f}"
 
 
+def _width(w: float | None) -> str:
+    """1/8 for 0.125; '?' when a record predates the field."""
+    return "?" if w is None else (f"1/{round(1 / w)}" if w < 1 and abs(1 / w - round(1 / w)) < 1e-9 else f"{w:g}")
+
+
 def times_table(runs: dict[str, dict[str, Any]]) -> list[str]:
     """Wall time, epochs, init and best per-epoch validation error of each run."""
     lines = [
-        "| run | config | init | from | train S | epochs | lr | train time (min) | eval time (min) "
+        "| run | config | width | init | from | train S | epochs | lr | train time (min) | eval time (min) "
         "| best epoch val top-1 (%) |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for name, r in runs.items():
         c, h = r["config"], r["history"]
         ev = sum(e.get("seconds", 0) for e in r["evals"].values()) / 60
         best = min(x["val_top1"] for x in h) if h else float("nan")
         lines.append(
-            f"| {name} | {c['model']} | {c['init']} | {r['run'].get('init_from') or '—'} | {_scales(r)} "
+            f"| {name} | {c['model']} | {_width(c.get('width'))} | {c['init']} | {r['run'].get('init_from') or '—'} | {_scales(r)} "
             f"| {len(h)} | {c['lr']:g} | {r['train_seconds'] / 60:.1f} | {ev:.1f} | {best:.1f} |"
         )
     return lines
