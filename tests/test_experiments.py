@@ -66,6 +66,9 @@ def test_report_tables_verdicts_and_seeds(tmp_path: Path) -> None:
     assert "| B | | | not run yet | |" in text
     assert "| A | A, A-s1, A-s2 | 42.0 ± 2.0 (n=3) |" in text  # seeds: mean ± sample std
     assert "| A-s1 | A | 1/8 | glorot | — | 37 | 2 | 0.01 | 2.0 |" in text  # runs and times, with the width
+    # the width probes: A-LRN at 1/8 has run, the wider ones not yet
+    assert "| A-LRN | 1/8 | 37 | 2 | 2.0 | 35.0 / 5.0 | 34.0 / 4.0 | 34.5 / 4.5 | 33.0 / 3.0 |" in text
+    assert "| A-LRN-w2 | | | | | not run yet | not run yet | not run yet | not run yet |" in text
     assert "**Deeper is better (A -> D/E)**: holds" in text
     # noise: A's seeds 40, 42, 44 (std 2) against one A-LRN run: 2 x 2 x sqrt(1 + 1/3) = 4.6 points
     assert "**LRN does not help**: does not hold here — A-LRN 35.0% vs A 42.0% (means of 1 and 3 seeds" in text

@@ -41,6 +41,7 @@ METHODS = {
     "fusion": "dense + multi-crop",
 }
 MAIN = ["A", "A-LRN", "B", "C", "D", "E", "C-jit", "D-jit", "E-jit", "D-glorot"]
+WIDTH_PROBES = ["A-LRN", "A-LRN-w4", "A-LRN-w4-jit", "A-LRN-w2"]  # the best configuration at growing width
 COMMAND = "PYTHONPATH=src python experiments/imagenette/run.py"
 
 
@@ -357,6 +358,25 @@ def _f(v: float | None) -> str:
     return "—" if v is None else f"{v:.1f}"
 
 
+def width_table(runs: dict[str, dict[str, Any]]) -> list[str]:
+    """The best configuration at each width: top-1 / top-5 error of every evaluation method."""
+    lines = [
+        "| run | width | train S | epochs | train time (min) | " + " | ".join(METHODS.values()) + " |",
+        "|---|---|---|---|---|" + "---|" * len(METHODS),
+    ]
+    for name in WIDTH_PROBES:
+        r = runs.get(name)
+        if r is None:
+            lines.append(f"| {name} | | | | | " + " | ".join(["not run yet"] * len(METHODS)) + " |")
+            continue
+        cells = [_pair(_err(r, key)) for key in METHODS]
+        lines.append(
+            f"| {name} | {_width(r['config'].get('width'))} | {_scales(r)} | {len(r['history'])} "
+            f"| {r['train_seconds'] / 60:.1f} | " + " | ".join(cells) + " |"
+        )
+    return lines
+
+
 def _width(w: float | None) -> str:
     """1/8 for 0.125; '?' when a record predates the field."""
     return "?" if w is None else (f"1/{round(1 / w)}" if w < 1 and abs(1 / w - round(1 / w)) < 1e-9 else f"{w:g}")
@@ -503,6 +523,10 @@ def write_report(metrics_dir: str | Path, out_dir: str | Path, preamble: str = "
         "## Seeds: the key comparisons, mean ± sample std of top-1 error (%)",
         "",
         *seeds_table(runs),
+        "",
+        "## Width: the best configuration (A-LRN) at 2x and 4x the width, outside the verdicts",
+        "",
+        *width_table(runs),
         "",
         "## Runs and times",
         "",

@@ -123,9 +123,13 @@ def _grid() -> list[Run]:
         ]
     # LRN's verdict rested on one A-LRN run against A's three seeds: A-LRN gets seeds of its own
     runs += [Run(f"A-LRN-s{seed}", "A-LRN", EPOCHS, init=A_INIT, seed=seed) for seed in (1, 2)]
-    # Outside the verdicts: the best configuration at twice the width (4x the multiply-adds), a measure of how
-    # far width alone moves the best single net towards the 20% bar at the same epochs.
-    runs.append(Run("A-LRN-w4", "A-LRN", EPOCHS, init=A_INIT, width=1 / 4))
+    # Outside the verdicts: the best configuration at 2x and 4x the width (4x and 16x the multiply-adds), and
+    # jittered at 2x: how far width moves the best single net towards the 20% bar at the same epochs.
+    runs += [
+        Run("A-LRN-w4", "A-LRN", EPOCHS, init=A_INIT, width=1 / 4),
+        Run("A-LRN-w4-jit", "A-LRN", TUNE_EPOCHS, init_from="A-LRN-w4", jitter=True, width=1 / 4),
+        Run("A-LRN-w2", "A-LRN", EPOCHS, init=A_INIT, width=1 / 2),
+    ]
     return runs
 
 
@@ -185,6 +189,9 @@ centre crop at Q = 73 of all 3,925 photos, no flip.
 - **Data**: the photos (224x224 JPEGs) are decoded once, rescaled to 146x146 (the largest S and Q) and \
 memory-mapped (`runs/imagenette/cache`, never committed); every rescale to S or Q starts from that copy. The mean \
 RGB and the PCA of pixel colours (for the colour shift) come from the training photos at 73x73.
+- **Width probes** (outside the verdicts): the best configuration, A-LRN, again at width 1/4 (A-LRN-w4, 4x the \
+multiply-adds; and its jittered fine-tune A-LRN-w4-jit) and 1/2 (A-LRN-w2, 16x), with the same recipe and epochs: \
+how far width alone moves the best single net towards the issue's 20% bar.
 - **Machine**: this project's 2-core Intel Xeon CPU, no GPU; times below are wall times, with the author's other \
 work (tests, benchmarks) sometimes running beside the grid. A-LRN-s1 and A-LRN-s2 ran later (session 3), A-LRN-s1 \
 with the NCHW training of the rest of the grid and stopped (SIGSTOP) while benchmarks ran, which its 23.7 minutes \
