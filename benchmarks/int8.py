@@ -308,7 +308,8 @@ def markdown(r: dict) -> str:
             "",
         ]
     lines += [
-        "FC8 (the class layer, 0.1% of VGG16's MACs) stays in float (`keep_last_fp32`); every other layer is int8.",
+        "conv1_1 (on the raw image, 0.6% of VGG16's MACs) and FC8 (the class layer, 0.1%) stay in float",
+        "(`keep_first_fp32`, `keep_last_fp32`); every other layer is int8.",
         "",
     ]
     return "\n".join(lines)

@@ -93,8 +93,8 @@ def test_optimize_with_compile_matches_eval_model():
 INT8_RTOL = 0.1
 
 
-# Every weight layer of configuration A becomes an int8 module, ReLU fused where one follows; FC8 stays float
-# unless keep_last_fp32=False.
+# Every weight layer of configuration A becomes an int8 module, ReLU fused where one follows; conv1_1 and FC8
+# stay float unless keep_first_fp32 / keep_last_fp32 are False.
 INT8_LAYERS = {
     "fc": {"ConvReLU2d": 8, "LinearReLU": 2},
     "conv": {"ConvReLU2d": 8 + 2},  # FC6, FC7 as convs with ReLU
@@ -102,19 +102,24 @@ INT8_LAYERS = {
 INT8_LAST = {"fc": "Linear", "conv": "Conv2d"}
 
 
-@pytest.mark.parametrize("keep_last_fp32", [True, False])
+@pytest.mark.parametrize(("keep_first_fp32", "keep_last_fp32"), [(True, True), (False, True), (False, False)])
 @pytest.mark.parametrize("head", ["fc", "conv"])
-def test_quantize_int8_is_int8_and_close_to_fp32(head, keep_last_fp32):
+def test_quantize_int8_is_int8_and_close_to_fp32(head, keep_first_fp32, keep_last_fp32):
     model = with_bn_statistics(build("A_bn", width=1 / 8, num_classes=6, head=head, input_size=64)).eval()
     calibration = [torch.randn(4, 3, 64, 64) for _ in range(3)]
-    q = quantize_int8(model, calibration, keep_last_fp32=keep_last_fp32)
+    q = quantize_int8(model, calibration, keep_first_fp32=keep_first_fp32, keep_last_fp32=keep_last_fp32)
     # quantized modules with int8 weights (the packed weight is read back through .weight())
     weights = [m for m in q.modules() if ".quantized" in type(m).__module__ and callable(getattr(m, "weight", None))]
-    expected = Counter(INT8_LAYERS[head]) + Counter({} if keep_last_fp32 else {INT8_LAST[head]: 1})
+    expected = (
+        Counter(INT8_LAYERS[head])
+        - Counter({"ConvReLU2d": int(keep_first_fp32)})
+        + Counter({} if keep_last_fp32 else {INT8_LAST[head]: 1})
+    )
     assert Counter(type(m).__name__ for m in weights) == expected
     assert all(m.weight().dtype == torch.qint8 for m in weights)
     float_layers = [m for m in q.modules() if type(m) in (torch.nn.Linear, torch.nn.Conv2d)]
-    assert [m.out_features if head == "fc" else m.out_channels for m in float_layers] == [6] * keep_last_fp32
+    sizes = [m.out_features if isinstance(m, torch.nn.Linear) else m.out_channels for m in float_layers]
+    assert sizes == [8] * keep_first_fp32 + [6] * keep_last_fp32  # conv1_1 has 64 / 8 channels
     x = torch.randn(4, 3, 64, 64)
     with torch.no_grad():
         ref = model(x)
