@@ -191,7 +191,9 @@ memory-mapped (`runs/imagenette/cache`, never committed); every rescale to S or 
 RGB and the PCA of pixel colours (for the colour shift) come from the training photos at 73x73.
 - **Width probes** (outside the verdicts): the best configuration, A-LRN, again at width 1/4 (A-LRN-w4, 4x the \
 multiply-adds; and its jittered fine-tune A-LRN-w4-jit) and 1/2 (A-LRN-w2, 16x), with the same recipe and epochs: \
-how far width alone moves the best single net towards the issue's 20% bar.
+how far width alone moves the best single net towards the issue's 20% bar. The plateau rule decides when the \
+learning rate drops: A-LRN-w4's dropped after epoch 12 (val top-1 41.7% -> 31.9% the next epoch), A-LRN-w2's \
+never did in its 16 epochs (still improving at epoch 14), so the wider net stopped before its schedule ran out.
 - **Machine**: this project's 2-core Intel Xeon CPU, no GPU; times below are wall times, with the author's other \
 work (tests, benchmarks) sometimes running beside the grid. A-LRN-s1 and A-LRN-s2 ran later (session 3), A-LRN-s1 \
 with the NCHW training of the rest of the grid and stopped (SIGSTOP) while benchmarks ran, which its 23.7 minutes \
