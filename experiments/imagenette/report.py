@@ -41,7 +41,15 @@ METHODS = {
     "fusion": "dense + multi-crop",
 }
 MAIN = ["A", "A-LRN", "B", "C", "D", "E", "C-jit", "D-jit", "E-jit", "D-glorot"]
-WIDTH_PROBES = ["A-LRN", "A-LRN-w4", "A-LRN-w4-jit", "A-LRN-w2"]  # the best configuration at growing width
+WIDTH_PROBES = [
+    "A-LRN",
+    "A-LRN-w4",
+    "A-LRN-w4-jit",
+    "A-LRN-w2",
+    "A-LRN-w1",
+    "A-LRN-w1-e32",
+    "D-w1-e32",
+]  # the best configuration at growing width (and D at full width)
 COMMAND = "PYTHONPATH=src python experiments/imagenette/run.py"
 
 
@@ -524,7 +532,7 @@ def write_report(metrics_dir: str | Path, out_dir: str | Path, preamble: str = "
         "",
         *seeds_table(runs),
         "",
-        "## Width: the best configuration (A-LRN) at 2x and 4x the width, outside the verdicts",
+        "## Width: the best configuration (A-LRN) at 2x, 4x and 8x the width (8x: on a GPU), outside the verdicts",
         "",
         *width_table(runs),
         "",

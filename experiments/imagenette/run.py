@@ -129,6 +129,10 @@ def _grid() -> list[Run]:
         Run("A-LRN-w4", "A-LRN", EPOCHS, init=A_INIT, width=1 / 4),
         Run("A-LRN-w4-jit", "A-LRN", TUNE_EPOCHS, init_from="A-LRN-w4", jitter=True, width=1 / 4),
         Run("A-LRN-w2", "A-LRN", EPOCHS, init=A_INIT, width=1 / 2),
+        # full width: run on a GPU (`--workers 8`), from photos pre-shrunk to 84 px so they could travel to it
+        Run("A-LRN-w1", "A-LRN", EPOCHS, init=A_INIT, width=1),
+        Run("A-LRN-w1-e32", "A-LRN", 2 * EPOCHS, init=A_INIT, width=1),  # room for both LR drops
+        Run("D-w1-e32", "D", 2 * EPOCHS, init="glorot", width=1),  # depth at full width, Glorot as D-glorot
     ]
     return runs
 
@@ -194,6 +198,13 @@ multiply-adds; and its jittered fine-tune A-LRN-w4-jit) and 1/2 (A-LRN-w2, 16x),
 how far width alone moves the best single net towards the issue's 20% bar. The plateau rule decides when the \
 learning rate drops: A-LRN-w4's dropped after epoch 12 (val top-1 41.7% -> 31.9% the next epoch), A-LRN-w2's \
 never did in its 16 epochs (still improving at epoch 14), so the wider net stopped before its schedule ran out.
+- **Full width on a GPU** (outside the verdicts): A-LRN-w1 (16 epochs), A-LRN-w1-e32 and D-w1-e32 (up to 32 \
+epochs: room for both LR drops; both stopped at 29, plateaued after the second) trained on one NVIDIA H100 lent \
+for a few minutes (`run.py --only ... --data .gpudata --workers 8`, fp32, same recipe otherwise). Only 64 MiB could \
+travel to it, so the photos went as copies shrunk to 84x84 (JPEG quality 85, 42 MB), upscaled to the 146-pixel \
+cache there: every fixed-S scale (S = 73, Q = 64-82) is below 84 pixels, so these runs see nearly what the CPU \
+runs see, and no jittered run was made from them. Their per-run probabilities stayed on the GPU machine, so they \
+are in no ensemble.
 - **Machine**: this project's 2-core Intel Xeon CPU, no GPU; times below are wall times, with the author's other \
 work (tests, benchmarks) sometimes running beside the grid. A-LRN-s1 and A-LRN-s2 ran later (session 3), A-LRN-s1 \
 with the NCHW training of the rest of the grid and stopped (SIGSTOP) while benchmarks ran, which its 23.7 minutes \
@@ -367,7 +378,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--root", default=str(REPO / "runs" / "imagenette"), help="where the runs go")
     p.add_argument("--out", default=str(HERE), help="where metrics/, RESULTS.md and the plots go")
     p.add_argument("--limit", type=int, default=EVAL_LIMIT, help="evaluate this many validation images (0: all)")
+    p.add_argument("--workers", type=int, default=BASE["workers"], help="data-loading processes per run")
     args = p.parse_args(argv)
+    BASE["workers"] = args.workers
 
     sys.path.insert(0, str(HERE))
     import report
