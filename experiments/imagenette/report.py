@@ -48,7 +48,9 @@ WIDTH_PROBES = [
     "A-LRN-w2",
     "A-LRN-w1",
     "A-LRN-w1-e32",
+    "A-LRN-w1-e32-r2",
     "D-w1-e32",
+    "D-w1-e32-r2",
 ]  # the best configuration at growing width (and D at full width)
 COMMAND = "PYTHONPATH=src python experiments/imagenette/run.py"
 
@@ -524,7 +526,7 @@ def write_report(metrics_dir: str | Path, out_dir: str | Path, preamble: str = "
         "",
         *table5(runs),
         "",
-        "## Table 6: ensembles (posteriors of D and E averaged)",
+        "## Table 6: ensembles (posteriors of the members averaged)",
         "",
         *table6(ensembles),
         "",
