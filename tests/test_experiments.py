@@ -163,3 +163,23 @@ def test_ensemble_verdict_counts_each_ensemble(tmp_path: Path) -> None:
         "**The ensemble beats single nets**: holds for 1 of 2 — D+E fused 35.0% vs best member fused 38.0%; "
         "D-jit+E-jit fused 36.0% vs best member fused 34.0%." in text
     )
+
+
+def test_shrink_copies_a_folder_at_a_smaller_side_and_skips_corrupt_photos(tmp_path: Path, capsys) -> None:
+    from PIL import Image
+
+    shrink = _module("shrink")
+    src = tmp_path / "src"
+    (src / "train" / "a").mkdir(parents=True)
+    Image.new("RGB", (300, 180), (200, 10, 10)).save(src / "train" / "a" / "wide.jpg")
+    Image.new("RGB", (50, 100), (10, 200, 10)).save(src / "train" / "a" / "tall.png")
+    (src / "train" / "a" / "broken.jpg").write_bytes(b"not a jpeg")
+    assert shrink.main([str(src), str(tmp_path / "dst"), "--side", "84"]) == 0
+    out = tmp_path / "dst" / "train" / "a"
+    assert Image.open(out / "wide.jpg").size == (140, 84)  # shorter side 84, aspect kept
+    assert Image.open(out / "tall.jpg").size == (84, 168)  # PNG re-encoded as JPEG
+    assert not (out / "broken.jpg").exists()
+    captured = capsys.readouterr()
+    assert "broken.jpg: skipped, unreadable" in captured.err and "2 photos written" in captured.out
+    assert shrink.main([str(tmp_path / "missing"), str(tmp_path / "x")]) == 2
+    assert "is not a folder" in capsys.readouterr().err

@@ -208,7 +208,8 @@ never did in its 16 epochs (still improving at epoch 14), so the wider net stopp
 - **Full width on a GPU** (outside the verdicts): A-LRN-w1 (16 epochs), A-LRN-w1-e32 and D-w1-e32 (up to 32 \
 epochs: room for both LR drops; both stopped at 29, plateaued after the second) trained on one NVIDIA H100 lent \
 for a few minutes (`run.py --only ... --data .gpudata --workers 8`, fp32, same recipe otherwise). Only 64 MiB could \
-travel to it, so the photos went as copies shrunk to 84x84 (JPEG quality 85, 42 MB), upscaled to the 146-pixel \
+travel to it, so the photos went as copies shrunk to 84x84 (JPEG quality 85, 42 MB; `python \
+experiments/imagenette/shrink.py ../shared/data/imagenette .gpudata --side 84`), upscaled to the 146-pixel \
 cache there: every fixed-S scale (S = 73, Q = 64-82) is below 84 pixels, so these runs see nearly what the CPU \
 runs see, and no jittered run was made from them. The two 32-epoch runs were made twice (-r2; GPU convolutions \
 are not bit-deterministic, and the plateau rule then stops at other epochs): A-LRN 18.1% then 21.5% multi-crop, \
