@@ -211,5 +211,5 @@ class EvalConfig:
     workers: int = 0  # image decoding processes (0: in the main process)
     device: str = "auto"  # auto (cuda when available) | cpu | cuda | cuda:N | mps
     # CPU speed: BatchNorm folded into the convs and the wide 3x3 convs run as Winograd F(4x4, 3x3)
-    # (fp32, posteriors within about 1e-5 of the direct convs'; 1.2x ONNX Runtime on VGG16, see README)
+    # (fp32, posteriors within about 1e-5 of the direct convs'; 1.1x ONNX Runtime on VGG16, see README)
     fast: bool = False
