@@ -183,3 +183,106 @@ def test_shrink_copies_a_folder_at_a_smaller_side_and_skips_corrupt_photos(tmp_p
     assert "broken.jpg: skipped, unreadable" in captured.err and "2 photos written" in captured.out
     assert shrink.main([str(tmp_path / "missing"), str(tmp_path / "x")]) == 2
     assert "is not a folder" in capsys.readouterr().err
+
+
+def test_full_width_grid_gets_its_own_tables_and_verdicts(tmp_path: Path) -> None:
+    metrics = tmp_path / "metrics"
+    metrics.mkdir()
+    runs = [
+        ("A-w1", "A", 30.0, ""),
+        ("D-w1", "D", 20.0, "A-w1"),
+        ("E-w1", "E", 22.0, "A-w1"),
+        ("C-w1", "C", 24.0, "A-w1"),
+        ("A-LRN-w1-e32", "A-LRN", 27.0, ""),
+        ("A-LRN-w1-e32-r2", "A-LRN", 29.0, ""),
+    ]
+    for name, model, top1, parent in runs:
+        r = fake_run(name, model, top1, init_from=parent)
+        r["config"]["width"] = 1
+        (metrics / f"{name}.json").write_text(json.dumps(r))
+    record = {"members": ["D-w1", "E-w1"], **{k: {"top1": 16.0, "top5": 1.0} for k in report.METHODS}}
+    (metrics / "ensemble_D-w1+E-w1.json").write_text(json.dumps(record))
+
+    text = report.write_report(metrics, tmp_path).read_text()
+
+    full = text.split("## Verdicts: full width (GPU)")[1].split("## Reading")[0]
+    assert "**Deeper is better (A -> D/E)**: holds — A-w1 30.0% vs D-w1 20.0% (means of 1 and 1 runs)" in full
+    # A-LRN's two draws (27, 29) average 28: 2 points better than A, within the test-set noise, so the null stands
+    assert "**LRN does not help**: holds — A-LRN-w1-e32 28.0% vs A-w1 30.0% (means of 2 and 1 seeds" in full
+    assert "**1x1 convs (C) help less than 3x3 (D)**: holds — D-w1 20.0% vs C-w1 24.0%" in full
+    assert "**Jittered training beats fixed S**: not run in this grid (the photos that can travel" in full
+    assert "**The ensemble beats single nets**: holds — D-w1+E-w1 fused 16.0% vs best member fused 18.0%." in full
+    # the 1/8 grid's verdicts do not count the full-width runs
+    eighth = text.split("## Verdicts: 1/8 width (CPU)")[1].split("## Verdicts: full")[0]
+    assert "**Deeper is better (A -> D/E)**: not run yet (needs A and D)." in eighth
+    assert "| D-w1 | 73 | 73 | 20.0 / 5.0 | 27.0 / 8.8 |" not in text  # fake_run's Q is 37
+    assert "| D-w1 | 37 | 37 | 20.0 / 5.0 | 27.0 / 8.8 |" in text  # Table 3 at full width, paper's D beside
+    assert "| B-w1 | | | not run yet | |" in text
+    assert "| full width (GPU) | A-LRN-w1-e32 | A-LRN-w1-e32, A-LRN-w1-e32-r2 | 28.0 ± 1.4 (n=2) |" in text
+    assert "Best ensemble result: D-w1+E-w1 at 16.0% top-1 (below the best single net)." in text
+    assert "- full width (GPU): B-w1, D-w1-e32," in text and "gpu_grid.sh DATA ROOT OUT" in text
+
+
+def _tiny_folder(root: Path) -> Path:
+    """Two classes of generated photos, enough for the driver's cache and stats."""
+    import numpy as np
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    for split in ("train", "val"):
+        for c in ("n01", "n02"):
+            (root / split / c).mkdir(parents=True)
+            for i in range(2):
+                Image.fromarray(rng.integers(0, 255, (40, 40, 3), dtype=np.uint8)).save(root / split / c / f"{i}.png")
+    return root
+
+
+def test_whole_grid_on_a_cpu_skips_the_full_width_runs(tmp_path: Path, monkeypatch, capsys) -> None:
+    run = run_module
+    monkeypatch.setattr(run.torch.cuda, "is_available", lambda: False)
+    out = tmp_path / "out"
+    (out / "metrics").mkdir(parents=True)
+    for r in run.RUNS:  # every CPU run has its metrics already: nothing is left to train here
+        if not r.needs_gpu:
+            fake = fake_run(r.name, r.model, 40.0, jitter=r.jitter, init_from=r.init_from)
+            (out / "metrics" / f"{r.name}.json").write_text(json.dumps(fake))
+    data = _tiny_folder(tmp_path / "data")
+    assert run.main(["--data", str(data), "--root", str(tmp_path / "runs"), "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    gpu = [r.name for r in run.RUNS if r.needs_gpu]
+    assert gpu[:2] == ["A-LRN-w1", "A-LRN-w1-e32"] and "E-w1" in gpu
+    assert f"skipped (full width, needs a GPU: see gpu_grid.sh): {', '.join(gpu)}" in printed
+    assert not any((tmp_path / "runs" / n).exists() for n in gpu)  # none started
+    assert (out / "RESULTS.md").is_file()
+
+
+def test_prepare_only_builds_the_cache_and_stats_once(tmp_path: Path, capsys) -> None:
+    data, root = _tiny_folder(tmp_path / "data"), tmp_path / "runs"
+    assert run_module.main(["--prepare-only", "--data", str(data), "--root", str(root), "--out", str(tmp_path)]) == 0
+    side = run_module.CACHE_SIDE
+    assert {p.name for p in (root / "cache").glob("*.npy")} == {f"train-{side}.npy", f"val-{side}.npy"}
+    assert (root / "stats.json").is_file() and not (tmp_path / "RESULTS.md").exists()
+    assert "prepared" in capsys.readouterr().out
+
+
+def test_gpu_grid_script_runs_known_runs_after_their_parents(tmp_path: Path) -> None:
+    import subprocess
+
+    script = HERE / "gpu_grid.sh"
+    phases = [
+        line.split(" in ", 1)[1].split(";", 1)[0].split()
+        for line in script.read_text().splitlines()
+        if line.startswith("for name in ")
+    ]
+    assert phases[0][0] == "A-w1" and len(phases) == 2
+    seen: set[str] = set()
+    for phase in phases:
+        for name in phase:
+            parent = run_module.RUNS_BY_NAME[name].init_from  # KeyError: a name run.py does not know
+            assert not parent or parent in seen, f"{name} starts beside or before {parent}"
+        seen |= set(phase)
+    # every full-width run without committed metrics is in the script
+    committed = {p.stem for p in (HERE / "metrics").glob("*.json")}
+    assert {r.name for r in run_module.RUNS if r.needs_gpu} - committed <= seen
+    done = subprocess.run(["bash", str(script)], capture_output=True, text=True)
+    assert done.returncode == 2 and "usage: bash" in done.stderr

@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import statistics
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -50,9 +51,62 @@ WIDTH_PROBES = [
     "A-LRN-w1-e32",
     "A-LRN-w1-e32-r2",
     "D-w1-e32",
+    "A-LRN-w1-e32-s1",
+    "A-LRN-w1-e32-s2",
     "D-w1-e32-r2",
+    "D-w1-e32-s1",
 ]  # the best configuration at growing width (and D at full width)
 COMMAND = "PYTHONPATH=src python experiments/imagenette/run.py"
+
+
+@dataclass(frozen=True)
+class Tier:
+    """One grid of the experiment: which run plays each of the paper's nets, and which runs are its seeds."""
+
+    title: str
+    roles: dict[str, str]  # the paper's net (Table 3's rows, "D-glorot" for the later remark) -> our run
+    seeds: dict[str, list[str]]  # the key comparisons' nets -> the runs averaged for each (seeds or reruns)
+    ensembles: list[str]  # the ensembles (metrics/ensemble_<name>.json) this grid's verdict counts
+    no_jitter: str = ""  # why a grid without jittered runs has none
+
+    @property
+    def nets(self) -> list[str]:
+        return list(self.roles.values())
+
+
+EIGHTH = Tier(
+    "1/8 width (CPU)",
+    {n: n for n in MAIN},
+    {
+        "A": ["A", "A-s1", "A-s2"],
+        "A-LRN": ["A-LRN", "A-LRN-s1", "A-LRN-s2"],
+        "D": ["D", "D-s1", "D-s2"],
+        "D-jit": ["D-jit", "D-jit-s1", "D-jit-s2"],
+    },
+    ["D+E", "D-jit+E-jit"],
+)
+FULL = Tier(
+    "full width (GPU)",
+    {
+        "A": "A-w1",
+        "A-LRN": "A-LRN-w1-e32",
+        "B": "B-w1",
+        "C": "C-w1",
+        "D": "D-w1",
+        "E": "E-w1",
+        "D-glorot": "D-w1-e32",
+    },
+    {
+        "A": ["A-w1"],
+        "A-LRN": ["A-LRN-w1-e32", "A-LRN-w1-e32-r2", "A-LRN-w1-e32-s1", "A-LRN-w1-e32-s2"],
+        "D": ["D-w1"],
+        "D-glorot": ["D-w1-e32", "D-w1-e32-r2", "D-w1-e32-s1"],
+    },
+    ["D-w1+E-w1", "A-LRN-w1+D-w1 (r2)", "A-LRN-w1 x3+D-w1 x2"],
+    "the photos that can travel to the GPU machine are 84 pixels, below the jittered S of up to 146",
+)
+TIERS = [EIGHTH, FULL]
+EIGHTH_WIDTH = 1 / 8
 
 
 def load(metrics_dir: Path) -> tuple[dict[str, dict[str, Any]], dict[str, dict[str, Any]]]:
@@ -96,73 +150,79 @@ def _letter(name: str) -> str:
 
 
 def _table(
-    header: list[str], runs: dict[str, dict[str, Any]], rows: Callable[[str, dict[str, Any]], list[str]]
+    header: list[str],
+    runs: dict[str, dict[str, Any]],
+    rows: Callable[[str, str, dict[str, Any]], list[str]],
+    tier: Tier,
 ) -> list[str]:
-    """A Markdown table with one block of rows per net of MAIN; a net not run yet gets one placeholder row."""
+    """A Markdown table with one block of rows per net of the tier; a net not run yet gets one placeholder row."""
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     missing = "| {} | | | not run yet |" + " |" * (len(header) - 4)
-    for name in MAIN:
+    for role, name in tier.roles.items():
         r = runs.get(name)
-        lines += rows(name, r) if r is not None else [missing.format(name)]
+        lines += rows(role, name, r) if r is not None else [missing.format(name)]
     return lines
 
 
-def _paper(table: dict, name: str, key: Any) -> tuple[float, float] | None:
-    return table.get((_letter(name), key)) if name != "D-glorot" else None
+def _paper(table: dict, role: str, key: Any) -> tuple[float, float] | None:
+    return table.get((_letter(role), key)) if role != "D-glorot" else None
 
 
-def table3(runs: dict[str, dict[str, Any]]) -> list[str]:
+def table3(runs: dict[str, dict[str, Any]], tier: Tier = EIGHTH) -> list[str]:
     """Table 3: single-scale dense evaluation of every net."""
     header = ["ConvNet config.", "train S", "test Q", "top-1 / top-5 error (%)", "paper (ImageNet)"]
     return _table(
         header,
         runs,
-        lambda name, r: [
+        lambda role, name, r: [
             f"| {name} | {_scales(r)} | {_q(r, 'dense_single')} | {_pair(_err(r, 'dense_single'))} "
-            f"| {_pair(_paper(PAPER_T3, name, _jittered(r)))} |"
+            f"| {_pair(_paper(PAPER_T3, role, _jittered(r)))} |"
         ],
+        tier,
     )
 
 
-def table4(runs: dict[str, dict[str, Any]]) -> list[str]:
+def table4(runs: dict[str, dict[str, Any]], tier: Tier = EIGHTH) -> list[str]:
     """Table 4: multi-scale dense evaluation ({S-32,S,S+32} scaled for fixed S; {Smin, mid, Smax} jittered)."""
     header = ["ConvNet config.", "train S", "test Q", "top-1 / top-5 error (%)", "single-scale (Table 3)"]
     return _table(
         header + ["paper (ImageNet)"],
         runs,
-        lambda name, r: [
+        lambda role, name, r: [
             f"| {name} | {_scales(r)} | {_q(r, 'dense_multi')} | {_pair(_err(r, 'dense_multi'))} "
-            f"| {_pair(_err(r, 'dense_single'))} | {_pair(_paper(PAPER_T4, name, _jittered(r)))} |"
+            f"| {_pair(_err(r, 'dense_single'))} | {_pair(_paper(PAPER_T4, role, _jittered(r)))} |"
         ],
+        tier,
     )
 
 
-def table5(runs: dict[str, dict[str, Any]]) -> list[str]:
+def table5(runs: dict[str, dict[str, Any]], tier: Tier = EIGHTH) -> list[str]:
     """Table 5: dense vs multi-crop vs their fusion, every net at its multi-scale Q."""
     header = ["ConvNet config.", "method", "test Q", "top-1 / top-5 error (%)", "paper (ImageNet)"]
 
-    def rows(name: str, r: dict[str, Any]) -> list[str]:
+    def rows(role: str, name: str, r: dict[str, Any]) -> list[str]:
         out = []
         for key in ("dense_multi", "multicrop_multi", "fusion"):
-            paper = PAPER_T5.get((_letter(name), key)) if name in ("D-jit", "E-jit") else None
+            paper = PAPER_T5.get((_letter(role), key)) if role in ("D-jit", "E-jit") else None
             out.append(f"| {name} | {METHODS[key]} | {_q(r, 'dense_multi')} | {_pair(_err(r, key))} | {_pair(paper)} |")
         return out
 
-    return _table(header, runs, rows)
+    return _table(header, runs, rows, tier)
 
 
 def table6(ensembles: dict[str, dict[str, Any]]) -> list[str]:
-    """Table 6: the D+E ensembles (posteriors averaged)."""
+    """Table 6: the ensembles (posteriors averaged)."""
     lines = [
-        "| ensemble | method | top-1 / top-5 error (%) | paper (ImageNet, D+E jittered) |",
-        "|---|---|---|---|",
+        "| ensemble | members | method | top-1 / top-5 error (%) | paper (ImageNet, D+E jittered) |",
+        "|---|---|---|---|---|",
     ]
     if not ensembles:
-        lines.append("| D+E | | not run yet | |")
+        lines.append("| D+E | | | not run yet | |")
     for name, e in ensembles.items():
         for key in ("dense_multi", "multicrop_multi", "fusion"):
             paper = PAPER_T6.get(key) if name == "D-jit+E-jit" else None
-            lines.append(f"| {name} | {METHODS[key]} | {_pair(_err(e, key))} | {_pair(paper)} |")
+            members = ", ".join(e.get("members", []))
+            lines.append(f"| {name} | {members} | {METHODS[key]} | {_pair(_err(e, key))} | {_pair(paper)} |")
     return lines
 
 
@@ -175,18 +235,10 @@ def mean_std(values: list[float]) -> str:
     return f"{statistics.mean(values):.1f} ± {statistics.stdev(values):.1f} (n={len(values)})"
 
 
-SEED_GROUPS = {
-    "A": ["A", "A-s1", "A-s2"],
-    "A-LRN": ["A-LRN", "A-LRN-s1", "A-LRN-s2"],
-    "D": ["D", "D-s1", "D-s2"],
-    "D-jit": ["D-jit", "D-jit-s1", "D-jit-s2"],
-}
-
-
-def seed_values(runs: dict[str, dict[str, Any]], group: str, key: str, k: int = 0) -> list[float]:
-    """The top-1 (k=0) or top-5 (k=1) errors of one evaluation over the seeds of a group that have run."""
+def seed_values(runs: dict[str, dict[str, Any]], members: list[str], key: str, k: int = 0) -> list[float]:
+    """The top-1 (k=0) or top-5 (k=1) errors of one evaluation over the runs of a seed group that have run."""
     out = []
-    for n in SEED_GROUPS[group]:
+    for n in members:
         e = _err(runs.get(n), key)
         if e is not None:
             out.append(e[k])
@@ -194,29 +246,43 @@ def seed_values(runs: dict[str, dict[str, Any]], group: str, key: str, k: int = 
 
 
 def seeds_table(runs: dict[str, dict[str, Any]]) -> list[str]:
-    """The key comparisons over seeds: mean ± std of top-1 error."""
+    """The key comparisons over seeds (and reruns), every grid: mean ± std of top-1 error."""
     lines = [
-        "| net | seeds run | dense single-scale | dense multi-scale | multi-crop | dense + multi-crop |",
-        "|---|---|---|---|---|---|",
+        "| grid | net | seeds run | dense single-scale | dense multi-scale | multi-crop | dense + multi-crop |",
+        "|---|---|---|---|---|---|---|",
     ]
-    for group, members in SEED_GROUPS.items():
-        have = [m for m in members if m in runs]
-        cells = [mean_std(seed_values(runs, group, key)) for key in METHODS]
-        lines.append(f"| {group} | {', '.join(have) or 'none'} | " + " | ".join(cells) + " |")
+    for tier in TIERS:
+        for role, members in tier.seeds.items():
+            if len(members) < 2:
+                continue
+            have = [m for m in members if m in runs]
+            cells = [mean_std(seed_values(runs, members, key)) for key in METHODS]
+            lines.append(
+                f"| {tier.title} | {tier.roles.get(role, role)} | {', '.join(have) or 'none'} | "
+                + " | ".join(cells)
+                + " |"
+            )
     return lines
 
 
-def _mean(runs: dict[str, dict[str, Any]], group: str, key: str) -> float | None:
-    v = seed_values(runs, group, key)
-    return statistics.mean(v) if v else None
+def verdicts(runs: dict[str, dict[str, Any]], ensembles: dict[str, dict[str, Any]], tier: Tier = EIGHTH) -> list[str]:
+    """One line per claim of the paper, decided by one grid's numbers (top-1 error; lower is better)."""
+    names = tier.roles
 
+    def group(role: str) -> list[str]:
+        """The runs averaged for one of the paper's nets: its seeds, or the one run playing it."""
+        return tier.seeds.get(role) or ([names[role]] if role in names else [])
 
-def verdicts(runs: dict[str, dict[str, Any]], ensembles: dict[str, dict[str, Any]]) -> list[str]:
-    """One line per claim of the paper, decided by our numbers (top-1 error; lower is better)."""
+    def mean(role: str) -> float | None:
+        v = seed_values(runs, group(role), "dense_single")
+        return statistics.mean(v) if v else None
 
-    def top1(name: str, key: str) -> float | None:
-        e = _err(runs.get(name), key)
+    def top1(role: str, key: str) -> float | None:
+        e = _err(runs.get(names.get(role, "")), key)
         return None if e is None else e[0]
+
+    def label(role: str) -> str:
+        return names.get(role, role)
 
     def verdict(
         claim: str, ours: float | None, theirs: float | None, detail: str, missing: str, groups: tuple = ()
@@ -225,7 +291,7 @@ def verdicts(runs: dict[str, dict[str, Any]], ensembles: dict[str, dict[str, Any
         if ours is None or theirs is None:
             return f"- **{claim}**: not run yet ({missing})."
         noise = _noise(runs, (ours + theirs) / 2)
-        spread = [seed_values(runs, g, "dense_single") for g in groups]
+        spread = [seed_values(runs, group(g), "dense_single") for g in groups]
         if groups and all(len(v) >= 2 for v in spread):  # seed means: the seeds' spread is noise too
             noise = max(noise, 2 * sum(statistics.variance(v) / len(v) for v in spread) ** 0.5)
         gap = abs(ours - theirs)
@@ -238,8 +304,12 @@ def verdicts(runs: dict[str, dict[str, Any]], ensembles: dict[str, dict[str, Any
         within = f"; the gap, {gap:.1f} points, is {side} the noise of ±{noise:.1f}" if noise else ""
         return f"- **{claim}**: {word} — {detail}{within}."
 
+    def means_of(*roles: str) -> str:
+        n = [len(seed_values(runs, group(r), "dense_single")) for r in roles]
+        return "seed means" if all(k > 1 for k in n) else "means of " + " and ".join(map(str, n)) + " runs"
+
     out = []
-    a, d = _mean(runs, "A", "dense_single"), _mean(runs, "D", "dense_single")
+    a, d = mean("A"), mean("D")
     e = top1("E", "dense_single")
     deeper = None if a is None or d is None else min(d, e if e is not None else d)
     out.append(
@@ -247,47 +317,63 @@ def verdicts(runs: dict[str, dict[str, Any]], ensembles: dict[str, dict[str, Any
             "Deeper is better (A -> D/E)",
             deeper,
             a,
-            f"A {_f(a)}% vs D {_f(d)}% (seed means), E {_f(e)}% (dense single-scale top-1)",
-            "needs A and D",
+            f"{label('A')} {_f(a)}% vs {label('D')} {_f(d)}% ({means_of('A', 'D')}), {label('E')} {_f(e)}% "
+            "(dense single-scale top-1)",
+            f"needs {label('A')} and {label('D')}",
             ("A", "D") if deeper == d else (),
         )
     )
-    lrn, a0 = _mean(runs, "A-LRN", "dense_single"), _mean(runs, "A", "dense_single")
-    n_lrn, n_a = len(seed_values(runs, "A-LRN", "dense_single")), len(seed_values(runs, "A", "dense_single"))
+    lrn, a0 = mean("A-LRN"), mean("A")
+    n_lrn = len(seed_values(runs, group("A-LRN"), "dense_single"))
+    n_a = len(seed_values(runs, group("A"), "dense_single"))
     if lrn is None or a0 is None:
-        out.append("- **LRN does not help**: not run yet (needs A and A-LRN).")
+        out.append(f"- **LRN does not help**: not run yet (needs {label('A')} and {label('A-LRN')}).")
     else:
         # The claim is a null result: it holds unless A-LRN is better by more than the noise.
         noise = _noise(runs, (lrn + a0) / 2)
-        spread = [seed_values(runs, g, "dense_single") for g in ("A-LRN", "A")]
+        spread = [seed_values(runs, group(g), "dense_single") for g in ("A-LRN", "A")]
         if all(len(v) >= 2 for v in spread):
             noise = max(noise, 2 * sum(statistics.variance(v) / len(v) for v in spread) ** 0.5)
         elif len(spread[1]) >= 2:  # one A-LRN run against A's seed mean: A's spread counts as noise too
             noise = max(noise, 2 * statistics.stdev(spread[1]) * (1 + 1 / len(spread[1])) ** 0.5)
+        elif len(spread[0]) >= 2:  # A-LRN's seeds against one A run
+            noise = max(noise, 2 * statistics.stdev(spread[0]) * (1 + 1 / len(spread[0])) ** 0.5)
         word = "holds" if lrn >= a0 - noise else "does not hold here"
         out.append(
-            f"- **LRN does not help**: {word} — A-LRN {lrn:.1f}% vs A {a0:.1f}% (means of {n_lrn} and {n_a} "
-            f"seeds; the claim holds unless A-LRN is better by more than the noise of ±{noise:.1f} points)."
+            f"- **LRN does not help**: {word} — {label('A-LRN')} {lrn:.1f}% vs {label('A')} {a0:.1f}% (means of "
+            f"{n_lrn} and {n_a} seeds; the claim holds unless A-LRN is better by more than the noise of "
+            f"±{noise:.1f} points)."
         )
     c, d0 = top1("C", "dense_single"), top1("D", "dense_single")
-    out.append(verdict("1x1 convs (C) help less than 3x3 (D)", d0, c, f"D {_f(d0)}% vs C {_f(c)}%", "needs C and D"))
-    dj, df = _mean(runs, "D-jit", "dense_single"), _mean(runs, "D", "dense_single")
-    others = [(x, top1(f"{x}-jit", "dense_single"), top1(x, "dense_single")) for x in ("C", "E")]
-    extra = "".join(f"; {x}: {j:.1f}% vs {f:.1f}%" for x, j, f in others if j is not None and f is not None)
     out.append(
         verdict(
-            "Jittered training beats fixed S",
-            dj,
-            df,
-            f"D jittered {_f(dj)}% vs fixed {_f(df)}% (seed means, dense single-scale){extra}",
-            "needs D and D-jit",
-            ("D-jit", "D"),
+            "1x1 convs (C) help less than 3x3 (D)",
+            d0,
+            c,
+            f"{label('D')} {_f(d0)}% vs {label('C')} {_f(c)}%",
+            f"needs {label('C')} and {label('D')}",
         )
     )
+    if "D-jit" not in names:
+        out.append(f"- **Jittered training beats fixed S**: not run in this grid ({tier.no_jitter}).")
+    else:
+        dj, df = mean("D-jit"), mean("D")
+        others = [(x, top1(f"{x}-jit", "dense_single"), top1(x, "dense_single")) for x in ("C", "E")]
+        extra = "".join(f"; {x}: {j:.1f}% vs {f:.1f}%" for x, j, f in others if j is not None and f is not None)
+        out.append(
+            verdict(
+                "Jittered training beats fixed S",
+                dj,
+                df,
+                f"D jittered {_f(dj)}% vs fixed {_f(df)}% ({means_of('D-jit', 'D')}, dense single-scale){extra}",
+                "needs D and D-jit",
+                ("D-jit", "D"),
+            )
+        )
     wins = [
-        (n, top1(n, "dense_multi"), top1(n, "dense_single"))
-        for n in MAIN
-        if top1(n, "dense_multi") is not None and top1(n, "dense_single") is not None
+        (n, top1(r, "dense_multi"), top1(r, "dense_single"))
+        for r, n in names.items()
+        if top1(r, "dense_multi") is not None and top1(r, "dense_single") is not None
     ]
     if wins:
         better = sum(m < s for _, m, s in wins)
@@ -300,9 +386,9 @@ def verdicts(runs: dict[str, dict[str, Any]], ensembles: dict[str, dict[str, Any
     else:
         out.append("- **Multi-scale testing beats single-scale**: not run yet.")
     fus = [
-        (n, top1(n, "fusion"), min(top1(n, "dense_multi"), top1(n, "multicrop_multi")))
-        for n in MAIN
-        if top1(n, "fusion") is not None
+        (n, top1(r, "fusion"), min(top1(r, "dense_multi"), top1(r, "multicrop_multi")))
+        for r, n in names.items()
+        if top1(r, "fusion") is not None
     ]
     if fus:
         better = sum(f < b for _, f, b in fus)
@@ -314,19 +400,21 @@ def verdicts(runs: dict[str, dict[str, Any]], ensembles: dict[str, dict[str, Any
         )
     else:
         out.append("- **Dense and multi-crop are complementary**: not run yet.")
-    ens = [(k, v) for k, v in ensembles.items()]
+    ens = [(k, v) for k, v in ensembles.items() if k in tier.ensembles]
     if ens:
-        parts, wins = [], 0
+        parts, wins_ = [], 0
         for name, v in ens:
-            members = v["members"]
-            best = min(top1(m, "fusion") for m in members if top1(m, "fusion") is not None)
+            fused = [_err(runs.get(m), "fusion") for m in v["members"]]
+            best = min(f[0] for f in fused if f is not None)
             mine = v["fusion"]["top1"]
-            wins += mine < best
+            wins_ += mine < best
             parts.append(f"{name} fused {mine:.1f}% vs best member fused {best:.1f}%")
-        word = "holds" if wins == len(ens) else "does not hold here" if wins == 0 else f"holds for {wins} of {len(ens)}"
+        word = (
+            "holds" if wins_ == len(ens) else "does not hold here" if wins_ == 0 else f"holds for {wins_} of {len(ens)}"
+        )
         out.append(f"- **The ensemble beats single nets**: {word} — {'; '.join(parts)}.")
     else:
-        out.append("- **The ensemble beats single nets**: not run yet (needs D and E, or D-jit and E-jit).")
+        out.append(f"- **The ensemble beats single nets**: not run yet (needs {', or '.join(tier.ensembles)}).")
     return out
 
 
@@ -411,33 +499,34 @@ def times_table(runs: dict[str, dict[str, Any]]) -> list[str]:
 
 
 def plot_curves(runs: dict[str, dict[str, Any]], path: Path) -> None:
-    """Validation top-1 error against epoch, every run in one figure (fine-tunes start at their parent's end)."""
+    """Validation top-1 error against epoch, every run in one figure (fine-tunes start at their parent's end):
+    the 1/8-width grid on the left, the wider runs on the right."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(9, 5))
+    fig, axes = plt.subplots(1, 2, figsize=(15, 5.5), sharey=True)
     for name, r in runs.items():
         offset, parent = 0, r["run"].get("init_from")
         while parent in runs:  # epochs since random init, the parents' (net A's, the fixed-S net's) included
             offset += len(runs[parent]["history"])
             parent = runs[parent]["run"].get("init_from")
         h = r["history"]
-        style = "--" if "-s" in name.replace("-jit", "") else "-"
+        style = "--" if "-s" in name.replace("-jit", "") or "-r2" in name else "-"
+        ax = axes[0] if (r["config"].get("width") or 0) <= EIGHTH_WIDTH else axes[1]
         ax.plot([x["epoch"] + offset for x in h], [x["val_top1"] for x in h], style, marker=".", label=name)
-    any_run = next(iter(runs.values()), None)
-    c = any_run["config"] if any_run else {"crop": "?", "width": 0, "scale": ["?"]}
+    crop = next(iter(runs.values()))["config"].get("crop", "?") if runs else "?"
+    q = runs["A"]["config"]["scale"][0] if "A" in runs else "?"
     a_epochs = len(runs["A"]["history"]) if "A" in runs else "?"
-    ax.set_xlabel(f"epochs since random init (B-E continue from A's {a_epochs}, jittered nets from their fixed-S net)")
-    ax.set_ylabel(
-        f"validation top-1 error (%), centre crop at Q = {runs['A']['config']['scale'][0] if 'A' in runs else '?'}"
-    )
-    width = f"1/{round(1 / c['width'])}" if c.get("width") else "?"
-    ax.set_title(f"Imagenette, {width}-width VGG at {c.get('crop', '?')} px: validation error per epoch")
-    ax.grid(alpha=0.3)
-    if runs:
-        ax.legend(ncol=2, fontsize=8)
+    axes[0].set_title(f"Imagenette, 1/8-width grid at {crop} px")
+    axes[1].set_title("wider nets (1/4, 1/2: CPU; full width: GPU)")
+    axes[0].set_ylabel(f"validation top-1 error (%), centre crop at Q = {q}")
+    for ax in axes:
+        ax.set_xlabel(f"epochs since random init (B-E continue from A's {a_epochs}, jittered nets from their parent)")
+        ax.grid(alpha=0.3)
+        if ax.get_lines():
+            ax.legend(ncol=2, fontsize=7)
     fig.tight_layout()
     fig.savefig(path, dpi=90)
     plt.close(fig)
@@ -450,7 +539,8 @@ def plot_methods(runs: dict[str, dict[str, Any]], ensembles: dict[str, dict[str,
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    items = [(n, runs[n]["evals"]) for n in MAIN if n in runs] + [(n, e) for n, e in ensembles.items()]
+    nets = [n for t in TIERS for n in t.nets if n in runs]
+    items = [(n, runs[n]["evals"]) for n in nets] + [(n, e) for n, e in ensembles.items()]
     fig, ax = plt.subplots(figsize=(max(6, 1.1 * len(items) + 2), 4.5))
     width = 0.8 / len(METHODS)
     for j, (key, label) in enumerate(METHODS.items()):
@@ -475,8 +565,10 @@ def write_report(metrics_dir: str | Path, out_dir: str | Path, preamble: str = "
     """Write RESULTS.md, curves.png and methods.png into out_dir; returns RESULTS.md's path."""
     out_dir = Path(out_dir)
     runs, ensembles = load(Path(metrics_dir))
-    missing = [n for n in MAIN + [m for g in SEED_GROUPS.values() for m in g] if n not in runs]
-    missing = list(dict.fromkeys(missing))
+    missing = {
+        t.title: list(dict.fromkeys(n for n in t.nets + [m for g in t.seeds.values() for m in g] if n not in runs))
+        for t in TIERS
+    }
     plot_curves(runs, out_dir / "curves.png")
     plot_methods(runs, ensembles, out_dir / "methods.png")
     best = min(
@@ -498,9 +590,13 @@ def write_report(metrics_dir: str | Path, out_dir: str | Path, preamble: str = "
         "ILSVRC-2012 validation (1000 classes) and are beside ours for shape, not for size.",
         "",
         preamble,
-        "## Verdicts",
+        f"## Verdicts: {EIGHTH.title}",
         "",
-        *verdicts(runs, ensembles),
+        *verdicts(runs, ensembles, EIGHTH),
+        "",
+        f"## Verdicts: {FULL.title}, one run per net unless the seeds table says more",
+        "",
+        *verdicts(runs, ensembles, FULL),
         "",
         (
             f"Best single-net result: {best[0]} at {best[1]:.1f}% top-1 "
@@ -508,7 +604,12 @@ def write_report(metrics_dir: str | Path, out_dir: str | Path, preamble: str = "
             if best
             else "No run yet."
         ),
-        f"Best ensemble result: {best_ens[0]} at {best_ens[1]:.1f}% top-1." if best_ens else "",
+        (
+            f"Best ensemble result: {best_ens[0]} at {best_ens[1]:.1f}% top-1 "
+            f"({'below' if best and best_ens[1] < best[1] else 'not below'} the best single net)."
+            if best_ens
+            else ""
+        ),
         "",
         "## Reading these numbers",
         "",
@@ -526,11 +627,28 @@ def write_report(metrics_dir: str | Path, out_dir: str | Path, preamble: str = "
         "",
         *table5(runs),
         "",
+        f"## Tables 3-5 again: {FULL.title}",
+        "",
+        "The same grid with every layer at the paper's width, twice the epochs (A 32, B-E from A 20; "
+        "A-LRN and D-glorot are the 32-epoch runs A-LRN-w1-e32 and D-w1-e32), fixed S only.",
+        "",
+        "### Table 3: single-scale dense evaluation",
+        "",
+        *table3(runs, FULL),
+        "",
+        "### Table 4: multi-scale dense evaluation",
+        "",
+        *table4(runs, FULL),
+        "",
+        "### Table 5: dense, multi-crop and their fusion (multi-scale)",
+        "",
+        *table5(runs, FULL),
+        "",
         "## Table 6: ensembles (posteriors of the members averaged)",
         "",
         *table6(ensembles),
         "",
-        "## Seeds: the key comparisons, mean ± sample std of top-1 error (%)",
+        "## Seeds: the key comparisons, mean ± sample std of top-1 error (%) (full width: reruns count)",
         "",
         *seeds_table(runs),
         "",
@@ -548,12 +666,18 @@ def write_report(metrics_dir: str | Path, out_dir: str | Path, preamble: str = "
         "",
         "## Not run yet",
         "",
-        (
-            f"{', '.join(missing)}. Run them with `{COMMAND} --only {','.join(missing)}` "
-            "(finished runs are skipped; a run waits for the run it is initialised from)."
-            if missing
-            else "Nothing: every run of the grid has metrics."
+        *(
+            f"- {title}: {', '.join(names)}. Run them with `{COMMAND} --only {','.join(names)}` "
+            "(finished runs are skipped; a run waits for the run it is initialised from)"
+            + (
+                "; on a GPU machine, all of them side by side: `bash experiments/imagenette/gpu_grid.sh DATA ROOT OUT`."
+                if t is FULL
+                else "."
+            )
+            for t, (title, names) in zip(TIERS, missing.items(), strict=True)
+            if names
         ),
+        *(["Nothing: every run of the grid has metrics."] if not any(missing.values()) else []),
         "",
     ]
     path = out_dir / "RESULTS.md"
