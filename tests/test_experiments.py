@@ -210,7 +210,7 @@ def test_full_width_grid_gets_its_own_tables_and_verdicts(tmp_path: Path) -> Non
     # A-LRN's two draws (27, 29) average 28: 2 points better than A, within the test-set noise, so the null stands
     assert "**LRN does not help**: holds — A-LRN-w1-e32 28.0% vs A-w1 30.0% (means of 2 and 1 seeds" in full
     assert "**1x1 convs (C) help less than 3x3 (D)**: holds — D-w1 20.0% vs C-w1 24.0%" in full
-    assert "**Jittered training beats fixed S**: not run in this grid (the photos that can travel" in full
+    assert "**Jittered training beats fixed S**: not run yet (needs D-w1 and D-jit-w1)." in full
     assert "**The ensemble beats single nets**: holds — D-w1+E-w1 fused 16.0% vs best member fused 18.0%." in full
     # the 1/8 grid's verdicts do not count the full-width runs
     eighth = text.split("## Verdicts: 1/8 width (CPU)")[1].split("## Verdicts: full")[0]
@@ -220,7 +220,8 @@ def test_full_width_grid_gets_its_own_tables_and_verdicts(tmp_path: Path) -> Non
     assert "| B-w1 | | | not run yet | |" in text
     assert "| full width (GPU) | A-LRN-w1-e32 | A-LRN-w1-e32, A-LRN-w1-e32-r2 | 28.0 ± 1.4 (n=2) |" in text
     assert "Best ensemble result: D-w1+E-w1 at 16.0% top-1 (below the best single net)." in text
-    assert "- full width (GPU): B-w1, D-w1-e32," in text and "gpu_grid.sh DATA ROOT OUT" in text
+    assert "- full width (GPU): B-w1, C-jit-w1, D-jit-w1, E-jit-w1, D-w1-e32," in text
+    assert "gpu_grid.sh DATA ROOT OUT" in text
 
 
 def _tiny_folder(root: Path) -> Path:
@@ -274,7 +275,7 @@ def test_gpu_grid_script_runs_known_runs_after_their_parents(tmp_path: Path) -> 
         for line in script.read_text().splitlines()
         if line.startswith("for name in ")
     ]
-    assert phases[0][0] == "A-w1" and len(phases) == 2
+    assert phases[0][0] == "A-w1" and len(phases) == 3
     seen: set[str] = set()
     for phase in phases:
         for name in phase:

@@ -4,8 +4,9 @@
 #
 #   bash experiments/imagenette/gpu_grid.sh DATA ROOT OUT [WORKERS]
 #
-# DATA: the Imagenette folder, or the 84-pixel copy that travels to a lent machine
-#   (python experiments/imagenette/shrink.py ../shared/data/imagenette .gpudata --side 84);
+# DATA: the Imagenette folder, or a copy small enough to travel to a lent machine (64 MiB): 146 pixels at JPEG
+#   quality 60 is 54 MiB (python experiments/imagenette/shrink.py ../shared/data/imagenette .gpudata --side 146
+#   --quality 60); the jittered runs need the 146 pixels (the largest S) and are left out below that;
 # ROOT: scratch for the runs; OUT: receives metrics/*.json and probs/*.pt. Back here, copy OUT/metrics into
 # experiments/imagenette/metrics and OUT/probs into runs/imagenette/probs, then run.py --report-only.
 # RUN_ARGS: more run.py options for every run (a quick trial: RUN_ARGS="--epochs 1 --batch 8 --limit 0").
@@ -32,4 +33,13 @@ one() {  # train, evaluate and hand back one run
 for name in A-w1 A-LRN-w1-e32-s1 A-LRN-w1-e32-s2 D-w1-e32-s1; do one "$name" & done
 wait
 for name in B-w1 C-w1 D-w1 E-w1; do one "$name" & done
+wait
+side=$("$python" -c "import sys, pathlib
+from PIL import Image
+print(min(Image.open(next(pathlib.Path(sys.argv[1], 'train').rglob('*.*'))).size))" "$data")
+if [ "$side" -lt 146 ]; then
+    echo "photos of $side pixels: the jittered runs (S up to 146) are left out"
+    exit 0
+fi
+for name in C-jit-w1 D-jit-w1 E-jit-w1; do one "$name" & done
 wait

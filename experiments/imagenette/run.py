@@ -134,6 +134,7 @@ def _grid() -> list[Run]:
         Run("A-LRN-w4", "A-LRN", EPOCHS, init=A_INIT, width=1 / 4),
         Run("A-LRN-w4-jit", "A-LRN", TUNE_EPOCHS, init_from="A-LRN-w4", jitter=True, width=1 / 4),
         Run("A-LRN-w2", "A-LRN", EPOCHS, init=A_INIT, width=1 / 2),
+        Run("A-LRN-w2-e32", "A-LRN", 2 * EPOCHS, init=A_INIT, width=1 / 2),  # A-LRN-w2's LR never dropped in 16
         # full width: run on a GPU (`--workers 8`), from photos pre-shrunk to 84 px so they could travel to it
         Run("A-LRN-w1", "A-LRN", EPOCHS, init=A_INIT, width=1),
         Run("A-LRN-w1-e32", "A-LRN", 2 * EPOCHS, init=A_INIT, width=1),  # room for both LR drops
@@ -147,11 +148,12 @@ def _grid() -> list[Run]:
         Run("D-w1-e32-s1", "D", 2 * EPOCHS, init="glorot", width=1, seed=1),
     ]
     # The grid again at full width (GPU; gpu_grid.sh), twice the 1/8 grid's epochs as the runs above: A from
-    # Glorot, B-E from it; A-LRN and D-glorot are A-LRN-w1-e32 and D-w1-e32. No jittered runs: the photos that
-    # can travel to the GPU machine are 84 pixels, below the jittered S (up to 146).
+    # Glorot, B-E from it, C-E jittered from those; A-LRN and D-glorot are A-LRN-w1-e32 and D-w1-e32. The
+    # jittered runs need photos of at least 146 pixels (the largest S), which gpu_grid.sh checks.
     runs += [
         Run("A-w1", "A", 2 * EPOCHS, init=A_INIT, width=1),
         *(Run(f"{x}-w1", x, 2 * DEEP_EPOCHS, init_from="A-w1", width=1) for x in "BCDE"),
+        *(Run(f"{x}-jit-w1", x, 2 * TUNE_EPOCHS, init_from=f"{x}-w1", jitter=True, width=1) for x in "CDE"),
     ]
     return runs
 
@@ -162,7 +164,8 @@ ENSEMBLES = {
     "D-jit+E-jit": ["D-jit", "E-jit"],
     "D+E": ["D", "E"],
     "A-LRN-w1+D-w1 (r2)": ["A-LRN-w1-e32-r2", "D-w1-e32-r2"],  # the full-width pair (GPU)
-    "D-w1+E-w1": ["D-w1", "E-w1"],  # the paper's D+E at full width (fixed S)
+    "D-w1+E-w1": ["D-w1", "E-w1"],  # the paper's D+E at full width
+    "D-jit-w1+E-jit-w1": ["D-jit-w1", "E-jit-w1"],
     # every full-width 32-epoch draw whose posteriors this machine holds (the first draws' did not come back)
     "A-LRN-w1 x3+D-w1 x2": [
         "A-LRN-w1-e32-r2",
