@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 HERE = Path(__file__).resolve().parents[1] / "experiments" / "imagenette"
 
@@ -128,6 +129,11 @@ def test_driver_trains_evaluates_and_reports_a_tiny_subset(tmp_path: Path, monke
     assert record["evals"]["dense_multi"]["scales"] == [s - delta, s, s + delta]
     assert (tmp_path / "runs" / "cache" / "train-146.npy").is_file()  # the largest S and Q
     assert f"| A | {s} | {s} |" in (tmp_path / "out" / "RESULTS.md").read_text()
+    # The posteriors are kept beside the metrics (committed, so ensembles need no checkpoint).
+    probs = torch.load(tmp_path / "out" / "probs" / "A.pt", weights_only=True)
+    assert sorted(probs) == sorted(["labels", *run.EVALS])
+    assert probs["labels"].shape == (6,) and probs["multicrop_multi"].shape == (6, 2)
+    assert torch.allclose(probs["dense_multi"].sum(1), torch.ones(6), atol=1e-5)
     # A second call finds the metrics and trains nothing.
     assert run.main([*args, "--out", str(tmp_path / "out")]) == 0
 

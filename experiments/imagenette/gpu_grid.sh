@@ -7,8 +7,8 @@
 # DATA: the Imagenette folder, or a copy small enough to travel to a lent machine (64 MiB): 146 pixels at JPEG
 #   quality 60 is 54 MiB (python experiments/imagenette/shrink.py ../shared/data/imagenette .gpudata --side 146
 #   --quality 60); the jittered runs need the 146 pixels (the largest S) and are left out below that;
-# ROOT: scratch for the runs; OUT: receives metrics/*.json and probs/*.pt. Back here, copy OUT/metrics into
-# experiments/imagenette/metrics and OUT/probs into runs/imagenette/probs, then run.py --report-only.
+# ROOT: scratch for the runs; OUT: receives metrics/*.json and probs/*.pt as each run ends. Back here, copy them
+# into experiments/imagenette/metrics and experiments/imagenette/probs, then run.py --report-only.
 # RUN_ARGS: more run.py options for every run (a quick trial: RUN_ARGS="--epochs 1 --batch 8 --limit 0").
 set -euo pipefail
 if [ $# -lt 3 ]; then
@@ -18,13 +18,12 @@ fi
 data=$1 root=$2 out=$3 workers=${4:-3}
 here=$(dirname "$0")
 python=${PYTHON:-python3}
-mkdir -p "$out/probs" "$out/logs"
+mkdir -p "$out/logs"
 
 one() {  # train, evaluate and hand back one run
     local name=$1
     "$python" "$here/run.py" --only "$name" --data "$data" --root "$root" --out "$out" --workers "$workers" \
         --no-report ${RUN_ARGS:-} >"$out/logs/$name.txt" 2>&1 || echo "$name: failed (see logs/$name.txt)"
-    cp "$root/probs/$name.pt" "$out/probs/" 2>/dev/null || true
     echo "$name: done at ${SECONDS}s"
 }
 

@@ -48,6 +48,8 @@ WIDTH_PROBES = [
     "A-LRN-w4-jit",
     "A-LRN-w2",
     "A-LRN-w2-e32",
+    "A-LRN-w2-e32-s1",
+    "A-LRN-w2-e32-s2",
     "A-LRN-w1",
     "A-LRN-w1-e32",
     "A-LRN-w1-e32-r2",
@@ -108,6 +110,8 @@ FULL = Tier(
     ["D-w1+E-w1", "D-jit-w1+E-jit-w1", "A-LRN-w1+D-w1 (r2)", "A-LRN-w1 x3+D-w1 x2"],
 )
 TIERS = [EIGHTH, FULL]
+# Draws of a width probe's recipe, outside the verdicts: is its result the recipe's or one lucky draw's?
+PROBE_SEEDS = {"A-LRN-w2-e32": ["A-LRN-w2-e32", "A-LRN-w2-e32-s1", "A-LRN-w2-e32-s2"]}
 EIGHTH_WIDTH = 1 / 8
 
 
@@ -253,17 +257,14 @@ def seeds_table(runs: dict[str, dict[str, Any]]) -> list[str]:
         "| grid | net | seeds run | dense single-scale | dense multi-scale | multi-crop | dense + multi-crop |",
         "|---|---|---|---|---|---|---|",
     ]
-    for tier in TIERS:
-        for role, members in tier.seeds.items():
-            if len(members) < 2:
-                continue
-            have = [m for m in members if m in runs]
-            cells = [mean_std(seed_values(runs, members, key)) for key in METHODS]
-            lines.append(
-                f"| {tier.title} | {tier.roles.get(role, role)} | {', '.join(have) or 'none'} | "
-                + " | ".join(cells)
-                + " |"
-            )
+    groups = [(t.title, t.roles.get(role, role), members) for t in TIERS for role, members in t.seeds.items()]
+    groups += [("width probe (CPU)", net, members) for net, members in PROBE_SEEDS.items()]
+    for title, net, members in groups:
+        if len(members) < 2:
+            continue
+        have = [m for m in members if m in runs]
+        cells = [mean_std(seed_values(runs, members, key)) for key in METHODS]
+        lines.append(f"| {title} | {net} | {', '.join(have) or 'none'} | " + " | ".join(cells) + " |")
     return lines
 
 
