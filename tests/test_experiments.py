@@ -206,7 +206,7 @@ def test_full_width_grid_gets_its_own_tables_and_verdicts(tmp_path: Path) -> Non
         r = fake_run(name, model, top1, init_from=parent)
         r["config"]["width"] = 1
         (metrics / f"{name}.json").write_text(json.dumps(r))
-    record = {"members": ["D-w1", "E-w1"], **{k: {"top1": 16.0, "top5": 1.0} for k in report.METHODS}}
+    record = {"members": ["D-w1", "E-w1"], **{k: {"top1": 16.0, "top5": 1.0, "images": 1000} for k in report.METHODS}}
     (metrics / "ensemble_D-w1+E-w1.json").write_text(json.dumps(record))
 
     text = report.write_report(metrics, tmp_path).read_text()
@@ -225,7 +225,11 @@ def test_full_width_grid_gets_its_own_tables_and_verdicts(tmp_path: Path) -> Non
     assert "| D-w1 | 37 | 37 | 20.0 / 5.0 | 27.0 / 8.8 |" in text  # Table 3 at full width, paper's D beside
     assert "| B-w1 | | | not run yet | |" in text
     assert "| full width (GPU) | A-LRN-w1-e32 | A-LRN-w1-e32, A-LRN-w1-e32-r2 | 28.0 ± 1.4 (n=2) |" in text
-    assert "Best ensemble result: D-w1+E-w1 at 16.0% top-1 (below the best single net)." in text
+    # 2 points on 1000 photos is 20 photos; the standard error near 18% is 1.2 points, so 2 points is within 2 SE
+    assert (
+        "Best ensemble result: D-w1+E-w1 at 16.0% top-1 (below the best single net by 20 of 1000 photos, within "
+        "twice the 1.2-point standard error of one error rate near 18% on 1000 photos)." in text
+    )
     assert "- full width (GPU): B-w1, C-jit-w1, D-jit-w1, E-jit-w1, D-w1-e32," in text
     assert "gpu_grid.sh DATA ROOT OUT" in text
 
@@ -293,3 +297,15 @@ def test_gpu_grid_script_runs_known_runs_after_their_parents(tmp_path: Path) -> 
     assert {r.name for r in run_module.RUNS if r.needs_gpu} - committed <= seen
     done = subprocess.run(["bash", str(script)], capture_output=True, text=True)
     assert done.returncode == 2 and "usage: bash" in done.stderr
+
+
+def test_best_ensemble_line_weighs_the_gap_against_the_noise() -> None:
+    ens = {"X+Y": {"members": ["X", "Y"], "fusion": {"top1": 10.0, "top5": 1.0, "images": 400}}}
+    # 20% vs 10% on 400 photos: 40 photos, and 10 points is beyond twice the 2.0-point standard error at 20%
+    line = report._best_ensemble_line(("X", 20.0), ("X+Y", 10.0), ens)
+    assert line == (
+        "Best ensemble result: X+Y at 10.0% top-1 (below the best single net by 40 of 400 photos, beyond twice "
+        "the 2.0-point standard error of one error rate near 20% on 400 photos)."
+    )
+    assert report._best_ensemble_line(("X", 9.0), ("X+Y", 10.0), ens).endswith("(not below the best single net).")
+    assert report._best_ensemble_line(None, None, ens) == ""

@@ -137,6 +137,8 @@ def _grid() -> list[Run]:
         Run("A-LRN-w2-e32", "A-LRN", 2 * EPOCHS, init=A_INIT, width=1 / 2),  # A-LRN-w2's LR never dropped in 16
         # two more draws of the best CPU recipe (about 65 min each): its spread, and an ensemble of its own
         *(Run(f"A-LRN-w2-e32-s{seed}", "A-LRN", 2 * EPOCHS, init=A_INIT, width=1 / 2, seed=seed) for seed in (1, 2)),
+        # and the paper's jittered fine-tune of a draw: its multi-scale test, and an ensemble partner within reach
+        Run("A-LRN-w2-e32-s1-jit", "A-LRN", TUNE_EPOCHS, init_from="A-LRN-w2-e32-s1", jitter=True, width=1 / 2, seed=1),
         # full width: run on a GPU (`--workers 8`), from photos pre-shrunk to 84 px so they could travel to it
         Run("A-LRN-w1", "A-LRN", EPOCHS, init=A_INIT, width=1),
         Run("A-LRN-w1-e32", "A-LRN", 2 * EPOCHS, init=A_INIT, width=1),  # room for both LR drops
@@ -167,6 +169,8 @@ ENSEMBLES = {
     "D+E": ["D", "E"],
     "A-LRN-w1+D-w1 (r2)": ["A-LRN-w1-e32-r2", "D-w1-e32-r2"],  # the full-width pair (GPU)
     "A-LRN-w2 x2": ["A-LRN-w2-e32-s1", "A-LRN-w2-e32-s2"],  # two draws of the best CPU recipe
+    "A-LRN-w2 s1 + jit": ["A-LRN-w2-e32-s1", "A-LRN-w2-e32-s1-jit"],  # a net and its jittered fine-tune
+    "A-LRN-w2 s1 + jit + s2": ["A-LRN-w2-e32-s1", "A-LRN-w2-e32-s1-jit", "A-LRN-w2-e32-s2"],
     "D-w1+E-w1": ["D-w1", "E-w1"],  # the paper's D+E at full width
     "D-jit-w1+E-jit-w1": ["D-jit-w1", "E-jit-w1"],
     # every full-width 32-epoch draw whose posteriors this machine holds (the first draws' did not come back)
@@ -238,10 +242,12 @@ learning rate drops: A-LRN-w4's dropped after epoch 12 (val top-1 41.7% -> 31.9%
 never did in its 16 epochs (still improving at epoch 14), so the wider net stopped before its schedule ran out. \
 A-LRN-w2-e32 is the same net given 32 epochs: its rate dropped after epoch 21 (val top-1 29.7% -> 23.9% the next \
 epoch) and it reached 17.8% multi-crop, the first net trained on this CPU under the 20% bar. Its posteriors were \
-lost with the run's scratch folder, so two more draws of the recipe (-s1, -s2, about 65 minutes each) give its \
-spread (the seeds table) and the ensemble "A-LRN-w2 x2"; posteriors are now kept beside the metrics \
-(`probs/<run>.pt`: 1,000 photos x 10 classes per evaluation, 120 kB), so ensembles can be recomputed from the \
-repository alone.
+lost with the run's scratch folder, so two more draws of the recipe (-s1, -s2, 65-85 minutes each on this shared \
+machine) give its spread (the seeds table) and the ensemble "A-LRN-w2 x2"; A-LRN-w2-e32-s1-jit is the paper's \
+jittered fine-tune of -s1 (3 epochs at S in [73, 146]), tested at Q in {73, 110, 146} where the fixed-S nets are \
+tested at {64, 73, 82}; its ensemble with -s1 pairs two views of one draw, so it is the least independent of the \
+ensembles. Posteriors are now kept beside the metrics (`probs/<run>.pt`: 1,000 photos x 10 classes per \
+evaluation, 120 kB), so ensembles can be recomputed from the repository alone.
 - **Full width on a GPU** (outside the verdicts): A-LRN-w1 (16 epochs), A-LRN-w1-e32 and D-w1-e32 (up to 32 \
 epochs: room for both LR drops; both stopped at 29, plateaued after the second) trained on one NVIDIA H100 lent \
 for a few minutes (`run.py --only ... --data .gpudata --workers 8`, fp32, same recipe otherwise). Only 64 MiB could \
