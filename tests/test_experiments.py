@@ -302,10 +302,51 @@ def test_gpu_grid_script_runs_known_runs_after_their_parents(tmp_path: Path) -> 
 def test_best_ensemble_line_weighs_the_gap_against_the_noise() -> None:
     ens = {"X+Y": {"members": ["X", "Y"], "fusion": {"top1": 10.0, "top5": 1.0, "images": 400}}}
     # 20% vs 10% on 400 photos: 40 photos, and 10 points is beyond twice the 2.0-point standard error at 20%
-    line = report._best_ensemble_line(("X", 20.0), ("X+Y", 10.0), ens)
+    line = report._best_ensemble_line(("X", "fusion", 20.0), ("X+Y", "fusion", 10.0), ens)
     assert line == (
         "Best ensemble result: X+Y at 10.0% top-1 (below the best single net by 40 of 400 photos, beyond twice "
         "the 2.0-point standard error of one error rate near 20% on 400 photos)."
     )
-    assert report._best_ensemble_line(("X", 9.0), ("X+Y", 10.0), ens).endswith("(not below the best single net).")
+    assert report._best_ensemble_line(("X", "fusion", 9.0), ("X+Y", "fusion", 10.0), ens).endswith(
+        "(not below the best single net)."
+    )
     assert report._best_ensemble_line(None, None, ens) == ""
+
+
+def test_sign_test_is_exact() -> None:
+    assert report.sign_test(5, 0) == pytest.approx(2 / 32)  # all five discordant photos one way: 2 x 0.5^5
+    assert report.sign_test(6, 0) == pytest.approx(2 / 64)
+    assert report.sign_test(0, 6) == pytest.approx(2 / 64)
+    assert report.sign_test(3, 3) == 1.0
+    assert report.sign_test(0, 0) == 1.0
+
+
+def test_best_ensemble_line_pairs_the_photos_when_posteriors_are_kept(tmp_path: Path) -> None:
+    labels = torch.ones(6, dtype=torch.long)  # two classes, every photo of class 1
+
+    def posterior(p_right: list[float]) -> torch.Tensor:
+        p = torch.tensor(p_right)
+        return torch.stack([1 - p, p], 1)
+
+    # averaged, X and Y give class 1 [.85, .6, .45, .425, .45, .65]: right on photos 0, 1 and 5;
+    # Z is right on photos 0 and 3: the ensemble alone is right on 1 and 5, Z alone on 3
+    nets = {
+        "X": [0.9, 0.9, 0.2, 0.4, 0.8, 0.6],
+        "Y": [0.8, 0.3, 0.7, 0.45, 0.1, 0.7],
+        "Z": [0.9, 0.1, 0.4, 0.7, 0.2, 0.3],
+    }
+    for name, p_right in nets.items():
+        p = posterior(p_right)
+        record = {"labels": labels, "dense_single": p, "dense_multi": p, "multicrop_multi": p}
+        torch.save(record, tmp_path / f"{name}.pt")
+    assert report.paired_counts(tmp_path, ["X", "Y"], "fusion", "Z", "dense_single") == (2, 1)
+    assert report.paired_counts(tmp_path, ["X", "Y"], "dense_multi", "X", "multicrop_multi") == (0, 1)  # photo 4
+    assert report.paired_counts(tmp_path, ["X", "missing"], "fusion", "Z", "dense_single") is None
+
+    ens = {"X+Y": {"members": ["X", "Y"], "fusion": {"top1": 50.0, "top5": 0.0, "images": 6}}}
+    line = report._best_ensemble_line(("Z", "dense_single", 66.7), ("X+Y", "fusion", 50.0), ens, tmp_path)
+    assert line == (
+        "Best ensemble result: X+Y at 50.0% top-1 (below the best single net by 1 of 6 photos; on the same photos "
+        "the ensemble is right where Z is wrong on 2 and the reverse on 1, a two-sided sign test p = 1.00: not "
+        "significant at this test-set size)."
+    )

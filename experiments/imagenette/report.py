@@ -562,27 +562,77 @@ def plot_methods(runs: dict[str, dict[str, Any]], ensembles: dict[str, dict[str,
     plt.close(fig)
 
 
+def average_posteriors(loaded: list[dict[str, Any]], method: str) -> Any:
+    """The members' posteriors (`probs/<run>.pt` contents) averaged for one evaluation key of METHODS; "fusion"
+    averages each member's dense and multi-crop posteriors first, as `method="dense+multicrop"` does."""
+    import torch
+
+    if method == "fusion":
+        return torch.stack([(d["dense_multi"] + d["multicrop_multi"]) / 2 for d in loaded]).mean(0)
+    return torch.stack([d[method] for d in loaded]).mean(0)
+
+
+def paired_counts(
+    probs_dir: Path, members: list[str], method: str, single: str, single_method: str
+) -> tuple[int, int] | None:
+    """On the same photos: (right by the ensemble and wrong by the single net, the reverse); None without posteriors."""
+    import torch
+
+    files = [probs_dir / f"{m}.pt" for m in [*members, single]]
+    if not all(f.is_file() for f in files):
+        return None
+    loaded = [torch.load(f, weights_only=True) for f in files]
+    labels = loaded[0]["labels"]
+    ens = average_posteriors(loaded[:-1], method).argmax(1) == labels
+    one = average_posteriors(loaded[-1:], single_method).argmax(1) == labels
+    return int((ens & ~one).sum()), int((~ens & one).sum())
+
+
+def sign_test(b: int, c: int) -> float:
+    """Two-sided exact sign test (McNemar's, exact) of b against c discordant pairs."""
+    n = b + c
+    if n == 0:
+        return 1.0
+    tail = sum(math.comb(n, k) for k in range(min(b, c) + 1)) / 2**n
+    return min(1.0, 2 * tail)
+
+
 def _best_ensemble_line(
-    best: tuple[str, float] | None, best_ens: tuple[str, float] | None, ensembles: dict[str, dict[str, Any]]
+    best: tuple[str, str, float] | None,
+    best_ens: tuple[str, str, float] | None,
+    ensembles: dict[str, dict[str, Any]],
+    probs_dir: Path | None = None,
 ) -> str:
-    """The best ensemble against the best single net, with the gap in photos and the noise beside it."""
+    """The best ensemble (name, method, top-1) against the best single net: the gap in photos and, where the
+    posteriors are at hand, a paired sign test on the same photos; else the standard error of one error rate."""
     if not best_ens:
         return ""
-    line = f"Best ensemble result: {best_ens[0]} at {best_ens[1]:.1f}% top-1"
+    line = f"Best ensemble result: {best_ens[0]} at {best_ens[2]:.1f}% top-1"
     if not best:
         return line + "."
-    if best_ens[1] >= best[1]:
+    if best_ens[2] >= best[2]:
         return line + " (not below the best single net)."
-    n = next((v.get("images", 0) for k, v in ensembles[best_ens[0]].items() if k != "members"), 0)
+    n = ensembles[best_ens[0]][best_ens[1]].get("images", 0)
     if not n:  # a record without its photo count (hand-written): the gap alone
         return line + " (below the best single net)."
-    gap = round((best[1] - best_ens[1]) * n / 100)
-    p = best[1] / 100
+    gap = round((best[2] - best_ens[2]) * n / 100)
+    line += f" (below the best single net by {gap} of {n} photos"
+    pair = None
+    if probs_dir is not None:
+        pair = paired_counts(probs_dir, ensembles[best_ens[0]]["members"], best_ens[1], best[0], best[1])
+    if pair is not None:
+        b, c = pair
+        p = sign_test(b, c)
+        verdict = "significant at 5%" if p < 0.05 else "not significant at this test-set size"
+        return line + (
+            f"; on the same photos the ensemble is right where {best[0]} is wrong on {b} and the reverse on {c}, "
+            f"a two-sided sign test p = {p:.2f}: {verdict})."
+        )
+    p = best[2] / 100
     se = 100 * math.sqrt(p * (1 - p) / n)
-    size = "within" if best[1] - best_ens[1] < 2 * se else "beyond"
-    return (
-        line + f" (below the best single net by {gap} of {n} photos, {size} twice the {se:.1f}-point standard "
-        f"error of one error rate near {best[1]:.0f}% on {n} photos)."
+    size = "within" if best[2] - best_ens[2] < 2 * se else "beyond"
+    return line + (
+        f", {size} twice the {se:.1f}-point standard error of one error rate near {best[2]:.0f}% on {n} photos)."
     )
 
 
@@ -596,14 +646,14 @@ def write_report(metrics_dir: str | Path, out_dir: str | Path, preamble: str = "
     }
     plot_curves(runs, out_dir / "curves.png")
     plot_methods(runs, ensembles, out_dir / "methods.png")
-    best = min(
-        ((n, min(e["top1"] for e in r["evals"].values())) for n, r in runs.items() if r["evals"]),
-        key=lambda t: t[1],
+    best = min(  # (run, evaluation, top-1) of the lowest single-net error
+        ((n, k, e["top1"]) for n, r in runs.items() for k, e in r["evals"].items()),
+        key=lambda t: t[2],
         default=None,
     )
     best_ens = min(
-        ((n, min(v["top1"] for k, v in e.items() if k != "members")) for n, e in ensembles.items()),
-        key=lambda t: t[1],
+        ((n, k, v["top1"]) for n, e in ensembles.items() for k, v in e.items() if k != "members"),
+        key=lambda t: t[2],
         default=None,
     )
     text = [
@@ -624,12 +674,12 @@ def write_report(metrics_dir: str | Path, out_dir: str | Path, preamble: str = "
         *verdicts(runs, ensembles, FULL),
         "",
         (
-            f"Best single-net result: {best[0]} at {best[1]:.1f}% top-1 "
-            f"(the issue's quality bar: at most 20%; {'met' if best[1] <= 20 else 'not met at this size and budget'})."
+            f"Best single-net result: {best[0]} at {best[2]:.1f}% top-1 "
+            f"(the issue's quality bar: at most 20%; {'met' if best[2] <= 20 else 'not met at this size and budget'})."
             if best
             else "No run yet."
         ),
-        _best_ensemble_line(best, best_ens, ensembles),
+        _best_ensemble_line(best, best_ens, ensembles, out_dir / "probs"),
         "",
         "## Reading these numbers",
         "",

@@ -242,8 +242,8 @@ learning rate drops: A-LRN-w4's dropped after epoch 12 (val top-1 41.7% -> 31.9%
 never did in its 16 epochs (still improving at epoch 14), so the wider net stopped before its schedule ran out. \
 A-LRN-w2-e32 is the same net given 32 epochs: its rate dropped after epoch 21 (val top-1 29.7% -> 23.9% the next \
 epoch) and it reached 17.8% multi-crop, the first net trained on this CPU under the 20% bar. Its posteriors were \
-lost with the run's scratch folder, so two more draws of the recipe (-s1, -s2, 65-85 minutes each on this shared \
-machine) give its spread (the seeds table) and the ensemble "A-LRN-w2 x2"; A-LRN-w2-e32-s1-jit is the paper's \
+lost with the run's scratch folder, so two more draws of the recipe (-s1, -s2, 80-85 minutes each on this shared \
+machine) give its spread (the seeds table: 18.1 ± 0.4% multi-crop over the three) and the ensemble "A-LRN-w2 x2"; A-LRN-w2-e32-s1-jit is the paper's \
 jittered fine-tune of -s1 (3 epochs at S in [73, 146]), tested at Q in {73, 110, 146} where the fixed-S nets are \
 tested at {64, 73, 82}; its ensemble with -s1 pairs two views of one draw, so it is the least independent of the \
 ensembles. Posteriors are now kept beside the metrics (`probs/<run>.pt`: 1,000 photos x 10 classes per \
@@ -377,6 +377,8 @@ def _summary(top1: float, top5: float, images: int, seconds: float, method: str 
 
 def evaluate_ensemble(members: list[str], probs_dir: Path) -> dict[str, Any] | None:
     """Table 6: posteriors of the members averaged, per evaluation and fused; None until all are evaluated."""
+    import report  # beside this file; main() put its folder on the path
+
     from vggnet.evaluate import topk_error
 
     files = [probs_dir / f"{m}.pt" for m in members]
@@ -385,11 +387,9 @@ def evaluate_ensemble(members: list[str], probs_dir: Path) -> dict[str, Any] | N
     loaded = [torch.load(f, weights_only=True) for f in files]
     labels = loaded[0]["labels"]
     out: dict[str, Any] = {"members": members}
-    for key in EVALS:
-        p = torch.stack([d[key] for d in loaded]).mean(0)
+    for key in [*EVALS, "fusion"]:
+        p = report.average_posteriors(loaded, key)
         out[key] = _summary(topk_error(p, labels, 1), topk_error(p, labels, 5), len(labels), 0.0)
-    fused = torch.stack([(d["dense_multi"] + d["multicrop_multi"]) / 2 for d in loaded]).mean(0)
-    out["fusion"] = _summary(topk_error(fused, labels, 1), topk_error(fused, labels, 5), len(labels), 0.0)
     return out
 
 
