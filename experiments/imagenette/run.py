@@ -135,7 +135,7 @@ def _grid() -> list[Run]:
         Run("A-LRN-w4-jit", "A-LRN", TUNE_EPOCHS, init_from="A-LRN-w4", jitter=True, width=1 / 4),
         Run("A-LRN-w2", "A-LRN", EPOCHS, init=A_INIT, width=1 / 2),
         Run("A-LRN-w2-e32", "A-LRN", 2 * EPOCHS, init=A_INIT, width=1 / 2),  # A-LRN-w2's LR never dropped in 16
-        # two more draws of the best CPU recipe (about 65 min each): its spread, and an ensemble of its own
+        # two more draws of the best CPU recipe (65-85 min each here): its spread, and an ensemble of its own
         *(Run(f"A-LRN-w2-e32-s{seed}", "A-LRN", 2 * EPOCHS, init=A_INIT, width=1 / 2, seed=seed) for seed in (1, 2)),
         # and the paper's jittered fine-tune of a draw: its multi-scale test, and an ensemble partner within reach
         Run("A-LRN-w2-e32-s1-jit", "A-LRN", TUNE_EPOCHS, init_from="A-LRN-w2-e32-s1", jitter=True, width=1 / 2, seed=1),
@@ -243,8 +243,8 @@ never did in its 16 epochs (still improving at epoch 14), so the wider net stopp
 A-LRN-w2-e32 is the same net given 32 epochs: its rate dropped after epoch 21 (val top-1 29.7% -> 23.9% the next \
 epoch) and it reached 17.8% multi-crop, the first net trained on this CPU under the 20% bar. Its posteriors were \
 lost with the run's scratch folder, so two more draws of the recipe (-s1, -s2, 80-85 minutes each on this shared \
-machine) give its spread (the seeds table: 18.1 ± 0.4% multi-crop over the three) and the ensemble "A-LRN-w2 x2"; A-LRN-w2-e32-s1-jit is the paper's \
-jittered fine-tune of -s1 (3 epochs at S in [73, 146]), tested at Q in {73, 110, 146} where the fixed-S nets are \
+machine) give its spread (the seeds table: 18.1 ± 0.4% multi-crop over the three) and the ensemble \
+"A-LRN-w2 x2"; A-LRN-w2-e32-s1-jit is the paper's jittered fine-tune of -s1 (3 epochs at S in [73, 146]), tested at Q in {73, 110, 146} where the fixed-S nets are \
 tested at {64, 73, 82}; its ensemble with -s1 pairs two views of one draw, so it is the least independent of the \
 ensembles. Posteriors are now kept beside the metrics (`probs/<run>.pt`: 1,000 photos x 10 classes per \
 evaluation, 120 kB), so ensembles can be recomputed from the repository alone.
