@@ -572,16 +572,23 @@ def average_posteriors(loaded: list[dict[str, Any]], method: str) -> Any:
     return torch.stack([d[method] for d in loaded]).mean(0)
 
 
+def load_posteriors(probs_dir: Path, runs: list[str]) -> list[dict[str, Any]] | None:
+    """The kept posteriors (`probs/<run>.pt`) of these runs, in order; None unless every one is there."""
+    import torch
+
+    files = [probs_dir / f"{r}.pt" for r in runs]
+    if not all(f.is_file() for f in files):
+        return None
+    return [torch.load(f, weights_only=True) for f in files]
+
+
 def paired_counts(
     probs_dir: Path, members: list[str], method: str, single: str, single_method: str
 ) -> tuple[int, int] | None:
     """On the same photos: (right by the ensemble and wrong by the single net, the reverse); None without posteriors."""
-    import torch
-
-    files = [probs_dir / f"{m}.pt" for m in [*members, single]]
-    if not all(f.is_file() for f in files):
+    loaded = load_posteriors(probs_dir, [*members, single])
+    if loaded is None:
         return None
-    loaded = [torch.load(f, weights_only=True) for f in files]
     labels = loaded[0]["labels"]
     ens = average_posteriors(loaded[:-1], method).argmax(1) == labels
     one = average_posteriors(loaded[-1:], single_method).argmax(1) == labels

@@ -381,10 +381,9 @@ def evaluate_ensemble(members: list[str], probs_dir: Path) -> dict[str, Any] | N
 
     from vggnet.evaluate import topk_error
 
-    files = [probs_dir / f"{m}.pt" for m in members]
-    if not all(f.is_file() for f in files):
+    loaded = report.load_posteriors(probs_dir, members)
+    if loaded is None:
         return None
-    loaded = [torch.load(f, weights_only=True) for f in files]
     labels = loaded[0]["labels"]
     out: dict[str, Any] = {"members": members}
     for key in [*EVALS, "fusion"]:
