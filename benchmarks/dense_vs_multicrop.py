@@ -32,9 +32,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import cpu_model  # noqa: E402
 
 from vggnet.analysis import layer_table, totals  # noqa: E402
-from vggnet.data import Preprocessing
 from vggnet.evaluate import dense, for_evaluation, multicrop, rescale, to_tensor
 from vggnet.model import VGG
+from vggnet.weights import Preprocessing
 
 SCALES = (256, 384, 512)
 IMAGE_SIZE = (500, 375)  # width x height, the commonest ILSVRC shape

@@ -25,10 +25,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import GemmProbe, gemm_peak, interleaved, machine, machine_line, median, publish  # noqa: E402
 
 from vggnet.analysis import layer_table, totals  # noqa: E402
-from vggnet.data import Preprocessing, open_image, scan_image_folder  # noqa: E402
+from vggnet.data import open_image, scan_image_folder
 from vggnet.model import VGG  # noqa: E402
 from vggnet.optimize import optimize_for_inference, quantize_int8  # noqa: E402
-from vggnet.weights import load_weights  # noqa: E402
+from vggnet.weights import (
+    Preprocessing,  # noqa: E402
+    load_weights,  # noqa: E402
+)
 
 IMAGENETTE = Path(__file__).resolve().parents[2] / "shared" / "data" / "imagenette"  # shared/ beside the repository
 

@@ -22,9 +22,9 @@ import torch.nn.functional as F
 
 from vggnet import build
 from vggnet.configs import EvalConfig
-from vggnet.data import Preprocessing, open_dataset
+from vggnet.data import open_dataset
 from vggnet.evaluate import evaluate, markdown_table, rescale, to_tensor
-from vggnet.weights import save_weights
+from vggnet.weights import Preprocessing, save_weights
 
 OUT = Path(__file__).resolve().parent / "results" / "digits_dense_scales.md"
 

@@ -3,7 +3,8 @@ import pytest
 import torch
 from PIL import Image
 
-from vggnet.data import Preprocessing, open_image, scan_image_folder
+from vggnet.data import open_image, scan_image_folder
+from vggnet.weights import Preprocessing
 
 
 def test_preprocessing_caffe_is_bgr_0_255_minus_means():

@@ -9,8 +9,7 @@ import vggnet.evaluate as ev
 from vggnet import build
 from vggnet.cli import main
 from vggnet.configs import EvalConfig
-from vggnet.data import Preprocessing
-from vggnet.weights import save_weights
+from vggnet.weights import Preprocessing, save_weights
 
 PRE = Preprocessing.torchvision()
 DIGITS = [str(d) for d in range(10)]

@@ -6,9 +6,8 @@ from PIL import Image
 
 from vggnet import build
 from vggnet.cli import main
-from vggnet.data import Preprocessing
 from vggnet.features import PerceptualLoss, block_outputs, features_at, gram, layer_names
-from vggnet.weights import save_weights
+from vggnet.weights import Preprocessing, save_weights
 
 W = 1 / 16
 

@@ -19,10 +19,10 @@ from torch import nn
 from helpers import randomize_bn
 from vggnet import build
 from vggnet.cli import main
-from vggnet.data import Preprocessing
 from vggnet.model import VGG
 from vggnet.weights import (
     NoClassifier,
+    Preprocessing,
     convert,
     detect_source,
     import_weights,

@@ -93,7 +93,7 @@ class Run:
             **{**recipe, "width": self.width or recipe["width"]},
             data=data,
             stats=stats,
-            model=self.model,
+            arch=self.model,
             init=self.init,
             init_from=str(root / self.init_from) if self.init_from else "",
             scale=list(scale),
@@ -407,11 +407,11 @@ def write_metrics(run: Run, out: Path, train_seconds: float, evals: dict[str, An
 
     history = [json.loads(line) for line in (out / METRICS).read_text().splitlines() if line.strip()]
     cfg = json.loads((out / "config.json").read_text())
-    keep = ("model", "width", "init", "init_std", "batch", "lr", "epochs", "scale", "crop", "seed", "patience")
+    keep = ("width", "init", "init_std", "batch", "lr", "epochs", "scale", "crop", "seed", "patience")
     record = {
         "name": run.name,
         "run": dataclasses.asdict(run),
-        "config": {k: cfg[k] for k in keep},
+        "config": {"model": cfg.get("arch", cfg.get("model")), **{k: cfg[k] for k in keep}},  # "model": older runs
         "train_seconds": round(train_seconds, 1),
         "history": history,
         "evals": evals,

@@ -8,12 +8,8 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import inspect
-import io
 import os
 import sys
-import textwrap
-import tokenize
 import typing
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -23,70 +19,37 @@ from .configs import HEADS, EvalConfig, ModelConfig, config_names
 # -- dataclass <-> argparse -------------------------------------------------------------
 
 
-def field_comments(cls: type) -> dict[str, str]:
-    """The `# comment` of each field in a dataclass's source, by field name ({} without source).
-
-    A field's comment is the block of comment lines right above it (section rules `# -- ...` excluded)
-    followed by its trailing comment.
-    """
-    try:
-        source = textwrap.dedent(inspect.getsource(cls))
-    except (OSError, TypeError):
-        return {}
-    names = {f.name for f in dataclasses.fields(cls)}
-    lines = source.splitlines()
-    comments: dict[str, list[str]] = {}
-    current, line_start, previous = None, True, None
-    for tok in tokenize.generate_tokens(io.StringIO(source).readline):
-        if tok.type == tokenize.NEWLINE:
-            current, line_start = None, True
-        elif tok.type == tokenize.COMMENT and current is not None:
-            comments[current].append(tok.string.lstrip("#").strip())
-        elif tok.type == tokenize.OP and tok.string == ":" and previous is not None and previous.string in names:
-            current = previous.string
-            comments.setdefault(current, _comments_above(lines, previous.start[0] - 1))
-        if tok.type not in (tokenize.NEWLINE, tokenize.NL, tokenize.COMMENT, tokenize.INDENT, tokenize.DEDENT):
-            previous = tok if line_start else None
-            line_start = False
-    return {name: " ".join(text) for name, text in comments.items() if text}
-
-
-def _comments_above(lines: list[str], index: int) -> list[str]:
-    """The comment lines directly above line `index` (0-based), top first, without their '#'."""
-    block: list[str] = []
-    for line in reversed(lines[:index]):
-        text = line.strip()
-        if not text.startswith("#") or text.startswith("# --"):
-            break
-        block.insert(0, text.lstrip("#").strip())
-    return block
-
-
 def add_dataclass_args(parser: argparse.ArgumentParser, cls: type, skip: Sequence[str] = ()) -> None:
-    """Add one `--field` option per dataclass field, typed and defaulted from the class, helped by its comment."""
+    """Add one `--field` option per dataclass field, typed and defaulted from the class, helped by its metadata.
+
+    A field renamed since (`renamed_fields`: old -> new) also answers to its old flag (`--model` for `--arch`).
+    """
     hints = typing.get_type_hints(cls)
-    comments = field_comments(cls)
+    old_names = {new: old for old, new in getattr(cls, "renamed_fields", {}).items()}
     for f in dataclasses.fields(cls):
         if f.name in skip:
             continue
-        flag = "--" + f.name.replace("_", "-")
+        flags = ["--" + f.name.replace("_", "-")]
+        if f.name in old_names:
+            flags.append("--" + old_names[f.name].replace("_", "-"))
         kind = hints[f.name]
         default = f.default if f.default is not dataclasses.MISSING else f.default_factory()  # type: ignore[misc]
         shown = ",".join(map(str, default)) if isinstance(default, (list, tuple)) else default
-        comment = comments.get(f.name, "").replace("%", "%%")  # argparse formats help with %
+        comment = f.metadata.get("help", "").replace("%", "%%")  # argparse formats help with %
         help_text = f"{comment} (default: {shown})".strip() if comment else f"(default: {shown})"
+        common = {"dest": f.name, "default": None, "help": help_text}
         if kind is bool:
-            parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=None, help=help_text)
+            parser.add_argument(*flags, action=argparse.BooleanOptionalAction, **common)
             continue
         origin = typing.get_origin(kind)
         args = [a for a in typing.get_args(kind) if a is not type(None)]
         if origin in (list, tuple):
             elem = args[0] if args else str
-            parser.add_argument(flag, type=_list_of(elem), default=None, help=f"comma-separated; {help_text}")
+            parser.add_argument(*flags, type=_list_of(elem), **{**common, "help": f"comma-separated; {help_text}"})
             continue
         if origin is typing.Union or (origin is not None and len(args) == 1):
             kind = args[0]
-        parser.add_argument(flag, type=kind, default=None, help=help_text)
+        parser.add_argument(*flags, type=kind, **common)
 
 
 def _list_of(elem: type) -> Callable[[str], list[Any]]:
@@ -117,8 +80,8 @@ def cmd_summary(args: argparse.Namespace) -> int:
     import torch
 
     with torch.device("meta"):
-        model = VGG(ModelConfig(config=args.config, batch_norm=args.bn, head=args.head, num_classes=args.classes))
-    name = model.cfg.config + ("_bn" if model.cfg.batch_norm else "")
+        model = VGG(ModelConfig(arch=args.config, batch_norm=args.bn, head=args.head, num_classes=args.classes))
+    name = model.cfg.display_name()
     print(f"VGG {name}, {args.head} head, {args.classes} classes, input {args.input}x{args.input}")
     print(format_table(layer_table(model, args.input)))
     return 0
@@ -139,14 +102,13 @@ def cmd_explain(args: argparse.Namespace) -> int:
 
 
 def cmd_convert(args: argparse.Namespace) -> int:
-    from .data import Preprocessing
-    from .weights import convert
+    from .weights import Preprocessing, convert
 
     names = _read_class_names(args.class_names) if args.class_names else None
     pre = {"torchvision": Preprocessing.torchvision, "caffe": Preprocessing.caffe}.get(args.preprocessing)
     meta = convert(args.src, args.dst, args.source, head=args.head, class_names=names, preprocessing=pre and pre())
     cfg, p = meta.model, meta.preprocessing
-    name = cfg.config + ("_bn" if cfg.batch_norm else "") + (f" width {cfg.width:g}" if cfg.width != 1 else "")
+    name = cfg.display_name() + (f" width {cfg.width:g}" if cfg.width != 1 else "")
     top = f"{cfg.head} head, {cfg.num_classes} classes" if meta.include_top else "no classifier (features only)"
     print(
         f"{args.src} ({meta.source}) -> {args.dst}: VGG {name}, {top}, {meta.params:,} parameters, "
@@ -164,7 +126,7 @@ def cmd_features(args: argparse.Namespace) -> int:
     import numpy as np
 
     from .features import extract_features
-    from .weights import atomic_write
+    from .io import atomic_write
 
     layers = [n.strip() for n in args.layers.split(",") if n.strip()]
     size = args.size or None

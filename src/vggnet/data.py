@@ -22,48 +22,9 @@ import numpy as np
 import torch
 from PIL import Image, UnidentifiedImageError
 
+from .io import write_text
+
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm")
-
-# ImageNet statistics used by torchvision's weights (RGB, 0-1 scale).
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
-# The original Caffe release and Keras: BGR order, 0-255 scale, per-channel means (B, G, R).
-CAFFE_MEAN_BGR = (103.939, 116.779, 123.68)
-
-
-@dataclass
-class Preprocessing:
-    """How a network expects its input: channel order, pixel scale, mean and std.
-
-    Applied to a float batch in RGB order and 0-1 range: reorder, multiply by `scale`,
-    subtract `mean`, divide by `std` (mean and std are in the network's order and scale).
-    """
-
-    color: str = "RGB"  # "RGB" or "BGR"
-    scale: float = 1.0  # 1.0 for 0-1 input, 255.0 for 0-255 input
-    mean: tuple[float, float, float] = IMAGENET_MEAN
-    std: tuple[float, float, float] = IMAGENET_STD
-
-    def __post_init__(self) -> None:
-        if self.color not in ("RGB", "BGR"):
-            raise ValueError(f"preprocessing color must be RGB or BGR, got {self.color!r}")
-        self.mean, self.std = tuple(float(v) for v in self.mean), tuple(float(v) for v in self.std)
-
-    def __call__(self, x: torch.Tensor) -> torch.Tensor:
-        """(N, 3, H, W) RGB in [0, 1] -> the network's input."""
-        if self.color == "BGR":
-            x = x.flip(-3)
-        mean = torch.tensor(self.mean, dtype=x.dtype, device=x.device).view(-1, 1, 1)
-        std = torch.tensor(self.std, dtype=x.dtype, device=x.device).view(-1, 1, 1)
-        return (x * self.scale - mean) / std
-
-    @classmethod
-    def torchvision(cls) -> Preprocessing:
-        return cls("RGB", 1.0, IMAGENET_MEAN, IMAGENET_STD)
-
-    @classmethod
-    def caffe(cls) -> Preprocessing:
-        return cls("BGR", 255.0, CAFFE_MEAN_BGR, (1.0, 1.0, 1.0))
 
 
 def open_image(path: str | os.PathLike[str]) -> Image.Image | None:
@@ -118,11 +79,6 @@ def scan_image_folder(root: str | os.PathLike[str]) -> tuple[list[tuple[str, int
             raise ValueError(f"{root / name}: class folder holds no images ({', '.join(IMAGE_EXTENSIONS)})")
         samples.extend((f, index) for f in files)
     return samples, classes
-
-
-def report(message: str) -> None:
-    """One line to stderr, for things the user should see even in quiet mode."""
-    print(message, file=sys.stderr)
 
 
 class ImageFolder(torch.utils.data.Dataset):
@@ -306,10 +262,7 @@ class RGBStats:
     pixels: int = 0
 
     def save(self, path: str | os.PathLike[str]) -> None:
-        from .weights import atomic_write
-
-        text = json.dumps(asdict(self), indent=1)
-        atomic_write(path, lambda tmp: Path(tmp).write_text(text))
+        write_text(path, json.dumps(asdict(self), indent=1))
 
     @classmethod
     def load(cls, path: str | os.PathLike[str]) -> RGBStats:

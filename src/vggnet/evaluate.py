@@ -35,9 +35,10 @@ from PIL import Image
 from tqdm import tqdm
 
 from .configs import EVAL_METHODS, EvalConfig
-from .data import Preprocessing, open_dataset, open_image, report
+from .data import open_dataset, open_image
+from .io import atomic_write, report
 from .model import VGG
-from .weights import WeightsMeta, atomic_write, load_weights, read_meta
+from .weights import Preprocessing, WeightsMeta, load_weights, read_meta
 
 WEIGHTS_FILE = "model.safetensors"  # the best weights inside a training run folder
 MAX_CONFUSION_CLASSES = 100  # a confusion matrix PNG beyond this is unreadable

@@ -20,8 +20,9 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from .io import atomic_write
 from .model import VGG
-from .weights import WeightsMeta, atomic_write, load_weights
+from .weights import WeightsMeta, load_weights
 
 FORMATS = ("onnx", "pt2")
 OUTPUT_NAMES = ("logits", "scores")

@@ -17,9 +17,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from .data import Preprocessing, open_image
+from .data import open_image
 from .model import VGG
-from .weights import has_classifier, load_weights
+from .weights import Preprocessing, has_classifier, load_weights
 
 LayerWeights = Sequence[str] | Mapping[str, float]
 

@@ -59,8 +59,8 @@ class VGG(nn.Module):
     def __init__(self, cfg: ModelConfig | None = None, **overrides: Any) -> None:
         super().__init__()
         cfg = dataclasses.replace(cfg or ModelConfig(), **overrides)
-        letter, bn_from_name = resolve(cfg.config)
-        cfg = dataclasses.replace(cfg, config=letter, batch_norm=cfg.batch_norm or bn_from_name)
+        letter, bn_from_name = resolve(cfg.arch)
+        cfg = dataclasses.replace(cfg, arch=letter, batch_norm=cfg.batch_norm or bn_from_name)
         if cfg.head not in HEADS:
             raise ValueError(f"unknown head {cfg.head!r}; accepted: {', '.join(HEADS)}")
         if cfg.init not in INITS:
@@ -203,7 +203,7 @@ class VGG(nn.Module):
 
 def build(name: str = "vgg16", **options: Any) -> VGG:
     """Construct a VGG from a configuration name (`D`, `vgg16`, `vgg16_bn`, ...) and options."""
-    return VGG(ModelConfig(config=name), **options)
+    return VGG(ModelConfig(arch=name), **options)
 
 
 def count_parameters(model: nn.Module) -> int:

@@ -37,7 +37,6 @@ from torch.utils.data import Dataset
 from .configs import AMP_MODES, HEADS, INITS, ModelConfig, TrainConfig, resolve
 from .data import (
     EvalTransform,
-    Preprocessing,
     RGBStats,
     TrainTransform,
     Transformed,
@@ -45,10 +44,10 @@ from .data import (
     compute_stats,
     item_name,
     open_dataset,
-    report,
 )
+from .io import atomic_write, report
 from .model import VGG
-from .weights import atomic_write, load_weights, save_weights
+from .weights import Preprocessing, load_weights, save_weights
 
 CONFIG, STATS, METRICS, PLOT, WEIGHTS, CHECKPOINT = (
     "config.json",

@@ -27,7 +27,6 @@ import math
 import mmap
 import os
 import re
-import tempfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -40,8 +39,50 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from .configs import CONFIGS, ModelConfig
-from .data import Preprocessing
+from .io import atomic_write
 from .model import VGG, count_parameters, make_features
+
+# ImageNet statistics used by torchvision's weights (RGB, 0-1 scale).
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+# The original Caffe release and Keras: BGR order, 0-255 scale, per-channel means (B, G, R).
+CAFFE_MEAN_BGR = (103.939, 116.779, 123.68)
+
+
+@dataclass
+class Preprocessing:
+    """How a network expects its input: channel order, pixel scale, mean and std.
+
+    Applied to a float batch in RGB order and 0-1 range: reorder, multiply by `scale`,
+    subtract `mean`, divide by `std` (mean and std are in the network's order and scale).
+    """
+
+    color: str = "RGB"  # "RGB" or "BGR"
+    scale: float = 1.0  # 1.0 for 0-1 input, 255.0 for 0-255 input
+    mean: tuple[float, float, float] = IMAGENET_MEAN
+    std: tuple[float, float, float] = IMAGENET_STD
+
+    def __post_init__(self) -> None:
+        if self.color not in ("RGB", "BGR"):
+            raise ValueError(f"preprocessing color must be RGB or BGR, got {self.color!r}")
+        self.mean, self.std = tuple(float(v) for v in self.mean), tuple(float(v) for v in self.std)
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        """(N, 3, H, W) RGB in [0, 1] -> the network's input."""
+        if self.color == "BGR":
+            x = x.flip(-3)
+        mean = torch.tensor(self.mean, dtype=x.dtype, device=x.device).view(-1, 1, 1)
+        std = torch.tensor(self.std, dtype=x.dtype, device=x.device).view(-1, 1, 1)
+        return (x * self.scale - mean) / std
+
+    @classmethod
+    def torchvision(cls) -> Preprocessing:
+        return cls("RGB", 1.0, IMAGENET_MEAN, IMAGENET_STD)
+
+    @classmethod
+    def caffe(cls) -> Preprocessing:
+        return cls("BGR", 255.0, CAFFE_MEAN_BGR, (1.0, 1.0, 1.0))
+
 
 FORMAT_KEY = "vggnet"
 SOURCES = ("auto", "vggnet", "torchvision", "timm", "keras", "caffe")
@@ -106,28 +147,6 @@ def has_classifier(model: VGG) -> bool:
 
 
 # -- the project format -------------------------------------------------------------------
-
-
-def atomic_write(path: str | os.PathLike[str], write: Callable[[str], None]) -> None:
-    """Call `write(tmp)` on a temporary file beside `path`, then rename it over `path`.
-
-    A reader sees the old file or the new one, never half of one (a killed run included).
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        write(tmp)
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # mkstemp's file is private (0600): give it an ordinary file's mode
-        with open(tmp, "rb") as f:
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
 
 
 def save_weights(
@@ -802,5 +821,17 @@ def _assemble(
         model = VGG(cfg)
     if not include_top:
         model.classifier = NoClassifier()
-    load_state_checked(model, {k: v.to(device) for k, v in state.items()}, source=where, assign=True)
+    for key in state:
+        state[key] = aligned(state[key].to(device))
+    load_state_checked(model, state, source=where, assign=True)
     return model.eval()
+
+
+def aligned(t: torch.Tensor, alignment: int = 64) -> torch.Tensor:
+    """`t`, or an aligned copy where its memory does not start on a cache line.
+
+    safetensors hands out tensors at their offsets in the file; on a misaligned weight the CPU
+    convolution library takes other code paths, so a loaded model's outputs would differ from the
+    saved model's in the last bits.
+    """
+    return t if t.device.type != "cpu" or t.data_ptr() % alignment == 0 else t.clone()

@@ -1,0 +1,31 @@
+"""Top-k error, confusion matrices and per-class accuracy, shared by training and evaluation."""
+
+from __future__ import annotations
+
+import torch
+
+
+def count_correct(scores: torch.Tensor, labels: torch.Tensor, ks: tuple[int, ...] = (1, 5)) -> list[torch.Tensor]:
+    """Number of samples whose label is among the k highest scores, for each k (k capped at the class count)."""
+    top = scores.topk(min(max(ks), scores.shape[1]), dim=1).indices  # (N, k)
+    hit = top == labels[:, None]
+    return [hit[:, : min(k, scores.shape[1])].any(1).sum() for k in ks]
+
+
+def topk_error(scores: torch.Tensor, labels: torch.Tensor, k: int) -> float:
+    """Percentage of samples whose true class is not among the k highest scores (k capped at the class count)."""
+    (hits,) = count_correct(scores, labels, (k,))
+    return 100.0 * (1.0 - (hits.float() / max(len(labels), 1)).item())  # float32, as a mean of hits
+
+
+def confusion_matrix(scores: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """(classes, classes) counts: row = true class, column = top-1 prediction."""
+    c = scores.shape[1]
+    pred = scores.argmax(dim=1)
+    return torch.bincount(labels * c + pred, minlength=c * c).view(c, c)
+
+
+def per_class_accuracy(confusion: torch.Tensor) -> list[float | None]:
+    """Top-1 accuracy (%) of each class; None for a class without images."""
+    rows = confusion.sum(dim=1)
+    return [None if n == 0 else 100.0 * float(confusion[i, i]) / float(n) for i, n in enumerate(rows.tolist())]

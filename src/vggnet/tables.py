@@ -1,0 +1,31 @@
+"""Tables and numbers as people read them: Markdown tables, bytes, counts."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+
+def markdown_table(header: Sequence[str], rows: Sequence[Sequence[object]], align: str = "") -> str:
+    """A Markdown table; `align` holds one of l, r, c per column (default: left)."""
+    marks = {"l": "---", "r": "---:", "c": ":---:"}
+    rule = [marks[a] for a in align] if align else ["---"] * len(header)
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join(rule) + "|"]
+    lines += ["| " + " | ".join(str(v) for v in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def human_bytes(n: int) -> str:
+    """Bytes as KiB/MiB with one decimal."""
+    if n >= 1 << 20:
+        return f"{n / (1 << 20):.1f} MiB"
+    return f"{n / (1 << 10):.1f} KiB"
+
+
+def short(n: float) -> str:
+    """1.85 G, 102.8 M, 36.9 K: three significant figures for figures that are read, not parsed."""
+    for unit, scale in (("G", 1e9), ("M", 1e6), ("K", 1e3)):
+        if abs(n) >= scale:
+            v = n / scale
+            return f"{v:.{max(0, 2 - int(math.log10(abs(v))))}f} {unit}"
+    return f"{n:g}"
