@@ -549,28 +549,6 @@ def markdown_table(results: Sequence[Result]) -> str:
     return "\n".join(lines)
 
 
-def confusion_figure(result: Result, path: str | os.PathLike[str]) -> None:
-    """Write the confusion matrix (rows: true class, columns: prediction, row-normalised) as a PNG."""
-    from matplotlib.figure import Figure
-
-    conf = np.asarray(result.confusion, dtype=np.float64)
-    rates = conf / np.maximum(conf.sum(axis=1, keepdims=True), 1)
-    c = len(result.class_names)
-    side = min(16.0, 3.0 + 0.16 * c)
-    fig = Figure(figsize=(side + 1.5, side))
-    ax = fig.add_subplot()
-    shown = ax.imshow(rates, cmap="Blues", vmin=0, vmax=1)
-    fig.colorbar(shown, ax=ax, fraction=0.046, label="fraction of the true class")
-    if c <= 40:
-        ax.set_xticks(range(c), result.class_names, rotation=90, fontsize=7)
-        ax.set_yticks(range(c), result.class_names, fontsize=7)
-    ax.set_xlabel("predicted class")
-    ax.set_ylabel("true class")
-    ax.set_title(f"{' + '.join(result.configs)}, {method_label(result)}: top-1 error {result.top1_error:.1f}%")
-    fig.tight_layout()
-    atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", dpi=100))
-
-
 def write_report(result: Result, out_dir: str | os.PathLike[str], name: str | None = None) -> list[Path]:
     """Write NAME.json, NAME.md and (up to 100 classes) NAME_confusion.png; NAME defaults to `result.tag`."""
     out, name = Path(out_dir), name or result.tag
@@ -587,8 +565,10 @@ def write_report(result: Result, out_dir: str | os.PathLike[str], name: str | No
     )
     atomic_write(written[1], lambda tmp: Path(tmp).write_text(text))
     if len(result.class_names) <= MAX_CONFUSION_CLASSES:
+        from .plots import confusion_figure
+
         written.append(out / f"{name}_confusion.png")
-        confusion_figure(result, written[-1])
+        confusion_figure(result, written[-1], method_label(result))
     return written
 
 

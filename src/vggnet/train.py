@@ -398,33 +398,9 @@ def write_metrics(run: Path, history: list[dict[str, Any]]) -> None:
     text = "".join(json.dumps(h) + "\n" for h in history)
     atomic_write(run / METRICS, lambda tmp: Path(tmp).write_text(text))
     if history:
+        from .plots import plot_metrics
+
         plot_metrics(history, run / PLOT)
-
-
-def plot_metrics(history: list[dict[str, Any]], path: Path) -> None:
-    """Loss, top-1/top-5 error and LR against epoch, three panels in one PNG."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    epochs = [h["epoch"] for h in history]
-    fig, axes = plt.subplots(1, 3, figsize=(13, 3.6))
-    for split in ("train", "val"):
-        axes[0].plot(epochs, [h[f"{split}_loss"] for h in history], marker=".", label=split)
-        for k, style in (("top1", "-"), ("top5", "--")):
-            axes[1].plot(epochs, [h[f"{split}_{k}"] for h in history], style, marker=".", label=f"{split} {k}")
-    axes[2].plot(epochs, [h["lr"] for h in history], marker=".")
-    axes[2].set_yscale("log")
-    for ax, title in zip(axes, ("loss", "error (%)", "learning rate"), strict=True):
-        ax.set_title(title)
-        ax.set_xlabel("epoch")
-        ax.grid(alpha=0.3)
-    axes[0].legend()
-    axes[1].legend()
-    fig.tight_layout()
-    atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", dpi=90))
-    plt.close(fig)
 
 
 # -- the loop ------------------------------------------------------------------------------------------
