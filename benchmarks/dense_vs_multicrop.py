@@ -32,7 +32,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import cpu_model  # noqa: E402
 
 from vggnet.analysis import layer_table, totals  # noqa: E402
-from vggnet.evaluate import dense, for_evaluation, multicrop, rescale, to_tensor
+from vggnet.data import rescale, to_uint8_tensor
+from vggnet.evaluate import dense, for_evaluation, multicrop
 from vggnet.model import VGG
 from vggnet.weights import Preprocessing
 
@@ -77,7 +78,7 @@ def main() -> None:
     pre = Preprocessing()
     rng = np.random.default_rng(0)
     img = Image.fromarray(rng.integers(0, 256, (IMAGE_SIZE[1], IMAGE_SIZE[0], 3), dtype=np.uint8))
-    images = [to_tensor(rescale(img, q)) for q in SCALES]  # (3, 256, 341), (3, 384, 512), (3, 512, 683)
+    images = [to_uint8_tensor(rescale(img, q)) for q in SCALES]  # (3, 256, 341), (3, 384, 512), (3, 512, 683)
 
     def run_dense() -> torch.Tensor:
         return torch.stack([dense(model, [x], pre, flip=True) for x in images]).mean(0)

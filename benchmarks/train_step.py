@@ -1,7 +1,8 @@
 """Training step (forward, backward, SGD momentum 0.9 + weight decay 5e-4, cross-entropy): ours vs torchvision's VGG.
 
-Ours: vggnet.train.Trainer.train_step (the code `vggnet train` runs) on the model build_model makes, in the
-memory format and with the optimiser Trainer sets up (by default channels-last, fused SGD: `train.sgd`). Baseline: a plain loop over torchvision's VGG with the same weights (its
+Ours: vggnet.train.train_step (the code `vggnet train` runs) on the model build_model makes, in the memory
+format and with the optimiser a run sets up (by default channels-last, fused SGD: `train.sgd`). Baseline: a
+plain loop over torchvision's VGG with the same weights (its
 state_dict loaded into ours with strict=True), the same optimiser settings and the same batches.
 Two networks: the demo's (A, width 1/8, 32x32 crops, 10 classes, batch 32) and VGG-11 (A) at 224, batch 8.
 Run: PYTHONPATH=src python benchmarks/train_step.py   (about 3 minutes on 2 cores)
@@ -14,6 +15,7 @@ import dataclasses
 import os
 import sys
 import warnings
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -23,7 +25,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import interleaved, machine, machine_line, median, publish  # noqa: E402
 
 from vggnet.configs import TrainConfig  # noqa: E402
-from vggnet.train import SUMS, Trainer, build_model, sgd  # noqa: E402
+from vggnet.train import build_model, sgd, train_step  # noqa: E402
 
 
 def torchvision_twin(ours: torch.nn.Module) -> torch.nn.Module:
@@ -51,28 +53,28 @@ def torchvision_twin(ours: torch.nn.Module) -> torch.nn.Module:
     return net
 
 
-def stepper(cfg: TrainConfig, classes: int) -> Trainer:
-    """A Trainer holding just what train_step uses: model, optimiser, scaler, config (no data, no run folder)."""
-    t = object.__new__(Trainer)
-    t.cfg, t.device, t.ddp = cfg, torch.device("cpu"), None
-    t.model = build_model(cfg, classes)
-    t.fmt = torch.channels_last if cfg.channels_last else torch.contiguous_format
-    t.model.to(memory_format=t.fmt)  # as Trainer.__init__ places it
-    t.net = t.model
-    t.optimizer = sgd(t.model, cfg, t.device)
-    t.scaler = torch.amp.GradScaler("cpu", enabled=False)
-    t.sums, t.reported = dict.fromkeys(SUMS, 0.0), set()
-    t.train_base = t.val_base = None  # only named when an image is unreadable; none are here
-    return t
+def stepper(cfg: TrainConfig, classes: int) -> tuple[torch.nn.Module, Callable[[torch.Tensor, torch.Tensor], None]]:
+    """The model a run builds, placed as a run places it, and one call of train_step with a run's arguments."""
+    device = torch.device("cpu")
+    model = build_model(cfg, classes)
+    fmt = torch.channels_last if cfg.channels_last else torch.contiguous_format
+    model.to(memory_format=fmt)
+    optimizer = sgd(model, cfg, device)
+    scaler = torch.amp.GradScaler("cpu", enabled=False)
+
+    def step(x: torch.Tensor, y: torch.Tensor) -> None:
+        train_step(model, optimizer, scaler, [(x, y)], device, amp=cfg.amp, memory_format=fmt, crop=cfg.crop)
+
+    return model, step
 
 
 def measure(name: str, cfg: TrainConfig, classes: int, rounds: int) -> dict[str, object]:
     """Images/s of our training step and torchvision's plain loop on the same weights and batches."""
     torch.manual_seed(0)
-    ours = stepper(cfg, classes)
-    theirs = torchvision_twin(ours.model)
-    ours.model.load_state_dict(theirs.state_dict(), strict=True)  # the same weights in both
-    ours.model.train()
+    ours, ours_step = stepper(cfg, classes)
+    theirs = torchvision_twin(ours)
+    ours.load_state_dict(theirs.state_dict(), strict=True)  # the same weights in both
+    ours.train()
     theirs.train()
     opt = torch.optim.SGD(theirs.parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
     g = torch.Generator().manual_seed(1)
@@ -84,11 +86,11 @@ def measure(name: str, cfg: TrainConfig, classes: int, rounds: int) -> dict[str,
         F.cross_entropy(theirs(x), y).backward()
         opt.step()
 
-    times = interleaved({"ours": lambda: ours.train_step([(x, y, [])]), "torchvision": torchvision_step}, rounds)
+    times = interleaved({"ours": lambda: ours_step(x, y), "torchvision": torchvision_step}, rounds)
     ips = {k: cfg.batch / median(v) for k, v in times.items()}
     return {
         "network": name,
-        "model": cfg.model,
+        "model": cfg.arch,
         "width": cfg.width,
         "crop": cfg.crop,
         "classes": classes,
@@ -140,7 +142,7 @@ def markdown(r: dict) -> str:
         f"Command: `{cmd}`.  ",
         "A step: forward, cross-entropy, backward, SGD (momentum 0.9, weight decay 5e-4); the same weights",
         "(torchvision's state_dict loaded into ours, strict) and the same batch; ours is",
-        "`Trainer.train_step`, torchvision's a plain loop. Interleaved rounds, medians.",
+        "`vggnet.train.train_step`, torchvision's a plain loop. Interleaved rounds, medians.",
         "",
         "| network | batch | rounds | ours images/s | torchvision images/s | ours / torchvision |",
         "|---|---:|---:|---:|---:|---:|",

@@ -22,8 +22,8 @@ import torch.nn.functional as F
 
 from vggnet import build
 from vggnet.configs import EvalConfig
-from vggnet.data import open_dataset
-from vggnet.evaluate import evaluate, markdown_table, rescale, to_tensor
+from vggnet.data import open_dataset, rescale, to_uint8_tensor
+from vggnet.evaluate import evaluate, results_table
 from vggnet.weights import Preprocessing, save_weights
 
 OUT = Path(__file__).resolve().parent / "results" / "digits_dense_scales.md"
@@ -31,7 +31,7 @@ OUT = Path(__file__).resolve().parent / "results" / "digits_dense_scales.md"
 
 def jittered_crop(img, scale: tuple[int, int], crop: int, rng: random.Random) -> torch.Tensor:
     """Rescale to a random S in [Smin, Smax], take a random crop x crop crop, mirror half the time (section 3.1)."""
-    x = to_tensor(rescale(img, rng.randint(*scale)))
+    x = to_uint8_tensor(rescale(img, rng.randint(*scale)))
     top, left = rng.randint(0, x.shape[1] - crop), rng.randint(0, x.shape[2] - crop)
     x = x[:, top : top + crop, left : left + crop]
     return x.flip(-1) if rng.random() < 0.5 else x
@@ -95,7 +95,7 @@ def main() -> None:
             for m, s in settings
         ]
         no_flip = evaluate([weights], "digits", dataclasses.replace(base, scales="paper", flip=False), progress=False)
-    table = markdown_table([*results[:3], no_flip, *results[3:]])
+    table = results_table([*results[:3], no_flip, *results[3:]])
     text = (
         "# Testing protocol on the built-in digits\n\n"
         f"VGG-A with BN at width {args.width:g}, input {args.input}, trained {args.epochs} epochs on the 1,437 "

@@ -6,7 +6,7 @@ import torch
 from PIL import Image
 
 import vggnet.evaluate as ev
-from vggnet import build
+from vggnet import build, data, metrics
 from vggnet.cli import main
 from vggnet.configs import EvalConfig
 from vggnet.weights import Preprocessing, save_weights
@@ -190,14 +190,14 @@ def test_topk_error_confusion_and_per_class_accuracy_on_a_constructed_case():
         ]
     )
     labels = torch.tensor([0, 1, 0, 3])
-    assert ev.topk_error(probs, labels, 1) == pytest.approx(75.0)
-    assert ev.topk_error(probs, labels, 2) == pytest.approx(50.0)
-    assert ev.topk_error(probs, labels, 5) == pytest.approx(25.0)
-    assert ev.topk_error(probs, labels, 4) == pytest.approx(50.0)
-    assert ev.topk_error(probs[:, :3], torch.tensor([0, 1, 0, 2]), 5) == 0.0  # k capped at 3 classes
-    conf = ev.confusion_matrix(probs, labels)
+    assert metrics.topk_error(probs, labels, 1) == pytest.approx(75.0)
+    assert metrics.topk_error(probs, labels, 2) == pytest.approx(50.0)
+    assert metrics.topk_error(probs, labels, 5) == pytest.approx(25.0)
+    assert metrics.topk_error(probs, labels, 4) == pytest.approx(50.0)
+    assert metrics.topk_error(probs[:, :3], torch.tensor([0, 1, 0, 2]), 5) == 0.0  # k capped at 3 classes
+    conf = metrics.confusion_matrix(probs, labels)
     assert conf.sum() == 4 and conf[0, 0] == conf[1, 0] == conf[0, 1] == conf[3, 5] == 1
-    assert ev.per_class_accuracy(conf) == [50.0, 0.0, None, 0.0, None, None]
+    assert metrics.per_class_accuracy(conf) == [50.0, 0.0, None, 0.0, None, None]
 
 
 # -- the digits report, files and the CLI -------------------------------------------------------
@@ -218,7 +218,7 @@ def test_scale_report_puts_single_and_multi_scale_side_by_side(weights):
 
 def test_write_report_files(weights, tmp_path):
     result = ev.evaluate([weights[0]], "digits", EvalConfig(limit=10, method="center"), progress=False)
-    written = ev.write_report(result, tmp_path / "out")
+    written = ev.save_result(result, tmp_path / "out")
     assert [p.name for p in written] == [
         "center_q32-48-64_flip.json",
         "center_q32-48-64_flip.md",
@@ -266,7 +266,7 @@ def test_unreadable_images_are_skipped_and_counted(tmp_path, capsys):
 def test_class_count_mismatch_fails_before_loading(tmp_path, monkeypatch):
     w = tmp_path / "w.safetensors"
     save_weights(tiny(classes=5), w)
-    monkeypatch.setattr(ev, "load_weights", lambda *a, **k: pytest.fail("tensors loaded before the check"))
+    monkeypatch.setattr(ev.networks, "load_weights", lambda *a, **k: pytest.fail("tensors loaded before the check"))
     with pytest.raises(ValueError, match=r"w.safetensors: weights have 5 classes but data 'digits' \(val\) has 10"):
         ev.evaluate([w], "digits", EvalConfig())
 
@@ -309,7 +309,7 @@ def test_predict_top5_with_imagenet_names_and_heatmap(tmp_path, capsys):
     preds, skipped = ev.predict([img, bad], [w], EvalConfig(flip=False), heatmap=tmp_path / "heat.png")
     assert skipped == [str(bad)] and len(preds) == 1
     assert capsys.readouterr().err.startswith(f"skipping unreadable image {bad}: ")
-    x = ev.to_tensor(ev.rescale(Image.open(img).convert("RGB"), 48))
+    x = data.to_uint8_tensor(data.rescale(Image.open(img).convert("RGB"), 48))
     expected = ev.dense(model, [x], PRE)[0]
     values, indices = expected.topk(5)
     names = ev.imagenet_classes()

@@ -13,11 +13,11 @@ from PIL import Image
 
 from vggnet.cli import main
 from vggnet.configs import TrainConfig
+from vggnet.metrics import count_correct
 from vggnet.model import VGG
 from vggnet.train import (
     NET_A_LAYERS,
     PlateauSchedule,
-    count_correct,
     init_from,
     load_checkpoint,
     paper_names,

@@ -350,7 +350,8 @@ def run_finished(out: Path) -> bool:
 def evaluate_run(out: Path, val: torch.utils.data.Dataset, limit: int, probs_dir: Path) -> dict[str, Any]:
     """Every evaluation of EVALS on one run; the posteriors are kept in probs_dir for fusion and ensembles."""
     from vggnet.configs import EvalConfig
-    from vggnet.evaluate import evaluate, topk_error
+    from vggnet.evaluate import evaluate
+    from vggnet.metrics import topk_error
 
     results: dict[str, Any] = {}
     posteriors = {}
@@ -379,7 +380,7 @@ def evaluate_ensemble(members: list[str], probs_dir: Path) -> dict[str, Any] | N
     """Table 6: posteriors of the members averaged, per evaluation and fused; None until all are evaluated."""
     import report  # beside this file; main() put its folder on the path
 
-    from vggnet.evaluate import topk_error
+    from vggnet.metrics import topk_error
 
     loaded = report.load_posteriors(probs_dir, members)
     if loaded is None:

@@ -186,16 +186,16 @@ def cmd_stats(args: argparse.Namespace) -> int:
 def cmd_evaluate(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from .evaluate import evaluate, markdown_table, write_report
+    from .evaluate import evaluate, results_table, save_result
 
     result = evaluate(args.weights, args.data, dataclass_from_args(EvalConfig, args), progress=not args.quiet)
-    print(markdown_table([result]))
+    print(results_table([result]))
     print(f"top-1 error {result.top1_error:.2f}%, top-5 error {result.top5_error:.2f}% on {result.images} images")
     if result.skipped:
         print(f"{len(result.skipped)} unreadable images skipped (listed in the JSON report)", file=sys.stderr)
     out = args.out or (str(Path(args.weights[0]) / "eval") if Path(args.weights[0]).is_dir() else None)
     if out:
-        print("wrote " + ", ".join(str(p) for p in write_report(result, out)))
+        print("wrote " + ", ".join(str(p) for p in save_result(result, out)))
     return 0
 
 

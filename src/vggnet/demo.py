@@ -66,7 +66,7 @@ def demo_configs(quick: bool, out: Path) -> tuple[TrainConfig, TrainConfig]:
 def train_digits(quick: bool, out: Path) -> dict[str, float]:
     """Train narrow net A with scale jittering on the built-in digits; print and return its validation errors."""
     from .data import EvalTransform, Transformed, collate_skipping, open_dataset
-    from .train import best_record, evaluate_top_k, train
+    from .train import best_record, train, validate
     from .weights import load_weights
 
     fixed, jittered = demo_configs(quick, out)
@@ -90,7 +90,7 @@ def train_digits(quick: bool, out: Path) -> dict[str, float]:
         open_dataset("digits", "val", jittered.digits_size), EvalTransform(smin, crop, meta.preprocessing.mean)
     )
     loader = torch.utils.data.DataLoader(val, batch_size=100, collate_fn=collate_skipping)
-    result = evaluate_top_k(model, loader)
+    result = validate(model, loader)
     print(
         f"Validation ({int(result['images'])} digits, centre {crop}x{crop} crop at S={smin}): "
         f"top-1 error {result['top1']:.2f}%, top-5 error {result['top5']:.2f}%  "

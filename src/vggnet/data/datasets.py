@@ -1,28 +1,20 @@
-"""Images in, tensors out: datasets, the paper's training transforms and the training-set statistics.
+"""Datasets: image folders, CIFAR python batches and the built-in digits.
 
-Datasets (image folders, CIFAR python batches, built-in digits) yield (8-bit RGB PIL image or
-None if unreadable, label). Section 3.1's augmentation: isotropic rescale of the shorter side
-to S (fixed or jittered), one random crop, random flip, AlexNet's PCA colour shift, and
-subtraction of the training set's mean RGB.
+Every dataset yields (8-bit RGB PIL image, or None if the file is unreadable, label) and has a
+`classes` list. Nothing is downloaded: the data is a folder the user has, or scikit-learn's digits.
 """
 
 from __future__ import annotations
 
-import json
 import os
 import pickle
-import sys
 import warnings
-from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 from PIL import Image, UnidentifiedImageError
-
-from .io import write_text
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm")
 
@@ -246,216 +238,3 @@ def item_name(dataset: torch.utils.data.Dataset, index: int) -> str:
     """The file behind item `index` (image folders), else "dataset[index]"."""
     samples = getattr(dataset, "samples", None)
     return samples[index][0] if samples is not None else f"{type(dataset).__name__}[{index}]"
-
-
-# -- training-set statistics (section 3.1) -------------------------------------------------------
-
-
-@dataclass
-class RGBStats:
-    """Mean RGB and the eigen-decomposition of the RGB covariance of a training set (0-255 scale)."""
-
-    mean: list[float]  # (3,) subtracted from every pixel (section 3.1)
-    eigval: list[float]  # (3,) eigenvalues of the 3x3 covariance, descending (units: pixel value squared)
-    eigvec: list[list[float]]  # (3, 3), column j is the eigenvector of eigval[j]
-    images: int = 0  # how many images were sampled
-    pixels: int = 0
-
-    def save(self, path: str | os.PathLike[str]) -> None:
-        write_text(path, json.dumps(asdict(self), indent=1))
-
-    @classmethod
-    def load(cls, path: str | os.PathLike[str]) -> RGBStats:
-        path = Path(path)
-        if not path.is_file():
-            raise FileNotFoundError(f"{path}: no such statistics file (write one with `vggnet stats DATA --out FILE`)")
-        try:
-            raw = json.loads(path.read_text())
-            stats = cls(**raw)
-            ok = len(stats.mean) == 3 and len(stats.eigval) == 3 and np.asarray(stats.eigvec).shape == (3, 3)
-        except (ValueError, TypeError) as e:
-            raise ValueError(f"{path}: not a statistics file ({e})") from None
-        if not ok:
-            raise ValueError(f"{path}: statistics need 3 means, 3 eigenvalues and a 3x3 eigenvector matrix")
-        return stats
-
-
-class _Moments(torch.utils.data.Dataset):
-    """Per-image pixel count, RGB sums and sums of RGB outer products (float64), for RGBStats."""
-
-    def __init__(self, base: torch.utils.data.Dataset, indices: Sequence[int]) -> None:
-        self.base, self.indices = base, list(indices)
-
-    def __len__(self) -> int:
-        return len(self.indices)
-
-    def __getitem__(self, i: int) -> tuple[int, np.ndarray, np.ndarray] | None:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # unreadable files are reported by the training loop
-            image, _ = self.base[self.indices[i]]
-        if image is None:
-            return None
-        x = np.asarray(image, dtype=np.float64).reshape(-1, 3)  # (pixels, 3)
-        return len(x), x.sum(0), x.T @ x
-
-
-def _as_list(items: list[Any]) -> list[Any]:
-    return items
-
-
-def compute_stats(
-    dataset: torch.utils.data.Dataset, samples: int = 10000, seed: int = 0, workers: int = 0, progress: bool = False
-) -> RGBStats:
-    """Mean RGB and RGB-covariance eigen-decomposition over up to `samples` images drawn without replacement."""
-    from tqdm import tqdm
-
-    n = len(dataset)
-    if n == 0:
-        raise ValueError("cannot compute statistics of a dataset with no images")
-    rng = np.random.default_rng(seed)
-    indices = np.sort(rng.choice(n, size=min(samples, n), replace=False)) if samples < n else np.arange(n)
-    loader = torch.utils.data.DataLoader(
-        _Moments(dataset, indices.tolist()), batch_size=16, num_workers=workers, collate_fn=_as_list
-    )
-    count, total, outer, images = 0, np.zeros(3), np.zeros((3, 3)), 0
-    for batch in tqdm(loader, desc="statistics", unit="batch", disable=not progress, file=sys.stderr):
-        for item in batch:
-            if item is not None:
-                count, total, outer, images = count + item[0], total + item[1], outer + item[2], images + 1
-    if count == 0:
-        raise ValueError("no readable image among the sampled ones; cannot compute statistics")
-    mean = total / count
-    cov = outer / count - np.outer(mean, mean)
-    eigval, eigvec = np.linalg.eigh(cov)  # ascending
-    order = np.argsort(eigval)[::-1]
-    eigval, eigvec = np.clip(eigval[order], 0.0, None), eigvec[:, order]
-    return RGBStats(mean.tolist(), eigval.tolist(), eigvec.tolist(), images, int(count))
-
-
-# -- transforms (section 3.1) -------------------------------------------------------------------------
-
-
-def rescaled_size(size: tuple[int, int], shorter: int) -> tuple[int, int]:
-    """(width, height) of an image of `size` after an isotropic rescale of its shorter side to `shorter`."""
-    w, h = size
-    if min(w, h) == shorter:
-        return w, h
-    if w <= h:
-        return shorter, max(shorter, round(h * shorter / w))
-    return max(shorter, round(w * shorter / h)), shorter
-
-
-def rescale(image: Image.Image, shorter: int) -> Image.Image:
-    """Isotropic rescale so the shorter side is `shorter` pixels (bilinear, antialiased)."""
-    size = rescaled_size(image.size, shorter)
-    return image if size == image.size else image.resize(size, Image.BILINEAR)
-
-
-def rescaled_crop(image: Image.Image, shorter: int, x0: int, y0: int, crop: int) -> Image.Image:
-    """The crop x0, y0, crop x crop of `rescale(image, shorter)`, computing only the crop's pixels.
-
-    Pillow's resize takes a source box and maps output pixel x to source centre box0 + (x + 0.5) * scale,
-    reading filter support outside the box, so resizing the crop's preimage to crop x crop gives the pixels
-    the whole rescale would have given there (up to float rounding: at most 1 of 255, rarely), at a
-    fraction of the work: a 224 crop of a 683x512 rescale resizes 50k pixels, not 350k.
-    """
-    w, h = image.size
-    rw, rh = rescaled_size(image.size, shorter)
-    if (rw, rh) == (w, h):
-        return image.crop((x0, y0, x0 + crop, y0 + crop))
-    sx, sy = w / rw, h / rh
-    box = (x0 * sx, y0 * sy, min(w, (x0 + crop) * sx), min(h, (y0 + crop) * sy))  # min: float rounding at the edge
-    return image.resize((crop, crop), Image.BILINEAR, box=box)
-
-
-def to_tensor_minus_mean(image: Image.Image, mean: Sequence[float], shift: np.ndarray | None = None) -> torch.Tensor:
-    """8-bit RGB image -> float (3, H, W) in 0-255 minus the mean RGB (plus a per-image colour shift)."""
-    a = np.asarray(image, dtype=np.float32)  # (H, W, 3)
-    offset = -np.asarray(mean, dtype=np.float32)
-    if shift is not None:
-        offset = offset + shift.astype(np.float32)
-    return torch.from_numpy(a + offset).permute(2, 0, 1).contiguous()
-
-
-@dataclass
-class TrainTransform:
-    """Section 3.1: rescale to S ~ U[Smin, Smax], random crop, random flip, PCA colour shift, minus mean RGB."""
-
-    scale: tuple[int, int]  # (Smin, Smax); equal for a fixed S
-    crop: int
-    stats: RGBStats
-    color_shift: float = 0.1  # std of the coefficients alpha_i
-    flip: bool = True
-
-    def __call__(self, image: Image.Image, rng: np.random.Generator) -> torch.Tensor:
-        s = int(rng.integers(self.scale[0], self.scale[1] + 1))
-        w, h = rescaled_size(image.size, s)
-        if min(w, h) < self.crop:
-            raise ValueError(f"crop {self.crop} is larger than the rescaled image ({w}x{h})")
-        x0, y0 = int(rng.integers(0, w - self.crop + 1)), int(rng.integers(0, h - self.crop + 1))
-        image = rescaled_crop(image, s, x0, y0, self.crop)
-        if self.flip and rng.random() < 0.5:
-            image = image.transpose(Image.FLIP_LEFT_RIGHT)
-        shift = None
-        if self.color_shift > 0:
-            # AlexNet: add sum_i alpha_i * sqrt(lambda_i) * p_i, alpha_i ~ N(0, sigma). The shift is in pixel
-            # units, so each component is scaled by its standard deviation sqrt(lambda_i), not lambda_i.
-            alpha = rng.normal(0.0, self.color_shift, 3)
-            shift = np.asarray(self.stats.eigvec) @ (alpha * np.sqrt(self.stats.eigval))
-        return to_tensor_minus_mean(image, self.stats.mean, shift)
-
-
-@dataclass
-class EvalTransform:
-    """Rescale the shorter side to Q, take the centre crop, subtract the mean RGB (per-epoch validation)."""
-
-    size: int
-    crop: int
-    mean: Sequence[float]
-
-    def __call__(self, image: Image.Image, rng: np.random.Generator | None = None) -> torch.Tensor:
-        w, h = rescaled_size(image.size, self.size)
-        x0, y0 = (w - self.crop) // 2, (h - self.crop) // 2
-        return to_tensor_minus_mean(rescaled_crop(image, self.size, x0, y0, self.crop), self.mean)
-
-
-Item = tuple[torch.Tensor | None, int, int]  # (image tensor or None if unreadable, label, index)
-
-
-class Transformed(torch.utils.data.Dataset):
-    """Applies a transform to a dataset's images; unreadable items come out as (None, label, index).
-
-    The random numbers of item i in epoch e come from a generator seeded with (seed, e, i), so an
-    epoch's augmentation does not depend on worker count, process count or where a run resumed.
-    """
-
-    def __init__(
-        self,
-        base: torch.utils.data.Dataset,
-        transform: Callable[[Image.Image, np.random.Generator], torch.Tensor],
-        seed: int = 0,
-    ) -> None:
-        self.base, self.transform, self.seed, self.epoch = base, transform, seed, 0
-
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
-
-    def __len__(self) -> int:
-        return len(self.base)
-
-    def __getitem__(self, index: int) -> Item:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # the training loop reports each unreadable file once
-            image, label = self.base[index]
-        if image is None:
-            return None, label, index
-        rng = np.random.default_rng([self.seed, self.epoch, index])
-        return self.transform(image, rng), label, index
-
-
-def collate_skipping(items: list[Item]) -> tuple[torch.Tensor | None, torch.Tensor, list[int]]:
-    """Stack the readable items: (images (N, 3, H, W) or None, labels (N,), indices of skipped items)."""
-    good = [(x, y) for x, y, _ in items if x is not None]
-    skipped = [i for x, _, i in items if x is None]
-    labels = torch.tensor([y for _, y in good], dtype=torch.long)
-    return (torch.stack([x for x, _ in good]) if good else None), labels, skipped

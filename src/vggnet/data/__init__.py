@@ -1,0 +1,61 @@
+"""Images in, tensors out: datasets, the paper's training transforms and the training-set statistics.
+
+- `datasets`: image folders, CIFAR python batches, the built-in digits; items are (RGB PIL image or None, label)
+- `transforms`: section 3.1's rescale to S, random crop, flip, PCA colour shift, mean subtraction, seeded per image
+- `stats`: the mean RGB and RGB-covariance eigen-decomposition of a training set
+"""
+
+from .datasets import (
+    CIFAR_LAYOUTS,
+    IMAGE_EXTENSIONS,
+    Cifar,
+    Digits,
+    ImageFolder,
+    find_cifar,
+    item_name,
+    open_dataset,
+    open_image,
+    read_cifar_batch,
+    scan_image_folder,
+    to_rgb,
+)
+from .stats import RGBStats, compute_stats
+from .transforms import (
+    EvalTransform,
+    Item,
+    TrainTransform,
+    Transformed,
+    collate_skipping,
+    rescale,
+    rescaled_crop,
+    rescaled_size,
+    to_tensor_minus_mean,
+    to_uint8_tensor,
+)
+
+__all__ = [
+    "CIFAR_LAYOUTS",
+    "IMAGE_EXTENSIONS",
+    "Cifar",
+    "Digits",
+    "EvalTransform",
+    "ImageFolder",
+    "Item",
+    "RGBStats",
+    "TrainTransform",
+    "Transformed",
+    "collate_skipping",
+    "compute_stats",
+    "find_cifar",
+    "item_name",
+    "open_dataset",
+    "open_image",
+    "read_cifar_batch",
+    "rescale",
+    "rescaled_crop",
+    "rescaled_size",
+    "scan_image_folder",
+    "to_rgb",
+    "to_tensor_minus_mean",
+    "to_uint8_tensor",
+]

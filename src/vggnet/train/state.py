@@ -1,0 +1,246 @@
+"""A training run's state, built once: data, model, optimiser, schedule, position, and its files.
+
+`build_run` does every check and load before any work starts, in an order that keeps a resumed run
+bit-identical to an uninterrupted one (the RNG states are restored last). The loop (`loop.py`)
+reads and advances the `Run` it returns; checkpoints save and restore it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+from torch.utils.data import DataLoader, Dataset
+
+from ..configs import TrainConfig
+from ..data import (
+    EvalTransform,
+    RGBStats,
+    TrainTransform,
+    Transformed,
+    collate_skipping,
+    compute_stats,
+    item_name,
+    open_dataset,
+)
+from ..io import report, write_text
+from ..model import VGG
+from ..runs import CHECKPOINT, CONFIG, METRICS, PLOT, STATS
+from .checkpoint import Position, load_checkpoint, rng_state, save_checkpoint, seed_everything, set_rng_state
+from .distributed import Dist
+from .initialize import build_model, init_from
+from .schedule import PlateauSchedule, set_lr, sgd
+
+# Running sums of the epoch in progress: summed loss, top-1 and top-5 hits, images, skipped files, training seconds.
+SUMS = ("loss", "top1", "top5", "images", "skipped", "seconds")
+
+
+@dataclass
+class Run:
+    """Everything one training run holds; the loop reads and advances it, checkpoints save it."""
+
+    cfg: TrainConfig
+    env: Dist
+    dir: Path
+    classes: list[str]
+    stats: RGBStats
+    model: VGG
+    net: nn.Module  # what the training step calls: the model, wrapped in DDP and/or compiled
+    ddp: nn.parallel.DistributedDataParallel | None
+    optimizer: torch.optim.Optimizer
+    schedule: PlateauSchedule
+    scaler: torch.amp.GradScaler
+    train_base: Dataset
+    val_base: Dataset
+    train_set: Transformed
+    val_loader: DataLoader
+    micro: int  # images per forward pass
+    per_step: int  # images per optimiser step on this rank
+    steps: int  # optimiser steps per epoch
+    pos: Position = field(default_factory=Position)
+    sums: dict[str, float] = field(default_factory=lambda: dict.fromkeys(SUMS, 0.0))
+    reported: set[tuple[str, int]] = field(default_factory=set)  # unreadable items already named (per process)
+
+    @property
+    def device(self) -> torch.device:
+        return self.env.device
+
+    @property
+    def memory_format(self) -> torch.memory_format:
+        return torch.channels_last if self.cfg.channels_last else torch.contiguous_format
+
+    @property
+    def scale(self) -> tuple[int, int]:
+        """(Smin, Smax) of the training rescale."""
+        return min(self.cfg.scale), max(self.cfg.scale)
+
+    def report_skipped(self, indices: list[int], split: str) -> None:
+        """Name each unreadable file once on stderr."""
+        base = self.train_base if split == "train" else self.val_base
+        for i in indices:
+            if (split, i) not in self.reported:
+                self.reported.add((split, i))
+                report(f"skipping unreadable {split} image {item_name(base, i)}")
+
+
+def make_run_dir(cfg: TrainConfig, env: Dist) -> Path:
+    """The run directory: the one to resume, or a new one (refusing to overwrite a run)."""
+    if cfg.resume:
+        run = Path(cfg.resume)
+        if not (run / CHECKPOINT).is_file():
+            raise FileNotFoundError(f"{run}: no {CHECKPOINT} to resume from")
+        return run
+    name = cfg.out or f"runs/{cfg.arch}-{time.strftime('%Y%m%d-%H%M%S')}"
+    run = Path(env.broadcast(name))
+    if (run / CHECKPOINT).exists():
+        raise ValueError(f"{run} already holds a run; continue it with --resume {run} or choose another --out")
+    return run
+
+
+def open_datasets(cfg: TrainConfig, env: Dist, datasets: tuple[Dataset, Dataset] | None) -> tuple[Dataset, Dataset]:
+    """The training and validation datasets (both opened, and their errors raised, before any work starts)."""
+    if datasets is None:
+        datasets = open_dataset(cfg.data, "train", cfg.digits_size), open_dataset(cfg.data, "val", cfg.digits_size)
+    train_base, val_base = datasets
+    if list(val_base.classes) != list(train_base.classes):
+        raise ValueError(f"{cfg.data}: the validation classes differ from the training classes")
+    if env.main and getattr(val_base, "root", None) == getattr(train_base, "root", 0):
+        report(f"{cfg.data} has no val/ split: validating on the training images")
+    return train_base, val_base
+
+
+def load_stats(cfg: TrainConfig, env: Dist, run_dir: Path, train_base: Dataset, resuming: bool) -> RGBStats:
+    """The run's own statistics when resuming, a given file, or computed on rank 0 and broadcast."""
+    if resuming:
+        return RGBStats.load(run_dir / STATS)
+    if cfg.stats:
+        stats = RGBStats.load(cfg.stats)
+    else:
+        stats = None
+        if env.main:
+            stats = compute_stats(train_base, cfg.stats_samples, cfg.seed, cfg.workers, not cfg.quiet)
+        stats = env.broadcast(stats)
+    if env.main:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        stats.save(run_dir / STATS)
+    return stats
+
+
+def build_run(cfg: TrainConfig, env: Dist, datasets: tuple[Dataset, Dataset] | None = None) -> Run:
+    """Check, open and build everything a run needs (or restore it from its checkpoint with `cfg.resume`)."""
+    cfg.check(env.world)
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    if cfg.deterministic:
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+        torch.use_deterministic_algorithms(True)
+    torch.backends.cudnn.benchmark = not cfg.deterministic
+    run_dir = make_run_dir(cfg, env)
+    ckpt = load_checkpoint(run_dir / CHECKPOINT, env.device) if cfg.resume else None
+    train_base, val_base = open_datasets(cfg, env, datasets)
+    micro = cfg.batch // (cfg.accum * env.world)
+    per_step = micro * cfg.accum
+    steps = len(train_base) // env.world // per_step
+    if steps == 0:
+        raise ValueError(
+            f"{cfg.data}: {len(train_base)} training images are fewer than one step of --batch {cfg.batch}"
+        )
+    stats = load_stats(cfg, env, run_dir, train_base, ckpt is not None)
+
+    seed_everything(cfg.seed)
+    classes = list(train_base.classes)
+    model = build_model(cfg, len(classes))
+    if cfg.init_from and ckpt is None:
+        copied = init_from(model, cfg.init_from)
+        if env.main:
+            report(f"initialised {len(copied)} tensors from {cfg.init_from}")
+    fmt = torch.channels_last if cfg.channels_last else torch.contiguous_format
+    model.to(env.device, memory_format=fmt)
+    optimizer = sgd(model, cfg, env.device)
+    schedule = PlateauSchedule(cfg.lr, cfg.lr_factor, cfg.patience, cfg.max_decreases)
+    scaler = torch.amp.GradScaler(env.device.type, enabled=cfg.amp == "fp16")
+    pos, sums, rng = Position(), dict.fromkeys(SUMS, 0.0), None
+    if ckpt is not None:
+        schedule, pos, sums, rng = restore(ckpt, model, optimizer, scaler, env, run_dir)
+    if env.main:
+        saved = dataclasses.replace(cfg, out=str(run_dir), resume="")
+        write_text(run_dir / CONFIG, json.dumps(dataclasses.asdict(saved), indent=1))
+    set_lr(optimizer, schedule.lr)
+
+    net: nn.Module = model
+    ddp = None
+    if env.world > 1:
+        ids = [env.device.index] if env.device.type == "cuda" else None
+        net = ddp = nn.parallel.DistributedDataParallel(model, device_ids=ids)
+    if cfg.compile:
+        net = torch.compile(net)
+
+    smin, smax = min(cfg.scale), max(cfg.scale)
+    transform = TrainTransform((smin, smax), cfg.crop, stats, cfg.color_shift, cfg.flip)
+    val_set = Transformed(val_base, EvalTransform(cfg.val_scale or smin, cfg.crop, stats.mean))
+    val_loader = DataLoader(
+        torch.utils.data.Subset(val_set, range(env.rank, len(val_set), env.world)),  # a shard per rank
+        batch_size=micro,
+        num_workers=cfg.workers,
+        collate_fn=collate_skipping,
+        pin_memory=env.device.type == "cuda",
+    )
+    run = Run(
+        cfg, env, run_dir, classes, stats, model, net, ddp, optimizer, schedule, scaler, train_base, val_base,
+        Transformed(train_base, transform, cfg.seed), val_loader, micro, per_step, steps, pos, sums,
+    )  # fmt: skip
+    if rng is not None:  # the RNG states last: everything above may have drawn random numbers
+        set_rng_state(rng, env.device)
+    return run
+
+
+def restore(
+    ckpt: dict[str, Any],
+    model: VGG,
+    optimizer: torch.optim.Optimizer,
+    scaler: torch.amp.GradScaler,
+    env: Dist,
+    run_dir: Path,
+) -> tuple[PlateauSchedule, Position, dict[str, float], dict[str, Any]]:
+    """Load a resume checkpoint into the model, optimiser and scaler; returns schedule, position, sums, this rank's RNG."""
+    model.load_state_dict(ckpt["model"])
+    optimizer.load_state_dict(ckpt["optimizer"])
+    scaler.load_state_dict(ckpt["scaler"])
+    pos = Position(**ckpt["position"])
+    ranks = ckpt["ranks"]
+    if pos.step and len(ranks) != env.world:
+        raise ValueError(f"{run_dir} stopped mid-epoch with {len(ranks)} process(es); resume it with as many")
+    mine = ranks[env.rank] if env.rank < len(ranks) else ranks[0]
+    sums = dict(mine["sums"]) if pos.step else dict.fromkeys(SUMS, 0.0)
+    return PlateauSchedule(**ckpt["schedule"]), pos, sums, mine["rng"]
+
+
+def checkpoint(run: Run) -> None:
+    """Write the resume checkpoint (every rank's RNG state and running sums; rank 0 writes)."""
+    ranks = run.env.gather({"rng": rng_state(run.device), "sums": dict(run.sums)})
+    if run.env.main:
+        state = {
+            "model": run.model.state_dict(),
+            "optimizer": run.optimizer.state_dict(),
+            "schedule": dataclasses.asdict(run.schedule),
+            "scaler": run.scaler.state_dict(),
+            "position": dataclasses.asdict(run.pos),
+            "ranks": ranks,
+        }
+        save_checkpoint(run.dir / CHECKPOINT, state)
+
+
+def write_metrics(run_dir: Path, history: list[dict[str, Any]]) -> None:
+    """metrics.jsonl (one line per finished epoch) and, with vggnet[plots], metrics.png; both atomically."""
+    write_text(run_dir / METRICS, "".join(json.dumps(h) + "\n" for h in history))
+    if history:
+        from ..plots import plot_metrics
+
+        plot_metrics(history, run_dir / PLOT)
