@@ -10,7 +10,9 @@ from vggnet import build, count_parameters
 from vggnet.analysis import compare_kernels, layer_table, table2, totals
 from vggnet.cli import main
 from vggnet.configs import CONFIGS, weight_layers
-from vggnet.explain import Svg, block_diagram_svg, report_figures, table1_columns, write_report
+from vggnet.explain import report_figures, write_report
+from vggnet.explain.layers import table1_columns
+from vggnet.explain.svg import Svg, block_diagram_svg
 
 SVG_NS = "{http://www.w3.org/2000/svg}"
 
