@@ -12,7 +12,7 @@ import torch
 from torch import nn
 
 from ..analysis import LayerInfo, layer_table, totals
-from ..configs import CONFIGS
+from ..configs import CONFIGS, weight_layers
 from ..model import VGG, build
 
 INPUT = 224  # the paper's training crop (section 3.1)
@@ -26,11 +26,6 @@ def meta_model(name: str, head: str = "fc") -> VGG:
     """A VGG holding shapes only (meta device): analysis without memory or init cost."""
     with torch.device("meta"):
         return build(name, head=head)
-
-
-def display_name(model: VGG) -> str:
-    """The paper's letter, with `_bn` for the batch-normalised variant."""
-    return model.cfg.config + ("_bn" if model.cfg.batch_norm else "")
 
 
 def modules_by_name(model: VGG) -> dict[str, nn.Module]:
@@ -58,7 +53,7 @@ class Net:
     def build(cls, name: str, head: str = "fc") -> Net:
         """Build `name` on the meta device and tabulate it at the paper's input size."""
         model = meta_model(name, head)
-        return cls(display_name(model), model, layer_table(model, INPUT))
+        return cls(model.cfg.display_name(), model, layer_table(model, INPUT))
 
     def kind(self, r: LayerInfo) -> str | None:
         """Drawing kind of a row (None for ReLU, BN, dropout)."""
@@ -81,11 +76,6 @@ class Net:
         """Totals of the conv stack and of everything after it (pooling and classifier)."""
         names = set(self.model.feature_names)
         return totals([r for r in self.rows if r.name in names]), totals([r for r in self.rows if r.name not in names])
-
-
-def count_weight_layers(model: VGG) -> int:
-    """Convolutions and fully connected layers: the depth the paper counts."""
-    return sum(isinstance(m, (nn.Conv2d, nn.Linear)) for m in model.modules())
 
 
 def module_kind(m: nn.Module, name: str = "") -> str | None:
@@ -143,7 +133,7 @@ def table1_columns() -> list[Column]:
             elif module_kind(m) is not None:
                 blocks[-1].append(module_label(m))
         head = [module_label(m) for m in model.classifier if isinstance(m, nn.Linear)]
-        columns.append(Column(letter, count_weight_layers(model), blocks[:-1], head))
+        columns.append(Column(letter, weight_layers(letter), blocks[:-1], head))
     for prev, col in zip([None, *columns], columns, strict=False):
         col.added = [added_layers(prev.blocks[b] if prev else block, block) for b, block in enumerate(col.blocks)]
     return columns

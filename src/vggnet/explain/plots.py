@@ -12,9 +12,10 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
 
-from ..analysis import KernelComparison, Table2Row, human_bytes, totals
+from ..analysis import KernelComparison, Table2Row, totals
+from ..tables import human_bytes, short
 from .layers import CHANNELS, INPUT, Net
-from .style import KIND_NAMES, PALETTE, mib, percent, short
+from .style import KIND_NAMES, PALETTE, mib, percent
 
 
 def new_figure(w: float, h: float) -> Figure:

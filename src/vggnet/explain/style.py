@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import math
-
 FONT = "DejaVu Sans, Verdana, Arial, sans-serif"
 # kind -> (fill, stroke), shared by the SVGs and the plots
 PALETTE = {
@@ -21,15 +19,6 @@ KIND_NAMES = {
     "lrn": "LRN",
     "fc": "fully connected",
 }
-
-
-def short(n: float) -> str:
-    """1.85 G, 102.8 M, 36.9 K: three significant figures for figures that are read, not parsed."""
-    for unit, scale in (("G", 1e9), ("M", 1e6), ("K", 1e3)):
-        if abs(n) >= scale:
-            v = n / scale
-            return f"{v:.{max(0, 2 - int(math.log10(abs(v))))}f} {unit}"
-    return f"{n:g}"
 
 
 def shape_text(shape: tuple[int, int, int]) -> str:

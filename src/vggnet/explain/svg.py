@@ -9,10 +9,12 @@ import math
 from functools import lru_cache
 from xml.sax.saxutils import escape, quoteattr
 
-from ..analysis import LayerInfo, human_bytes, totals
+from ..analysis import LayerInfo, totals
+from ..configs import resolve, weight_layers
 from ..model import VGG
-from .layers import INPUT, Column, Unit, count_weight_layers, display_name, layer_groups
-from .style import FONT, KIND_NAMES, PALETTE, shape_text, short
+from ..tables import human_bytes, short
+from .layers import INPUT, Column, Unit, layer_groups
+from .style import FONT, KIND_NAMES, PALETTE, shape_text
 
 
 @lru_cache(maxsize=4096)
@@ -144,7 +146,7 @@ def table1_svg(columns: list[Column], input_size: int = INPUT) -> str:
 def block_diagram_svg(model: VGG, rows: list[LayerInfo], input_size: int = INPUT) -> str:
     """One network top to bottom: blocks of layers, tensor shapes between blocks, params and MACs per layer."""
     groups = layer_groups(model, rows)
-    name, svg = display_name(model), Svg()
+    name, svg = model.cfg.display_name(), Svg()
     margin, row_h, head_h, arrow_h = 16.0, 30.0, 26.0, 40.0
     pill_w = {id(u): pill_width(u) for g in groups for u in g.units}
     widest = max(pill_w.values())
@@ -152,7 +154,9 @@ def block_diagram_svg(model: VGG, rows: list[LayerInfo], input_size: int = INPUT
     params_x = cx + widest / 2 + 110  # right edges of the two number columns
     macs_x = params_x + 100
     t = totals(rows)
-    title = f"VGG {name} ({count_weight_layers(model)} weight layers), one {input_size} × {input_size} image"
+    title = (
+        f"VGG {name} ({weight_layers(resolve(model.cfg.arch)[0])} weight layers), one {input_size} × {input_size} image"
+    )
     total = f"Total: {t['params']:,} parameters, {t['macs']:,} MACs ({t['macs'] / 1e9:.3f} GMACs)."
     width = max(macs_x + 14, text_width(title, 15, True) + 8, text_width(total, 12, True) + 8) + margin
     y = 28.0

@@ -7,17 +7,10 @@ from __future__ import annotations
 
 from torch import nn
 
-from ..analysis import KernelComparison, Table2Row, human_bytes, totals
+from ..analysis import KernelComparison, Table2Row, totals
+from ..tables import human_bytes, markdown_table
 from .layers import CHANNELS, INPUT, STACK_DEPTHS, Column, Net, layer_groups, module_label
 from .style import kib, listing, mib, percent, shape_text
-
-
-def md_table(header: list[str], rows: list[list[str]], align: str = "") -> str:
-    """A Markdown table; `align` is one letter per column (l/r), right by default."""
-    marks = ["---" if (align[i:i + 1] or "r") == "l" else "---:" for i in range(len(header))]  # fmt: skip
-    lines = ["| " + " | ".join(header) + " |", "|" + "|".join(marks) + "|"]
-    lines += ["| " + " | ".join(row) + " |" for row in rows]
-    return "\n".join(lines)
 
 
 def figure(n: int, file: str, alt: str, caption: str) -> str:
@@ -107,7 +100,7 @@ def receptive_text(nets: list[Net], kernels: dict[int, dict[int, KernelCompariso
                     f"{k.stacked_relus} vs {k.single_relus}",
                 ]
             )
-    table = md_table(
+    table = markdown_table(
         [
             "n",
             "C",
@@ -118,6 +111,7 @@ def receptive_text(nets: list[Net], kernels: dict[int, dict[int, KernelCompariso
             "ReLUs (stacked vs single)",
         ],
         rows,
+        "rrrrrrr",
     )
     k3 = kernels[3][CHANNELS[-1]]
     k2 = kernels[2][CHANNELS[-1]]
@@ -210,8 +204,8 @@ def cost_text(nets: list[Net], heads: dict[str, dict[str, Net]]) -> str:
             f"({percent(fc['params'] - gap['params'], fc['params'])} fewer); MACs {fc['macs']:,} against "
             f"{gap['macs']:,}"
         )
-    table = md_table(
-        ["network", "head", "parameters", "in the head", "head share", "MACs", "MACs in the head"], rows, "ll"
+    table = markdown_table(
+        ["network", "head", "parameters", "in the head", "head share", "MACs", "MACs in the head"], rows, "llrrrrr"
     )
     first = next(iter(heads.values()))
     fc_layers = ", ".join(module_label(m) for m in first["fc"].model.classifier if isinstance(m, nn.Linear))
@@ -262,7 +256,9 @@ def table2_text(t2: list[Table2Row]) -> str:
         ]
         for r in t2
     ]
-    table = md_table(["config", "weight layers", "parameters", "millions", "paper (M)", "GMACs", "GFLOPs"], rows, "l")
+    table = markdown_table(
+        ["config", "weight layers", "parameters", "millions", "paper (M)", "GMACs", "GFLOPs"], rows, "lrrrrrr"
+    )
     first, last = t2[0], t2[-1]
     fig8 = figure(
         8,
@@ -303,10 +299,10 @@ def appendix_text(net: Net) -> str:
     ]
     t = totals(rows)
     body.append(["total", "", "", f"{t['params']:,}", f"{t['macs']:,}", "", "", kib(t["memory"])])
-    table = md_table(
+    table = markdown_table(
         ["layer", "type", "output C×H×W", "parameters", "MACs", "receptive field (px)", "jump (px)", "memory (KiB)"],
         body,
-        "lll",
+        "lllrrrrr",
     )
     return "\n\n".join(
         [
