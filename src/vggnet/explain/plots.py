@@ -13,6 +13,7 @@ from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
 
 from ..analysis import KernelComparison, Table2Row, totals
+from ..io import atomic_write
 from ..tables import human_bytes, short
 from .layers import CHANNELS, INPUT, Net
 from .style import KIND_NAMES, PALETTE, mib, percent
@@ -27,7 +28,7 @@ def new_figure(w: float, h: float) -> Figure:
 
 def save(fig: Figure, path: Path) -> None:
     """PNG at 150 dpi without a Software stamp, so regenerated figures differ only when the content does."""
-    fig.savefig(path, dpi=150, metadata={"Software": None})
+    atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", dpi=150, metadata={"Software": None}))
 
 
 def plot_receptive_fields(nets: list[Net], path: Path) -> None:
