@@ -36,7 +36,7 @@ from tqdm import tqdm
 
 from .configs import EVAL_METHODS, EvalConfig
 from .data import open_dataset, open_image
-from .io import atomic_write, report
+from .io import atomic_write, optional, report
 from .model import VGG
 from .weights import Preprocessing, WeightsMeta, load_weights, read_meta
 
@@ -564,7 +564,9 @@ def write_report(result: Result, out_dir: str | os.PathLike[str], name: str | No
         "| class | top-1 accuracy (%) |\n|---|---|\n" + "\n".join(rows) + "\n"
     )
     atomic_write(written[1], lambda tmp: Path(tmp).write_text(text))
-    if len(result.class_names) <= MAX_CONFUSION_CLASSES:
+    if len(result.class_names) <= MAX_CONFUSION_CLASSES and optional(
+        "matplotlib", "plots", "confusion matrix PNG not drawn"
+    ):
         from .plots import confusion_figure
 
         written.append(out / f"{name}_confusion.png")

@@ -5,7 +5,7 @@ A run directory holds:
     config.json        the resolved TrainConfig
     stats.json         mean RGB and RGB-covariance eigen-decomposition of the training set
     metrics.jsonl      one JSON line per epoch (loss, top-1/top-5 errors, LR, images/s, seconds, skipped files)
-    metrics.png        loss, errors and LR against epoch
+    metrics.png        loss, errors and LR against epoch (with vggnet[plots])
     model.safetensors  the best weights (lowest validation top-1 error), project format
     last.pt            the resume checkpoint: model, optimiser, schedule, scaler, RNG states, position in the epoch
 
@@ -45,7 +45,7 @@ from .data import (
     item_name,
     open_dataset,
 )
-from .io import atomic_write, report
+from .io import atomic_write, optional, report
 from .model import VGG
 from .weights import Preprocessing, load_weights, save_weights
 
@@ -394,10 +394,10 @@ def autocast(device: torch.device, amp: str) -> contextlib.AbstractContextManage
 
 
 def write_metrics(run: Path, history: list[dict[str, Any]]) -> None:
-    """metrics.jsonl (one line per finished epoch) and metrics.png, both atomically."""
+    """metrics.jsonl (one line per finished epoch) and, with matplotlib, metrics.png, both atomically."""
     text = "".join(json.dumps(h) + "\n" for h in history)
     atomic_write(run / METRICS, lambda tmp: Path(tmp).write_text(text))
-    if history:
+    if history and optional("matplotlib", "plots", f"{PLOT} not drawn"):
         from .plots import plot_metrics
 
         plot_metrics(history, run / PLOT)
