@@ -3,9 +3,13 @@
 `write_report(out_dir)` writes README.md with its figures beside it. Every number is computed
 from models built on the meta device through vggnet.analysis; none is typed in.
 
-layers  reading built models (Table 1 columns, units, blocks)    svg    the SVG writer and the two SVG figures
-plots   the matplotlib figures                                   text   the Markdown prose and tables
-style   colours, kind names and number formats they share
+    layers  reading built models: Table 1 columns, units, blocks (no matplotlib)
+    svg     the SVG writer, Table 1 and the block diagram
+    plots   the matplotlib figures
+    text    the Markdown prose, tables and captions
+    style   colours, kind names and number formats the others share
+
+Drawing needs matplotlib (`pip install 'vggnet[plots]'`); the package imports without it.
 """
 
 from __future__ import annotations
