@@ -9,7 +9,7 @@ PIP    := $(PY) -m pip install -q -c constraints.txt
 $(VENV)/.demo: pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PIP) -e .
+	$(PIP) -e '.[plots]'  # the demo draws training curves
 	touch $@
 
 $(VENV)/.test: $(VENV)/.demo

@@ -349,7 +349,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return int(args.func(args) or 0)
     except UsageError as e:
         parser.error(str(e))  # exits 2
-    except (ValueError, FileNotFoundError, NotADirectoryError, KeyError) as e:
+    except (ValueError, FileNotFoundError, NotADirectoryError, KeyError, ModuleNotFoundError) as e:
         msg = e.args[0] if isinstance(e, KeyError) and e.args else e
         print(f"vggnet {args.command}: error: {msg}", file=sys.stderr)
         return 2

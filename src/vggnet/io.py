@@ -5,6 +5,7 @@ Nothing here imports the rest of vggnet, so every module can use it.
 
 from __future__ import annotations
 
+import importlib
 import os
 import sys
 import tempfile
@@ -68,11 +69,28 @@ def silently(load: Callable[[], T]) -> T:
 
 def needs(module: str, extra: str, what: str) -> Any:
     """Import an optional dependency, or raise a one-line error saying what to install."""
-    import importlib
-
     try:
         return importlib.import_module(module)
     except ImportError:
         raise ModuleNotFoundError(
             f"{what} needs {module.split('.')[0]}, which is not installed: pip install 'vggnet[{extra}]'"
         ) from None
+
+
+_told: set[str] = set()
+
+
+def optional(module: str, extra: str, skipped: str) -> Any | None:
+    """Import an optional dependency, or return None after saying once on stderr what is skipped and what to install.
+
+    `optional("matplotlib", "plots", "metrics.png not drawn")` prints, the first time only:
+    metrics.png not drawn: matplotlib is not installed (pip install 'vggnet[plots]')
+    """
+    try:
+        return importlib.import_module(module)
+    except ImportError:
+        note = f"{skipped}: {module.split('.')[0]} is not installed (pip install 'vggnet[{extra}]')"
+        if note not in _told:
+            _told.add(note)
+            report(note)
+        return None

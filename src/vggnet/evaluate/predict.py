@@ -57,7 +57,7 @@ def heatmap_overlay(img: Image.Image, heat: torch.Tensor, q: int, window: int, a
 
     The map is stretched to its own range (min -> blue, max -> red).
     """
-    from matplotlib import colormaps
+    from ..colormap import jet
 
     scaled = rescale(img, q)
     wq, hq = scaled.size
@@ -68,7 +68,7 @@ def heatmap_overlay(img: Image.Image, heat: torch.Tensor, q: int, window: int, a
     pad = (left, max(0, wq - left - span_w), top, max(0, hq - top - span_h))
     m = F.pad(m, pad, mode="replicate")[0, 0, :hq, :wq]
     m = (m - m.min()) / (m.max() - m.min()).clamp_min(1e-12)
-    colour = colormaps["jet"](m.numpy())[..., :3]  # (hq, wq, 3) in [0, 1]
+    colour = jet(m.numpy())  # (hq, wq, 3) in [0, 1]
     base = np.asarray(scaled, dtype=np.float64) / 255.0
     blended = Image.fromarray(np.uint8(255 * ((1 - alpha) * base + alpha * colour)))
     return blended.resize(img.size, Image.BILINEAR)

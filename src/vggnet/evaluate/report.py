@@ -9,7 +9,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from ..configs import EvalConfig
-from ..io import report, write_text
+from ..io import optional, write_text
 from ..tables import markdown_table
 from .loop import Result, evaluate
 
@@ -69,14 +69,13 @@ def save_result(result: Result, out_dir: str | os.PathLike[str], name: str | Non
         + "\n"
     )
     written.append(write_text(out / f"{name}.md", text))
-    if len(result.class_names) <= MAX_CONFUSION_CLASSES:
-        try:
-            from ..plots import confusion_figure
-        except ImportError:
-            report(f"{name}_confusion.png not drawn: matplotlib is not installed (pip install 'vggnet[plots]')")
-        else:
-            written.append(out / f"{name}_confusion.png")
-            confusion_figure(result, written[-1], method_label(result))
+    if len(result.class_names) <= MAX_CONFUSION_CLASSES and optional(
+        "matplotlib", "plots", "confusion matrix PNG not drawn"
+    ):
+        from ..plots import confusion_figure
+
+        written.append(out / f"{name}_confusion.png")
+        confusion_figure(result, written[-1], method_label(result))
     return written
 
 

@@ -30,7 +30,7 @@ from ..data import (
     item_name,
     open_dataset,
 )
-from ..io import report, write_text
+from ..io import optional, report, write_text
 from ..model import VGG
 from ..runs import CHECKPOINT, CONFIG, METRICS, PLOT, STATS
 from .checkpoint import Position, load_checkpoint, rng_state, save_checkpoint, seed_everything, set_rng_state
@@ -240,7 +240,7 @@ def checkpoint(run: Run) -> None:
 def write_metrics(run_dir: Path, history: list[dict[str, Any]]) -> None:
     """metrics.jsonl (one line per finished epoch) and, with vggnet[plots], metrics.png; both atomically."""
     write_text(run_dir / METRICS, "".join(json.dumps(h) + "\n" for h in history))
-    if history:
+    if history and optional("matplotlib", "plots", f"{PLOT} not drawn"):
         from ..plots import plot_metrics
 
         plot_metrics(history, run_dir / PLOT)
