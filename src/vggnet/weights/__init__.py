@@ -21,70 +21,73 @@ A file without the classifier ("notop") gives a features-only model: its `classi
 from __future__ import annotations
 
 import contextlib
-import dataclasses
-import json
 import math
 import mmap
 import os
 import re
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 from torch import nn
 
-from .configs import CONFIGS, ModelConfig
-from .io import atomic_write
-from .model import VGG, count_parameters, make_features
+from ..configs import CONFIGS, ModelConfig
+from ..model import VGG, count_parameters, make_features
+from .format import (
+    CAFFE_MEAN_BGR,
+    FORMAT_KEY,
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    NoClassifier,
+    Preprocessing,
+    WeightsMeta,
+    aligned,
+    assemble,
+    existing_file,
+    has_classifier,
+    load_project_weights,
+    load_state_checked,
+    read_meta,
+    safetensors_header,
+    save_weights,
+)
 
-# ImageNet statistics used by torchvision's weights (RGB, 0-1 scale).
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
-# The original Caffe release and Keras: BGR order, 0-255 scale, per-channel means (B, G, R).
-CAFFE_MEAN_BGR = (103.939, 116.779, 123.68)
+__all__ = [
+    "CAFFE_MEAN_BGR",
+    "CAFFE_V1_TYPES",
+    "CaffeLayer",
+    "FORMAT_KEY",
+    "IMAGENET_MEAN",
+    "IMAGENET_STD",
+    "NoClassifier",
+    "Preprocessing",
+    "SOURCES",
+    "SOURCE_PREPROCESSING",
+    "TORCH_SUFFIXES",
+    "WeightsMeta",
+    "aligned",
+    "caffe_state",
+    "convert",
+    "detect_source",
+    "has_classifier",
+    "import_weights",
+    "infer_config",
+    "keras_state",
+    "load_state_checked",
+    "load_weights",
+    "read_caffemodel",
+    "read_keras_h5",
+    "read_meta",
+    "read_torch_state",
+    "save_weights",
+    "timm_state",
+]
 
-
-@dataclass
-class Preprocessing:
-    """How a network expects its input: channel order, pixel scale, mean and std.
-
-    Applied to a float batch in RGB order and 0-1 range: reorder, multiply by `scale`,
-    subtract `mean`, divide by `std` (mean and std are in the network's order and scale).
-    """
-
-    color: str = "RGB"  # "RGB" or "BGR"
-    scale: float = 1.0  # 1.0 for 0-1 input, 255.0 for 0-255 input
-    mean: tuple[float, float, float] = IMAGENET_MEAN
-    std: tuple[float, float, float] = IMAGENET_STD
-
-    def __post_init__(self) -> None:
-        if self.color not in ("RGB", "BGR"):
-            raise ValueError(f"preprocessing color must be RGB or BGR, got {self.color!r}")
-        self.mean, self.std = tuple(float(v) for v in self.mean), tuple(float(v) for v in self.std)
-
-    def __call__(self, x: torch.Tensor) -> torch.Tensor:
-        """(N, 3, H, W) RGB in [0, 1] -> the network's input."""
-        if self.color == "BGR":
-            x = x.flip(-3)
-        mean = torch.tensor(self.mean, dtype=x.dtype, device=x.device).view(-1, 1, 1)
-        std = torch.tensor(self.std, dtype=x.dtype, device=x.device).view(-1, 1, 1)
-        return (x * self.scale - mean) / std
-
-    @classmethod
-    def torchvision(cls) -> Preprocessing:
-        return cls("RGB", 1.0, IMAGENET_MEAN, IMAGENET_STD)
-
-    @classmethod
-    def caffe(cls) -> Preprocessing:
-        return cls("BGR", 255.0, CAFFE_MEAN_BGR, (1.0, 1.0, 1.0))
-
-
-FORMAT_KEY = "vggnet"
 SOURCES = ("auto", "vggnet", "torchvision", "timm", "keras", "caffe")
 # The preprocessing each source's weights were trained with (PAPER.md).
 SOURCE_PREPROCESSING: dict[str, Callable[[], Preprocessing]] = {
@@ -96,92 +99,7 @@ SOURCE_PREPROCESSING: dict[str, Callable[[], Preprocessing]] = {
 TORCH_SUFFIXES = (".pth", ".pt", ".bin", ".ckpt", ".tar")
 
 
-@dataclass
-class WeightsMeta:
-    """What travels with a set of weights, so nobody has to repeat it."""
-
-    model: ModelConfig
-    preprocessing: Preprocessing = field(default_factory=Preprocessing)
-    class_names: list[str] | None = None
-    source: str = "vggnet"
-    params: int = 0
-    include_top: bool = True  # False: features only (a Keras "notop" file); no classifier
-    extra: dict[str, Any] = field(default_factory=dict)
-
-    def to_json(self) -> str:
-        return json.dumps(dataclasses.asdict(self), sort_keys=True)
-
-    @classmethod
-    def from_json(cls, text: str) -> WeightsMeta:
-        raw = json.loads(text)
-        return cls(
-            model=ModelConfig(**raw["model"]),
-            preprocessing=Preprocessing(**raw.get("preprocessing", {})),
-            class_names=raw.get("class_names"),
-            source=raw.get("source", "vggnet"),
-            params=raw.get("params", 0),
-            include_top=raw.get("include_top", True),
-            extra=raw.get("extra", {}),
-        )
-
-
-class NoClassifier(nn.Module):
-    """Stands in for the classifier of features-only weights; calling it is a clear error."""
-
-    def _refuse(self) -> ValueError:
-        return ValueError(
-            "these weights hold no classifier (imported without the top layers); use them for "
-            "features (features_at, PerceptualLoss) or fine-tune a new head"
-        )
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        raise self._refuse()
-
-    def __iter__(self) -> Iterator[nn.Module]:  # VGG.score_map walks the classifier
-        raise self._refuse()
-
-
-def has_classifier(model: VGG) -> bool:
-    """False for a features-only model (imported from a file without the top layers)."""
-    return not isinstance(model.classifier, NoClassifier)
-
-
-# -- the project format -------------------------------------------------------------------
-
-
-def save_weights(
-    model: VGG,
-    path: str | os.PathLike[str],
-    *,
-    preprocessing: Preprocessing | None = None,
-    class_names: list[str] | None = None,
-    source: str = "vggnet",
-    extra: dict[str, Any] | None = None,
-) -> WeightsMeta:
-    """Write `model` in the project format (safetensors + JSON metadata), atomically."""
-    if class_names is not None and len(class_names) != model.cfg.num_classes:
-        raise ValueError(f"{len(class_names)} class names given for a model with {model.cfg.num_classes} classes")
-    meta = WeightsMeta(
-        model=model.cfg,
-        preprocessing=preprocessing or Preprocessing(),
-        class_names=list(class_names) if class_names is not None else None,
-        source=source,
-        params=count_parameters(model),
-        include_top=has_classifier(model),
-        extra=extra or {},
-    )
-    tensors = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-    atomic_write(path, lambda tmp: save_file(tensors, tmp, metadata={FORMAT_KEY: meta.to_json()}))
-    return meta
-
-
-def read_meta(path: str | os.PathLike[str]) -> WeightsMeta:
-    """The metadata of a project-format weights file, without loading the tensors."""
-    path = _existing(path)
-    header = _safetensors_header(path)
-    if FORMAT_KEY not in header:
-        raise ValueError(f"{path}: safetensors file without vggnet metadata; import it with `vggnet convert`")
-    return WeightsMeta.from_json(header[FORMAT_KEY])
+# -- loading any weights file -------------------------------------------------------------------
 
 
 def load_weights(
@@ -192,39 +110,11 @@ def load_weights(
     Project-format files load as saved; torchvision, timm, Keras and Caffe files are imported
     in memory (see `import_weights`), so every command accepts them directly.
     """
-    path = _existing(path)
+    path = existing_file(path)
     if source not in ("auto", "vggnet") or (source == "auto" and not _is_project_file(path)):
         model, meta = import_weights(path, source=source)
         return model.to(device), meta
-    meta = read_meta(path)
-    try:
-        tensors = load_file(str(path), device=str(device))
-    except (SafetensorError, OSError, ValueError) as e:
-        raise ValueError(f"{path}: unreadable safetensors weights ({e})") from None
-    return _assemble(meta.model, meta.include_top, tensors, str(path), device), meta
-
-
-def load_state_checked(
-    model: torch.nn.Module, state: dict[str, torch.Tensor], source: str = "weights", assign: bool = False
-) -> None:
-    """load_state_dict(strict=True) with errors that name the layer and both shapes.
-
-    With `assign`, the module takes the given tensors (cast to its dtypes) instead of copying
-    them: a model built on the meta device loads without allocating its weights twice.
-    """
-    own = model.state_dict()
-    missing = [k for k in own if k not in state]
-    unexpected = [k for k in state if k not in own]
-    if missing or unexpected:
-        raise ValueError(f"{source}: missing tensors {missing[:5]}, unexpected tensors {unexpected[:5]}")
-    for key, value in state.items():
-        if tuple(value.shape) != tuple(own[key].shape):
-            raise ValueError(
-                f"{source}: layer {key} has shape {tuple(value.shape)}, the model expects {tuple(own[key].shape)}"
-            )
-    if assign:
-        state = {k: v.to(own[k].dtype) if v.is_floating_point() else v for k, v in state.items()}
-    model.load_state_dict(state, strict=True, assign=assign)
+    return load_project_weights(path, device)
 
 
 # -- importing from every public source ------------------------------------------------------
@@ -244,7 +134,7 @@ def import_weights(
     unless given. `head` ("fc" or "conv") converts the classifier; by default each source keeps
     its own layout (timm: conv, the others: fc).
     """
-    path = _existing(src)
+    path = existing_file(src)
     if source not in SOURCES:
         raise ValueError(f"unknown weights source {source!r}; accepted: {', '.join(SOURCES)}")
     if head is not None and head not in ("fc", "conv"):
@@ -252,14 +142,14 @@ def import_weights(
     where = str(path)
     extra: dict[str, Any] = {"file": path.name}
     if source == "vggnet" or (source == "auto" and _is_project_file(path)):
-        model, meta = load_weights(path, source="vggnet")
+        model, meta = load_project_weights(path)
         preprocessing = preprocessing or meta.preprocessing
         class_names = class_names if class_names is not None else meta.class_names
         source, extra = meta.source, meta.extra
     else:
         source, state = _read_source(path, source)
         cfg, include_top = infer_config(state, where)
-        model = _assemble(cfg, include_top, state, where)
+        model = assemble(cfg, include_top, state, where)
     if head is not None and head != model.cfg.head and has_classifier(model):
         model = model.to_head(head).eval()
     if class_names is not None and len(class_names) != model.cfg.num_classes:
@@ -304,7 +194,7 @@ def detect_source(path: str | os.PathLike[str]) -> str:
 
     Decided by content (file signature, key names), the extension only breaking ties.
     """
-    path = _existing(path)
+    path = existing_file(path)
     container = _container(path)
     if container == "safetensors":
         return "vggnet" if _is_project_file(path) else _tensor_convention(_safetensors_keys(path), str(path))
@@ -314,7 +204,7 @@ def detect_source(path: str | os.PathLike[str]) -> str:
 
 
 def _is_project_file(path: Path) -> bool:
-    return _container(path) == "safetensors" and FORMAT_KEY in _safetensors_header(path)
+    return _container(path) == "safetensors" and FORMAT_KEY in safetensors_header(path)
 
 
 def _read_source(path: Path, source: str) -> tuple[str, dict[str, torch.Tensor]]:
@@ -349,15 +239,6 @@ def _tensor_convention(keys: list[str], where: str) -> str:
 # -- reading files safely ------------------------------------------------------------------
 
 
-def _existing(path: str | os.PathLike[str]) -> Path:
-    p = Path(path)
-    if not p.exists():
-        raise FileNotFoundError(f"{p}: no such file")
-    if p.is_dir():
-        raise ValueError(f"{p}: is a folder, expected a weights file")
-    return p
-
-
 def _container(path: Path) -> str:
     """The file kind by signature, then extension: safetensors, torch, keras (HDF5) or caffe."""
     with open(path, "rb") as f:
@@ -386,16 +267,6 @@ def _container(path: Path) -> str:
     )
 
 
-def _safetensors_header(path: Path) -> dict[str, str]:
-    from safetensors import safe_open
-
-    try:
-        with safe_open(str(path), framework="pt") as f:
-            return f.metadata() or {}
-    except (SafetensorError, OSError, ValueError) as e:
-        raise ValueError(f"{path}: not a safetensors weights file ({e})") from None
-
-
 def _safetensors_keys(path: Path) -> list[str]:
     from safetensors import safe_open
 
@@ -416,7 +287,7 @@ def read_torch_state(path: str | os.PathLike[str]) -> dict[str, torch.Tensor]:
     A checkpoint holding pickled objects other than tensors and plain containers is refused.
     Wrappers ({"state_dict": ...}, {"model": ...}) and DataParallel's `module.` prefix are undone.
     """
-    path = _existing(path)
+    path = existing_file(path)
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # torch raises UnpicklingError, RuntimeError, KeyError... for bad files
@@ -487,7 +358,7 @@ def read_keras_h5(path: str | os.PathLike[str]) -> list[tuple[str, list[np.ndarr
     """
     import h5py
 
-    path = _existing(path)
+    path = existing_file(path)
     try:
         with h5py.File(path, "r") as f:
             root = f["model_weights"] if "layer_names" not in f.attrs and "model_weights" in f else f
@@ -666,7 +537,7 @@ def read_caffemodel(path: str | os.PathLike[str]) -> list[CaffeLayer]:
     `layers` (field 2, V1, the published VGG files) and `layer` (field 100, V2) are both read;
     float data is mapped from the file, not parsed number by number.
     """
-    path = _existing(path)
+    path = existing_file(path)
     with open(path, "rb") as f:
         if os.fstat(f.fileno()).st_size == 0:
             raise ValueError(f"{path}: empty file, not a Caffe model")
@@ -804,34 +675,3 @@ def infer_config(state: dict[str, torch.Tensor], where: str = "weights") -> tupl
 
 def _shapes(state: dict[str, torch.Tensor]) -> dict[str, tuple[int, ...]]:
     return {k: tuple(v.shape) for k, v in state.items() if not k.endswith("num_batches_tracked")}
-
-
-def _assemble(
-    cfg: ModelConfig,
-    include_top: bool,
-    state: dict[str, torch.Tensor],
-    where: str,
-    device: str | torch.device = "cpu",
-) -> VGG:
-    """Build a VGG on the meta device and give it the tensors (no second copy, no init)."""
-    state = dict(state)
-    for key in [k for k in state if k.endswith(".running_mean")]:  # torchvision's _bn files predate this buffer
-        state.setdefault(key.replace("running_mean", "num_batches_tracked"), torch.tensor(0, dtype=torch.long))
-    with torch.device("meta"):
-        model = VGG(cfg)
-    if not include_top:
-        model.classifier = NoClassifier()
-    for key in state:
-        state[key] = aligned(state[key].to(device))
-    load_state_checked(model, state, source=where, assign=True)
-    return model.eval()
-
-
-def aligned(t: torch.Tensor, alignment: int = 64) -> torch.Tensor:
-    """`t`, or an aligned copy where its memory does not start on a cache line.
-
-    safetensors hands out tensors at their offsets in the file; on a misaligned weight the CPU
-    convolution library takes other code paths, so a loaded model's outputs would differ from the
-    saved model's in the last bits.
-    """
-    return t if t.device.type != "cpu" or t.data_ptr() % alignment == 0 else t.clone()
