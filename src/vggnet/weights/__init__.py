@@ -24,7 +24,6 @@ import contextlib
 import math
 import mmap
 import os
-import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,8 +31,6 @@ from typing import Any
 
 import numpy as np
 import torch
-from safetensors import SafetensorError
-from safetensors.torch import load_file
 
 from ..model import VGG, count_parameters
 from .format import (
@@ -55,6 +52,8 @@ from .format import (
     save_weights,
 )
 from .infer import infer_config, stack_state
+from .timm import timm_state
+from .torchvision import read_safetensors_state, read_torch_state
 
 __all__ = [
     "CAFFE_MEAN_BGR",
@@ -219,7 +218,7 @@ def _read_source(path: Path, source: str) -> tuple[str, dict[str, torch.Tensor]]
         return source, caffe_state(read_caffemodel(path), str(path))
     if container not in ("torch", "safetensors"):
         raise ValueError(f"{path}: looks like a {container} file, not a {source} one (try --from auto)")
-    state = _safetensors_tensors(path) if container == "safetensors" else read_torch_state(path)
+    state = read_safetensors_state(path) if container == "safetensors" else read_torch_state(path)
     if source == "auto":
         source = _tensor_convention(list(state), str(path))
     return source, timm_state(state) if source == "timm" else state
@@ -271,79 +270,6 @@ def _safetensors_keys(path: Path) -> list[str]:
 
     with safe_open(str(path), framework="pt") as f:
         return list(f.keys())
-
-
-def _safetensors_tensors(path: Path) -> dict[str, torch.Tensor]:
-    try:
-        return _strip_prefixes(load_file(str(path)))
-    except (SafetensorError, OSError, ValueError) as e:
-        raise ValueError(f"{path}: not a safetensors weights file ({e})") from None
-
-
-def read_torch_state(path: str | os.PathLike[str]) -> dict[str, torch.Tensor]:
-    """The tensors of a `.pth` checkpoint, read with `weights_only=True`: nothing pickled ever runs.
-
-    A checkpoint holding pickled objects other than tensors and plain containers is refused.
-    Wrappers ({"state_dict": ...}, {"model": ...}) and DataParallel's `module.` prefix are undone.
-    """
-    path = existing_file(path)
-    try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # torch raises UnpicklingError, RuntimeError, KeyError... for bad files
-        text = str(e)
-        if "Unsupported global" in text or "WeightsUnpickler" in text:
-            found = re.search(r"GLOBAL ([\w.]+)", text)
-            what = f" ({found.group(1)})" if found else ""
-            raise ValueError(
-                f"{path}: refused: the checkpoint contains pickled non-tensor objects{what}; nothing was "
-                "executed. Only tensors are loaded: re-save it as a state dict or as .safetensors"
-            ) from None
-        raise ValueError(f"{path}: not a readable PyTorch checkpoint (truncated or another format)") from None
-    state = _find_state_dict(obj)
-    if state is None:
-        shown = ", ".join(map(str, list(obj)[:5])) if isinstance(obj, dict) else type(obj).__name__
-        raise ValueError(f"{path}: no state dict of tensors in this checkpoint (top level: {shown})")
-    return _strip_prefixes(state)
-
-
-def _find_state_dict(obj: Any) -> dict[str, torch.Tensor] | None:
-    if isinstance(obj, dict) and obj and all(isinstance(v, torch.Tensor) for v in obj.values()):
-        return obj
-    if isinstance(obj, dict):
-        for key in ("state_dict", "model", "model_state_dict", "model_state", "net", "weights"):
-            inner = obj.get(key)
-            if isinstance(inner, dict) and inner and all(isinstance(v, torch.Tensor) for v in inner.values()):
-                return inner
-    return None
-
-
-def _strip_prefixes(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """Undo DataParallel's `module.` and torch.compile's `_orig_mod.` key prefixes."""
-    for prefix in ("module.", "_orig_mod."):
-        if state and all(k.startswith(prefix) for k in state):
-            state = {k[len(prefix) :]: v for k, v in state.items()}
-    return dict(state)
-
-
-# -- timm -------------------------------------------------------------------------------------
-
-
-def timm_state(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """timm's VGG keys -> torchvision's: pre_logits.fc1/fc2 (7x7 / 1x1 convs) and head.fc are FC6-8.
-
-    FC6/FC7 keep their conv shapes here; `infer_config` sees a conv head.
-    """
-    rename = {"pre_logits.fc1.": "classifier.0.", "pre_logits.fc2.": "classifier.3.", "head.fc.": "classifier.6."}
-    out = {}
-    for key, value in state.items():
-        for old, new in rename.items():
-            if key.startswith(old):
-                key = new + key[len(old) :]
-                if new == "classifier.6." and key.endswith("weight") and value.dim() == 2:
-                    value = value[:, :, None, None]  # (classes, 4096) -> a 1x1 conv, like fc1/fc2
-                break
-        out[key] = value
-    return out
 
 
 # -- Keras HDF5 -------------------------------------------------------------------------------
