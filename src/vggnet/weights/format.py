@@ -122,7 +122,7 @@ def has_classifier(model: VGG) -> bool:
     return not isinstance(model.classifier, NoClassifier)
 
 
-# -- writing and reading the project format -------------------------------------------------
+# -- writing and reading the project format ----------------------------------------------------
 
 
 def save_weights(
@@ -190,7 +190,7 @@ def safetensors_header(path: Path) -> dict[str, str]:
         raise ValueError(f"{path}: not a safetensors weights file ({e})") from None
 
 
-# -- from tensors to a model ------------------------------------------------------------------
+# -- from tensors to a model -------------------------------------------------------------------
 
 
 def load_state_checked(
