@@ -84,6 +84,27 @@ class WeightsMeta:
     include_top: bool = True  # False: features only (a Keras "notop" file); no classifier
     extra: dict[str, Any] = field(default_factory=dict)
 
+    @classmethod
+    def for_model(
+        cls,
+        model: VGG,
+        *,
+        preprocessing: Preprocessing,
+        class_names: list[str] | None,
+        source: str,
+        extra: dict[str, Any] | None,
+    ) -> WeightsMeta:
+        """The metadata of `model`: its configuration and parameter count, and whether it has a classifier."""
+        return cls(
+            model=model.cfg,
+            preprocessing=preprocessing,
+            class_names=list(class_names) if class_names is not None else None,
+            source=source,
+            params=count_parameters(model),
+            include_top=has_classifier(model),
+            extra=extra or {},
+        )
+
     def to_json(self) -> str:
         return json.dumps(dataclasses.asdict(self), sort_keys=True)
 
@@ -137,14 +158,8 @@ def save_weights(
     """Write `model` in the project format (safetensors + JSON metadata), atomically."""
     if class_names is not None and len(class_names) != model.cfg.num_classes:
         raise ValueError(f"{len(class_names)} class names given for a model with {model.cfg.num_classes} classes")
-    meta = WeightsMeta(
-        model=model.cfg,
-        preprocessing=preprocessing or Preprocessing(),
-        class_names=list(class_names) if class_names is not None else None,
-        source=source,
-        params=count_parameters(model),
-        include_top=has_classifier(model),
-        extra=extra or {},
+    meta = WeightsMeta.for_model(
+        model, preprocessing=preprocessing or Preprocessing(), class_names=class_names, source=source, extra=extra
     )
     tensors = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     atomic_write(path, lambda tmp: save_file(tensors, tmp, metadata={FORMAT_KEY: meta.to_json()}))

@@ -15,7 +15,7 @@ from typing import Any
 import torch
 from safetensors import safe_open
 
-from ..model import VGG, count_parameters
+from ..model import VGG
 from .caffe import caffe_state, read_caffemodel
 from .format import (
     FORMAT_KEY,
@@ -101,16 +101,10 @@ def import_weights(
         raise ValueError(
             f"{len(class_names)} class names given for weights with {model.cfg.num_classes} classes ({where})"
         )
-    meta = WeightsMeta(
-        model=model.cfg,
-        preprocessing=preprocessing or SOURCE_PREPROCESSING.get(source, Preprocessing)(),
-        class_names=list(class_names) if class_names is not None else None,
-        source=source,
-        params=count_parameters(model),
-        include_top=has_classifier(model),
-        extra=extra,
+    preprocessing = preprocessing or SOURCE_PREPROCESSING.get(source, Preprocessing)()
+    return model, WeightsMeta.for_model(
+        model, preprocessing=preprocessing, class_names=class_names, source=source, extra=extra
     )
-    return model, meta
 
 
 def convert(
