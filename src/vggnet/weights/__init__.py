@@ -1,0 +1,71 @@
+"""Weights on disk: the project's own format, importers for every public source, safe loading.
+
+- format.py: the project format (safetensors + JSON metadata), `Preprocessing`, `WeightsMeta`,
+  features-only models, building a model from tensors.
+- torchvision.py, timm.py, keras.py, caffe.py: one module per public source, each turning its
+  files into torchvision-named tensors (the conventions are in PAPER.md, "Public implementations").
+- infer.py: the configuration (Table 1 column, BN, width, classes, head) read from the tensors.
+- sources.py: recognising a file's source, `load_weights`, `import_weights`, `convert`.
+
+Nothing here ever unpickles arbitrary objects.
+"""
+
+from .caffe import CAFFE_V1_TYPES, CaffeLayer, caffe_state, read_caffemodel
+from .format import (
+    CAFFE_MEAN_BGR,
+    FORMAT_KEY,
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    NoClassifier,
+    Preprocessing,
+    WeightsMeta,
+    aligned,
+    has_classifier,
+    load_state_checked,
+    read_meta,
+    save_weights,
+)
+from .infer import infer_config
+from .keras import keras_state, read_keras_h5
+from .sources import (
+    SOURCE_PREPROCESSING,
+    SOURCES,
+    TORCH_SUFFIXES,
+    convert,
+    detect_source,
+    import_weights,
+    load_weights,
+)
+from .timm import timm_state
+from .torchvision import read_torch_state
+
+__all__ = [
+    "CAFFE_MEAN_BGR",
+    "CAFFE_V1_TYPES",
+    "CaffeLayer",
+    "FORMAT_KEY",
+    "IMAGENET_MEAN",
+    "IMAGENET_STD",
+    "NoClassifier",
+    "Preprocessing",
+    "SOURCES",
+    "SOURCE_PREPROCESSING",
+    "TORCH_SUFFIXES",
+    "WeightsMeta",
+    "aligned",
+    "caffe_state",
+    "convert",
+    "detect_source",
+    "has_classifier",
+    "import_weights",
+    "infer_config",
+    "keras_state",
+    "load_state_checked",
+    "load_weights",
+    "read_caffemodel",
+    "read_keras_h5",
+    "read_meta",
+    "read_torch_state",
+    "save_weights",
+    "timm_state",
+]

@@ -1,0 +1,60 @@
+"""The project format: a round trip keeps outputs and metadata; bad files and mismatched tensors give clear errors."""
+
+import os
+
+import pytest
+import torch
+
+from vggnet import build
+from vggnet.weights import Preprocessing, import_weights, load_weights, read_meta, save_weights
+from weights_files import W
+
+
+def test_project_format_round_trip(tmp_path):
+    model = build("C_bn", width=1 / 16, num_classes=3, head="conv").eval()
+    path = tmp_path / "w.safetensors"
+    save_weights(model, path, class_names=["x", "y", "z"], preprocessing=Preprocessing.caffe(), source="test")
+    loaded, meta = load_weights(path)
+    assert meta.class_names == ["x", "y", "z"]
+    assert meta.preprocessing == Preprocessing.caffe()
+    assert meta.model == model.cfg and meta.source == "test" and meta.include_top
+    x = torch.randn(1, 3, 224, 224)
+    with torch.no_grad():
+        assert torch.equal(loaded(x), model(x))
+    assert not list(tmp_path.glob(".*tmp"))  # no temporary file left behind
+    umask = os.umask(0)
+    os.umask(umask)
+    assert path.stat().st_mode & 0o777 == 0o666 & ~umask  # an ordinary file, not mkstemp's private 0600
+
+
+def test_wrong_class_names_and_bad_files(tmp_path):
+    model = build("A", width=1 / 16, num_classes=3)
+    with pytest.raises(ValueError, match="2 class names given for a model with 3 classes"):
+        save_weights(model, tmp_path / "w.safetensors", class_names=["a", "b"])
+    junk = tmp_path / "junk.safetensors"
+    junk.write_bytes(b"\x00" * 10)
+    with pytest.raises(ValueError, match="junk.safetensors: not a safetensors weights file"):
+        read_meta(junk)
+    with pytest.raises(FileNotFoundError, match="nope.safetensors: no such file"):
+        load_weights(tmp_path / "nope.safetensors")
+
+
+def test_mismatched_layer_names_layer_and_both_shapes(tmp_path):
+    state = build("D", width=W, num_classes=3).state_dict()
+    state["features.5.weight"] = torch.zeros(8, 5, 3, 3)  # conv2_1 fed 5 channels instead of 4
+    torch.save(state, tmp_path / "bad.pth")
+    with pytest.raises(
+        ValueError, match=r"layer features.5.weight has shape \(8, 5, 3, 3\), the model expects \(8, 4, 3, 3\)"
+    ):
+        import_weights(tmp_path / "bad.pth")
+    state = build("D", width=W, num_classes=3).state_dict()
+    del state["features.7.bias"]
+    torch.save(state, tmp_path / "missing.pth")
+    with pytest.raises(ValueError, match=r"missing tensors \['features.7.bias'\]"):
+        import_weights(tmp_path / "missing.pth")
+    state = {
+        k: v for k, v in build("D", width=W).state_dict().items() if k not in ("features.0.weight", "features.0.bias")
+    }
+    torch.save(state, tmp_path / "twelve.pth")
+    with pytest.raises(ValueError, match=r"12 convolutions .* match no Table 1 configuration"):
+        import_weights(tmp_path / "twelve.pth")
