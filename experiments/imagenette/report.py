@@ -77,6 +77,14 @@ class Tier:
     def nets(self) -> list[str]:
         return list(self.roles.values())
 
+    def group(self, role: str) -> list[str]:
+        """The runs averaged for one of the paper's nets: its seeds, or the one run playing it."""
+        return self.seeds.get(role) or ([self.roles[role]] if role in self.roles else [])
+
+    def label(self, role: str) -> str:
+        """The run playing one of the paper's nets, as the verdicts name it."""
+        return self.roles.get(role, role)
+
 
 EIGHTH = Tier(
     "1/8 width (CPU)",
@@ -272,152 +280,193 @@ def seeds_table(runs: dict[str, dict[str, Any]]) -> list[str]:
 
 def verdicts(runs: dict[str, dict[str, Any]], ensembles: dict[str, dict[str, Any]], tier: Tier = EIGHTH) -> list[str]:
     """One line per claim of the paper, decided by one grid's numbers (top-1 error; lower is better)."""
-    names = tier.roles
+    return [
+        deeper_is_better(runs, tier),
+        lrn_does_not_help(runs, tier),
+        conv1x1_helps_less_than_3x3(runs, tier),
+        jitter_beats_fixed_scale(runs, tier),
+        multiscale_beats_single_scale(runs, tier),
+        dense_and_multicrop_complement(runs, tier),
+        ensemble_beats_single_nets(runs, ensembles, tier),
+    ]
 
-    def group(role: str) -> list[str]:
-        """The runs averaged for one of the paper's nets: its seeds, or the one run playing it."""
-        return tier.seeds.get(role) or ([names[role]] if role in names else [])
 
-    def mean(role: str) -> float | None:
-        v = seed_values(runs, group(role), "dense_single")
-        return statistics.mean(v) if v else None
-
-    def top1(role: str, key: str) -> float | None:
-        e = _err(runs.get(names.get(role, "")), key)
-        return None if e is None else e[0]
-
-    def label(role: str) -> str:
-        return names.get(role, role)
-
-    def verdict(
-        claim: str, ours: float | None, theirs: float | None, detail: str, missing: str, groups: tuple = ()
-    ) -> str:
-        """`ours` should be the lower error; within the noise the claim is neither shown nor refuted."""
-        if ours is None or theirs is None:
-            return f"- **{claim}**: not run yet ({missing})."
-        noise = _noise(runs, (ours + theirs) / 2)
-        spread = [seed_values(runs, group(g), "dense_single") for g in groups]
-        if groups and all(len(v) >= 2 for v in spread):  # seed means: the seeds' spread is noise too
-            noise = max(noise, 2 * sum(statistics.variance(v) / len(v) for v in spread) ** 0.5)
-        gap = abs(ours - theirs)
-        if noise and gap < noise:
-            lean = "leans towards it" if ours < theirs else "leans against it"
-            word = f"not resolved at this size ({lean}, within the noise)"
-        else:
-            word = "holds" if ours < theirs else "does not hold here"
-        side = "within" if gap < noise else "beyond"
-        within = f"; the gap, {gap:.1f} points, is {side} the noise of ±{noise:.1f}" if noise else ""
-        return f"- **{claim}**: {word} — {detail}{within}."
-
-    def means_of(*roles: str) -> str:
-        n = [len(seed_values(runs, group(r), "dense_single")) for r in roles]
-        return "seed means" if all(k > 1 for k in n) else "means of " + " and ".join(map(str, n)) + " runs"
-
-    out = []
-    a, d = mean("A"), mean("D")
-    e = top1("E", "dense_single")
+def deeper_is_better(runs: dict[str, dict[str, Any]], tier: Tier) -> str:
+    """A against the better of D and E, dense single-scale (A and D as seed means where the grid has seeds)."""
+    a_runs, d_runs = _seed_errors(runs, tier, "A"), _seed_errors(runs, tier, "D")
+    a, d = _mean(a_runs), _mean(d_runs)
+    e = _top1(runs, tier, "E", "dense_single")
     deeper = None if a is None or d is None else min(d, e if e is not None else d)
-    out.append(
-        verdict(
-            "Deeper is better (A -> D/E)",
-            deeper,
-            a,
-            f"{label('A')} {_f(a)}% vs {label('D')} {_f(d)}% ({means_of('A', 'D')}), {label('E')} {_f(e)}% "
-            "(dense single-scale top-1)",
-            f"needs {label('A')} and {label('D')}",
-            ("A", "D") if deeper == d else (),
-        )
+    A, D, E = tier.label("A"), tier.label("D"), tier.label("E")
+    detail = f"{A} {_f(a)}% vs {D} {_f(d)}% ({_means_of(a_runs, d_runs)}), {E} {_f(e)}% (dense single-scale top-1)"
+    spreads = [a_runs, d_runs] if deeper == d else []  # E is one run: no spread of its own
+    return _compare(runs, "Deeper is better (A -> D/E)", deeper, a, detail, f"needs {A} and {D}", spreads)
+
+
+def lrn_does_not_help(runs: dict[str, dict[str, Any]], tier: Tier) -> str:
+    """A null claim: it holds unless A-LRN is better than A by more than the noise (seed means, dense single-scale)."""
+    claim, A, LRN = "LRN does not help", tier.label("A"), tier.label("A-LRN")
+    lrn_runs, a_runs = _seed_errors(runs, tier, "A-LRN"), _seed_errors(runs, tier, "A")
+    if not lrn_runs or not a_runs:
+        return _line(claim, f"not run yet (needs {A} and {LRN})")
+    lrn, a = statistics.mean(lrn_runs), statistics.mean(a_runs)
+    if len(lrn_runs) >= 2 and len(a_runs) >= 2:
+        seeds = _seed_noise([lrn_runs, a_runs])
+    else:  # one run against the other's seed mean: that side's spread counts as noise too
+        seeds = _one_against_seeds_noise(a_runs if len(a_runs) >= 2 else lrn_runs)
+    noise = max(_noise(runs, (lrn + a) / 2), seeds)
+    word = "holds" if lrn >= a - noise else "does not hold here"
+    return _line(
+        claim,
+        f"{word} — {LRN} {lrn:.1f}% vs {A} {a:.1f}% (means of {len(lrn_runs)} and {len(a_runs)} seeds; the claim "
+        f"holds unless A-LRN is better by more than the noise of ±{noise:.1f} points)",
     )
-    lrn, a0 = mean("A-LRN"), mean("A")
-    n_lrn = len(seed_values(runs, group("A-LRN"), "dense_single"))
-    n_a = len(seed_values(runs, group("A"), "dense_single"))
-    if lrn is None or a0 is None:
-        out.append(f"- **LRN does not help**: not run yet (needs {label('A')} and {label('A-LRN')}).")
-    else:
-        # The claim is a null result: it holds unless A-LRN is better by more than the noise.
-        noise = _noise(runs, (lrn + a0) / 2)
-        spread = [seed_values(runs, group(g), "dense_single") for g in ("A-LRN", "A")]
-        if all(len(v) >= 2 for v in spread):
-            noise = max(noise, 2 * sum(statistics.variance(v) / len(v) for v in spread) ** 0.5)
-        elif len(spread[1]) >= 2:  # one A-LRN run against A's seed mean: A's spread counts as noise too
-            noise = max(noise, 2 * statistics.stdev(spread[1]) * (1 + 1 / len(spread[1])) ** 0.5)
-        elif len(spread[0]) >= 2:  # A-LRN's seeds against one A run
-            noise = max(noise, 2 * statistics.stdev(spread[0]) * (1 + 1 / len(spread[0])) ** 0.5)
-        word = "holds" if lrn >= a0 - noise else "does not hold here"
-        out.append(
-            f"- **LRN does not help**: {word} — {label('A-LRN')} {lrn:.1f}% vs {label('A')} {a0:.1f}% (means of "
-            f"{n_lrn} and {n_a} seeds; the claim holds unless A-LRN is better by more than the noise of "
-            f"±{noise:.1f} points)."
-        )
-    c, d0 = top1("C", "dense_single"), top1("D", "dense_single")
-    out.append(
-        verdict(
-            "1x1 convs (C) help less than 3x3 (D)",
-            d0,
-            c,
-            f"{label('D')} {_f(d0)}% vs {label('C')} {_f(c)}%",
-            f"needs {label('C')} and {label('D')}",
-        )
+
+
+def conv1x1_helps_less_than_3x3(runs: dict[str, dict[str, Any]], tier: Tier) -> str:
+    """D (3x3 convs) against C (1x1 in their place), one run each, dense single-scale."""
+    C, D = tier.label("C"), tier.label("D")
+    c, d = _top1(runs, tier, "C", "dense_single"), _top1(runs, tier, "D", "dense_single")
+    return _compare(
+        runs, "1x1 convs (C) help less than 3x3 (D)", d, c, f"{D} {_f(d)}% vs {C} {_f(c)}%", f"needs {C} and {D}"
     )
-    dj, df = mean("D-jit"), mean("D")
-    others = [(x, top1(f"{x}-jit", "dense_single"), top1(x, "dense_single")) for x in ("C", "E")]
+
+
+def jitter_beats_fixed_scale(runs: dict[str, dict[str, Any]], tier: Tier) -> str:
+    """D trained at jittered S against fixed S (seed means where the grid has seeds); C and E beside, one run each."""
+    jit_runs, fixed_runs = _seed_errors(runs, tier, "D-jit"), _seed_errors(runs, tier, "D")
+    jit, fixed = _mean(jit_runs), _mean(fixed_runs)
+    others = [(x, _top1(runs, tier, f"{x}-jit", "dense_single"), _top1(runs, tier, x, "dense_single")) for x in "CE"]
     extra = "".join(f"; {x}: {j:.1f}% vs {f:.1f}%" for x, j, f in others if j is not None and f is not None)
-    out.append(
-        verdict(
-            "Jittered training beats fixed S",
-            dj,
-            df,
-            f"D jittered {_f(dj)}% vs fixed {_f(df)}% ({means_of('D-jit', 'D')}, dense single-scale){extra}",
-            f"needs {label('D')} and {label('D-jit')}",
-            ("D-jit", "D"),
-        )
+    detail = (
+        f"D jittered {_f(jit)}% vs fixed {_f(fixed)}% ({_means_of(jit_runs, fixed_runs)}, dense single-scale){extra}"
     )
-    wins = [
-        (n, top1(r, "dense_multi"), top1(r, "dense_single"))
-        for r, n in names.items()
-        if top1(r, "dense_multi") is not None and top1(r, "dense_single") is not None
-    ]
-    if wins:
-        better = sum(m < s for _, m, s in wins)
-        cells = ", ".join(f"{n} {s:.1f} -> {m:.1f}" for n, m, s in wins)
-        word = "holds" if better > len(wins) / 2 else "does not hold here"
-        out.append(
-            f"- **Multi-scale testing beats single-scale**: {word} — better for {better} of {len(wins)} nets "
-            f"(single -> multi top-1: {cells})."
-        )
+    missing = f"needs {tier.label('D')} and {tier.label('D-jit')}"
+    return _compare(runs, "Jittered training beats fixed S", jit, fixed, detail, missing, [jit_runs, fixed_runs])
+
+
+def multiscale_beats_single_scale(runs: dict[str, dict[str, Any]], tier: Tier) -> str:
+    """Dense multi-scale against single-scale testing, counted over the grid's nets that have both."""
+    claim, nets = "Multi-scale testing beats single-scale", []
+    for role, name in tier.roles.items():
+        multi, single = _top1(runs, tier, role, "dense_multi"), _top1(runs, tier, role, "dense_single")
+        if multi is not None and single is not None:
+            nets.append((name, multi, single))
+    if not nets:
+        return _line(claim, "not run yet")
+    better = sum(m < s for _, m, s in nets)
+    cells = ", ".join(f"{n} {s:.1f} -> {m:.1f}" for n, m, s in nets)
+    return _line(
+        claim,
+        f"{_majority(better, len(nets))} — better for {better} of {len(nets)} nets (single -> multi top-1: {cells})",
+    )
+
+
+def dense_and_multicrop_complement(runs: dict[str, dict[str, Any]], tier: Tier) -> str:
+    """Their fusion against the better of dense and multi-crop (multi-scale), counted over the grid's nets."""
+    claim, nets = "Dense and multi-crop are complementary", []
+    for role, name in tier.roles.items():
+        fused = _top1(runs, tier, role, "fusion")
+        if fused is not None:
+            alone = min(_top1(runs, tier, role, "dense_multi"), _top1(runs, tier, role, "multicrop_multi"))
+            nets.append((name, fused, alone))
+    if not nets:
+        return _line(claim, "not run yet")
+    better = sum(f < b for _, f, b in nets)
+    cells = ", ".join(f"{n} {f:.1f} vs {b:.1f}" for n, f, b in nets)
+    return _line(
+        claim,
+        f"{_majority(better, len(nets))} — fusion beats the better of the two for {better} of {len(nets)} nets "
+        f"(fusion vs best single method: {cells})",
+    )
+
+
+def ensemble_beats_single_nets(
+    runs: dict[str, dict[str, Any]], ensembles: dict[str, dict[str, Any]], tier: Tier
+) -> str:
+    """Each of the grid's ensembles, fused, against its best member fused."""
+    claim = "The ensemble beats single nets"
+    counted = [(name, e) for name, e in ensembles.items() if name in tier.ensembles]
+    if not counted:
+        return _line(claim, f"not run yet (needs {', or '.join(tier.ensembles)})")
+    parts, wins = [], 0
+    for name, e in counted:
+        best = min(f[0] for f in (_err(runs.get(m), "fusion") for m in e["members"]) if f is not None)
+        mine = e["fusion"]["top1"]
+        wins += mine < best
+        parts.append(f"{name} fused {mine:.1f}% vs best member fused {best:.1f}%")
+    n = len(counted)
+    word = "holds" if wins == n else "does not hold here" if wins == 0 else f"holds for {wins} of {n}"
+    return _line(claim, f"{word} — {'; '.join(parts)}")
+
+
+def _compare(
+    runs: dict[str, dict[str, Any]],
+    claim: str,
+    ours: float | None,
+    theirs: float | None,
+    detail: str,
+    missing: str,
+    spreads: list[list[float]] | tuple = (),
+) -> str:
+    """The claim that `ours` is the lower error: it holds, does not, or is not resolved within the noise (the test
+    photos', or the seeds' where `spreads` holds each side's seed errors)."""
+    if ours is None or theirs is None:
+        return _line(claim, f"not run yet ({missing})")
+    noise = max(_noise(runs, (ours + theirs) / 2), _seed_noise(spreads))
+    gap = abs(ours - theirs)
+    if noise and gap < noise:
+        lean = "leans towards it" if ours < theirs else "leans against it"
+        word = f"not resolved at this size ({lean}, within the noise)"
     else:
-        out.append("- **Multi-scale testing beats single-scale**: not run yet.")
-    fus = [
-        (n, top1(r, "fusion"), min(top1(r, "dense_multi"), top1(r, "multicrop_multi")))
-        for r, n in names.items()
-        if top1(r, "fusion") is not None
-    ]
-    if fus:
-        better = sum(f < b for _, f, b in fus)
-        cells = ", ".join(f"{n} {f:.1f} vs {b:.1f}" for n, f, b in fus)
-        word = "holds" if better > len(fus) / 2 else "does not hold here"
-        out.append(
-            f"- **Dense and multi-crop are complementary**: {word} — fusion beats the better of the two for "
-            f"{better} of {len(fus)} nets (fusion vs best single method: {cells})."
-        )
-    else:
-        out.append("- **Dense and multi-crop are complementary**: not run yet.")
-    ens = [(k, v) for k, v in ensembles.items() if k in tier.ensembles]
-    if ens:
-        parts, wins_ = [], 0
-        for name, v in ens:
-            fused = [_err(runs.get(m), "fusion") for m in v["members"]]
-            best = min(f[0] for f in fused if f is not None)
-            mine = v["fusion"]["top1"]
-            wins_ += mine < best
-            parts.append(f"{name} fused {mine:.1f}% vs best member fused {best:.1f}%")
-        word = (
-            "holds" if wins_ == len(ens) else "does not hold here" if wins_ == 0 else f"holds for {wins_} of {len(ens)}"
-        )
-        out.append(f"- **The ensemble beats single nets**: {word} — {'; '.join(parts)}.")
-    else:
-        out.append(f"- **The ensemble beats single nets**: not run yet (needs {', or '.join(tier.ensembles)}).")
-    return out
+        word = "holds" if ours < theirs else "does not hold here"
+    side = "within" if gap < noise else "beyond"
+    within = f"; the gap, {gap:.1f} points, is {side} the noise of ±{noise:.1f}" if noise else ""
+    return _line(claim, f"{word} — {detail}{within}")
+
+
+def _line(claim: str, text: str) -> str:
+    """One verdict as a Markdown bullet."""
+    return f"- **{claim}**: {text}."
+
+
+def _majority(better: int, nets: int) -> str:
+    return "holds" if better > nets / 2 else "does not hold here"
+
+
+def _seed_errors(runs: dict[str, dict[str, Any]], tier: Tier, role: str) -> list[float]:
+    """Dense single-scale top-1 errors of the runs averaged for one of the paper's nets."""
+    return seed_values(runs, tier.group(role), "dense_single")
+
+
+def _top1(runs: dict[str, dict[str, Any]], tier: Tier, role: str, key: str) -> float | None:
+    """Top-1 error of one evaluation of the one run playing `role`; None where it has not run."""
+    e = _err(runs.get(tier.roles.get(role, "")), key)
+    return None if e is None else e[0]
+
+
+def _mean(values: list[float]) -> float | None:
+    return statistics.mean(values) if values else None
+
+
+def _means_of(*sides: list[float]) -> str:
+    """'seed means' when every side averages seeds, else how many runs each side averages."""
+    n = [len(v) for v in sides]
+    return "seed means" if all(k > 1 for k in n) else "means of " + " and ".join(map(str, n)) + " runs"
+
+
+def _seed_noise(spreads: list[list[float]] | tuple) -> float:
+    """Two standard errors of a difference of seed means, from the seeds' spread; 0 unless each side has two."""
+    if not spreads or any(len(v) < 2 for v in spreads):
+        return 0.0
+    return 2 * sum(statistics.variance(v) / len(v) for v in spreads) ** 0.5
+
+
+def _one_against_seeds_noise(seeds: list[float]) -> float:
+    """Two standard errors of one run against the mean of `seeds`, the run as noisy as a seed; 0 under two seeds."""
+    if len(seeds) < 2:
+        return 0.0
+    return 2 * statistics.stdev(seeds) * (1 + 1 / len(seeds)) ** 0.5
 
 
 def _noise(runs: dict[str, dict[str, Any]], error: float) -> float:
