@@ -13,6 +13,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from vggnet.tables import markdown_table
+
 # ILSVRC-2012 validation, top-1 / top-5 error (%), from /work/shared/PAPER.md (Tables 3-6).
 PAPER_T3 = {  # (config, fixed or jittered) -> single-scale dense
     ("A", False): (29.6, 10.4),
@@ -165,81 +167,71 @@ def _letter(name: str) -> str:
     return name.split("-jit")[0].split("-s")[0].replace("-glorot", "")
 
 
-def _table(
-    header: list[str],
-    runs: dict[str, dict[str, Any]],
-    rows: Callable[[str, str, dict[str, Any]], list[str]],
-    tier: Tier,
-) -> list[str]:
+Rows = list[list[object]]
+
+
+def _tier_table(
+    header: list[str], runs: dict[str, dict[str, Any]], rows: Callable[[str, str, dict[str, Any]], Rows], tier: Tier
+) -> str:
     """A Markdown table with one block of rows per net of the tier; a net not run yet gets one placeholder row."""
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    missing = "| {} | | | not run yet |" + " |" * (len(header) - 4)
+    out: Rows = []
     for role, name in tier.roles.items():
         r = runs.get(name)
-        lines += rows(role, name, r) if r is not None else [missing.format(name)]
-    return lines
+        out += (
+            rows(role, name, r) if r is not None else [[name, None, None, "not run yet", *[None] * (len(header) - 4)]]
+        )
+    return markdown_table(header, out)
 
 
 def _paper(table: dict, role: str, key: Any) -> tuple[float, float] | None:
     return table.get((_letter(role), key)) if role != "D-glorot" else None
 
 
-def table3(runs: dict[str, dict[str, Any]], tier: Tier = EIGHTH) -> list[str]:
+def table3(runs: dict[str, dict[str, Any]], tier: Tier = EIGHTH) -> str:
     """Table 3: single-scale dense evaluation of every net."""
     header = ["ConvNet config.", "train S", "test Q", "top-1 / top-5 error (%)", "paper (ImageNet)"]
-    return _table(
-        header,
-        runs,
-        lambda role, name, r: [
-            f"| {name} | {_scales(r)} | {_q(r, 'dense_single')} | {_pair(_err(r, 'dense_single'))} "
-            f"| {_pair(_paper(PAPER_T3, role, _jittered(r)))} |"
-        ],
-        tier,
-    )
+    return _tier_table(header, runs, _table3_rows, tier)
 
 
-def table4(runs: dict[str, dict[str, Any]], tier: Tier = EIGHTH) -> list[str]:
+def _table3_rows(role: str, name: str, r: dict[str, Any]) -> Rows:
+    paper = _paper(PAPER_T3, role, _jittered(r))
+    return [[name, _scales(r), _q(r, "dense_single"), _pair(_err(r, "dense_single")), _pair(paper)]]
+
+
+def table4(runs: dict[str, dict[str, Any]], tier: Tier = EIGHTH) -> str:
     """Table 4: multi-scale dense evaluation ({S-32,S,S+32} scaled for fixed S; {Smin, mid, Smax} jittered)."""
     header = ["ConvNet config.", "train S", "test Q", "top-1 / top-5 error (%)", "single-scale (Table 3)"]
-    return _table(
-        header + ["paper (ImageNet)"],
-        runs,
-        lambda role, name, r: [
-            f"| {name} | {_scales(r)} | {_q(r, 'dense_multi')} | {_pair(_err(r, 'dense_multi'))} "
-            f"| {_pair(_err(r, 'dense_single'))} | {_pair(_paper(PAPER_T4, role, _jittered(r)))} |"
-        ],
-        tier,
-    )
+    return _tier_table([*header, "paper (ImageNet)"], runs, _table4_rows, tier)
 
 
-def table5(runs: dict[str, dict[str, Any]], tier: Tier = EIGHTH) -> list[str]:
+def _table4_rows(role: str, name: str, r: dict[str, Any]) -> Rows:
+    errors = [_pair(_err(r, "dense_multi")), _pair(_err(r, "dense_single"))]
+    return [[name, _scales(r), _q(r, "dense_multi"), *errors, _pair(_paper(PAPER_T4, role, _jittered(r)))]]
+
+
+def table5(runs: dict[str, dict[str, Any]], tier: Tier = EIGHTH) -> str:
     """Table 5: dense vs multi-crop vs their fusion, every net at its multi-scale Q."""
     header = ["ConvNet config.", "method", "test Q", "top-1 / top-5 error (%)", "paper (ImageNet)"]
-
-    def rows(role: str, name: str, r: dict[str, Any]) -> list[str]:
-        out = []
-        for key in ("dense_multi", "multicrop_multi", "fusion"):
-            paper = PAPER_T5.get((_letter(role), key)) if role in ("D-jit", "E-jit") else None
-            out.append(f"| {name} | {METHODS[key]} | {_q(r, 'dense_multi')} | {_pair(_err(r, key))} | {_pair(paper)} |")
-        return out
-
-    return _table(header, runs, rows, tier)
+    return _tier_table(header, runs, _table5_rows, tier)
 
 
-def table6(ensembles: dict[str, dict[str, Any]]) -> list[str]:
+def _table5_rows(role: str, name: str, r: dict[str, Any]) -> Rows:
+    rows: Rows = []
+    for key in ("dense_multi", "multicrop_multi", "fusion"):
+        paper = PAPER_T5.get((_letter(role), key)) if role in ("D-jit", "E-jit") else None
+        rows.append([name, METHODS[key], _q(r, "dense_multi"), _pair(_err(r, key)), _pair(paper)])
+    return rows
+
+
+def table6(ensembles: dict[str, dict[str, Any]]) -> str:
     """Table 6: the ensembles (posteriors averaged)."""
-    lines = [
-        "| ensemble | members | method | top-1 / top-5 error (%) | paper (ImageNet, D+E jittered) |",
-        "|---|---|---|---|---|",
-    ]
-    if not ensembles:
-        lines.append("| D+E | | | not run yet | |")
+    header = ["ensemble", "members", "method", "top-1 / top-5 error (%)", "paper (ImageNet, D+E jittered)"]
+    rows: Rows = [] if ensembles else [["D+E", None, None, "not run yet", None]]
     for name, e in ensembles.items():
         for key in ("dense_multi", "multicrop_multi", "fusion"):
             paper = PAPER_T6.get(key) if name == "D-jit+E-jit" else None
-            members = ", ".join(e.get("members", []))
-            lines.append(f"| {name} | {members} | {METHODS[key]} | {_pair(_err(e, key))} | {_pair(paper)} |")
-    return lines
+            rows.append([name, ", ".join(e.get("members", [])), METHODS[key], _pair(_err(e, key)), _pair(paper)])
+    return markdown_table(header, rows)
 
 
 def mean_std(values: list[float]) -> str:
@@ -261,21 +253,52 @@ def seed_values(runs: dict[str, dict[str, Any]], members: list[str], key: str, k
     return out
 
 
-def seeds_table(runs: dict[str, dict[str, Any]]) -> list[str]:
+def seeds_table(runs: dict[str, dict[str, Any]]) -> str:
     """The key comparisons over seeds (and reruns), every grid: mean ± std of top-1 error."""
-    lines = [
-        "| grid | net | seeds run | dense single-scale | dense multi-scale | multi-crop | dense + multi-crop |",
-        "|---|---|---|---|---|---|---|",
-    ]
+    header = ["grid", "net", "seeds run", "dense single-scale", "dense multi-scale", "multi-crop", "dense + multi-crop"]
     groups = [(t.title, t.roles.get(role, role), members) for t in TIERS for role, members in t.seeds.items()]
     groups += [("width probe (CPU)", net, members) for net, members in PROBE_SEEDS.items()]
+    rows: Rows = []
     for title, net, members in groups:
         if len(members) < 2:
             continue
-        have = [m for m in members if m in runs]
-        cells = [mean_std(seed_values(runs, members, key)) for key in METHODS]
-        lines.append(f"| {title} | {net} | {', '.join(have) or 'none'} | " + " | ".join(cells) + " |")
-    return lines
+        have = ", ".join(m for m in members if m in runs) or "none"
+        rows.append([title, net, have, *(mean_std(seed_values(runs, members, key)) for key in METHODS)])
+    return markdown_table(header, rows)
+
+
+def width_table(runs: dict[str, dict[str, Any]]) -> str:
+    """The best configuration at each width: top-1 / top-5 error of every evaluation method."""
+    header = ["run", "width", "train S", "epochs", "train time (min)", *METHODS.values()]
+    rows: Rows = []
+    for name in WIDTH_PROBES:
+        r = runs.get(name)
+        if r is None:
+            rows.append([name, None, None, None, None, *["not run yet"] * len(METHODS)])
+            continue
+        recipe = [_width(r["config"].get("width")), _scales(r), len(r["history"]), f"{r['train_seconds'] / 60:.1f}"]
+        rows.append([name, *recipe, *(_pair(_err(r, key)) for key in METHODS)])
+    return markdown_table(header, rows)
+
+
+def _width(w: float | None) -> str:
+    """1/8 for 0.125; '?' when a record predates the field."""
+    return "?" if w is None else (f"1/{round(1 / w)}" if w < 1 and abs(1 / w - round(1 / w)) < 1e-9 else f"{w:g}")
+
+
+def times_table(runs: dict[str, dict[str, Any]]) -> str:
+    """Wall time, epochs, init and best per-epoch validation error of each run."""
+    header = ["run", "config", "width", "init", "from", "train S", "epochs", "lr", "train time (min)"]
+    header += ["eval time (min)", "best epoch val top-1 (%)"]
+    rows: Rows = []
+    for name, r in runs.items():
+        c, h = r["config"], r["history"]
+        recipe = [c["model"], _width(c.get("width")), c["init"], r["run"].get("init_from") or "—", _scales(r)]
+        train = [len(h), f"{c['lr']:g}", f"{r['train_seconds'] / 60:.1f}"]
+        evaluate = sum(e.get("seconds", 0) for e in r["evals"].values()) / 60
+        best = min(x["val_top1"] for x in h) if h else float("nan")
+        rows.append([name, *recipe, *train, f"{evaluate:.1f}", f"{best:.1f}"])
+    return markdown_table(header, rows)
 
 
 def verdicts(runs: dict[str, dict[str, Any]], ensembles: dict[str, dict[str, Any]], tier: Tier = EIGHTH) -> list[str]:
@@ -507,48 +530,6 @@ def _f(v: float | None) -> str:
     return "—" if v is None else f"{v:.1f}"
 
 
-def width_table(runs: dict[str, dict[str, Any]]) -> list[str]:
-    """The best configuration at each width: top-1 / top-5 error of every evaluation method."""
-    lines = [
-        "| run | width | train S | epochs | train time (min) | " + " | ".join(METHODS.values()) + " |",
-        "|---|---|---|---|---|" + "---|" * len(METHODS),
-    ]
-    for name in WIDTH_PROBES:
-        r = runs.get(name)
-        if r is None:
-            lines.append(f"| {name} | | | | | " + " | ".join(["not run yet"] * len(METHODS)) + " |")
-            continue
-        cells = [_pair(_err(r, key)) for key in METHODS]
-        lines.append(
-            f"| {name} | {_width(r['config'].get('width'))} | {_scales(r)} | {len(r['history'])} "
-            f"| {r['train_seconds'] / 60:.1f} | " + " | ".join(cells) + " |"
-        )
-    return lines
-
-
-def _width(w: float | None) -> str:
-    """1/8 for 0.125; '?' when a record predates the field."""
-    return "?" if w is None else (f"1/{round(1 / w)}" if w < 1 and abs(1 / w - round(1 / w)) < 1e-9 else f"{w:g}")
-
-
-def times_table(runs: dict[str, dict[str, Any]]) -> list[str]:
-    """Wall time, epochs, init and best per-epoch validation error of each run."""
-    lines = [
-        "| run | config | width | init | from | train S | epochs | lr | train time (min) | eval time (min) "
-        "| best epoch val top-1 (%) |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
-    ]
-    for name, r in runs.items():
-        c, h = r["config"], r["history"]
-        ev = sum(e.get("seconds", 0) for e in r["evals"].values()) / 60
-        best = min(x["val_top1"] for x in h) if h else float("nan")
-        lines.append(
-            f"| {name} | {c['model']} | {_width(c.get('width'))} | {c['init']} | {r['run'].get('init_from') or '—'} | {_scales(r)} "
-            f"| {len(h)} | {c['lr']:g} | {r['train_seconds'] / 60:.1f} | {ev:.1f} | {best:.1f} |"
-        )
-    return lines
-
-
 def plot_curves(runs: dict[str, dict[str, Any]], path: Path) -> None:
     """Validation top-1 error against epoch, every run in one figure (fine-tunes start at their parent's end):
     the 1/8-width grid on the left, the wider runs on the right."""
@@ -743,15 +724,15 @@ def write_report(metrics_dir: str | Path, out_dir: str | Path, preamble: str = "
         "",
         "## Table 3: single-scale dense evaluation",
         "",
-        *table3(runs),
+        table3(runs),
         "",
         "## Table 4: multi-scale dense evaluation",
         "",
-        *table4(runs),
+        table4(runs),
         "",
         "## Table 5: dense, multi-crop and their fusion (multi-scale)",
         "",
-        *table5(runs),
+        table5(runs),
         "",
         f"## Tables 3-5 again: {FULL.title}",
         "",
@@ -760,31 +741,31 @@ def write_report(metrics_dir: str | Path, out_dir: str | Path, preamble: str = "
         "",
         "### Table 3: single-scale dense evaluation",
         "",
-        *table3(runs, FULL),
+        table3(runs, FULL),
         "",
         "### Table 4: multi-scale dense evaluation",
         "",
-        *table4(runs, FULL),
+        table4(runs, FULL),
         "",
         "### Table 5: dense, multi-crop and their fusion (multi-scale)",
         "",
-        *table5(runs, FULL),
+        table5(runs, FULL),
         "",
         "## Table 6: ensembles (posteriors of the members averaged)",
         "",
-        *table6(ensembles),
+        table6(ensembles),
         "",
         "## Seeds: the key comparisons, mean ± sample std of top-1 error (%) (full width: reruns count)",
         "",
-        *seeds_table(runs),
+        seeds_table(runs),
         "",
         "## Width: the best configuration (A-LRN) at 2x, 4x and 8x the width (8x: on a GPU), outside the verdicts",
         "",
-        *width_table(runs),
+        width_table(runs),
         "",
         "## Runs and times",
         "",
-        *times_table(runs),
+        times_table(runs),
         "",
         "![validation error per epoch](curves.png)",
         "",
