@@ -494,17 +494,22 @@ def _one_against_seeds_noise(seeds: list[float]) -> float:
 
 def _noise(runs: dict[str, dict[str, Any]], error: float) -> float:
     """Two standard errors of the difference of two top-1 errors near `error` (%) on the test photos; 0 if larger."""
-    images = max((e.get("images", 0) for r in runs.values() for e in r["evals"].values()), default=0)
+    images = _test_images(runs)
     if not images:
         return 0.0
     p = error / 100
     return 2 * (2 * p * (1 - p) / images) ** 0.5 * 100
 
 
+def _test_images(runs: dict[str, dict[str, Any]]) -> int:
+    """How many test photos the evaluations used (the largest count recorded; 0 if none is)."""
+    return max((e.get("images", 0) for r in runs.values() for e in r["evals"].values()), default=0)
+
+
 def caveats(runs: dict[str, dict[str, Any]]) -> list[str]:
     """What limits the verdicts: training length, the confound of fine-tuning, the size of the test set."""
     epochs = {n: len(r["history"]) for n, r in runs.items()}
-    images = max((e.get("images", 0) for r in runs.values() for e in r["evals"].values()), default=0)
+    images = _test_images(runs)
     top1 = [r["evals"]["dense_single"]["top1"] for r in runs.values() if "dense_single" in r["evals"]]
     lines = [
         "- Training is short (epochs run: "
@@ -516,12 +521,12 @@ def caveats(runs: dict[str, dict[str, Any]]) -> list[str]:
         "lr 1e-3, as in the paper; their gain over the fixed-S net mixes jittering with the extra training.",
     ]
     if images and top1:
-        p = statistics.mean(top1) / 100
-        se = 100 * (p * (1 - p) / images) ** 0.5
+        error = statistics.mean(top1)
+        se = _standard_error(error, images)
         lines.append(
-            f"- {images} test photos: the standard error of a top-1 error near {100 * p:.0f}% is {se:.1f} points, "
-            f"so differences between nets below ~{2 * 2**0.5 * se:.0f} points are within noise; method "
-            "comparisons on one net use the same photos and are tighter."
+            f"- {images} test photos: the standard error of a top-1 error near {error:.0f}% is {se:.1f} points, so "
+            f"differences between nets below ~{2 * 2**0.5 * se:.0f} points are within noise; method comparisons "
+            "on one net use the same photos and are tighter."
         )
     return lines
 
@@ -533,19 +538,13 @@ def _f(v: float | None) -> str:
 def plot_curves(runs: dict[str, dict[str, Any]], path: Path) -> None:
     """Validation top-1 error against epoch, every run in one figure (fine-tunes start at their parent's end):
     the 1/8-width grid on the left, the wider runs on the right."""
-    import matplotlib
+    from matplotlib.figure import Figure
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, axes = plt.subplots(1, 2, figsize=(15, 5.5), sharey=True)
+    fig = Figure(figsize=(15, 5.5))
+    axes = fig.subplots(1, 2, sharey=True)
     for name, r in runs.items():
-        offset, parent = 0, r["run"].get("init_from")
-        while parent in runs:  # epochs since random init, the parents' (net A's, the fixed-S net's) included
-            offset += len(runs[parent]["history"])
-            parent = runs[parent]["run"].get("init_from")
-        h = r["history"]
-        style = "--" if "-s" in name.replace("-jit", "") or "-r2" in name else "-"
+        offset, h = _epochs_before(runs, r), r["history"]
+        style = "--" if "-s" in name.replace("-jit", "") or "-r2" in name else "-"  # seeds and reruns dashed
         ax = axes[0] if (r["config"].get("width") or 0) <= EIGHTH_WIDTH else axes[1]
         ax.plot([x["epoch"] + offset for x in h], [x["val_top1"] for x in h], style, marker=".", label=name)
     crop = next(iter(runs.values()))["config"].get("crop", "?") if runs else "?"
@@ -560,19 +559,25 @@ def plot_curves(runs: dict[str, dict[str, Any]], path: Path) -> None:
             ax.legend(ncol=2, fontsize=7)
     fig.tight_layout()
     fig.savefig(path, dpi=90)
-    plt.close(fig)
+
+
+def _epochs_before(runs: dict[str, dict[str, Any]], r: dict[str, Any]) -> int:
+    """The epochs a run's ancestors trained before it started (net A's for B-E, the fixed-S net's for a jittered)."""
+    epochs, parent = 0, r["run"].get("init_from")
+    while parent in runs:
+        epochs += len(runs[parent]["history"])
+        parent = runs[parent]["run"].get("init_from")
+    return epochs
 
 
 def plot_methods(runs: dict[str, dict[str, Any]], ensembles: dict[str, dict[str, Any]], path: Path) -> None:
     """Top-1 error of each evaluation method per configuration (grouped bars)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from matplotlib.figure import Figure
 
     nets = [n for t in TIERS for n in t.nets if n in runs]
     items = [(n, runs[n]["evals"]) for n in nets] + [(n, e) for n, e in ensembles.items()]
-    fig, ax = plt.subplots(figsize=(max(6, 1.1 * len(items) + 2), 4.5))
+    fig = Figure(figsize=(max(6, 1.1 * len(items) + 2), 4.5))
+    ax = fig.subplots()
     width = 0.8 / len(METHODS)
     for j, (key, label) in enumerate(METHODS.items()):
         xs = [i + (j - 1.5) * width for i in range(len(items))]
@@ -589,7 +594,6 @@ def plot_methods(runs: dict[str, dict[str, Any]], ensembles: dict[str, dict[str,
         ax.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=90)
-    plt.close(fig)
 
 
 def average_posteriors(loaded: list[dict[str, Any]], method: str) -> Any:
@@ -634,6 +638,20 @@ def sign_test(b: int, c: int) -> float:
     return min(1.0, 2 * tail)
 
 
+def _lowest(records: dict[str, dict[str, Any]]) -> tuple[str, str, float] | None:
+    """(name, evaluation, top-1) of the lowest top-1 error over these records' evaluations."""
+    found = ((n, k, e["top1"]) for n, evals in records.items() for k, e in evals.items() if k != "members")
+    return min(found, key=lambda t: t[2], default=None)
+
+
+def _best_single_line(best: tuple[str, str, float] | None) -> str:
+    """The best single net (name, method, top-1) against the issue's quality bar of 20% top-1."""
+    if not best:
+        return "No run yet."
+    bar = "met" if best[2] <= 20 else "not met at this size and budget"
+    return f"Best single-net result: {best[0]} at {best[2]:.1f}% top-1 (the issue's quality bar: at most 20%; {bar})."
+
+
 def _best_ensemble_line(
     best: tuple[str, str, float] | None,
     best_ens: tuple[str, str, float] | None,
@@ -658,135 +676,109 @@ def _best_ensemble_line(
     if probs_dir is not None:
         pair = paired_counts(probs_dir, ensembles[best_ens[0]]["members"], best_ens[1], best[0], best[1])
     if pair is not None:
-        b, c = pair
-        p = sign_test(b, c)
-        verdict = "significant at 5%" if p < 0.05 else "not significant at this test-set size"
-        return line + (
-            f"; on the same photos the ensemble is right where {best[0]} is wrong on {b} and the reverse on {c}, "
-            f"a two-sided sign test p = {p:.2f}: {verdict})."
-        )
-    p = best[2] / 100
-    se = 100 * math.sqrt(p * (1 - p) / n)
+        return line + _sign_test_clause(best[0], *pair)
+    se = _standard_error(best[2], n)
     size = "within" if best[2] - best_ens[2] < 2 * se else "beyond"
-    return line + (
-        f", {size} twice the {se:.1f}-point standard error of one error rate near {best[2]:.0f}% on {n} photos)."
+    return (
+        line + f", {size} twice the {se:.1f}-point standard error of one error rate near {best[2]:.0f}% on {n} photos)."
     )
+
+
+def _sign_test_clause(single: str, b: int, c: int) -> str:
+    """The paired comparison: b photos right by the ensemble alone, c by the single net alone."""
+    p = sign_test(b, c)
+    verdict = "significant at 5%" if p < 0.05 else "not significant at this test-set size"
+    return (
+        f"; on the same photos the ensemble is right where {single} is wrong on {b} and the reverse on {c}, "
+        f"a two-sided sign test p = {p:.2f}: {verdict})."
+    )
+
+
+def _standard_error(error: float, images: int) -> float:
+    """The standard error (points) of one top-1 error rate near `error` (%) on `images` photos."""
+    p = error / 100
+    return 100 * math.sqrt(p * (1 - p) / images)
+
+
+def not_run(runs: dict[str, dict[str, Any]]) -> str:
+    """The runs each grid still lacks, with the command that runs them; or that nothing is missing."""
+    lines = []
+    for tier in TIERS:
+        wanted = [*tier.nets, *(m for group in tier.seeds.values() for m in group)]
+        names = [n for n in dict.fromkeys(wanted) if n not in runs]
+        if not names:
+            continue
+        gpu = "; on a GPU machine, all of them side by side: `bash experiments/imagenette/gpu_grid.sh DATA ROOT OUT`"
+        lines.append(
+            f"- {tier.title}: {', '.join(names)}. Run them with `{COMMAND} --only {','.join(names)}` (finished runs "
+            f"are skipped; a run waits for the run it is initialised from){gpu if tier is FULL else ''}."
+        )
+    return "\n".join(lines or ["Nothing: every run of the grid has metrics."])
 
 
 def write_report(metrics_dir: str | Path, out_dir: str | Path, preamble: str = "") -> Path:
-    """Write RESULTS.md, curves.png and methods.png into out_dir; returns RESULTS.md's path."""
+    """Write RESULTS.md, curves.png and methods.png into out_dir from metrics_dir; returns RESULTS.md's path."""
     out_dir = Path(out_dir)
     runs, ensembles = load(Path(metrics_dir))
-    missing = {
-        t.title: list(dict.fromkeys(n for n in t.nets + [m for g in t.seeds.values() for m in g] if n not in runs))
-        for t in TIERS
-    }
     plot_curves(runs, out_dir / "curves.png")
     plot_methods(runs, ensembles, out_dir / "methods.png")
-    best = min(  # (run, evaluation, top-1) of the lowest single-net error
-        ((n, k, e["top1"]) for n, r in runs.items() for k, e in r["evals"].items()),
-        key=lambda t: t[2],
-        default=None,
-    )
-    best_ens = min(
-        ((n, k, v["top1"]) for n, e in ensembles.items() for k, v in e.items() if k != "members"),
-        key=lambda t: t[2],
-        default=None,
-    )
-    text = [
-        "# VGG in miniature on Imagenette: the paper's Tables 3-6",
-        "",
-        f"Generated by `experiments/imagenette/report.py` from `metrics/*.json`; regenerate with `{COMMAND} "
-        "--report-only` (the whole grid, resuming: `" + COMMAND + "`). Errors are top-1 / top-5 (%) on the "
-        "Imagenette validation photos (10 classes, so top-5 error is small; how many: see Evaluation below); the paper's numbers are "
-        "ILSVRC-2012 validation (1000 classes) and are beside ours for shape, not for size.",
-        "",
-        preamble,
-        f"## Verdicts: {EIGHTH.title}",
-        "",
-        *verdicts(runs, ensembles, EIGHTH),
-        "",
-        f"## Verdicts: {FULL.title}, one run per net unless the seeds table says more",
-        "",
-        *verdicts(runs, ensembles, FULL),
-        "",
-        (
-            f"Best single-net result: {best[0]} at {best[2]:.1f}% top-1 "
-            f"(the issue's quality bar: at most 20%; {'met' if best[2] <= 20 else 'not met at this size and budget'})."
-            if best
-            else "No run yet."
-        ),
-        _best_ensemble_line(best, best_ens, ensembles, out_dir / "probs"),
-        "",
-        "## Reading these numbers",
-        "",
-        *caveats(runs),
-        "",
-        "## Table 3: single-scale dense evaluation",
-        "",
-        table3(runs),
-        "",
-        "## Table 4: multi-scale dense evaluation",
-        "",
-        table4(runs),
-        "",
-        "## Table 5: dense, multi-crop and their fusion (multi-scale)",
-        "",
-        table5(runs),
-        "",
-        f"## Tables 3-5 again: {FULL.title}",
-        "",
-        "The same grid with every layer at the paper's width and twice the epochs (A 32, B-E from A 20, "
-        "jittered C-E from those 6; A-LRN and D-glorot are the 32-epoch runs A-LRN-w1-e32 and D-w1-e32).",
-        "",
-        "### Table 3: single-scale dense evaluation",
-        "",
-        table3(runs, FULL),
-        "",
-        "### Table 4: multi-scale dense evaluation",
-        "",
-        table4(runs, FULL),
-        "",
-        "### Table 5: dense, multi-crop and their fusion (multi-scale)",
-        "",
-        table5(runs, FULL),
-        "",
-        "## Table 6: ensembles (posteriors of the members averaged)",
-        "",
-        table6(ensembles),
-        "",
-        "## Seeds: the key comparisons, mean ± sample std of top-1 error (%) (full width: reruns count)",
-        "",
-        seeds_table(runs),
-        "",
-        "## Width: the best configuration (A-LRN) at 2x, 4x and 8x the width (8x: on a GPU), outside the verdicts",
-        "",
-        width_table(runs),
-        "",
-        "## Runs and times",
-        "",
-        times_table(runs),
-        "",
-        "![validation error per epoch](curves.png)",
-        "",
-        "![error per evaluation method](methods.png)",
-        "",
-        "## Not run yet",
-        "",
-        *(
-            f"- {title}: {', '.join(names)}. Run them with `{COMMAND} --only {','.join(names)}` "
-            "(finished runs are skipped; a run waits for the run it is initialised from)"
-            + (
-                "; on a GPU machine, all of them side by side: `bash experiments/imagenette/gpu_grid.sh DATA ROOT OUT`."
-                if t is FULL
-                else "."
-            )
-            for t, (title, names) in zip(TIERS, missing.items(), strict=True)
-            if names
-        ),
-        *(["Nothing: every run of the grid has metrics."] if not any(missing.values()) else []),
-        "",
-    ]
     path = out_dir / "RESULTS.md"
-    path.write_text("\n".join(text))
+    path.write_text(results_markdown(runs, ensembles, preamble, out_dir / "probs"))
     return path
+
+
+def results_markdown(
+    runs: dict[str, dict[str, Any]],
+    ensembles: dict[str, dict[str, Any]],
+    preamble: str = "",
+    probs_dir: Path | None = None,
+) -> str:
+    """RESULTS.md: each grid's verdicts, what limits them, Tables 3-6, seeds, widths, times and what has not run."""
+    best = _lowest({n: r["evals"] for n, r in runs.items()})
+    best_lines = [_best_single_line(best), _best_ensemble_line(best, _lowest(ensembles), ensembles, probs_dir)]
+    intro = (
+        f"Generated by `experiments/imagenette/report.py` from `metrics/*.json`; regenerate with `{COMMAND} "
+        f"--report-only` (the whole grid, resuming: `{COMMAND}`). Errors are top-1 / top-5 (%) on the Imagenette "
+        "validation photos (10 classes, so top-5 error is small; how many: see Evaluation below); the paper's "
+        "numbers are ILSVRC-2012 validation (1000 classes) and are beside ours for shape, not for size."
+    )
+    full_grid = (
+        "The same grid with every layer at the paper's width and twice the epochs (A 32, B-E from A 20, "
+        "jittered C-E from those 6; A-LRN and D-glorot are the 32-epoch runs A-LRN-w1-e32 and D-w1-e32)."
+    )
+    sections = [
+        ["# VGG in miniature on Imagenette: the paper's Tables 3-6", "", intro, "", preamble],
+        _section(f"## Verdicts: {EIGHTH.title}", *verdicts(runs, ensembles, EIGHTH)),
+        _section(
+            f"## Verdicts: {FULL.title}, one run per net unless the seeds table says more",
+            *verdicts(runs, ensembles, FULL),
+            "",
+            *best_lines,
+        ),
+        _section("## Reading these numbers", *caveats(runs)),
+        _section("## Table 3: single-scale dense evaluation", table3(runs)),
+        _section("## Table 4: multi-scale dense evaluation", table4(runs)),
+        _section("## Table 5: dense, multi-crop and their fusion (multi-scale)", table5(runs)),
+        _section(f"## Tables 3-5 again: {FULL.title}", full_grid),
+        _section("### Table 3: single-scale dense evaluation", table3(runs, FULL)),
+        _section("### Table 4: multi-scale dense evaluation", table4(runs, FULL)),
+        _section("### Table 5: dense, multi-crop and their fusion (multi-scale)", table5(runs, FULL)),
+        _section("## Table 6: ensembles (posteriors of the members averaged)", table6(ensembles)),
+        _section(
+            "## Seeds: the key comparisons, mean ± sample std of top-1 error (%) (full width: reruns count)",
+            seeds_table(runs),
+        ),
+        _section(
+            "## Width: the best configuration (A-LRN) at 2x, 4x and 8x the width (8x: on a GPU), outside the verdicts",
+            width_table(runs),
+        ),
+        _section("## Runs and times", times_table(runs)),
+        ["![validation error per epoch](curves.png)", "", "![error per evaluation method](methods.png)", ""],
+        _section("## Not run yet", not_run(runs)),
+    ]
+    return "\n".join(line for section in sections for line in section)
+
+
+def _section(title: str, *lines: str) -> list[str]:
+    """A Markdown section: its title, a blank line, its lines and a blank line after them."""
+    return [title, "", *lines, ""]
