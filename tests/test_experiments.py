@@ -59,7 +59,7 @@ def test_report_tables_verdicts_and_seeds(tmp_path: Path) -> None:
     ens = {"members": ["D", "D-jit"], **{k: {"top1": 30.0, "top5": 2.0} for k in report.METHODS}}
     (metrics / "ensemble_D+E.json").write_text(json.dumps(ens))
 
-    text = report.write_report(metrics, tmp_path, "PREAMBLE-MARK\n").read_text()
+    text = report.write_results(metrics, tmp_path, "PREAMBLE-MARK\n").read_text()
 
     assert "PREAMBLE-MARK" in text
     assert "| A | 37 | 37 | 40.0 / 5.0 | 29.6 / 10.4 |" in text  # Table 3 row with the paper beside
@@ -101,7 +101,7 @@ def test_lrn_verdict_uses_both_seed_means(lrn_errors, expected) -> None:
 
 def test_report_with_no_metrics_says_what_is_missing(tmp_path: Path) -> None:
     (tmp_path / "metrics").mkdir()
-    text = report.write_report(tmp_path / "metrics", tmp_path).read_text()
+    text = report.write_results(tmp_path / "metrics", tmp_path).read_text()
     assert "**Deeper is better (A -> D/E)**: not run yet" in text
     assert "No run yet." in text
 
@@ -147,7 +147,7 @@ def test_verdict_within_the_noise_is_not_resolved(tmp_path: Path) -> None:
         for e in r["evals"].values():
             e["images"] = 1000  # binomial noise of a difference near 39.5%: 2 x sqrt(2 x .395 x .605 / 1000) = 4.4
         (metrics / f"{name}.json").write_text(json.dumps(r))
-    text = report.write_report(metrics, tmp_path).read_text()
+    text = report.write_results(metrics, tmp_path).read_text()
     assert (
         "**Deeper is better (A -> D/E)**: not resolved at this size (leans towards it, within the noise) — "
         "A 40.0% vs D 39.0% (seed means)" in text
@@ -163,7 +163,7 @@ def test_ensemble_verdict_counts_each_ensemble(tmp_path: Path) -> None:
     for ens, members, fused in (("D+E", ["D", "E"], 35.0), ("D-jit+E-jit", ["D-jit", "E-jit"], 36.0)):
         record = {"members": members, **{k: {"top1": fused, "top5": 2.0} for k in report.METHODS}}
         (metrics / f"ensemble_{ens}.json").write_text(json.dumps(record))
-    text = report.write_report(metrics, tmp_path).read_text()
+    text = report.write_results(metrics, tmp_path).read_text()
     # members' fused errors are top1 - 2: D 38, E 39, D-jit 34, E-jit 35; only D+E (35 < 38) beats its best member
     assert (
         "**The ensemble beats single nets**: holds for 1 of 2 — D+E fused 35.0% vs best member fused 38.0%; "
@@ -209,7 +209,7 @@ def test_full_width_grid_gets_its_own_tables_and_verdicts(tmp_path: Path) -> Non
     record = {"members": ["D-w1", "E-w1"], **{k: {"top1": 16.0, "top5": 1.0, "images": 1000} for k in report.METHODS}}
     (metrics / "ensemble_D-w1+E-w1.json").write_text(json.dumps(record))
 
-    text = report.write_report(metrics, tmp_path).read_text()
+    text = report.write_results(metrics, tmp_path).read_text()
 
     full = text.split("## Verdicts: full width (GPU)")[1].split("## Reading")[0]
     assert "**Deeper is better (A -> D/E)**: holds — A-w1 30.0% vs D-w1 20.0% (means of 1 and 1 runs)" in full

@@ -716,7 +716,7 @@ def not_run(runs: dict[str, dict[str, Any]]) -> str:
     return "\n".join(lines or ["Nothing: every run of the grid has metrics."])
 
 
-def write_report(metrics_dir: str | Path, out_dir: str | Path, preamble: str = "") -> Path:
+def write_results(metrics_dir: str | Path, out_dir: str | Path, preamble: str = "") -> Path:
     """Write RESULTS.md, curves.png and methods.png into out_dir from metrics_dir; returns RESULTS.md's path."""
     out_dir = Path(out_dir)
     runs, ensembles = load(Path(metrics_dir))
