@@ -15,6 +15,9 @@ from typing import Any
 
 from vggnet.tables import markdown_table
 
+Records = dict[str, dict[str, Any]]  # runs or ensembles by name, each as its metrics/*.json holds it
+Best = tuple[str, str, float]  # (run or ensemble, evaluation, top-1 error)
+
 # ILSVRC-2012 validation, top-1 / top-5 error (%), from /work/shared/PAPER.md (Tables 3-6).
 PAPER_T3 = {  # (config, fixed or jittered) -> single-scale dense
     ("A", False): (29.6, 10.4),
@@ -127,7 +130,7 @@ PROBE_SEEDS = {"A-LRN-w2-e32": ["A-LRN-w2-e32", "A-LRN-w2-e32-s1", "A-LRN-w2-e32
 EIGHTH_WIDTH = 1 / 8
 
 
-def load(metrics_dir: Path) -> tuple[dict[str, dict[str, Any]], dict[str, dict[str, Any]]]:
+def load(metrics_dir: Path) -> tuple[Records, Records]:
     """(runs by name, ensembles by name) from metrics/*.json."""
     runs, ensembles = {}, {}
     for f in sorted(Path(metrics_dir).glob("*.json")):
@@ -141,6 +144,10 @@ def load(metrics_dir: Path) -> tuple[dict[str, dict[str, Any]], dict[str, dict[s
 
 def _pair(v: tuple[float, float] | None) -> str:
     return "—" if v is None else f"{v[0]:.1f} / {v[1]:.1f}"
+
+
+def _f(v: float | None) -> str:
+    return "—" if v is None else f"{v:.1f}"
 
 
 def _err(r: dict[str, Any] | None, key: str) -> tuple[float, float] | None:
@@ -167,19 +174,16 @@ def _letter(name: str) -> str:
     return name.split("-jit")[0].split("-s")[0].replace("-glorot", "")
 
 
-Rows = list[list[object]]
+Rows = list[list[object]]  # a Markdown table's rows of cells; None for a blank cell
 
 
-def _tier_table(
-    header: list[str], runs: dict[str, dict[str, Any]], rows: Callable[[str, str, dict[str, Any]], Rows], tier: Tier
-) -> str:
+def _tier_table(header: list[str], runs: Records, rows: Callable[[str, str, dict[str, Any]], Rows], tier: Tier) -> str:
     """A Markdown table with one block of rows per net of the tier; a net not run yet gets one placeholder row."""
     out: Rows = []
+    blanks = [None] * (len(header) - 4)
     for role, name in tier.roles.items():
         r = runs.get(name)
-        out += (
-            rows(role, name, r) if r is not None else [[name, None, None, "not run yet", *[None] * (len(header) - 4)]]
-        )
+        out += rows(role, name, r) if r is not None else [[name, None, None, "not run yet", *blanks]]
     return markdown_table(header, out)
 
 
@@ -187,7 +191,7 @@ def _paper(table: dict, role: str, key: Any) -> tuple[float, float] | None:
     return table.get((_letter(role), key)) if role != "D-glorot" else None
 
 
-def table3(runs: dict[str, dict[str, Any]], tier: Tier = EIGHTH) -> str:
+def table3(runs: Records, tier: Tier = EIGHTH) -> str:
     """Table 3: single-scale dense evaluation of every net."""
     header = ["ConvNet config.", "train S", "test Q", "top-1 / top-5 error (%)", "paper (ImageNet)"]
     return _tier_table(header, runs, _table3_rows, tier)
@@ -198,7 +202,7 @@ def _table3_rows(role: str, name: str, r: dict[str, Any]) -> Rows:
     return [[name, _scales(r), _q(r, "dense_single"), _pair(_err(r, "dense_single")), _pair(paper)]]
 
 
-def table4(runs: dict[str, dict[str, Any]], tier: Tier = EIGHTH) -> str:
+def table4(runs: Records, tier: Tier = EIGHTH) -> str:
     """Table 4: multi-scale dense evaluation ({S-32,S,S+32} scaled for fixed S; {Smin, mid, Smax} jittered)."""
     header = ["ConvNet config.", "train S", "test Q", "top-1 / top-5 error (%)", "single-scale (Table 3)"]
     return _tier_table([*header, "paper (ImageNet)"], runs, _table4_rows, tier)
@@ -209,7 +213,7 @@ def _table4_rows(role: str, name: str, r: dict[str, Any]) -> Rows:
     return [[name, _scales(r), _q(r, "dense_multi"), *errors, _pair(_paper(PAPER_T4, role, _jittered(r)))]]
 
 
-def table5(runs: dict[str, dict[str, Any]], tier: Tier = EIGHTH) -> str:
+def table5(runs: Records, tier: Tier = EIGHTH) -> str:
     """Table 5: dense vs multi-crop vs their fusion, every net at its multi-scale Q."""
     header = ["ConvNet config.", "method", "test Q", "top-1 / top-5 error (%)", "paper (ImageNet)"]
     return _tier_table(header, runs, _table5_rows, tier)
@@ -223,7 +227,7 @@ def _table5_rows(role: str, name: str, r: dict[str, Any]) -> Rows:
     return rows
 
 
-def table6(ensembles: dict[str, dict[str, Any]]) -> str:
+def table6(ensembles: Records) -> str:
     """Table 6: the ensembles (posteriors averaged)."""
     header = ["ensemble", "members", "method", "top-1 / top-5 error (%)", "paper (ImageNet, D+E jittered)"]
     rows: Rows = [] if ensembles else [["D+E", None, None, "not run yet", None]]
@@ -243,7 +247,7 @@ def mean_std(values: list[float]) -> str:
     return f"{statistics.mean(values):.1f} ± {statistics.stdev(values):.1f} (n={len(values)})"
 
 
-def seed_values(runs: dict[str, dict[str, Any]], members: list[str], key: str, k: int = 0) -> list[float]:
+def seed_values(runs: Records, members: list[str], key: str, k: int = 0) -> list[float]:
     """The top-1 (k=0) or top-5 (k=1) errors of one evaluation over the runs of a seed group that have run."""
     out = []
     for n in members:
@@ -253,7 +257,7 @@ def seed_values(runs: dict[str, dict[str, Any]], members: list[str], key: str, k
     return out
 
 
-def seeds_table(runs: dict[str, dict[str, Any]]) -> str:
+def seeds_table(runs: Records) -> str:
     """The key comparisons over seeds (and reruns), every grid: mean ± std of top-1 error."""
     header = ["grid", "net", "seeds run", "dense single-scale", "dense multi-scale", "multi-crop", "dense + multi-crop"]
     groups = [(t.title, t.roles.get(role, role), members) for t in TIERS for role, members in t.seeds.items()]
@@ -267,7 +271,7 @@ def seeds_table(runs: dict[str, dict[str, Any]]) -> str:
     return markdown_table(header, rows)
 
 
-def width_table(runs: dict[str, dict[str, Any]]) -> str:
+def width_table(runs: Records) -> str:
     """The best configuration at each width: top-1 / top-5 error of every evaluation method."""
     header = ["run", "width", "train S", "epochs", "train time (min)", *METHODS.values()]
     rows: Rows = []
@@ -286,7 +290,7 @@ def _width(w: float | None) -> str:
     return "?" if w is None else (f"1/{round(1 / w)}" if w < 1 and abs(1 / w - round(1 / w)) < 1e-9 else f"{w:g}")
 
 
-def times_table(runs: dict[str, dict[str, Any]]) -> str:
+def times_table(runs: Records) -> str:
     """Wall time, epochs, init and best per-epoch validation error of each run."""
     header = ["run", "config", "width", "init", "from", "train S", "epochs", "lr", "train time (min)"]
     header += ["eval time (min)", "best epoch val top-1 (%)"]
@@ -301,7 +305,7 @@ def times_table(runs: dict[str, dict[str, Any]]) -> str:
     return markdown_table(header, rows)
 
 
-def verdicts(runs: dict[str, dict[str, Any]], ensembles: dict[str, dict[str, Any]], tier: Tier = EIGHTH) -> list[str]:
+def verdicts(runs: Records, ensembles: Records, tier: Tier = EIGHTH) -> list[str]:
     """One line per claim of the paper, decided by one grid's numbers (top-1 error; lower is better)."""
     return [
         deeper_is_better(runs, tier),
@@ -314,7 +318,7 @@ def verdicts(runs: dict[str, dict[str, Any]], ensembles: dict[str, dict[str, Any
     ]
 
 
-def deeper_is_better(runs: dict[str, dict[str, Any]], tier: Tier) -> str:
+def deeper_is_better(runs: Records, tier: Tier) -> str:
     """A against the better of D and E, dense single-scale (A and D as seed means where the grid has seeds)."""
     a_runs, d_runs = _seed_errors(runs, tier, "A"), _seed_errors(runs, tier, "D")
     a, d = _mean(a_runs), _mean(d_runs)
@@ -326,7 +330,7 @@ def deeper_is_better(runs: dict[str, dict[str, Any]], tier: Tier) -> str:
     return _compare(runs, "Deeper is better (A -> D/E)", deeper, a, detail, f"needs {A} and {D}", spreads)
 
 
-def lrn_does_not_help(runs: dict[str, dict[str, Any]], tier: Tier) -> str:
+def lrn_does_not_help(runs: Records, tier: Tier) -> str:
     """A null claim: it holds unless A-LRN is better than A by more than the noise (seed means, dense single-scale)."""
     claim, A, LRN = "LRN does not help", tier.label("A"), tier.label("A-LRN")
     lrn_runs, a_runs = _seed_errors(runs, tier, "A-LRN"), _seed_errors(runs, tier, "A")
@@ -346,7 +350,7 @@ def lrn_does_not_help(runs: dict[str, dict[str, Any]], tier: Tier) -> str:
     )
 
 
-def conv1x1_helps_less_than_3x3(runs: dict[str, dict[str, Any]], tier: Tier) -> str:
+def conv1x1_helps_less_than_3x3(runs: Records, tier: Tier) -> str:
     """D (3x3 convs) against C (1x1 in their place), one run each, dense single-scale."""
     C, D = tier.label("C"), tier.label("D")
     c, d = _top1(runs, tier, "C", "dense_single"), _top1(runs, tier, "D", "dense_single")
@@ -355,7 +359,7 @@ def conv1x1_helps_less_than_3x3(runs: dict[str, dict[str, Any]], tier: Tier) -> 
     )
 
 
-def jitter_beats_fixed_scale(runs: dict[str, dict[str, Any]], tier: Tier) -> str:
+def jitter_beats_fixed_scale(runs: Records, tier: Tier) -> str:
     """D trained at jittered S against fixed S (seed means where the grid has seeds); C and E beside, one run each."""
     jit_runs, fixed_runs = _seed_errors(runs, tier, "D-jit"), _seed_errors(runs, tier, "D")
     jit, fixed = _mean(jit_runs), _mean(fixed_runs)
@@ -368,7 +372,7 @@ def jitter_beats_fixed_scale(runs: dict[str, dict[str, Any]], tier: Tier) -> str
     return _compare(runs, "Jittered training beats fixed S", jit, fixed, detail, missing, [jit_runs, fixed_runs])
 
 
-def multiscale_beats_single_scale(runs: dict[str, dict[str, Any]], tier: Tier) -> str:
+def multiscale_beats_single_scale(runs: Records, tier: Tier) -> str:
     """Dense multi-scale against single-scale testing, counted over the grid's nets that have both."""
     claim, nets = "Multi-scale testing beats single-scale", []
     for role, name in tier.roles.items():
@@ -385,7 +389,7 @@ def multiscale_beats_single_scale(runs: dict[str, dict[str, Any]], tier: Tier) -
     )
 
 
-def dense_and_multicrop_complement(runs: dict[str, dict[str, Any]], tier: Tier) -> str:
+def dense_and_multicrop_complement(runs: Records, tier: Tier) -> str:
     """Their fusion against the better of dense and multi-crop (multi-scale), counted over the grid's nets."""
     claim, nets = "Dense and multi-crop are complementary", []
     for role, name in tier.roles.items():
@@ -404,9 +408,7 @@ def dense_and_multicrop_complement(runs: dict[str, dict[str, Any]], tier: Tier) 
     )
 
 
-def ensemble_beats_single_nets(
-    runs: dict[str, dict[str, Any]], ensembles: dict[str, dict[str, Any]], tier: Tier
-) -> str:
+def ensemble_beats_single_nets(runs: Records, ensembles: Records, tier: Tier) -> str:
     """Each of the grid's ensembles, fused, against its best member fused."""
     claim = "The ensemble beats single nets"
     counted = [(name, e) for name, e in ensembles.items() if name in tier.ensembles]
@@ -424,7 +426,7 @@ def ensemble_beats_single_nets(
 
 
 def _compare(
-    runs: dict[str, dict[str, Any]],
+    runs: Records,
     claim: str,
     ours: float | None,
     theirs: float | None,
@@ -457,12 +459,12 @@ def _majority(better: int, nets: int) -> str:
     return "holds" if better > nets / 2 else "does not hold here"
 
 
-def _seed_errors(runs: dict[str, dict[str, Any]], tier: Tier, role: str) -> list[float]:
+def _seed_errors(runs: Records, tier: Tier, role: str) -> list[float]:
     """Dense single-scale top-1 errors of the runs averaged for one of the paper's nets."""
     return seed_values(runs, tier.group(role), "dense_single")
 
 
-def _top1(runs: dict[str, dict[str, Any]], tier: Tier, role: str, key: str) -> float | None:
+def _top1(runs: Records, tier: Tier, role: str, key: str) -> float | None:
     """Top-1 error of one evaluation of the one run playing `role`; None where it has not run."""
     e = _err(runs.get(tier.roles.get(role, "")), key)
     return None if e is None else e[0]
@@ -492,7 +494,7 @@ def _one_against_seeds_noise(seeds: list[float]) -> float:
     return 2 * statistics.stdev(seeds) * (1 + 1 / len(seeds)) ** 0.5
 
 
-def _noise(runs: dict[str, dict[str, Any]], error: float) -> float:
+def _noise(runs: Records, error: float) -> float:
     """Two standard errors of the difference of two top-1 errors near `error` (%) on the test photos; 0 if larger."""
     images = _test_images(runs)
     if not images:
@@ -501,12 +503,12 @@ def _noise(runs: dict[str, dict[str, Any]], error: float) -> float:
     return 2 * (2 * p * (1 - p) / images) ** 0.5 * 100
 
 
-def _test_images(runs: dict[str, dict[str, Any]]) -> int:
+def _test_images(runs: Records) -> int:
     """How many test photos the evaluations used (the largest count recorded; 0 if none is)."""
     return max((e.get("images", 0) for r in runs.values() for e in r["evals"].values()), default=0)
 
 
-def caveats(runs: dict[str, dict[str, Any]]) -> list[str]:
+def caveats(runs: Records) -> list[str]:
     """What limits the verdicts: training length, the confound of fine-tuning, the size of the test set."""
     epochs = {n: len(r["history"]) for n, r in runs.items()}
     images = _test_images(runs)
@@ -531,11 +533,7 @@ def caveats(runs: dict[str, dict[str, Any]]) -> list[str]:
     return lines
 
 
-def _f(v: float | None) -> str:
-    return "—" if v is None else f"{v:.1f}"
-
-
-def plot_curves(runs: dict[str, dict[str, Any]], path: Path) -> None:
+def plot_curves(runs: Records, path: Path) -> None:
     """Validation top-1 error against epoch, every run in one figure (fine-tunes start at their parent's end):
     the 1/8-width grid on the left, the wider runs on the right."""
     from matplotlib.figure import Figure
@@ -561,7 +559,7 @@ def plot_curves(runs: dict[str, dict[str, Any]], path: Path) -> None:
     fig.savefig(path, dpi=90)
 
 
-def _epochs_before(runs: dict[str, dict[str, Any]], r: dict[str, Any]) -> int:
+def _epochs_before(runs: Records, r: dict[str, Any]) -> int:
     """The epochs a run's ancestors trained before it started (net A's for B-E, the fixed-S net's for a jittered)."""
     epochs, parent = 0, r["run"].get("init_from")
     while parent in runs:
@@ -570,7 +568,7 @@ def _epochs_before(runs: dict[str, dict[str, Any]], r: dict[str, Any]) -> int:
     return epochs
 
 
-def plot_methods(runs: dict[str, dict[str, Any]], ensembles: dict[str, dict[str, Any]], path: Path) -> None:
+def plot_methods(runs: Records, ensembles: Records, path: Path) -> None:
     """Top-1 error of each evaluation method per configuration (grouped bars)."""
     from matplotlib.figure import Figure
 
@@ -638,13 +636,13 @@ def sign_test(b: int, c: int) -> float:
     return min(1.0, 2 * tail)
 
 
-def _lowest(records: dict[str, dict[str, Any]]) -> tuple[str, str, float] | None:
+def _lowest(records: Records) -> Best | None:
     """(name, evaluation, top-1) of the lowest top-1 error over these records' evaluations."""
     found = ((n, k, e["top1"]) for n, evals in records.items() for k, e in evals.items() if k != "members")
     return min(found, key=lambda t: t[2], default=None)
 
 
-def _best_single_line(best: tuple[str, str, float] | None) -> str:
+def _best_single_line(best: Best | None) -> str:
     """The best single net (name, method, top-1) against the issue's quality bar of 20% top-1."""
     if not best:
         return "No run yet."
@@ -653,9 +651,9 @@ def _best_single_line(best: tuple[str, str, float] | None) -> str:
 
 
 def _best_ensemble_line(
-    best: tuple[str, str, float] | None,
-    best_ens: tuple[str, str, float] | None,
-    ensembles: dict[str, dict[str, Any]],
+    best: Best | None,
+    best_ens: Best | None,
+    ensembles: Records,
     probs_dir: Path | None = None,
 ) -> str:
     """The best ensemble (name, method, top-1) against the best single net: the gap in photos and, where the
@@ -680,7 +678,7 @@ def _best_ensemble_line(
     se = _standard_error(best[2], n)
     size = "within" if best[2] - best_ens[2] < 2 * se else "beyond"
     return (
-        line + f", {size} twice the {se:.1f}-point standard error of one error rate near {best[2]:.0f}% on {n} photos)."
+        f"{line}, {size} twice the {se:.1f}-point standard error of one error rate near {best[2]:.0f}% on {n} photos)."
     )
 
 
@@ -700,7 +698,7 @@ def _standard_error(error: float, images: int) -> float:
     return 100 * math.sqrt(p * (1 - p) / images)
 
 
-def not_run(runs: dict[str, dict[str, Any]]) -> str:
+def not_run(runs: Records) -> str:
     """The runs each grid still lacks, with the command that runs them; or that nothing is missing."""
     lines = []
     for tier in TIERS:
@@ -727,12 +725,7 @@ def write_results(metrics_dir: str | Path, out_dir: str | Path, preamble: str = 
     return path
 
 
-def results_markdown(
-    runs: dict[str, dict[str, Any]],
-    ensembles: dict[str, dict[str, Any]],
-    preamble: str = "",
-    probs_dir: Path | None = None,
-) -> str:
+def results_markdown(runs: Records, ensembles: Records, preamble: str = "", probs_dir: Path | None = None) -> str:
     """RESULTS.md: each grid's verdicts, what limits them, Tables 3-6, seeds, widths, times and what has not run."""
     best = _lowest({n: r["evals"] for n, r in runs.items()})
     best_lines = [_best_single_line(best), _best_ensemble_line(best, _lowest(ensembles), ensembles, probs_dir)]
