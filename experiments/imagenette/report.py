@@ -374,11 +374,7 @@ def jitter_beats_fixed_scale(runs: Records, tier: Tier) -> str:
 
 def multiscale_beats_single_scale(runs: Records, tier: Tier) -> str:
     """Dense multi-scale against single-scale testing, counted over the grid's nets that have both."""
-    claim, nets = "Multi-scale testing beats single-scale", []
-    for role, name in tier.roles.items():
-        multi, single = _top1(runs, tier, role, "dense_multi"), _top1(runs, tier, role, "dense_single")
-        if multi is not None and single is not None:
-            nets.append((name, multi, single))
+    claim, nets = "Multi-scale testing beats single-scale", _per_net(runs, tier, "dense_multi", "dense_single")
     if not nets:
         return _line(claim, "not run yet")
     better = sum(m < s for _, m, s in nets)
@@ -391,12 +387,8 @@ def multiscale_beats_single_scale(runs: Records, tier: Tier) -> str:
 
 def dense_and_multicrop_complement(runs: Records, tier: Tier) -> str:
     """Their fusion against the better of dense and multi-crop (multi-scale), counted over the grid's nets."""
-    claim, nets = "Dense and multi-crop are complementary", []
-    for role, name in tier.roles.items():
-        fused = _top1(runs, tier, role, "fusion")
-        if fused is not None:
-            alone = min(_top1(runs, tier, role, "dense_multi"), _top1(runs, tier, role, "multicrop_multi"))
-            nets.append((name, fused, alone))
+    claim = "Dense and multi-crop are complementary"
+    nets = _per_net(runs, tier, "fusion", "dense_multi", "multicrop_multi")
     if not nets:
         return _line(claim, "not run yet")
     better = sum(f < b for _, f, b in nets)
@@ -453,6 +445,16 @@ def _compare(
 def _line(claim: str, text: str) -> str:
     """One verdict as a Markdown bullet."""
     return f"- **{claim}**: {text}."
+
+
+def _per_net(runs: Records, tier: Tier, method: str, *others: str) -> list[tuple[str, float, float]]:
+    """(run, top-1 of `method`, the lowest top-1 of `others`) for each of the grid's nets evaluated by all of them."""
+    nets = []
+    for role, name in tier.roles.items():
+        errors = [_top1(runs, tier, role, key) for key in (method, *others)]
+        if None not in errors:
+            nets.append((name, errors[0], min(errors[1:])))
+    return nets
 
 
 def _majority(better: int, nets: int) -> str:
