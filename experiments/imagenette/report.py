@@ -8,7 +8,7 @@ from __future__ import annotations
 import json
 import math
 import statistics
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -424,7 +424,7 @@ def _compare(
     theirs: float | None,
     detail: str,
     missing: str,
-    spreads: list[list[float]] | tuple = (),
+    spreads: Sequence[list[float]] = (),
 ) -> str:
     """The claim that `ours` is the lower error: it holds, does not, or is not resolved within the noise (the test
     photos', or the seeds' where `spreads` holds each side's seed errors)."""
@@ -482,7 +482,7 @@ def _means_of(*sides: list[float]) -> str:
     return "seed means" if all(k > 1 for k in n) else "means of " + " and ".join(map(str, n)) + " runs"
 
 
-def _seed_noise(spreads: list[list[float]] | tuple) -> float:
+def _seed_noise(spreads: Sequence[list[float]]) -> float:
     """Two standard errors of a difference of seed means, from the seeds' spread; 0 unless each side has two."""
     if not spreads or any(len(v) < 2 for v in spreads):
         return 0.0
@@ -497,7 +497,8 @@ def _one_against_seeds_noise(seeds: list[float]) -> float:
 
 
 def _noise(runs: Records, error: float) -> float:
-    """Two standard errors of the difference of two top-1 errors near `error` (%) on the test photos; 0 if larger."""
+    """Two standard errors of the difference of two top-1 errors near `error` (%) on the test photos; 0 when no
+    evaluation records how many photos it used."""
     images = _test_images(runs)
     if not images:
         return 0.0
