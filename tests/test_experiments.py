@@ -2,6 +2,7 @@
 
 import importlib.util
 import json
+import re
 import shutil
 import sys
 from pathlib import Path
@@ -24,6 +25,23 @@ def _module(name: str):
 report = _module("report")
 run_module = _module("run")
 IMAGENETTE = run_module.DATA  # /work/shared/data/imagenette, found above the checkout (main or a worktree)
+NUMBER = re.compile(r"(?<![\w.-])\d+(?:\.\d+)?(?!\w)")  # 35.0, 4, ±4.6; not the digits of A-w1, D-s1, 1x1, top-1
+
+
+def numbers(prose: str) -> list[float]:
+    """The numbers a line of the report states, in order."""
+    return [float(x) for x in NUMBER.findall(prose)]
+
+
+def verdict_on(text: str, claim: str) -> tuple[str, list[float]]:
+    """The report's verdict on one claim: its outcome (the words before the dash) and the numbers after it."""
+    line = next(x for x in text.splitlines() if x.startswith(f"- **{claim}**: "))
+    outcome, _, detail = line.split("**: ", 1)[1].removesuffix(".").partition(" — ")
+    return outcome, numbers(detail)
+
+
+def line_starting(text: str, start: str) -> str:
+    return next(x for x in text.splitlines() if x.startswith(start))
 
 
 def fake_run(name: str, model: str, top1: float, jitter: bool = False, init_from: str = "") -> dict:
@@ -59,7 +77,7 @@ def test_report_tables_verdicts_and_seeds(tmp_path: Path) -> None:
     ens = {"members": ["D", "D-jit"], **{k: {"top1": 30.0, "top5": 2.0} for k in report.METHODS}}
     (metrics / "ensemble_D+E.json").write_text(json.dumps(ens))
 
-    text = report.write_report(metrics, tmp_path, "PREAMBLE-MARK\n").read_text()
+    text = report.write_results(metrics, tmp_path, "PREAMBLE-MARK\n").read_text()
 
     assert "PREAMBLE-MARK" in text
     assert "| A | 37 | 37 | 40.0 / 5.0 | 29.6 / 10.4 |" in text  # Table 3 row with the paper beside
@@ -70,39 +88,41 @@ def test_report_tables_verdicts_and_seeds(tmp_path: Path) -> None:
     # the width probes: A-LRN at 1/8 has run, the wider ones not yet
     assert "| A-LRN | 1/8 | 37 | 2 | 2.0 | 35.0 / 5.0 | 34.0 / 4.0 | 34.5 / 4.5 | 33.0 / 3.0 |" in text
     assert "| A-LRN-w2 | | | | | not run yet | not run yet | not run yet | not run yet |" in text
-    assert "**Deeper is better (A -> D/E)**: holds" in text
-    # noise: A's seeds 40, 42, 44 (std 2) against one A-LRN run: 2 x 2 x sqrt(1 + 1/3) = 4.6 points
-    assert "**LRN does not help**: does not hold here — A-LRN 35.0% vs A 42.0% (means of 1 and 3 seeds" in text
-    assert "noise of ±4.6 points" in text
-    assert "**Jittered training beats fixed S**: does not hold here" in text
-    assert "better for 4 of 4 nets" in text  # A, A-LRN, D, D-jit: multi-scale 1 point better
-    assert "**The ensemble beats single nets**: holds — D+E fused 30.0% vs best member fused 33.0%" in text
+    assert verdict_on(text, "Deeper is better (A -> D/E)")[0] == "holds"
+    # A-LRN 35.0 vs A 42.0, means of 1 and 3 runs; noise: A's seeds 40, 42, 44 (std 2) against one A-LRN run,
+    # 2 x 2 x sqrt(1 + 1/3) = 4.6 points
+    assert verdict_on(text, "LRN does not help") == ("does not hold here", [35.0, 42.0, 1, 3, 4.6])
+    assert verdict_on(text, "Jittered training beats fixed S")[0] == "does not hold here"
+    outcome, counts = verdict_on(text, "Multi-scale testing beats single-scale")
+    assert (outcome, counts[:2]) == ("holds", [4, 4])  # A, A-LRN, D, D-jit: multi-scale 1 point better
+    # D+E fused 30.0 against its best member fused, D-jit: 37 - 2 = 35, D: 35 - 2 = 33
+    assert verdict_on(text, "The ensemble beats single nets") == ("holds", [30.0, 33.0])
     assert "--only B,C,E,C-jit,E-jit,D-glorot,A-LRN-s1,A-LRN-s2,D-s1,D-s2,D-jit-s1,D-jit-s2" in text
     assert (tmp_path / "curves.png").stat().st_size > 0 and (tmp_path / "methods.png").stat().st_size > 0
 
 
 @pytest.mark.parametrize(
-    ("lrn_errors", "expected"),
+    ("lrn_errors", "outcome", "lrn_mean"),
     [
         # A 40, 42, 44 vs A-LRN 35, 37, 39: 5 points better, noise 2 x sqrt(4/3 + 4/3) = 3.3
-        ((35.0, 37.0, 39.0), "does not hold here — A-LRN 37.0% vs A 42.0% (means of 3 and 3 seeds"),
+        ((35.0, 37.0, 39.0), "does not hold here", 37.0),
         # A-LRN 39, 41, 43: 1 point better, within the noise: the null claim stands
-        ((39.0, 41.0, 43.0), "holds — A-LRN 41.0% vs A 42.0% (means of 3 and 3 seeds"),
+        ((39.0, 41.0, 43.0), "holds", 41.0),
     ],
 )
-def test_lrn_verdict_uses_both_seed_means(lrn_errors, expected) -> None:
+def test_lrn_verdict_uses_both_seed_means(lrn_errors, outcome, lrn_mean) -> None:
     runs = {n: fake_run(n, "A", e) for n, e in (("A", 40.0), ("A-s1", 42.0), ("A-s2", 44.0))}
     for name, e in zip(("A-LRN", "A-LRN-s1", "A-LRN-s2"), lrn_errors, strict=True):
         runs[name] = fake_run(name, "A-LRN", e)
     text = "\n".join(report.verdicts(runs, {}))
-    assert f"**LRN does not help**: {expected}; the claim holds unless A-LRN is better" in text
-    assert "noise of ±3.3 points" in text
+    # A-LRN's mean vs A's 42.0, means of 3 and 3 seeds, noise 3.3
+    assert verdict_on(text, "LRN does not help") == (outcome, [lrn_mean, 42.0, 3, 3, 3.3])
 
 
 def test_report_with_no_metrics_says_what_is_missing(tmp_path: Path) -> None:
     (tmp_path / "metrics").mkdir()
-    text = report.write_report(tmp_path / "metrics", tmp_path).read_text()
-    assert "**Deeper is better (A -> D/E)**: not run yet" in text
+    text = report.write_results(tmp_path / "metrics", tmp_path).read_text()
+    assert verdict_on(text, "Deeper is better (A -> D/E)")[0] == "not run yet (needs A and D)"
     assert "No run yet." in text
 
 
@@ -147,12 +167,11 @@ def test_verdict_within_the_noise_is_not_resolved(tmp_path: Path) -> None:
         for e in r["evals"].values():
             e["images"] = 1000  # binomial noise of a difference near 39.5%: 2 x sqrt(2 x .395 x .605 / 1000) = 4.4
         (metrics / f"{name}.json").write_text(json.dumps(r))
-    text = report.write_report(metrics, tmp_path).read_text()
-    assert (
-        "**Deeper is better (A -> D/E)**: not resolved at this size (leans towards it, within the noise) — "
-        "A 40.0% vs D 39.0% (seed means)" in text
-    )
-    assert "the gap, 1.0 points, is within the noise of ±4.4" in text
+    text = report.write_results(metrics, tmp_path).read_text()
+    outcome, values = verdict_on(text, "Deeper is better (A -> D/E)")
+    assert outcome == "not resolved at this size (leans towards it, within the noise)"
+    assert values == [40.0, 39.0, 1.0, 4.4]  # A's and D's seed means, the gap and the noise
+    assert "(seed means)" in line_starting(text, "- **Deeper")  # A and D alone are 40 and 39 as well
 
 
 def test_ensemble_verdict_counts_each_ensemble(tmp_path: Path) -> None:
@@ -163,12 +182,9 @@ def test_ensemble_verdict_counts_each_ensemble(tmp_path: Path) -> None:
     for ens, members, fused in (("D+E", ["D", "E"], 35.0), ("D-jit+E-jit", ["D-jit", "E-jit"], 36.0)):
         record = {"members": members, **{k: {"top1": fused, "top5": 2.0} for k in report.METHODS}}
         (metrics / f"ensemble_{ens}.json").write_text(json.dumps(record))
-    text = report.write_report(metrics, tmp_path).read_text()
+    text = report.write_results(metrics, tmp_path).read_text()
     # members' fused errors are top1 - 2: D 38, E 39, D-jit 34, E-jit 35; only D+E (35 < 38) beats its best member
-    assert (
-        "**The ensemble beats single nets**: holds for 1 of 2 — D+E fused 35.0% vs best member fused 38.0%; "
-        "D-jit+E-jit fused 36.0% vs best member fused 34.0%." in text
-    )
+    assert verdict_on(text, "The ensemble beats single nets") == ("holds for 1 of 2", [35.0, 38.0, 36.0, 34.0])
 
 
 def test_shrink_copies_a_folder_at_a_smaller_side_and_skips_corrupt_photos(tmp_path: Path, capsys) -> None:
@@ -209,27 +225,28 @@ def test_full_width_grid_gets_its_own_tables_and_verdicts(tmp_path: Path) -> Non
     record = {"members": ["D-w1", "E-w1"], **{k: {"top1": 16.0, "top5": 1.0, "images": 1000} for k in report.METHODS}}
     (metrics / "ensemble_D-w1+E-w1.json").write_text(json.dumps(record))
 
-    text = report.write_report(metrics, tmp_path).read_text()
+    text = report.write_results(metrics, tmp_path).read_text()
 
     full = text.split("## Verdicts: full width (GPU)")[1].split("## Reading")[0]
-    assert "**Deeper is better (A -> D/E)**: holds — A-w1 30.0% vs D-w1 20.0% (means of 1 and 1 runs)" in full
-    # A-LRN's two draws (27, 29) average 28: 2 points better than A, within the test-set noise, so the null stands
-    assert "**LRN does not help**: holds — A-LRN-w1-e32 28.0% vs A-w1 30.0% (means of 2 and 1 seeds" in full
-    assert "**1x1 convs (C) help less than 3x3 (D)**: holds — D-w1 20.0% vs C-w1 24.0%" in full
-    assert "**Jittered training beats fixed S**: not run yet (needs D-w1 and D-jit-w1)." in full
-    assert "**The ensemble beats single nets**: holds — D-w1+E-w1 fused 16.0% vs best member fused 18.0%." in full
+    # A-w1 30 vs D-w1 20, one run each; E-w1 22
+    assert verdict_on(full, "Deeper is better (A -> D/E)") == ("holds", [30.0, 20.0, 1, 1, 22.0])
+    # A-LRN's two draws (27, 29) average 28: 2 points better than A-w1's one run, within the noise of their
+    # spread, 2 x sqrt(2) x sqrt(1 + 1/2) = 3.5 points, so the null stands
+    assert verdict_on(full, "LRN does not help") == ("holds", [28.0, 30.0, 2, 1, 3.5])
+    assert verdict_on(full, "1x1 convs (C) help less than 3x3 (D)") == ("holds", [20.0, 24.0])  # D-w1 vs C-w1
+    assert verdict_on(full, "Jittered training beats fixed S")[0] == "not run yet (needs D-w1 and D-jit-w1)"
+    # D-w1+E-w1 fused 16 vs D-w1 fused 20 - 2 = 18
+    assert verdict_on(full, "The ensemble beats single nets") == ("holds", [16.0, 18.0])
     # the 1/8 grid's verdicts do not count the full-width runs
     eighth = text.split("## Verdicts: 1/8 width (CPU)")[1].split("## Verdicts: full")[0]
-    assert "**Deeper is better (A -> D/E)**: not run yet (needs A and D)." in eighth
+    assert verdict_on(eighth, "Deeper is better (A -> D/E)")[0] == "not run yet (needs A and D)"
     assert "| D-w1 | 73 | 73 | 20.0 / 5.0 | 27.0 / 8.8 |" not in text  # fake_run's Q is 37
     assert "| D-w1 | 37 | 37 | 20.0 / 5.0 | 27.0 / 8.8 |" in text  # Table 3 at full width, paper's D beside
     assert "| B-w1 | | | not run yet | |" in text
     assert "| full width (GPU) | A-LRN-w1-e32 | A-LRN-w1-e32, A-LRN-w1-e32-r2 | 28.0 ± 1.4 (n=2) |" in text
     # 2 points on 1000 photos is 20 photos; the standard error near 18% is 1.2 points, so 2 points is within 2 SE
-    assert (
-        "Best ensemble result: D-w1+E-w1 at 16.0% top-1 (below the best single net by 20 of 1000 photos, within "
-        "twice the 1.2-point standard error of one error rate near 18% on 1000 photos)." in text
-    )
+    line = line_starting(text, "Best ensemble result: D-w1+E-w1")
+    assert numbers(line) == [16.0, 20, 1000, 1.2, 18, 1000] and "within" in line
     assert "- full width (GPU): B-w1, C-jit-w1, D-jit-w1, E-jit-w1, D-w1-e32," in text
     assert "gpu_grid.sh DATA ROOT OUT" in text
 
@@ -303,13 +320,9 @@ def test_best_ensemble_line_weighs_the_gap_against_the_noise() -> None:
     ens = {"X+Y": {"members": ["X", "Y"], "fusion": {"top1": 10.0, "top5": 1.0, "images": 400}}}
     # 20% vs 10% on 400 photos: 40 photos, and 10 points is beyond twice the 2.0-point standard error at 20%
     line = report._best_ensemble_line(("X", "fusion", 20.0), ("X+Y", "fusion", 10.0), ens)
-    assert line == (
-        "Best ensemble result: X+Y at 10.0% top-1 (below the best single net by 40 of 400 photos, beyond twice "
-        "the 2.0-point standard error of one error rate near 20% on 400 photos)."
-    )
-    assert report._best_ensemble_line(("X", "fusion", 9.0), ("X+Y", "fusion", 10.0), ens).endswith(
-        "(not below the best single net)."
-    )
+    assert numbers(line) == [10.0, 40, 400, 2.0, 20, 400] and "beyond" in line
+    line = report._best_ensemble_line(("X", "fusion", 9.0), ("X+Y", "fusion", 10.0), ens)
+    assert numbers(line) == [10.0] and "not below" in line  # no gap to weigh
     assert report._best_ensemble_line(None, None, ens) == ""
 
 
@@ -345,8 +358,5 @@ def test_best_ensemble_line_pairs_the_photos_when_posteriors_are_kept(tmp_path: 
 
     ens = {"X+Y": {"members": ["X", "Y"], "fusion": {"top1": 50.0, "top5": 0.0, "images": 6}}}
     line = report._best_ensemble_line(("Z", "dense_single", 66.7), ("X+Y", "fusion", 50.0), ens, tmp_path)
-    assert line == (
-        "Best ensemble result: X+Y at 50.0% top-1 (below the best single net by 1 of 6 photos; on the same photos "
-        "the ensemble is right where Z is wrong on 2 and the reverse on 1, a two-sided sign test p = 1.00: not "
-        "significant at this test-set size)."
-    )
+    # 50.0%, 1 of 6 photos better; the ensemble alone right on 2, Z alone on 1: p = 1.00, not significant
+    assert numbers(line) == [50.0, 1, 6, 2, 1, 1.0] and "not significant" in line

@@ -8,10 +8,15 @@ from __future__ import annotations
 import json
 import math
 import statistics
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from vggnet.tables import markdown_table
+
+Records = dict[str, dict[str, Any]]  # runs or ensembles by name, each as its metrics/*.json holds it
+Best = tuple[str, str, float]  # (run or ensemble, evaluation, top-1 error)
 
 # ILSVRC-2012 validation, top-1 / top-5 error (%), from /work/shared/PAPER.md (Tables 3-6).
 PAPER_T3 = {  # (config, fixed or jittered) -> single-scale dense
@@ -77,6 +82,14 @@ class Tier:
     def nets(self) -> list[str]:
         return list(self.roles.values())
 
+    def group(self, role: str) -> list[str]:
+        """The runs averaged for one of the paper's nets: its seeds, or the one run playing it."""
+        return self.seeds.get(role) or ([self.roles[role]] if role in self.roles else [])
+
+    def label(self, role: str) -> str:
+        """The run playing one of the paper's nets, as the verdicts name it."""
+        return self.roles.get(role, role)
+
 
 EIGHTH = Tier(
     "1/8 width (CPU)",
@@ -117,7 +130,7 @@ PROBE_SEEDS = {"A-LRN-w2-e32": ["A-LRN-w2-e32", "A-LRN-w2-e32-s1", "A-LRN-w2-e32
 EIGHTH_WIDTH = 1 / 8
 
 
-def load(metrics_dir: Path) -> tuple[dict[str, dict[str, Any]], dict[str, dict[str, Any]]]:
+def load(metrics_dir: Path) -> tuple[Records, Records]:
     """(runs by name, ensembles by name) from metrics/*.json."""
     runs, ensembles = {}, {}
     for f in sorted(Path(metrics_dir).glob("*.json")):
@@ -131,6 +144,10 @@ def load(metrics_dir: Path) -> tuple[dict[str, dict[str, Any]], dict[str, dict[s
 
 def _pair(v: tuple[float, float] | None) -> str:
     return "—" if v is None else f"{v[0]:.1f} / {v[1]:.1f}"
+
+
+def _f(v: float | None) -> str:
+    return "—" if v is None else f"{v:.1f}"
 
 
 def _err(r: dict[str, Any] | None, key: str) -> tuple[float, float] | None:
@@ -157,81 +174,68 @@ def _letter(name: str) -> str:
     return name.split("-jit")[0].split("-s")[0].replace("-glorot", "")
 
 
-def _table(
-    header: list[str],
-    runs: dict[str, dict[str, Any]],
-    rows: Callable[[str, str, dict[str, Any]], list[str]],
-    tier: Tier,
-) -> list[str]:
+Rows = list[list[object]]  # a Markdown table's rows of cells; None for a blank cell
+
+
+def _tier_table(header: list[str], runs: Records, rows: Callable[[str, str, dict[str, Any]], Rows], tier: Tier) -> str:
     """A Markdown table with one block of rows per net of the tier; a net not run yet gets one placeholder row."""
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    missing = "| {} | | | not run yet |" + " |" * (len(header) - 4)
+    out: Rows = []
+    blanks = [None] * (len(header) - 4)
     for role, name in tier.roles.items():
         r = runs.get(name)
-        lines += rows(role, name, r) if r is not None else [missing.format(name)]
-    return lines
+        out += rows(role, name, r) if r is not None else [[name, None, None, "not run yet", *blanks]]
+    return markdown_table(header, out)
 
 
 def _paper(table: dict, role: str, key: Any) -> tuple[float, float] | None:
     return table.get((_letter(role), key)) if role != "D-glorot" else None
 
 
-def table3(runs: dict[str, dict[str, Any]], tier: Tier = EIGHTH) -> list[str]:
+def table3(runs: Records, tier: Tier = EIGHTH) -> str:
     """Table 3: single-scale dense evaluation of every net."""
     header = ["ConvNet config.", "train S", "test Q", "top-1 / top-5 error (%)", "paper (ImageNet)"]
-    return _table(
-        header,
-        runs,
-        lambda role, name, r: [
-            f"| {name} | {_scales(r)} | {_q(r, 'dense_single')} | {_pair(_err(r, 'dense_single'))} "
-            f"| {_pair(_paper(PAPER_T3, role, _jittered(r)))} |"
-        ],
-        tier,
-    )
+    return _tier_table(header, runs, _table3_rows, tier)
 
 
-def table4(runs: dict[str, dict[str, Any]], tier: Tier = EIGHTH) -> list[str]:
+def _table3_rows(role: str, name: str, r: dict[str, Any]) -> Rows:
+    paper = _paper(PAPER_T3, role, _jittered(r))
+    return [[name, _scales(r), _q(r, "dense_single"), _pair(_err(r, "dense_single")), _pair(paper)]]
+
+
+def table4(runs: Records, tier: Tier = EIGHTH) -> str:
     """Table 4: multi-scale dense evaluation ({S-32,S,S+32} scaled for fixed S; {Smin, mid, Smax} jittered)."""
     header = ["ConvNet config.", "train S", "test Q", "top-1 / top-5 error (%)", "single-scale (Table 3)"]
-    return _table(
-        header + ["paper (ImageNet)"],
-        runs,
-        lambda role, name, r: [
-            f"| {name} | {_scales(r)} | {_q(r, 'dense_multi')} | {_pair(_err(r, 'dense_multi'))} "
-            f"| {_pair(_err(r, 'dense_single'))} | {_pair(_paper(PAPER_T4, role, _jittered(r)))} |"
-        ],
-        tier,
-    )
+    return _tier_table([*header, "paper (ImageNet)"], runs, _table4_rows, tier)
 
 
-def table5(runs: dict[str, dict[str, Any]], tier: Tier = EIGHTH) -> list[str]:
+def _table4_rows(role: str, name: str, r: dict[str, Any]) -> Rows:
+    errors = [_pair(_err(r, "dense_multi")), _pair(_err(r, "dense_single"))]
+    return [[name, _scales(r), _q(r, "dense_multi"), *errors, _pair(_paper(PAPER_T4, role, _jittered(r)))]]
+
+
+def table5(runs: Records, tier: Tier = EIGHTH) -> str:
     """Table 5: dense vs multi-crop vs their fusion, every net at its multi-scale Q."""
     header = ["ConvNet config.", "method", "test Q", "top-1 / top-5 error (%)", "paper (ImageNet)"]
-
-    def rows(role: str, name: str, r: dict[str, Any]) -> list[str]:
-        out = []
-        for key in ("dense_multi", "multicrop_multi", "fusion"):
-            paper = PAPER_T5.get((_letter(role), key)) if role in ("D-jit", "E-jit") else None
-            out.append(f"| {name} | {METHODS[key]} | {_q(r, 'dense_multi')} | {_pair(_err(r, key))} | {_pair(paper)} |")
-        return out
-
-    return _table(header, runs, rows, tier)
+    return _tier_table(header, runs, _table5_rows, tier)
 
 
-def table6(ensembles: dict[str, dict[str, Any]]) -> list[str]:
+def _table5_rows(role: str, name: str, r: dict[str, Any]) -> Rows:
+    rows: Rows = []
+    for key in ("dense_multi", "multicrop_multi", "fusion"):
+        paper = PAPER_T5.get((_letter(role), key)) if role in ("D-jit", "E-jit") else None
+        rows.append([name, METHODS[key], _q(r, "dense_multi"), _pair(_err(r, key)), _pair(paper)])
+    return rows
+
+
+def table6(ensembles: Records) -> str:
     """Table 6: the ensembles (posteriors averaged)."""
-    lines = [
-        "| ensemble | members | method | top-1 / top-5 error (%) | paper (ImageNet, D+E jittered) |",
-        "|---|---|---|---|---|",
-    ]
-    if not ensembles:
-        lines.append("| D+E | | | not run yet | |")
+    header = ["ensemble", "members", "method", "top-1 / top-5 error (%)", "paper (ImageNet, D+E jittered)"]
+    rows: Rows = [] if ensembles else [["D+E", None, None, "not run yet", None]]
     for name, e in ensembles.items():
         for key in ("dense_multi", "multicrop_multi", "fusion"):
             paper = PAPER_T6.get(key) if name == "D-jit+E-jit" else None
-            members = ", ".join(e.get("members", []))
-            lines.append(f"| {name} | {members} | {METHODS[key]} | {_pair(_err(e, key))} | {_pair(paper)} |")
-    return lines
+            rows.append([name, ", ".join(e.get("members", [])), METHODS[key], _pair(_err(e, key)), _pair(paper)])
+    return markdown_table(header, rows)
 
 
 def mean_std(values: list[float]) -> str:
@@ -243,7 +247,7 @@ def mean_std(values: list[float]) -> str:
     return f"{statistics.mean(values):.1f} ± {statistics.stdev(values):.1f} (n={len(values)})"
 
 
-def seed_values(runs: dict[str, dict[str, Any]], members: list[str], key: str, k: int = 0) -> list[float]:
+def seed_values(runs: Records, members: list[str], key: str, k: int = 0) -> list[float]:
     """The top-1 (k=0) or top-5 (k=1) errors of one evaluation over the runs of a seed group that have run."""
     out = []
     for n in members:
@@ -253,186 +257,264 @@ def seed_values(runs: dict[str, dict[str, Any]], members: list[str], key: str, k
     return out
 
 
-def seeds_table(runs: dict[str, dict[str, Any]]) -> list[str]:
+def seeds_table(runs: Records) -> str:
     """The key comparisons over seeds (and reruns), every grid: mean ± std of top-1 error."""
-    lines = [
-        "| grid | net | seeds run | dense single-scale | dense multi-scale | multi-crop | dense + multi-crop |",
-        "|---|---|---|---|---|---|---|",
-    ]
+    header = ["grid", "net", "seeds run", "dense single-scale", "dense multi-scale", "multi-crop", "dense + multi-crop"]
     groups = [(t.title, t.roles.get(role, role), members) for t in TIERS for role, members in t.seeds.items()]
     groups += [("width probe (CPU)", net, members) for net, members in PROBE_SEEDS.items()]
+    rows: Rows = []
     for title, net, members in groups:
         if len(members) < 2:
             continue
-        have = [m for m in members if m in runs]
-        cells = [mean_std(seed_values(runs, members, key)) for key in METHODS]
-        lines.append(f"| {title} | {net} | {', '.join(have) or 'none'} | " + " | ".join(cells) + " |")
-    return lines
+        have = ", ".join(m for m in members if m in runs) or "none"
+        rows.append([title, net, have, *(mean_std(seed_values(runs, members, key)) for key in METHODS)])
+    return markdown_table(header, rows)
 
 
-def verdicts(runs: dict[str, dict[str, Any]], ensembles: dict[str, dict[str, Any]], tier: Tier = EIGHTH) -> list[str]:
+def width_table(runs: Records) -> str:
+    """The best configuration at each width: top-1 / top-5 error of every evaluation method."""
+    header = ["run", "width", "train S", "epochs", "train time (min)", *METHODS.values()]
+    rows: Rows = []
+    for name in WIDTH_PROBES:
+        r = runs.get(name)
+        if r is None:
+            rows.append([name, None, None, None, None, *["not run yet"] * len(METHODS)])
+            continue
+        recipe = [_width(r["config"].get("width")), _scales(r), len(r["history"]), f"{r['train_seconds'] / 60:.1f}"]
+        rows.append([name, *recipe, *(_pair(_err(r, key)) for key in METHODS)])
+    return markdown_table(header, rows)
+
+
+def _width(w: float | None) -> str:
+    """1/8 for 0.125; '?' when a record predates the field."""
+    return "?" if w is None else (f"1/{round(1 / w)}" if w < 1 and abs(1 / w - round(1 / w)) < 1e-9 else f"{w:g}")
+
+
+def times_table(runs: Records) -> str:
+    """Wall time, epochs, init and best per-epoch validation error of each run."""
+    header = ["run", "config", "width", "init", "from", "train S", "epochs", "lr", "train time (min)"]
+    header += ["eval time (min)", "best epoch val top-1 (%)"]
+    rows: Rows = []
+    for name, r in runs.items():
+        c, h = r["config"], r["history"]
+        recipe = [c["model"], _width(c.get("width")), c["init"], r["run"].get("init_from") or "—", _scales(r)]
+        train = [len(h), f"{c['lr']:g}", f"{r['train_seconds'] / 60:.1f}"]
+        evaluate = sum(e.get("seconds", 0) for e in r["evals"].values()) / 60
+        best = min(x["val_top1"] for x in h) if h else float("nan")
+        rows.append([name, *recipe, *train, f"{evaluate:.1f}", f"{best:.1f}"])
+    return markdown_table(header, rows)
+
+
+def verdicts(runs: Records, ensembles: Records, tier: Tier = EIGHTH) -> list[str]:
     """One line per claim of the paper, decided by one grid's numbers (top-1 error; lower is better)."""
-    names = tier.roles
+    return [
+        deeper_is_better(runs, tier),
+        lrn_does_not_help(runs, tier),
+        conv1x1_helps_less_than_3x3(runs, tier),
+        jitter_beats_fixed_scale(runs, tier),
+        multiscale_beats_single_scale(runs, tier),
+        dense_and_multicrop_complement(runs, tier),
+        ensemble_beats_single_nets(runs, ensembles, tier),
+    ]
 
-    def group(role: str) -> list[str]:
-        """The runs averaged for one of the paper's nets: its seeds, or the one run playing it."""
-        return tier.seeds.get(role) or ([names[role]] if role in names else [])
 
-    def mean(role: str) -> float | None:
-        v = seed_values(runs, group(role), "dense_single")
-        return statistics.mean(v) if v else None
-
-    def top1(role: str, key: str) -> float | None:
-        e = _err(runs.get(names.get(role, "")), key)
-        return None if e is None else e[0]
-
-    def label(role: str) -> str:
-        return names.get(role, role)
-
-    def verdict(
-        claim: str, ours: float | None, theirs: float | None, detail: str, missing: str, groups: tuple = ()
-    ) -> str:
-        """`ours` should be the lower error; within the noise the claim is neither shown nor refuted."""
-        if ours is None or theirs is None:
-            return f"- **{claim}**: not run yet ({missing})."
-        noise = _noise(runs, (ours + theirs) / 2)
-        spread = [seed_values(runs, group(g), "dense_single") for g in groups]
-        if groups and all(len(v) >= 2 for v in spread):  # seed means: the seeds' spread is noise too
-            noise = max(noise, 2 * sum(statistics.variance(v) / len(v) for v in spread) ** 0.5)
-        gap = abs(ours - theirs)
-        if noise and gap < noise:
-            lean = "leans towards it" if ours < theirs else "leans against it"
-            word = f"not resolved at this size ({lean}, within the noise)"
-        else:
-            word = "holds" if ours < theirs else "does not hold here"
-        side = "within" if gap < noise else "beyond"
-        within = f"; the gap, {gap:.1f} points, is {side} the noise of ±{noise:.1f}" if noise else ""
-        return f"- **{claim}**: {word} — {detail}{within}."
-
-    def means_of(*roles: str) -> str:
-        n = [len(seed_values(runs, group(r), "dense_single")) for r in roles]
-        return "seed means" if all(k > 1 for k in n) else "means of " + " and ".join(map(str, n)) + " runs"
-
-    out = []
-    a, d = mean("A"), mean("D")
-    e = top1("E", "dense_single")
+def deeper_is_better(runs: Records, tier: Tier) -> str:
+    """A against the better of D and E, dense single-scale (A and D as seed means where the grid has seeds)."""
+    a_runs, d_runs = _seed_errors(runs, tier, "A"), _seed_errors(runs, tier, "D")
+    a, d = _mean(a_runs), _mean(d_runs)
+    e = _top1(runs, tier, "E", "dense_single")
     deeper = None if a is None or d is None else min(d, e if e is not None else d)
-    out.append(
-        verdict(
-            "Deeper is better (A -> D/E)",
-            deeper,
-            a,
-            f"{label('A')} {_f(a)}% vs {label('D')} {_f(d)}% ({means_of('A', 'D')}), {label('E')} {_f(e)}% "
-            "(dense single-scale top-1)",
-            f"needs {label('A')} and {label('D')}",
-            ("A", "D") if deeper == d else (),
-        )
+    A, D, E = tier.label("A"), tier.label("D"), tier.label("E")
+    detail = f"{A} {_f(a)}% vs {D} {_f(d)}% ({_means_of(a_runs, d_runs)}), {E} {_f(e)}% (dense single-scale top-1)"
+    spreads = [a_runs, d_runs] if deeper == d else []  # E is one run: no spread of its own
+    return _compare(runs, "Deeper is better (A -> D/E)", deeper, a, detail, f"needs {A} and {D}", spreads)
+
+
+def lrn_does_not_help(runs: Records, tier: Tier) -> str:
+    """A null claim: it holds unless A-LRN is better than A by more than the noise (seed means, dense single-scale)."""
+    claim, A, LRN = "LRN does not help", tier.label("A"), tier.label("A-LRN")
+    lrn_runs, a_runs = _seed_errors(runs, tier, "A-LRN"), _seed_errors(runs, tier, "A")
+    if not lrn_runs or not a_runs:
+        return _line(claim, f"not run yet (needs {A} and {LRN})")
+    lrn, a = statistics.mean(lrn_runs), statistics.mean(a_runs)
+    if len(lrn_runs) >= 2 and len(a_runs) >= 2:
+        seeds = _seed_noise([lrn_runs, a_runs])
+    else:  # one run against the other's seed mean: that side's spread counts as noise too
+        seeds = _one_against_seeds_noise(a_runs if len(a_runs) >= 2 else lrn_runs)
+    noise = max(_noise(runs, (lrn + a) / 2), seeds)
+    word = "holds" if lrn >= a - noise else "does not hold here"
+    return _line(
+        claim,
+        f"{word} — {LRN} {lrn:.1f}% vs {A} {a:.1f}% (means of {len(lrn_runs)} and {len(a_runs)} seeds; the claim "
+        f"holds unless A-LRN is better by more than the noise of ±{noise:.1f} points)",
     )
-    lrn, a0 = mean("A-LRN"), mean("A")
-    n_lrn = len(seed_values(runs, group("A-LRN"), "dense_single"))
-    n_a = len(seed_values(runs, group("A"), "dense_single"))
-    if lrn is None or a0 is None:
-        out.append(f"- **LRN does not help**: not run yet (needs {label('A')} and {label('A-LRN')}).")
-    else:
-        # The claim is a null result: it holds unless A-LRN is better by more than the noise.
-        noise = _noise(runs, (lrn + a0) / 2)
-        spread = [seed_values(runs, group(g), "dense_single") for g in ("A-LRN", "A")]
-        if all(len(v) >= 2 for v in spread):
-            noise = max(noise, 2 * sum(statistics.variance(v) / len(v) for v in spread) ** 0.5)
-        elif len(spread[1]) >= 2:  # one A-LRN run against A's seed mean: A's spread counts as noise too
-            noise = max(noise, 2 * statistics.stdev(spread[1]) * (1 + 1 / len(spread[1])) ** 0.5)
-        elif len(spread[0]) >= 2:  # A-LRN's seeds against one A run
-            noise = max(noise, 2 * statistics.stdev(spread[0]) * (1 + 1 / len(spread[0])) ** 0.5)
-        word = "holds" if lrn >= a0 - noise else "does not hold here"
-        out.append(
-            f"- **LRN does not help**: {word} — {label('A-LRN')} {lrn:.1f}% vs {label('A')} {a0:.1f}% (means of "
-            f"{n_lrn} and {n_a} seeds; the claim holds unless A-LRN is better by more than the noise of "
-            f"±{noise:.1f} points)."
-        )
-    c, d0 = top1("C", "dense_single"), top1("D", "dense_single")
-    out.append(
-        verdict(
-            "1x1 convs (C) help less than 3x3 (D)",
-            d0,
-            c,
-            f"{label('D')} {_f(d0)}% vs {label('C')} {_f(c)}%",
-            f"needs {label('C')} and {label('D')}",
-        )
+
+
+def conv1x1_helps_less_than_3x3(runs: Records, tier: Tier) -> str:
+    """D (3x3 convs) against C (1x1 in their place), one run each, dense single-scale."""
+    C, D = tier.label("C"), tier.label("D")
+    c, d = _top1(runs, tier, "C", "dense_single"), _top1(runs, tier, "D", "dense_single")
+    return _compare(
+        runs, "1x1 convs (C) help less than 3x3 (D)", d, c, f"{D} {_f(d)}% vs {C} {_f(c)}%", f"needs {C} and {D}"
     )
-    dj, df = mean("D-jit"), mean("D")
-    others = [(x, top1(f"{x}-jit", "dense_single"), top1(x, "dense_single")) for x in ("C", "E")]
+
+
+def jitter_beats_fixed_scale(runs: Records, tier: Tier) -> str:
+    """D trained at jittered S against fixed S (seed means where the grid has seeds); C and E beside, one run each."""
+    jit_runs, fixed_runs = _seed_errors(runs, tier, "D-jit"), _seed_errors(runs, tier, "D")
+    jit, fixed = _mean(jit_runs), _mean(fixed_runs)
+    others = [(x, _top1(runs, tier, f"{x}-jit", "dense_single"), _top1(runs, tier, x, "dense_single")) for x in "CE"]
     extra = "".join(f"; {x}: {j:.1f}% vs {f:.1f}%" for x, j, f in others if j is not None and f is not None)
-    out.append(
-        verdict(
-            "Jittered training beats fixed S",
-            dj,
-            df,
-            f"D jittered {_f(dj)}% vs fixed {_f(df)}% ({means_of('D-jit', 'D')}, dense single-scale){extra}",
-            f"needs {label('D')} and {label('D-jit')}",
-            ("D-jit", "D"),
-        )
+    detail = (
+        f"D jittered {_f(jit)}% vs fixed {_f(fixed)}% ({_means_of(jit_runs, fixed_runs)}, dense single-scale){extra}"
     )
-    wins = [
-        (n, top1(r, "dense_multi"), top1(r, "dense_single"))
-        for r, n in names.items()
-        if top1(r, "dense_multi") is not None and top1(r, "dense_single") is not None
-    ]
-    if wins:
-        better = sum(m < s for _, m, s in wins)
-        cells = ", ".join(f"{n} {s:.1f} -> {m:.1f}" for n, m, s in wins)
-        word = "holds" if better > len(wins) / 2 else "does not hold here"
-        out.append(
-            f"- **Multi-scale testing beats single-scale**: {word} — better for {better} of {len(wins)} nets "
-            f"(single -> multi top-1: {cells})."
-        )
-    else:
-        out.append("- **Multi-scale testing beats single-scale**: not run yet.")
-    fus = [
-        (n, top1(r, "fusion"), min(top1(r, "dense_multi"), top1(r, "multicrop_multi")))
-        for r, n in names.items()
-        if top1(r, "fusion") is not None
-    ]
-    if fus:
-        better = sum(f < b for _, f, b in fus)
-        cells = ", ".join(f"{n} {f:.1f} vs {b:.1f}" for n, f, b in fus)
-        word = "holds" if better > len(fus) / 2 else "does not hold here"
-        out.append(
-            f"- **Dense and multi-crop are complementary**: {word} — fusion beats the better of the two for "
-            f"{better} of {len(fus)} nets (fusion vs best single method: {cells})."
-        )
-    else:
-        out.append("- **Dense and multi-crop are complementary**: not run yet.")
-    ens = [(k, v) for k, v in ensembles.items() if k in tier.ensembles]
-    if ens:
-        parts, wins_ = [], 0
-        for name, v in ens:
-            fused = [_err(runs.get(m), "fusion") for m in v["members"]]
-            best = min(f[0] for f in fused if f is not None)
-            mine = v["fusion"]["top1"]
-            wins_ += mine < best
-            parts.append(f"{name} fused {mine:.1f}% vs best member fused {best:.1f}%")
-        word = (
-            "holds" if wins_ == len(ens) else "does not hold here" if wins_ == 0 else f"holds for {wins_} of {len(ens)}"
-        )
-        out.append(f"- **The ensemble beats single nets**: {word} — {'; '.join(parts)}.")
-    else:
-        out.append(f"- **The ensemble beats single nets**: not run yet (needs {', or '.join(tier.ensembles)}).")
-    return out
+    missing = f"needs {tier.label('D')} and {tier.label('D-jit')}"
+    return _compare(runs, "Jittered training beats fixed S", jit, fixed, detail, missing, [jit_runs, fixed_runs])
 
 
-def _noise(runs: dict[str, dict[str, Any]], error: float) -> float:
-    """Two standard errors of the difference of two top-1 errors near `error` (%) on the test photos; 0 if larger."""
-    images = max((e.get("images", 0) for r in runs.values() for e in r["evals"].values()), default=0)
+def multiscale_beats_single_scale(runs: Records, tier: Tier) -> str:
+    """Dense multi-scale against single-scale testing, counted over the grid's nets that have both."""
+    claim, nets = "Multi-scale testing beats single-scale", _per_net(runs, tier, "dense_multi", "dense_single")
+    if not nets:
+        return _line(claim, "not run yet")
+    better = sum(m < s for _, m, s in nets)
+    cells = ", ".join(f"{n} {s:.1f} -> {m:.1f}" for n, m, s in nets)
+    return _line(
+        claim,
+        f"{_majority(better, len(nets))} — better for {better} of {len(nets)} nets (single -> multi top-1: {cells})",
+    )
+
+
+def dense_and_multicrop_complement(runs: Records, tier: Tier) -> str:
+    """Their fusion against the better of dense and multi-crop (multi-scale), counted over the grid's nets."""
+    claim = "Dense and multi-crop are complementary"
+    nets = _per_net(runs, tier, "fusion", "dense_multi", "multicrop_multi")
+    if not nets:
+        return _line(claim, "not run yet")
+    better = sum(f < b for _, f, b in nets)
+    cells = ", ".join(f"{n} {f:.1f} vs {b:.1f}" for n, f, b in nets)
+    return _line(
+        claim,
+        f"{_majority(better, len(nets))} — fusion beats the better of the two for {better} of {len(nets)} nets "
+        f"(fusion vs best single method: {cells})",
+    )
+
+
+def ensemble_beats_single_nets(runs: Records, ensembles: Records, tier: Tier) -> str:
+    """Each of the grid's ensembles, fused, against its best member fused."""
+    claim = "The ensemble beats single nets"
+    counted = [(name, e) for name, e in ensembles.items() if name in tier.ensembles]
+    if not counted:
+        return _line(claim, f"not run yet (needs {', or '.join(tier.ensembles)})")
+    parts, wins = [], 0
+    for name, e in counted:
+        best = min(f[0] for f in (_err(runs.get(m), "fusion") for m in e["members"]) if f is not None)
+        mine = e["fusion"]["top1"]
+        wins += mine < best
+        parts.append(f"{name} fused {mine:.1f}% vs best member fused {best:.1f}%")
+    n = len(counted)
+    word = "holds" if wins == n else "does not hold here" if wins == 0 else f"holds for {wins} of {n}"
+    return _line(claim, f"{word} — {'; '.join(parts)}")
+
+
+def _compare(
+    runs: Records,
+    claim: str,
+    ours: float | None,
+    theirs: float | None,
+    detail: str,
+    missing: str,
+    spreads: Sequence[list[float]] = (),
+) -> str:
+    """The claim that `ours` is the lower error: it holds, does not, or is not resolved within the noise (the test
+    photos', or the seeds' where `spreads` holds each side's seed errors)."""
+    if ours is None or theirs is None:
+        return _line(claim, f"not run yet ({missing})")
+    noise = max(_noise(runs, (ours + theirs) / 2), _seed_noise(spreads))
+    gap = abs(ours - theirs)
+    if noise and gap < noise:
+        lean = "leans towards it" if ours < theirs else "leans against it"
+        word = f"not resolved at this size ({lean}, within the noise)"
+    else:
+        word = "holds" if ours < theirs else "does not hold here"
+    side = "within" if gap < noise else "beyond"
+    within = f"; the gap, {gap:.1f} points, is {side} the noise of ±{noise:.1f}" if noise else ""
+    return _line(claim, f"{word} — {detail}{within}")
+
+
+def _line(claim: str, text: str) -> str:
+    """One verdict as a Markdown bullet."""
+    return f"- **{claim}**: {text}."
+
+
+def _per_net(runs: Records, tier: Tier, method: str, *others: str) -> list[tuple[str, float, float]]:
+    """(run, top-1 of `method`, the lowest top-1 of `others`) for each of the grid's nets evaluated by all of them."""
+    nets = []
+    for role, name in tier.roles.items():
+        errors = [_top1(runs, tier, role, key) for key in (method, *others)]
+        if None not in errors:
+            nets.append((name, errors[0], min(errors[1:])))
+    return nets
+
+
+def _majority(better: int, nets: int) -> str:
+    return "holds" if better > nets / 2 else "does not hold here"
+
+
+def _seed_errors(runs: Records, tier: Tier, role: str) -> list[float]:
+    """Dense single-scale top-1 errors of the runs averaged for one of the paper's nets."""
+    return seed_values(runs, tier.group(role), "dense_single")
+
+
+def _top1(runs: Records, tier: Tier, role: str, key: str) -> float | None:
+    """Top-1 error of one evaluation of the one run playing `role`; None where it has not run."""
+    e = _err(runs.get(tier.roles.get(role, "")), key)
+    return None if e is None else e[0]
+
+
+def _mean(values: list[float]) -> float | None:
+    return statistics.mean(values) if values else None
+
+
+def _means_of(*sides: list[float]) -> str:
+    """'seed means' when every side averages seeds, else how many runs each side averages."""
+    n = [len(v) for v in sides]
+    return "seed means" if all(k > 1 for k in n) else "means of " + " and ".join(map(str, n)) + " runs"
+
+
+def _seed_noise(spreads: Sequence[list[float]]) -> float:
+    """Two standard errors of a difference of seed means, from the seeds' spread; 0 unless each side has two."""
+    if not spreads or any(len(v) < 2 for v in spreads):
+        return 0.0
+    return 2 * sum(statistics.variance(v) / len(v) for v in spreads) ** 0.5
+
+
+def _one_against_seeds_noise(seeds: list[float]) -> float:
+    """Two standard errors of one run against the mean of `seeds`, the run as noisy as a seed; 0 under two seeds."""
+    if len(seeds) < 2:
+        return 0.0
+    return 2 * statistics.stdev(seeds) * (1 + 1 / len(seeds)) ** 0.5
+
+
+def _noise(runs: Records, error: float) -> float:
+    """Two standard errors of the difference of two top-1 errors near `error` (%) on the test photos; 0 when no
+    evaluation records how many photos it used."""
+    images = _test_images(runs)
     if not images:
         return 0.0
     p = error / 100
     return 2 * (2 * p * (1 - p) / images) ** 0.5 * 100
 
 
-def caveats(runs: dict[str, dict[str, Any]]) -> list[str]:
+def _test_images(runs: Records) -> int:
+    """How many test photos the evaluations used (the largest count recorded; 0 if none is)."""
+    return max((e.get("images", 0) for r in runs.values() for e in r["evals"].values()), default=0)
+
+
+def caveats(runs: Records) -> list[str]:
     """What limits the verdicts: training length, the confound of fine-tuning, the size of the test set."""
     epochs = {n: len(r["history"]) for n, r in runs.items()}
-    images = max((e.get("images", 0) for r in runs.values() for e in r["evals"].values()), default=0)
+    images = _test_images(runs)
     top1 = [r["evals"]["dense_single"]["top1"] for r in runs.values() if "dense_single" in r["evals"]]
     lines = [
         "- Training is short (epochs run: "
@@ -444,78 +526,26 @@ def caveats(runs: dict[str, dict[str, Any]]) -> list[str]:
         "lr 1e-3, as in the paper; their gain over the fixed-S net mixes jittering with the extra training.",
     ]
     if images and top1:
-        p = statistics.mean(top1) / 100
-        se = 100 * (p * (1 - p) / images) ** 0.5
+        error = statistics.mean(top1)
+        se = _standard_error(error, images)
         lines.append(
-            f"- {images} test photos: the standard error of a top-1 error near {100 * p:.0f}% is {se:.1f} points, "
-            f"so differences between nets below ~{2 * 2**0.5 * se:.0f} points are within noise; method "
-            "comparisons on one net use the same photos and are tighter."
+            f"- {images} test photos: the standard error of a top-1 error near {error:.0f}% is {se:.1f} points, so "
+            f"differences between nets below ~{2 * 2**0.5 * se:.0f} points are within noise; method comparisons "
+            "on one net use the same photos and are tighter."
         )
     return lines
 
 
-def _f(v: float | None) -> str:
-    return "—" if v is None else f"{v:.1f}"
-
-
-def width_table(runs: dict[str, dict[str, Any]]) -> list[str]:
-    """The best configuration at each width: top-1 / top-5 error of every evaluation method."""
-    lines = [
-        "| run | width | train S | epochs | train time (min) | " + " | ".join(METHODS.values()) + " |",
-        "|---|---|---|---|---|" + "---|" * len(METHODS),
-    ]
-    for name in WIDTH_PROBES:
-        r = runs.get(name)
-        if r is None:
-            lines.append(f"| {name} | | | | | " + " | ".join(["not run yet"] * len(METHODS)) + " |")
-            continue
-        cells = [_pair(_err(r, key)) for key in METHODS]
-        lines.append(
-            f"| {name} | {_width(r['config'].get('width'))} | {_scales(r)} | {len(r['history'])} "
-            f"| {r['train_seconds'] / 60:.1f} | " + " | ".join(cells) + " |"
-        )
-    return lines
-
-
-def _width(w: float | None) -> str:
-    """1/8 for 0.125; '?' when a record predates the field."""
-    return "?" if w is None else (f"1/{round(1 / w)}" if w < 1 and abs(1 / w - round(1 / w)) < 1e-9 else f"{w:g}")
-
-
-def times_table(runs: dict[str, dict[str, Any]]) -> list[str]:
-    """Wall time, epochs, init and best per-epoch validation error of each run."""
-    lines = [
-        "| run | config | width | init | from | train S | epochs | lr | train time (min) | eval time (min) "
-        "| best epoch val top-1 (%) |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
-    ]
-    for name, r in runs.items():
-        c, h = r["config"], r["history"]
-        ev = sum(e.get("seconds", 0) for e in r["evals"].values()) / 60
-        best = min(x["val_top1"] for x in h) if h else float("nan")
-        lines.append(
-            f"| {name} | {c['model']} | {_width(c.get('width'))} | {c['init']} | {r['run'].get('init_from') or '—'} | {_scales(r)} "
-            f"| {len(h)} | {c['lr']:g} | {r['train_seconds'] / 60:.1f} | {ev:.1f} | {best:.1f} |"
-        )
-    return lines
-
-
-def plot_curves(runs: dict[str, dict[str, Any]], path: Path) -> None:
+def plot_curves(runs: Records, path: Path) -> None:
     """Validation top-1 error against epoch, every run in one figure (fine-tunes start at their parent's end):
     the 1/8-width grid on the left, the wider runs on the right."""
-    import matplotlib
+    from matplotlib.figure import Figure
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, axes = plt.subplots(1, 2, figsize=(15, 5.5), sharey=True)
+    fig = Figure(figsize=(15, 5.5))
+    axes = fig.subplots(1, 2, sharey=True)
     for name, r in runs.items():
-        offset, parent = 0, r["run"].get("init_from")
-        while parent in runs:  # epochs since random init, the parents' (net A's, the fixed-S net's) included
-            offset += len(runs[parent]["history"])
-            parent = runs[parent]["run"].get("init_from")
-        h = r["history"]
-        style = "--" if "-s" in name.replace("-jit", "") or "-r2" in name else "-"
+        offset, h = _epochs_before(runs, r), r["history"]
+        style = "--" if "-s" in name.replace("-jit", "") or "-r2" in name else "-"  # seeds and reruns dashed
         ax = axes[0] if (r["config"].get("width") or 0) <= EIGHTH_WIDTH else axes[1]
         ax.plot([x["epoch"] + offset for x in h], [x["val_top1"] for x in h], style, marker=".", label=name)
     crop = next(iter(runs.values()))["config"].get("crop", "?") if runs else "?"
@@ -530,19 +560,25 @@ def plot_curves(runs: dict[str, dict[str, Any]], path: Path) -> None:
             ax.legend(ncol=2, fontsize=7)
     fig.tight_layout()
     fig.savefig(path, dpi=90)
-    plt.close(fig)
 
 
-def plot_methods(runs: dict[str, dict[str, Any]], ensembles: dict[str, dict[str, Any]], path: Path) -> None:
+def _epochs_before(runs: Records, r: dict[str, Any]) -> int:
+    """The epochs a run's ancestors trained before it started (net A's for B-E, the fixed-S net's for a jittered)."""
+    epochs, parent = 0, r["run"].get("init_from")
+    while parent in runs:
+        epochs += len(runs[parent]["history"])
+        parent = runs[parent]["run"].get("init_from")
+    return epochs
+
+
+def plot_methods(runs: Records, ensembles: Records, path: Path) -> None:
     """Top-1 error of each evaluation method per configuration (grouped bars)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from matplotlib.figure import Figure
 
     nets = [n for t in TIERS for n in t.nets if n in runs]
     items = [(n, runs[n]["evals"]) for n in nets] + [(n, e) for n, e in ensembles.items()]
-    fig, ax = plt.subplots(figsize=(max(6, 1.1 * len(items) + 2), 4.5))
+    fig = Figure(figsize=(max(6, 1.1 * len(items) + 2), 4.5))
+    ax = fig.subplots()
     width = 0.8 / len(METHODS)
     for j, (key, label) in enumerate(METHODS.items()):
         xs = [i + (j - 1.5) * width for i in range(len(items))]
@@ -559,7 +595,6 @@ def plot_methods(runs: dict[str, dict[str, Any]], ensembles: dict[str, dict[str,
         ax.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=90)
-    plt.close(fig)
 
 
 def average_posteriors(loaded: list[dict[str, Any]], method: str) -> Any:
@@ -604,10 +639,24 @@ def sign_test(b: int, c: int) -> float:
     return min(1.0, 2 * tail)
 
 
+def _lowest(records: Records) -> Best | None:
+    """(name, evaluation, top-1) of the lowest top-1 error over these records' evaluations."""
+    found = ((n, k, e["top1"]) for n, evals in records.items() for k, e in evals.items() if k != "members")
+    return min(found, key=lambda t: t[2], default=None)
+
+
+def _best_single_line(best: Best | None) -> str:
+    """The best single net (name, method, top-1) against the issue's quality bar of 20% top-1."""
+    if not best:
+        return "No run yet."
+    bar = "met" if best[2] <= 20 else "not met at this size and budget"
+    return f"Best single-net result: {best[0]} at {best[2]:.1f}% top-1 (the issue's quality bar: at most 20%; {bar})."
+
+
 def _best_ensemble_line(
-    best: tuple[str, str, float] | None,
-    best_ens: tuple[str, str, float] | None,
-    ensembles: dict[str, dict[str, Any]],
+    best: Best | None,
+    best_ens: Best | None,
+    ensembles: Records,
     probs_dir: Path | None = None,
 ) -> str:
     """The best ensemble (name, method, top-1) against the best single net: the gap in photos and, where the
@@ -628,135 +677,104 @@ def _best_ensemble_line(
     if probs_dir is not None:
         pair = paired_counts(probs_dir, ensembles[best_ens[0]]["members"], best_ens[1], best[0], best[1])
     if pair is not None:
-        b, c = pair
-        p = sign_test(b, c)
-        verdict = "significant at 5%" if p < 0.05 else "not significant at this test-set size"
-        return line + (
-            f"; on the same photos the ensemble is right where {best[0]} is wrong on {b} and the reverse on {c}, "
-            f"a two-sided sign test p = {p:.2f}: {verdict})."
-        )
-    p = best[2] / 100
-    se = 100 * math.sqrt(p * (1 - p) / n)
+        return line + _sign_test_clause(best[0], *pair)
+    se = _standard_error(best[2], n)
     size = "within" if best[2] - best_ens[2] < 2 * se else "beyond"
-    return line + (
-        f", {size} twice the {se:.1f}-point standard error of one error rate near {best[2]:.0f}% on {n} photos)."
+    return (
+        f"{line}, {size} twice the {se:.1f}-point standard error of one error rate near {best[2]:.0f}% on {n} photos)."
     )
 
 
-def write_report(metrics_dir: str | Path, out_dir: str | Path, preamble: str = "") -> Path:
-    """Write RESULTS.md, curves.png and methods.png into out_dir; returns RESULTS.md's path."""
+def _sign_test_clause(single: str, b: int, c: int) -> str:
+    """The paired comparison: b photos right by the ensemble alone, c by the single net alone."""
+    p = sign_test(b, c)
+    verdict = "significant at 5%" if p < 0.05 else "not significant at this test-set size"
+    return (
+        f"; on the same photos the ensemble is right where {single} is wrong on {b} and the reverse on {c}, "
+        f"a two-sided sign test p = {p:.2f}: {verdict})."
+    )
+
+
+def _standard_error(error: float, images: int) -> float:
+    """The standard error (points) of one top-1 error rate near `error` (%) on `images` photos."""
+    p = error / 100
+    return 100 * math.sqrt(p * (1 - p) / images)
+
+
+def not_run(runs: Records) -> str:
+    """The runs each grid still lacks, with the command that runs them; or that nothing is missing."""
+    lines = []
+    for tier in TIERS:
+        wanted = [*tier.nets, *(m for group in tier.seeds.values() for m in group)]
+        names = [n for n in dict.fromkeys(wanted) if n not in runs]
+        if not names:
+            continue
+        gpu = "; on a GPU machine, all of them side by side: `bash experiments/imagenette/gpu_grid.sh DATA ROOT OUT`"
+        lines.append(
+            f"- {tier.title}: {', '.join(names)}. Run them with `{COMMAND} --only {','.join(names)}` (finished runs "
+            f"are skipped; a run waits for the run it is initialised from){gpu if tier is FULL else ''}."
+        )
+    return "\n".join(lines or ["Nothing: every run of the grid has metrics."])
+
+
+def write_results(metrics_dir: str | Path, out_dir: str | Path, preamble: str = "") -> Path:
+    """Write RESULTS.md, curves.png and methods.png into out_dir from metrics_dir; returns RESULTS.md's path."""
     out_dir = Path(out_dir)
     runs, ensembles = load(Path(metrics_dir))
-    missing = {
-        t.title: list(dict.fromkeys(n for n in t.nets + [m for g in t.seeds.values() for m in g] if n not in runs))
-        for t in TIERS
-    }
     plot_curves(runs, out_dir / "curves.png")
     plot_methods(runs, ensembles, out_dir / "methods.png")
-    best = min(  # (run, evaluation, top-1) of the lowest single-net error
-        ((n, k, e["top1"]) for n, r in runs.items() for k, e in r["evals"].items()),
-        key=lambda t: t[2],
-        default=None,
-    )
-    best_ens = min(
-        ((n, k, v["top1"]) for n, e in ensembles.items() for k, v in e.items() if k != "members"),
-        key=lambda t: t[2],
-        default=None,
-    )
-    text = [
-        "# VGG in miniature on Imagenette: the paper's Tables 3-6",
-        "",
-        f"Generated by `experiments/imagenette/report.py` from `metrics/*.json`; regenerate with `{COMMAND} "
-        "--report-only` (the whole grid, resuming: `" + COMMAND + "`). Errors are top-1 / top-5 (%) on the "
-        "Imagenette validation photos (10 classes, so top-5 error is small; how many: see Evaluation below); the paper's numbers are "
-        "ILSVRC-2012 validation (1000 classes) and are beside ours for shape, not for size.",
-        "",
-        preamble,
-        f"## Verdicts: {EIGHTH.title}",
-        "",
-        *verdicts(runs, ensembles, EIGHTH),
-        "",
-        f"## Verdicts: {FULL.title}, one run per net unless the seeds table says more",
-        "",
-        *verdicts(runs, ensembles, FULL),
-        "",
-        (
-            f"Best single-net result: {best[0]} at {best[2]:.1f}% top-1 "
-            f"(the issue's quality bar: at most 20%; {'met' if best[2] <= 20 else 'not met at this size and budget'})."
-            if best
-            else "No run yet."
-        ),
-        _best_ensemble_line(best, best_ens, ensembles, out_dir / "probs"),
-        "",
-        "## Reading these numbers",
-        "",
-        *caveats(runs),
-        "",
-        "## Table 3: single-scale dense evaluation",
-        "",
-        *table3(runs),
-        "",
-        "## Table 4: multi-scale dense evaluation",
-        "",
-        *table4(runs),
-        "",
-        "## Table 5: dense, multi-crop and their fusion (multi-scale)",
-        "",
-        *table5(runs),
-        "",
-        f"## Tables 3-5 again: {FULL.title}",
-        "",
-        "The same grid with every layer at the paper's width and twice the epochs (A 32, B-E from A 20, "
-        "jittered C-E from those 6; A-LRN and D-glorot are the 32-epoch runs A-LRN-w1-e32 and D-w1-e32).",
-        "",
-        "### Table 3: single-scale dense evaluation",
-        "",
-        *table3(runs, FULL),
-        "",
-        "### Table 4: multi-scale dense evaluation",
-        "",
-        *table4(runs, FULL),
-        "",
-        "### Table 5: dense, multi-crop and their fusion (multi-scale)",
-        "",
-        *table5(runs, FULL),
-        "",
-        "## Table 6: ensembles (posteriors of the members averaged)",
-        "",
-        *table6(ensembles),
-        "",
-        "## Seeds: the key comparisons, mean ± sample std of top-1 error (%) (full width: reruns count)",
-        "",
-        *seeds_table(runs),
-        "",
-        "## Width: the best configuration (A-LRN) at 2x, 4x and 8x the width (8x: on a GPU), outside the verdicts",
-        "",
-        *width_table(runs),
-        "",
-        "## Runs and times",
-        "",
-        *times_table(runs),
-        "",
-        "![validation error per epoch](curves.png)",
-        "",
-        "![error per evaluation method](methods.png)",
-        "",
-        "## Not run yet",
-        "",
-        *(
-            f"- {title}: {', '.join(names)}. Run them with `{COMMAND} --only {','.join(names)}` "
-            "(finished runs are skipped; a run waits for the run it is initialised from)"
-            + (
-                "; on a GPU machine, all of them side by side: `bash experiments/imagenette/gpu_grid.sh DATA ROOT OUT`."
-                if t is FULL
-                else "."
-            )
-            for t, (title, names) in zip(TIERS, missing.items(), strict=True)
-            if names
-        ),
-        *(["Nothing: every run of the grid has metrics."] if not any(missing.values()) else []),
-        "",
-    ]
     path = out_dir / "RESULTS.md"
-    path.write_text("\n".join(text))
+    path.write_text(results_markdown(runs, ensembles, preamble, out_dir / "probs"))
     return path
+
+
+def results_markdown(runs: Records, ensembles: Records, preamble: str = "", probs_dir: Path | None = None) -> str:
+    """RESULTS.md: each grid's verdicts, what limits them, Tables 3-6, seeds, widths, times and what has not run."""
+    best = _lowest({n: r["evals"] for n, r in runs.items()})
+    best_lines = [_best_single_line(best), _best_ensemble_line(best, _lowest(ensembles), ensembles, probs_dir)]
+    intro = (
+        f"Generated by `experiments/imagenette/report.py` from `metrics/*.json`; regenerate with `{COMMAND} "
+        f"--report-only` (the whole grid, resuming: `{COMMAND}`). Errors are top-1 / top-5 (%) on the Imagenette "
+        "validation photos (10 classes, so top-5 error is small; how many: see Evaluation below); the paper's "
+        "numbers are ILSVRC-2012 validation (1000 classes) and are beside ours for shape, not for size."
+    )
+    full_grid = (
+        "The same grid with every layer at the paper's width and twice the epochs (A 32, B-E from A 20, "
+        "jittered C-E from those 6; A-LRN and D-glorot are the 32-epoch runs A-LRN-w1-e32 and D-w1-e32)."
+    )
+    sections = [
+        ["# VGG in miniature on Imagenette: the paper's Tables 3-6", "", intro, "", preamble],
+        _section(f"## Verdicts: {EIGHTH.title}", *verdicts(runs, ensembles, EIGHTH)),
+        _section(
+            f"## Verdicts: {FULL.title}, one run per net unless the seeds table says more",
+            *verdicts(runs, ensembles, FULL),
+            "",
+            *best_lines,
+        ),
+        _section("## Reading these numbers", *caveats(runs)),
+        _section("## Table 3: single-scale dense evaluation", table3(runs)),
+        _section("## Table 4: multi-scale dense evaluation", table4(runs)),
+        _section("## Table 5: dense, multi-crop and their fusion (multi-scale)", table5(runs)),
+        _section(f"## Tables 3-5 again: {FULL.title}", full_grid),
+        _section("### Table 3: single-scale dense evaluation", table3(runs, FULL)),
+        _section("### Table 4: multi-scale dense evaluation", table4(runs, FULL)),
+        _section("### Table 5: dense, multi-crop and their fusion (multi-scale)", table5(runs, FULL)),
+        _section("## Table 6: ensembles (posteriors of the members averaged)", table6(ensembles)),
+        _section(
+            "## Seeds: the key comparisons, mean ± sample std of top-1 error (%) (full width: reruns count)",
+            seeds_table(runs),
+        ),
+        _section(
+            "## Width: the best configuration (A-LRN) at 2x, 4x and 8x the width (8x: on a GPU), outside the verdicts",
+            width_table(runs),
+        ),
+        _section("## Runs and times", times_table(runs)),
+        ["![validation error per epoch](curves.png)", "", "![error per evaluation method](methods.png)", ""],
+        _section("## Not run yet", not_run(runs)),
+    ]
+    return "\n".join(line for section in sections for line in section)
+
+
+def _section(title: str, *lines: str) -> list[str]:
+    """A Markdown section: its title, a blank line, its lines and a blank line after them."""
+    return [title, "", *lines, ""]

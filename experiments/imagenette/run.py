@@ -450,7 +450,7 @@ def main(argv: list[str] | None = None) -> int:
     data, root = Path(args.data), Path(args.root)
     if args.report_only:  # ensembles too, where this machine holds the members' posteriors
         write_ensembles(out_dir / "probs", metrics_dir)
-        print(report.write_report(metrics_dir, out_dir, PREAMBLE))
+        print(report.write_results(metrics_dir, out_dir, PREAMBLE))
         return 0
     if not (data / "train").is_dir():
         print(f"run.py: error: {data}: no Imagenette train/ folder", file=sys.stderr)
@@ -505,7 +505,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{name}: {write_metrics(run, out, seconds, evals, metrics_dir)}", flush=True)
     if not args.no_report:
         write_ensembles(out_dir / "probs", metrics_dir)
-        print(report.write_report(metrics_dir, out_dir, PREAMBLE))
+        print(report.write_results(metrics_dir, out_dir, PREAMBLE))
     return 0
 
 

@@ -7,12 +7,17 @@ from collections.abc import Sequence
 
 
 def markdown_table(header: Sequence[str], rows: Sequence[Sequence[object]], align: str = "") -> str:
-    """A Markdown table; `align` holds one of l, r, c per column (default: left)."""
+    """A Markdown table; `align` holds one of l, r, c per column (default: left); a None cell is left blank."""
     marks = {"l": "---", "r": "---:", "c": ":---:"}
     rule = [marks[a] for a in align] if align else ["---"] * len(header)
-    lines = ["| " + " | ".join(header) + " |", "|" + "|".join(rule) + "|"]
-    lines += ["| " + " | ".join(str(v) for v in row) + " |" for row in rows]
+    lines = [_row(header), "|" + "|".join(rule) + "|"]
+    lines += [_row(row) for row in rows]
     return "\n".join(lines)
+
+
+def _row(cells: Sequence[object]) -> str:
+    """`| a | b |`; None gives a blank cell `| |` (an empty string keeps its padding: `|  |`)."""
+    return "|" + "|".join(" " if v is None else f" {v} " for v in cells) + "|"
 
 
 def human_bytes(n: int) -> str:
