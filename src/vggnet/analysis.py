@@ -14,6 +14,7 @@ from torch import nn
 
 from .configs import CONFIGS, PAPER_PARAMS_M, weight_layers
 from .model import VGG, build, count_parameters
+from .tables import human_bytes
 
 
 @dataclass
@@ -127,13 +128,6 @@ def format_table(rows: list[LayerInfo]) -> str:
         f"{t['macs'] / 1e9:.3f} GMACs ({2 * t['macs'] / 1e9:.3f} GFLOPs), {t['params'] / 1e6:.3f} M parameters"
     )
     return "\n".join(lines)
-
-
-def human_bytes(n: int) -> str:
-    """Bytes as KiB/MiB with one decimal."""
-    if n >= 1 << 20:
-        return f"{n / (1 << 20):.1f} MiB"
-    return f"{n / (1 << 10):.1f} KiB"
 
 
 @dataclass
