@@ -15,11 +15,11 @@ def module_name(path: Path) -> str:
 
 
 def module_imports(path: Path) -> set[str]:
-    """vggnet modules imported at module level (imports inside functions run later and cannot cycle)."""
+    """vggnet modules a module imports, at its top or inside a function (a late import hides a cycle, not removes it)."""
     name = module_name(path)
     package = name if path.name == "__init__.py" else name.rsplit(".", 1)[0]
     found = set()
-    for node in ast.parse(path.read_text()).body:
+    for node in ast.walk(ast.parse(path.read_text())):
         if isinstance(node, ast.ImportFrom):
             if node.level:
                 base = package.rsplit(".", node.level - 1)[0] if node.level > 1 else package
