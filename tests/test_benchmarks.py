@@ -26,6 +26,7 @@ def run_script(*args: str, tmp_path: Path) -> subprocess.CompletedProcess:
     )
 
 
+@pytest.mark.slow
 def test_exits_cleanly_without_a_gpu(tmp_path):
     r = run_script(tmp_path=tmp_path)
     assert r.returncode == 0, r.stderr
@@ -33,6 +34,7 @@ def test_exits_cleanly_without_a_gpu(tmp_path):
     assert list(tmp_path.iterdir()) == []  # a machine without a GPU never overwrites recorded GPU figures
 
 
+@pytest.mark.slow
 def test_smoke_run_on_the_cpu_writes_results(tmp_path):
     r = run_script("--smoke-cpu", "--peak-tflops", "1", tmp_path=tmp_path)
     assert r.returncode == 0, r.stderr
@@ -67,6 +69,7 @@ def test_peak_table(name, peak):
     assert (source == "unknown peak") == (peak is None)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "script, check",
     [

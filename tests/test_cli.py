@@ -32,6 +32,7 @@ def test_usage_error_exits_2(capsys):
     assert "summary needs a CONFIG" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_python_m_entry_point():
     r = subprocess.run(
         [sys.executable, "-m", "vggnet", "summary", "--input", "100", "--head", "conv", "D"],

@@ -284,6 +284,7 @@ DOCS = Path(__file__).resolve().parent.parent / "docs" / "explain"
 
 
 @pytest.mark.skipif(not DOCS.is_dir(), reason="docs/explain is not in this checkout")
+@pytest.mark.slow
 def test_cli_regenerates_the_committed_report(tmp_path, capsys):
     assert main(["explain", "--out", str(tmp_path)]) == 0
     out = capsys.readouterr().out

@@ -166,6 +166,7 @@ def test_run_directory_contents(folder, tmp_path):
         train(tiny(folder, run))
 
 
+@pytest.mark.slow
 def test_gradient_accumulation_equals_the_full_batch(folder, tmp_path):
     # Dropout 0 and no BN: 4 micro-batches of 1 must give the gradients of one batch of 4 (float32 summation order
     # differs, so equal within 1e-5 after 8 SGD steps).
@@ -272,6 +273,7 @@ def test_mixed_precision_and_channels_last_train(folder, tmp_path, amp):
 # -- resume after SIGKILL, with real processes ----------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_resume_after_sigkill_matches_uninterrupted_run(tmp_path):
     data = make_folder(tmp_path / "data", train_per_class=24)  # 48 images: 12 steps of 4 per epoch
     args = ["--width", "0.0625", "--crop", "32", "--scale", "32,40", "--batch", "4", "--epochs", "2"]
@@ -310,6 +312,7 @@ def test_resume_after_sigkill_matches_uninterrupted_run(tmp_path):
 # -- DistributedDataParallel, two processes on CPU -------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_torchrun_two_processes_equal_one_process(folder, tmp_path):
     out = tmp_path / "ddp"
     env = dict(os.environ, PYTHONPATH=SRC, OMP_NUM_THREADS="1")

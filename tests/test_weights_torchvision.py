@@ -6,9 +6,16 @@ import torchvision.models.vgg as tvvgg
 from torch import nn
 
 from helpers import randomize_bn
-from vggnet import build
+from vggnet import VGG, build, count_parameters
 from vggnet.cli import main
-from vggnet.weights import Preprocessing, convert, detect_source, import_weights, load_weights, read_torch_state
+from vggnet.weights import (
+    Preprocessing,
+    convert,
+    detect_source,
+    infer_config,
+    load_weights,
+    read_torch_state,
+)
 from weights_files import TV_NAMES, W, logits
 
 
@@ -42,14 +49,20 @@ def test_torchvision_pth_converts_to_identical_outputs(tmp_path, name):
     assert torch.equal(logits(model), logits(tv))
 
 
-@pytest.mark.slow
-def test_full_size_torchvision_vgg11_bn(tmp_path):
-    tv = randomize_bn(tvvgg.vgg11_bn(weights=None))
-    torch.save(tv.state_dict(), tmp_path / "vgg11_bn.pth")
-    model, meta = import_weights(tmp_path / "vgg11_bn.pth")
-    assert meta.params == 132_868_840  # 132,863,336 (Table 2, A) + 2 x 2,752 BN parameters
-    x = torch.rand(1, 3, 224, 224)
-    assert torch.equal(logits(model, x), logits(tv, x))
+def test_full_size_torchvision_vgg11_bn_configuration_is_read_from_its_shapes():
+    # infer_config reads shapes only, so torchvision's full-size state dict can stay on the meta device.
+    with torch.device("meta"):
+        state = tvvgg.vgg11_bn(weights=None).state_dict()
+        cfg, include_top = infer_config(state, "vgg11_bn")
+        assert count_parameters(VGG(cfg)) == 132_868_840  # 132,863,336 (Table 2, A) + 2 x 2,752 BN parameters
+    assert (cfg.arch, cfg.batch_norm, cfg.width, cfg.num_classes, cfg.head, include_top) == (
+        "A",
+        True,
+        1.0,
+        1000,
+        "fc",
+        True,
+    )
 
 
 def test_checkpoint_wrappers_and_prefixes_are_undone(tmp_path):
