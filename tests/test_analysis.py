@@ -9,7 +9,8 @@ MACS = {"A": 7.609, "A-LRN": 7.609, "B": 11.308, "C": 11.771, "D": 15.470, "E": 
 
 def test_table2_params_and_macs():
     rows = {r.config: r for r in table2()}
-    assert [r.weight_layers for r in rows.values()] == [11, 11, 13, 16, 16, 19]
+    assert [r.weight_layers for r in rows.values()] == [11, 11, 13, 16, 16, 19, 8, 8]  # Table 1, then B-5x5, D-7x7
+    assert rows["B-5x5"].paper_params_m is None and [r.config for r in table2(configs=["B", "B-5x5"])] == ["B", "B-5x5"]
     assert rows["D"].params == 138_357_544
     assert rows["E"].paper_params_m == 144
     for letter, gmacs in MACS.items():

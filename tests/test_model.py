@@ -3,7 +3,7 @@ import torch
 import torchvision
 
 from vggnet import VGG, build, count_parameters
-from vggnet.configs import CONFIGS, HEADS
+from vggnet.configs import CONFIGS, HEADS, TABLE1
 
 PARAMS = {
     "A": 132_863_336,
@@ -15,7 +15,7 @@ PARAMS = {
 }
 
 
-@pytest.mark.parametrize("letter", list(CONFIGS))
+@pytest.mark.parametrize("letter", list(TABLE1))
 def test_parameter_count_matches_paper(letter):
     with torch.device("meta"):
         assert count_parameters(build(letter)) == PARAMS[letter]
@@ -67,6 +67,56 @@ def test_torchvision_vgg16_loads_strict_and_gives_equal_outputs(bn):
     x = torch.randn(2, 3, 64, 64)
     with torch.no_grad():
         assert torch.equal(ours(x), ref(x))
+
+
+# Section 4.1's shallow nets, counted by hand: (k*k*c_in + 1) * c_out per conv, (in + 1) * out per FC.
+SHALLOW = {"B-5x5": [(5, 64), (5, 128), (5, 256), (5, 512), (5, 512)], "D-7x7": [(5, 64), (5, 128), (7, 256), (7, 512), (7, 512)]}  # fmt: skip
+
+
+def shallow_counts(letter: str, side: int = 224, classes: int = 1000) -> tuple[int, int]:
+    """(parameters, MACs) of a shallow variant at a side x side input, from the layer list alone."""
+    params = macs = 0
+    c_in = 3
+    for k, c_out in SHALLOW[letter]:
+        params += (k * k * c_in + 1) * c_out
+        macs += side * side * k * k * c_in * c_out  # "same" padding keeps the side, then a 2x2 pool halves it
+        side //= 2
+        c_in = c_out
+    for fan_in, fan_out in ((512 * 7 * 7, 4096), (4096, 4096), (4096, classes)):
+        params += (fan_in + 1) * fan_out
+        macs += fan_in * fan_out
+    return params, macs
+
+
+@pytest.mark.parametrize("letter", list(SHALLOW))
+def test_shallow_variants_parameters_and_macs(letter):
+    from vggnet.analysis import layer_table, totals
+
+    params, macs = shallow_counts(letter)
+    with torch.device("meta"):
+        model = build(letter)
+    t = totals(layer_table(model, 224))
+    assert (count_parameters(model), t["params"], t["macs"]) == (params, params, macs)
+    assert {"B-5x5": (134_503_528, 9_356_017_664), "D-7x7": (144_727_144, 15_521_644_544)}[letter] == (params, macs)
+
+
+def test_b5x5_replaces_each_pair_of_b_by_one_5x5_with_the_same_receptive_field():
+    from vggnet.analysis import layer_table
+
+    with torch.device("meta"):
+        b, shallow = build("B"), build("B-5x5")
+    kernels = [m.kernel_size for m in shallow.features if isinstance(m, torch.nn.Conv2d)]
+    widths = [m.out_channels for m in shallow.features if isinstance(m, torch.nn.Conv2d)]
+    assert kernels == [(5, 5)] * 5 and widths == [64, 128, 256, 512, 512]
+    pools = {r.name: (r.shape, r.rf) for r in layer_table(b) if r.name.startswith("pool")}
+    assert pools == {r.name: (r.shape, r.rf) for r in layer_table(shallow) if r.name.startswith("pool")}
+    assert [n for n in shallow.feature_names if n.startswith("conv")] == [
+        "conv1_1",
+        "conv2_1",
+        "conv3_1",
+        "conv4_1",
+        "conv5_1",
+    ]
 
 
 def test_lrn_sits_after_relu1_1_with_alexnet_constants():
