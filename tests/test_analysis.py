@@ -36,7 +36,7 @@ def test_receptive_field_and_jump_of_d():
 
 def test_three_3x3_from_input_is_7():
     with torch.device("meta"):
-        model = VGG(config="D")
+        model = VGG(arch="D")
     # the first block has two convs then a pool; check the rf rule 2n+1 on fresh convs
     rows = layer_table(model, 224)
     assert rows[0].rf == 3 and rows[2].rf == 5
@@ -46,7 +46,7 @@ def test_three_3x3_from_input_is_7():
 @pytest.mark.parametrize("bn", [False, True])
 def test_table_params_equal_model(head, bn):
     with torch.device("meta"):
-        model = VGG(config="C", head=head, batch_norm=bn, num_classes=10)
+        model = VGG(arch="C", head=head, batch_norm=bn, num_classes=10)
     assert totals(layer_table(model, 224))["params"] == count_parameters(model)
 
 
@@ -60,7 +60,7 @@ def test_dense_output_shape_in_table():
 
 def test_macs_match_a_traced_count():
     # Count MACs independently with forward hooks on a real (small) forward pass.
-    model = VGG(config="B", width=1 / 8, num_classes=10).eval()
+    model = VGG(arch="B", width=1 / 8, num_classes=10).eval()
     counted = 0
 
     def hook(m, inp, out):

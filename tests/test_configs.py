@@ -44,3 +44,18 @@ def test_every_name_resolves():
     for n in names:
         letter, bn = resolve(n)
         assert letter in CONFIGS and bn == n.endswith("_bn")
+
+
+def test_old_field_names_are_still_accepted():
+    import dataclasses
+
+    from vggnet.configs import ModelConfig, TrainConfig
+    from vggnet.model import VGG
+
+    cfg = ModelConfig(config="vgg16_bn")
+    assert cfg.arch == cfg.config == "vgg16_bn" and "config" not in dataclasses.asdict(cfg)
+    assert dataclasses.replace(cfg, config="E").arch == "E"  # replace() passes both names: the old one wins
+    assert VGG(config="B", width=1 / 16).cfg.arch == "B"
+    assert TrainConfig(model="D").arch == "D" and TrainConfig(model="D").model == "D"
+    assert ModelConfig(arch="D").display_name() == "D" and ModelConfig(arch="vgg19_bn").display_name() == "E_bn"
+    assert ModelConfig(arch="A", width=0.125).display_name(with_width=True) == "A (width 1/8)"

@@ -25,11 +25,11 @@ def run_demo(quick: bool = False, out: str | Path = "runs/demo") -> int:
     with torch.inference_mode():
         for letter in TABLE1:
             for bn in (False, True):
-                model = VGG(config=letter, batch_norm=bn, width=width).eval()
+                model = VGG(arch=letter, batch_norm=bn, width=width).eval()
                 start = time.perf_counter()
                 logits = model(x)
                 ms = 1000 * (time.perf_counter() - start)
-                name = letter + ("_bn" if bn else "")
+                name = model.cfg.display_name()
                 print(
                     f"  {name:<9} {count_parameters(model):>13,} params -> logits {tuple(logits.shape)} in {ms:6.0f} ms"
                 )
