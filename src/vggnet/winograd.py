@@ -10,10 +10,13 @@ channel pair instead of 9 m^2: 2.25x fewer for m = 2, 4x fewer for m = 4. Per la
     M[p] = V[p] @ U[p]   for each of the (m+2)^2 tile positions p (a batched GEMM over channels)
     Y = A^T M A                                     (output transform)
 
-Both transforms are written here as one small GEMM each (with the Kronecker product of the 1-D
-matrices), so the whole layer is three GEMMs and two copies in PyTorch's own kernels. The result
-equals the direct convolution up to fp32 rounding of the transforms (tests bound it); the points
-0, +-1, +-2 keep F(4x4) within about 1e-5 of the output's scale.
+On an AVX-512 CPU the layer runs as one compiled kernel (csrc/winograd.cpp, `vggnet.native`): the
+three steps fused per chunk of tiles, the transforms as a few vector additions, the GEMMs by a register-
+blocked micro-kernel. Elsewhere (or when it cannot be built) the Python path below writes both
+transforms as one small GEMM each (with the Kronecker product of the 1-D matrices), so the layer is
+three GEMMs and two copies in PyTorch's own kernels. Either equals the direct convolution up to fp32
+rounding of the transforms (tests bound it); the points 0, +-1, +-2 keep F(4x4) within about 1e-5 of
+the output's scale.
 """
 
 from __future__ import annotations
@@ -23,6 +26,8 @@ import math
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from . import native
 
 # The 1-D transforms of F(m, 3), interpolation points 0, 1, -1 (m = 2) and 0, 1, -1, 2, -2, infinity (m = 4).
 _MATRICES: dict[int, tuple[list[list[float]], list[list[float]], list[list[float]]]] = {
@@ -96,6 +101,7 @@ class WinogradConv2d(nn.Module):
         self.register_buffer("bias", bias.clone().to(conv.weight.dtype))
         self.chunk_bytes = 8 << 20  # transformed tiles per step (see forward)
         self._cache: dict[tuple, tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = {}
+        self._packed: torch.Tensor | None = None  # U for the compiled kernel, (36, K/64, C, 64)
 
     def extra_repr(self) -> str:
         tile = f"F({self.m}x{self.m}, 3x3)" if self.m else "F(4x4 or 2x2, 3x3)"
@@ -116,10 +122,35 @@ class WinogradConv2d(nn.Module):
             )
         return self._cache[key]
 
+    def packed(self) -> torch.Tensor:
+        """U of F(4x4) laid out for the compiled kernel: (36, K/64, C, 64), K zero-padded to a multiple of 64 (cached)."""
+        if self._packed is None:
+            u = self.transformed(4)[0].cpu()  # (36, C, K)
+            kp = -(-self.out_channels // 64) * 64
+            u = F.pad(u, (0, kp - self.out_channels)).view(36, self.in_channels, kp // 64, 64)
+            self._packed = u.permute(0, 2, 1, 3).contiguous()
+        return self._packed
+
+    def compiled(self, x: torch.Tensor) -> bool:
+        """Whether this input goes to the compiled kernel: fp32 on the CPU, F(4x4), channels multiples of 16."""
+        return (
+            x.device.type == "cpu"
+            and x.dtype == torch.float32
+            and self.m in (None, 4)
+            and self.in_channels % 16 == 0
+            and self.out_channels % 16 == 0
+            and native.kernels() is not None
+        )
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         n, c, h, w = x.shape
         if c != self.in_channels:
             raise ValueError(f"WinogradConv2d expects {self.in_channels} input channels, got {c}")
+        if self.compiled(x):
+            # tiles per chunk: V and M of a chunk (36 x (C + K) floats a tile) within about 1 MB of cache
+            chunk = max(12, min(96, (1 << 20) // (144 * (c + self.out_channels)) // 6 * 6))
+            x = x.contiguous(memory_format=torch.channels_last)
+            return native.kernels().conv3x3_f4(x, self.packed(), self.bias, self.relu, self.out_channels, chunk)
         m = self.m or choose_tile(h, w)
         u, bb, aa = self.transformed(m)
         t, k = m + 2, self.out_channels
@@ -150,14 +181,19 @@ class WinogradConv2d(nn.Module):
 
 
 def worth_it(conv: nn.Conv2d) -> bool:
-    """Whether Winograd beats oneDNN's direct conv on this layer (measured on a 2-core AVX-512 Xeon).
+    """Whether Winograd beats oneDNN's direct conv on this layer (docs/performance.md has the measurements).
 
-    The transforms are memory-bound copies whose cost grows with C + K while the GEMM work saved grows
-    with C x K: at C x K / (C + K) of 32 (VGG's conv1_2, 64 -> 64) Winograd was 0.75x direct, at 43
-    (conv2_1, 64 -> 128) 1.36x, at 64 and above 1.4x-2.6x. RGB layers (3 channels) never gain.
+    The compiled kernel gains on every VGG16 layer it takes (channels multiples of 16: all but conv1_1).
+    In the Python path the transforms are memory-bound copies whose cost grows with C + K while the GEMM
+    work saved grows with C x K, so it pays only from C x K / (C + K) of about 40 (conv2_1, 64 -> 128).
+    RGB layers (3 channels) never gain.
     """
     c, k = conv.in_channels, conv.out_channels
-    return conv.kernel_size == (3, 3) and c * k / (c + k) >= 40
+    if conv.kernel_size != (3, 3):
+        return False
+    if c % 16 == 0 and k % 16 == 0 and native.kernels() is not None:
+        return True
+    return c * k / (c + k) >= 40
 
 
 def winogradify(features: nn.Sequential, m: int | None = None) -> nn.Sequential:

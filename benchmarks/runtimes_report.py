@@ -1,0 +1,126 @@
+"""benchmarks/runtimes.py's results as Markdown: speed per batch size, int8 agreement, dense evaluation per backend."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import contenders as c
+
+from vggnet.tables import markdown_table
+
+
+def best_runtime(rows: dict[str, Any], batch: str, precision: str) -> tuple[str, float] | None:
+    """(name, median images/s) of the faster of ONNX Runtime and OpenVINO at `precision`, if either ran."""
+    found = [
+        (name, row["batches"][batch]["images_per_s"])
+        for name, row in rows.items()
+        if row["family"] in c.RUNTIMES and row["precision"] == precision
+    ]
+    return max(found, key=lambda f: f[1]) if found else None
+
+
+def ratios(rows: dict[str, Any], batch: str) -> dict[str, float]:
+    """Each contender's median against the faster runtime of its precision (fp32 for the default-precision row)."""
+    out = {}
+    for name, row in rows.items():
+        best = best_runtime(rows, batch, "int8" if row["precision"] == "int8" else "fp32")
+        if best:
+            out[name] = row["batches"][batch]["images_per_s"] / best[1]
+    return out
+
+
+def _speed(r: dict[str, Any]) -> list[str]:
+    s, setup = r["speed"], r["setup"]
+    rows = s["contenders"]
+    batches = list(next(iter(rows.values()))["batches"])
+    lines = [
+        f"## Speed: {setup['model']} at {setup['input']}x{setup['input']}",
+        "",
+        f"Each contender in its own process ({len(next(iter(rows.values()))['batches'][batches[0]]['per_round'])} "
+        "processes each, alternated, the order rotated every round); a process warms up, then times a fixed number "
+        "of batches, and gives one images/s figure per batch size. Median over the processes, min-max beside it. "
+        "The ratio is against the faster of ONNX Runtime and OpenVINO at the same precision (fp32 for fp32 and "
+        "the default-precision row, int8 for int8). Error: max |logits - torchvision's| / max |torchvision's| on "
+        f"the timed batch. Load average (1, 5, 15 min) before: {s['load_before']}; after: {s['load_after']}.",
+        "",
+    ]
+    for batch in batches:
+        rel = ratios(rows, batch)
+        table = []
+        for name, row in rows.items():
+            b = row["batches"][batch]
+            precision = row["precision"] + (f" (ran {row['ran_at']})" if "ran_at" in row else "")
+            err = row.get("max_rel_error_vs_torchvision")
+            table.append(
+                [
+                    name,
+                    precision,
+                    f"{b['images_per_s']:.2f}",
+                    f"{b['min']:.2f}-{b['max']:.2f}",
+                    f"{rel[name]:.2f}x" if name in rel else "",
+                    f"{err:.1e}" if err is not None else "",
+                ]
+            )
+        header = ["contender", "precision", "images/s (median)", "min-max", "vs faster runtime", "rel. error"]
+        lines += [f"### Batch {batch}", "", markdown_table(header, table, "llrrrr"), ""]
+    return lines
+
+
+def _agreement(r: dict[str, Any]) -> list[str]:
+    a = r["agreement"]
+    table = [
+        [family, f"{100 * p['agreement']:.2f}%", f"{100 * p['top1_fp32']:.1f}%", f"{100 * p['top1_int8']:.1f}%"]
+        for family, p in a["paths"].items()
+    ]
+    return [
+        "## int8 agreement with fp32",
+        "",
+        f"Net: `{a['net']}` ({a['config']}); every int8 path calibrated on the same {a['calibration']} training "
+        f"photos and compared, top-1 for top-1, with its own fp32 model on {a['images']} validation photos.",
+        "",
+        markdown_table(["runtime", "top-1 agreement", "fp32 top-1 accuracy", "int8 top-1 accuracy"], table, "lrrr"),
+        "",
+    ]
+
+
+def _dense(r: dict[str, Any]) -> list[str]:
+    d = r["dense"]
+    table = [
+        [label, row["images"], f"{row['seconds']:.1f}", f"{row['images_per_s']:.3f}", f"`{row['command']}`"]
+        for label, row in d["backends"].items()
+    ]
+    return [
+        "## Dense multi-scale evaluation per backend",
+        "",
+        "`vggnet evaluate` as a user runs it, one process per backend, on the net of the speed table with ten "
+        "classes; the photos are rescaled by the protocol to each Q (upscaled from 224x224), flips on (the "
+        f"default). Seconds as `evaluate` reports them (model loading excluded). Load before: {d['load_before']}; "
+        f"after: {d['load_after']}.",
+        "",
+        markdown_table(["backend", "photos", "seconds", "images/s", "command"], table, "lrrrl"),
+        "",
+    ]
+
+
+def markdown(r: dict[str, Any]) -> str:
+    """The whole results page."""
+    m = r["machine"]
+    versions = ", ".join(f"{k} {v}" for k, v in m["versions"].items())
+    lines = [
+        "# CPU inference: vggnet against ONNX Runtime and OpenVINO, each as its users run it",
+        "",
+        f"Machine: {m['cpu']}, {m['cores']} cores ({', '.join(m['flags'])}; torch's ISA level {m['isa']}), "
+        f"{m['threads']} threads for every runtime. Python {m['python']}, {versions}.  ",
+        f"Command: `{r['command']}` ({r['wall_s'] / 60:.1f} minutes). Load average at the start: {r['load_start']}; "
+        f"at the end: {r['load_end']}.  ",
+        f"Weights: {r['setup']['weights']}. Photos: {r['setup']['photos']}; {r['setup']['calibration_images']} "
+        "calibration images shared by every int8 path.",
+        "",
+    ]
+    if "speed" in r:
+        lines += _speed(r)
+    if "agreement" in r:
+        lines += _agreement(r)
+    if "dense" in r:
+        lines += _dense(r)
+    return "\n".join(lines)

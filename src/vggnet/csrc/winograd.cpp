@@ -1,0 +1,209 @@
+// Winograd F(4x4, 3x3) for VGG's 3x3 / stride 1 / padding 1 convolutions, fp32, AVX-512.
+//
+// One call computes a whole layer, conv + bias (+ ReLU), from NHWC input to NHWC output:
+//   V = B^T d B   every 6x6 input tile d, 16 channels per vector          (input transform)
+//   M[p] = V[p] U[p]   for each of the 36 tile positions p, a GEMM over C    (U = G g G^T, transformed once)
+//   Y = A^T M A + bias  every tile                                          (output transform)
+// The tiles go through in chunks, each chunk by one thread from start to end, so its V and M stay in
+// that core's cache and the threads never wait for each other between the three steps.
+// Lavin & Gray, "Fast Algorithms for Convolutional Neural Networks" (2016), give the algorithm.
+
+#include <torch/extension.h>
+#include <ATen/Parallel.h>
+#include <immintrin.h>
+
+#include <algorithm>
+#include <atomic>
+#include <vector>
+
+namespace {
+
+constexpr int kTile = 6;           // input tile side, m + 2
+constexpr int kOut = 4;            // output tile side, m
+constexpr int kPositions = 36;     // kTile * kTile
+constexpr int kPanel = 64;         // output channels per packed weight panel (4 vectors of 16)
+constexpr int kRows = 6;           // tiles per GEMM micro-kernel call
+
+// 1-D input transform B^T d of F(4, 3) (points 0, 1, -1, 2, -2, infinity).
+inline void input_1d(const __m512 d[6], __m512 t[6]) {
+  const __m512 four = _mm512_set1_ps(4.f), five = _mm512_set1_ps(5.f), two = _mm512_set1_ps(2.f);
+  __m512 a = _mm512_fnmadd_ps(four, d[2], d[4]);  // d4 - 4 d2
+  __m512 b = _mm512_fnmadd_ps(four, d[1], d[3]);  // d3 - 4 d1
+  __m512 c = _mm512_sub_ps(d[4], d[2]);
+  __m512 e = _mm512_mul_ps(two, _mm512_sub_ps(d[3], d[1]));
+  t[0] = _mm512_fmadd_ps(four, d[0], _mm512_fnmadd_ps(five, d[2], d[4]));
+  t[1] = _mm512_add_ps(a, b);
+  t[2] = _mm512_sub_ps(a, b);
+  t[3] = _mm512_add_ps(c, e);
+  t[4] = _mm512_sub_ps(c, e);
+  t[5] = _mm512_fmadd_ps(four, d[1], _mm512_fnmadd_ps(five, d[3], d[5]));
+}
+
+// 1-D output transform A^T m of F(4, 3).
+inline void output_1d(const __m512 m[6], __m512 o[4]) {
+  __m512 s12 = _mm512_add_ps(m[1], m[2]), d12 = _mm512_sub_ps(m[1], m[2]);
+  __m512 s34 = _mm512_add_ps(m[3], m[4]), d34 = _mm512_sub_ps(m[3], m[4]);
+  o[0] = _mm512_add_ps(_mm512_add_ps(m[0], s12), s34);
+  o[1] = _mm512_fmadd_ps(_mm512_set1_ps(2.f), d34, d12);
+  o[2] = _mm512_fmadd_ps(_mm512_set1_ps(4.f), s34, s12);
+  o[3] = _mm512_add_ps(_mm512_fmadd_ps(_mm512_set1_ps(8.f), d34, d12), m[5]);
+}
+
+struct Layer {
+  const float* x;     // (N, H, W, C)
+  const float* u;     // (36, K / 64, C, 64) packed transformed weights, K padded to a multiple of 64
+  const float* bias;  // (K)
+  float* y;           // (N, H, W, K)
+  int64_t n, h, w, c, k, kp, th, tw;
+  bool relu;
+};
+
+// V[p][t][c]: the transformed tile t (of the chunk) at position p; plane stride `vs` floats.
+void input_transform(const Layer& L, int64_t tile, int64_t t, float* V, int64_t vs) {
+  const int64_t img = tile / (L.th * L.tw), rest = tile % (L.th * L.tw);
+  const int64_t y0 = (rest / L.tw) * kOut - 1, x0 = (rest % L.tw) * kOut - 1;
+  const bool inside = y0 >= 0 && x0 >= 0 && y0 + kTile <= L.h && x0 + kTile <= L.w;
+  const float* base = L.x + img * L.h * L.w * L.c;
+  alignas(64) float tmp[kTile][kTile][16];
+  for (int64_t cv = 0; cv < L.c; cv += 16) {
+    for (int j = 0; j < kTile; ++j) {  // columns: t[.][j] = B^T d[.][j]
+      __m512 d[6], t6[6];
+      const int64_t xx = x0 + j;
+      for (int i = 0; i < kTile; ++i) {
+        const int64_t yy = y0 + i;
+        if (inside || (yy >= 0 && yy < L.h && xx >= 0 && xx < L.w))
+          d[i] = _mm512_loadu_ps(base + (yy * L.w + xx) * L.c + cv);
+        else
+          d[i] = _mm512_setzero_ps();
+      }
+      input_1d(d, t6);
+      for (int i = 0; i < kTile; ++i) _mm512_store_ps(tmp[i][j], t6[i]);
+    }
+    for (int i = 0; i < kTile; ++i) {  // rows: v[i][.] = t[i][.] B
+      __m512 r[6], v[6];
+      for (int j = 0; j < kTile; ++j) r[j] = _mm512_load_ps(tmp[i][j]);
+      input_1d(r, v);
+      for (int j = 0; j < kTile; ++j) _mm512_storeu_ps(V + (i * kTile + j) * vs + t * L.c + cv, v[j]);
+    }
+  }
+}
+
+// Y = A^T M A + bias (+ ReLU) for tile t of the chunk, cut at the image's edge.
+void output_transform(const Layer& L, int64_t tile, int64_t t, const float* M, int64_t ms) {
+  const int64_t img = tile / (L.th * L.tw), rest = tile % (L.th * L.tw);
+  const int64_t y0 = (rest / L.tw) * kOut, x0 = (rest % L.tw) * kOut;
+  const int64_t rows = std::min<int64_t>(kOut, L.h - y0), cols = std::min<int64_t>(kOut, L.w - x0);
+  float* base = L.y + img * L.h * L.w * L.k;
+  alignas(64) float tmp[kOut][kTile][16];
+  const __m512 zero = _mm512_setzero_ps();
+  for (int64_t kv = 0; kv < L.k; kv += 16) {
+    for (int j = 0; j < kTile; ++j) {  // columns
+      __m512 m[6], o[4];
+      for (int i = 0; i < kTile; ++i) m[i] = _mm512_loadu_ps(M + (i * kTile + j) * ms + t * L.kp + kv);
+      output_1d(m, o);
+      for (int i = 0; i < kOut; ++i) _mm512_store_ps(tmp[i][j], o[i]);
+    }
+    const __m512 b = _mm512_loadu_ps(L.bias + kv);
+    for (int i = 0; i < rows; ++i) {  // rows
+      __m512 r[6], o[4];
+      for (int j = 0; j < kTile; ++j) r[j] = _mm512_load_ps(tmp[i][j]);
+      output_1d(r, o);
+      for (int j = 0; j < cols; ++j) {
+        __m512 v = _mm512_add_ps(o[j], b);
+        if (L.relu) v = _mm512_max_ps(v, zero);
+        _mm512_storeu_ps(base + ((y0 + i) * L.w + x0 + j) * L.k + kv, v);
+      }
+    }
+  }
+}
+
+// acc[R x 64] = A[R x C] (rows lda apart) . B[C x 64] (packed, 64 floats per c), stored to Cm (rows ldc apart).
+template <int R>
+inline void micro(const float* A, int64_t lda, const float* B, int64_t C, float* Cm, int64_t ldc) {
+  __m512 acc[R][4];
+  for (int r = 0; r < R; ++r)
+    for (int j = 0; j < 4; ++j) acc[r][j] = _mm512_setzero_ps();
+#pragma GCC unroll 2
+  for (int64_t c = 0; c < C; ++c) {
+    const float* b = B + c * kPanel;
+    __m512 b0 = _mm512_loadu_ps(b), b1 = _mm512_loadu_ps(b + 16), b2 = _mm512_loadu_ps(b + 32),
+           b3 = _mm512_loadu_ps(b + 48);
+    for (int r = 0; r < R; ++r) {
+      __m512 a = _mm512_set1_ps(A[r * lda + c]);
+      acc[r][0] = _mm512_fmadd_ps(a, b0, acc[r][0]);
+      acc[r][1] = _mm512_fmadd_ps(a, b1, acc[r][1]);
+      acc[r][2] = _mm512_fmadd_ps(a, b2, acc[r][2]);
+      acc[r][3] = _mm512_fmadd_ps(a, b3, acc[r][3]);
+    }
+  }
+  for (int r = 0; r < R; ++r)
+    for (int j = 0; j < 4; ++j) _mm512_storeu_ps(Cm + r * ldc + 16 * j, acc[r][j]);
+}
+
+// M[p][t][kb*64 : kb*64+64] for the chunk's `tc` tiles.
+void gemm(const Layer& L, int64_t p, int64_t kb, int64_t tc, const float* V, int64_t vs, float* M, int64_t ms) {
+  const float* A = V + p * vs;
+  const float* B = L.u + (p * (L.kp / kPanel) + kb) * L.c * kPanel;
+  float* Cm = M + p * ms + kb * kPanel;
+  int64_t t = 0;
+  for (; t + kRows <= tc; t += kRows) micro<kRows>(A + t * L.c, L.c, B, L.c, Cm + t * L.kp, L.kp);
+  switch (tc - t) {
+    case 5: micro<5>(A + t * L.c, L.c, B, L.c, Cm + t * L.kp, L.kp); break;
+    case 4: micro<4>(A + t * L.c, L.c, B, L.c, Cm + t * L.kp, L.kp); break;
+    case 3: micro<3>(A + t * L.c, L.c, B, L.c, Cm + t * L.kp, L.kp); break;
+    case 2: micro<2>(A + t * L.c, L.c, B, L.c, Cm + t * L.kp, L.kp); break;
+    case 1: micro<1>(A + t * L.c, L.c, B, L.c, Cm + t * L.kp, L.kp); break;
+    default: break;
+  }
+}
+
+// One chunk of `tc` tiles from tile t0, start to end, on the calling thread.
+void run_chunk(const Layer& L, int64_t t0, int64_t tc, float* V, float* M) {
+  const int64_t vs = tc * L.c, ms = tc * L.kp;
+  for (int64_t t = 0; t < tc; ++t) input_transform(L, t0 + t, t, V, vs);
+  for (int64_t p = 0; p < kPositions; ++p)
+    for (int64_t kb = 0; kb < L.kp / kPanel; ++kb) gemm(L, p, kb, tc, V, vs, M, ms);
+  for (int64_t t = 0; t < tc; ++t) output_transform(L, t0 + t, t, M, ms);
+}
+
+// Grow-only scratch of the calling thread: large buffers allocated once, not per call (page faults).
+float* scratch(int64_t floats) {
+  thread_local std::vector<float> buffer;
+  if (static_cast<int64_t>(buffer.size()) < floats + 16) buffer.resize(floats + 16);
+  auto address = reinterpret_cast<uintptr_t>(buffer.data());
+  return reinterpret_cast<float*>((address + 63) & ~uintptr_t(63));
+}
+
+}  // namespace
+
+// x: (N, C, H, W) fp32 in channels-last memory; u: (36, K/64, C, 64) packed; bias: (K); chunk: tiles per chunk.
+torch::Tensor conv3x3_f4(torch::Tensor x, torch::Tensor u, torch::Tensor bias, bool relu, int64_t k, int64_t chunk) {
+  TORCH_CHECK(x.dim() == 4 && x.scalar_type() == torch::kFloat, "x must be a float (N, C, H, W) tensor");
+  TORCH_CHECK(x.is_contiguous(at::MemoryFormat::ChannelsLast), "x must be channels-last");
+  const int64_t n = x.size(0), c = x.size(1), h = x.size(2), w = x.size(3);
+  TORCH_CHECK(c % 16 == 0 && k % 16 == 0, "channels must be multiples of 16");
+  TORCH_CHECK(u.is_contiguous() && u.dim() == 4 && u.size(0) == kPositions && u.size(2) == c && u.size(3) == kPanel &&
+                  u.size(1) * kPanel >= k,
+              "u must be packed (36, K/64, C, 64)");
+  TORCH_CHECK(bias.is_contiguous() && bias.numel() == k, "bias must hold K values");
+  auto y = torch::empty({n, k, h, w}, x.options().memory_format(at::MemoryFormat::ChannelsLast));
+  Layer L{x.data_ptr<float>(), u.data_ptr<float>(), bias.data_ptr<float>(), y.data_ptr<float>(),
+          n, h, w, c, k, u.size(1) * kPanel, (h + kOut - 1) / kOut, (w + kOut - 1) / kOut, relu};
+  const int64_t tiles = n * L.th * L.tw, threads = at::get_num_threads();
+  chunk = std::max<int64_t>(1, std::min(chunk, (tiles + threads - 1) / threads));  // every thread gets work
+  const int64_t chunks = (tiles + chunk - 1) / chunk, per_chunk = kPositions * chunk * (c + L.kp);
+  float* buf = scratch(per_chunk * threads);
+  std::atomic<int64_t> next{0};  // chunks handed out as threads come free: a descheduled thread delays no one
+  at::parallel_for(0, threads, 1, [&](int64_t, int64_t) {
+    float* mine = buf + at::get_thread_num() * per_chunk;
+    for (int64_t i = next++; i < chunks; i = next++) {
+      const int64_t t0 = i * chunk;
+      run_chunk(L, t0, std::min(chunk, tiles - t0), mine, mine + kPositions * chunk * c);
+    }
+  });
+  return y;
+}
+
+PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
+  m.def("conv3x3_f4", &conv3x3_f4, "3x3 conv + bias (+ReLU) as Winograd F(4x4, 3x3), NHWC fp32, AVX-512");
+}
