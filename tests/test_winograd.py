@@ -5,7 +5,7 @@ from torch import nn
 
 import vggnet.evaluate as ev
 from helpers import randomize_bn
-from vggnet import build
+from vggnet import build, native
 from vggnet.configs import EvalConfig
 from vggnet.optimize import optimize_for_inference
 from vggnet.weights import save_weights
@@ -18,6 +18,17 @@ RTOL = {2: 1e-5, 4: 5e-5}
 
 def rel_error(got: torch.Tensor, ref: torch.Tensor) -> float:
     return ((got - ref).abs().max() / ref.abs().max()).item()
+
+
+@pytest.fixture(params=["compiled", "python"])
+def path(request, monkeypatch):
+    """Each test twice: with the compiled kernel (skipped where it cannot be built) and with the Python path."""
+    if request.param == "compiled":
+        if native.kernels() is None:
+            pytest.skip(f"no compiled kernel: {native.why_not()}")
+    else:
+        monkeypatch.setattr(native, "kernels", lambda: None)
+    return request.param
 
 
 def conv(c: int, k: int, seed: int = 0, **kw) -> nn.Conv2d:
@@ -84,24 +95,27 @@ def test_errors():
         optimize_for_inference(build("A", width=1 / 16), channels_last=False, winograd=True)
 
 
-def test_winogradify_replaces_the_wide_convs_and_keeps_the_indices():
+def test_winogradify_replaces_the_wide_convs_and_keeps_the_indices(path):
     with torch.device("meta"):
         model = build("vgg16")
     features = winogradify(model.features)
     kinds = [type(m).__name__ for m in features]
     assert len(features) == len(model.features) == 31
-    # conv1_1 (3 -> 64) and conv1_2 (64 -> 64) stay direct; the other 11 convs absorb their ReLU
-    assert kinds.count("WinogradConv2d") == 11 and kinds.count("Conv2d") == 2 and kinds.count("Identity") == 11
-    assert kinds[:5] == ["Conv2d", "ReLU", "Conv2d", "ReLU", "MaxPool2d"]
-    assert kinds[5:7] == ["WinogradConv2d", "Identity"]
-    assert [worth_it(conv(c, k)) for c, k in [(3, 64), (64, 64), (64, 128), (512, 512)]] == [False, False, True, True]
+    # conv1_1 (3 -> 64) stays direct everywhere; conv1_2 (64 -> 64) gains with the compiled kernel only
+    direct = 1 if path == "compiled" else 2
+    assert kinds.count("WinogradConv2d") == 13 - direct and kinds.count("Conv2d") == direct
+    assert kinds.count("Identity") == 13 - direct
+    assert kinds[:2] == ["Conv2d", "ReLU"] and kinds[4] == "MaxPool2d" and kinds[5:7] == ["WinogradConv2d", "Identity"]
+    worth = [worth_it(conv(c, k)) for c, k in [(3, 64), (64, 64), (64, 128), (512, 512), (24, 40)]]
+    assert worth == ([False, True, True, True, False] if path == "compiled" else [False, False, True, True, False])
 
 
-def test_optimized_winograd_vgg_matches_the_model_and_its_score_map():
+def test_optimized_winograd_vgg_matches_the_model_and_its_score_map(path):
     torch.manual_seed(0)
     model = randomize_bn(build("D_bn", width=1 / 4, num_classes=7, input_size=64, head="conv")).eval()
     fast = optimize_for_inference(model, winograd=True)
-    assert sum(isinstance(m, WinogradConv2d) for m in fast.model.features) == 6  # conv4_1 (64 -> 128) .. conv5_3
+    # compiled: every conv from conv1_2 (16 -> 16); Python: conv4_1 (64 -> 128) .. conv5_3
+    assert sum(isinstance(m, WinogradConv2d) for m in fast.model.features) == (12 if path == "compiled" else 6)
     x = torch.randn(2, 3, 64, 64)
     big = torch.randn(1, 3, 96, 128)
     with torch.no_grad():
@@ -111,7 +125,8 @@ def test_optimized_winograd_vgg_matches_the_model_and_its_score_map():
     assert got_map.shape == ref_map.shape == (1, 7, 2, 3) and rel_error(got_map, ref_map) < 1e-4
 
 
-def test_evaluate_fast_gives_the_same_posteriors(tmp_path):
+def test_evaluate_fast_gives_the_same_posteriors(tmp_path, monkeypatch):
+    monkeypatch.setattr(native, "kernels", lambda: None)  # the Python path's layer count below
     torch.manual_seed(0)
     model = randomize_bn(build("A_bn", width=1 / 4, num_classes=10, input_size=32)).eval()
     w = tmp_path / "w.safetensors"
@@ -125,3 +140,49 @@ def test_evaluate_fast_gives_the_same_posteriors(tmp_path):
     )  # conv4_1 (64 -> 128), conv4_2, conv5_1, conv5_2
     assert not any(isinstance(m, nn.BatchNorm2d) for m in nets[0].model.modules())
     torch.testing.assert_close(fast.probs, plain.probs, rtol=0, atol=1e-5)
+
+
+# -- the compiled kernel (csrc/winograd.cpp) ------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "n, c, k, h, w",
+    [
+        (1, 16, 32, 13, 17),  # odd sizes: partial tiles on both edges
+        (8, 16, 32, 13, 17),  # batch 8: tiles of several images in one chunk
+        (1, 48, 16, 7, 9),  # K below one 64-wide panel
+        (8, 64, 80, 5, 30),  # K not a multiple of 64: a zero-padded panel
+        (2, 32, 16, 1, 1),  # a single pixel: one tile, all padding but the centre
+        (1, 64, 64, 56, 56),  # many chunks of tiles
+    ],
+)
+@pytest.mark.parametrize("relu", [False, True])
+def test_compiled_kernel_equals_the_direct_convolution(n, c, k, h, w, relu):
+    if native.kernels() is None:
+        pytest.skip(f"no compiled kernel: {native.why_not()}")
+    direct = conv(c, k, seed=n + h)
+    layer = WinogradConv2d(direct, relu=relu)
+    x = torch.randn(n, c, h, w).contiguous(memory_format=torch.channels_last)
+    assert layer.compiled(x)
+    with torch.no_grad():
+        ref = F.conv2d(x, direct.weight, direct.bias, padding=1)
+        ref = F.relu(ref) if relu else ref
+    out = layer(x)
+    assert out.shape == ref.shape and out.is_contiguous(memory_format=torch.channels_last)
+    assert rel_error(out, ref) < RTOL[4]
+
+
+def test_the_kernel_takes_nchw_input_and_leaves_what_it_cannot_take_to_python(monkeypatch):
+    if native.kernels() is None:
+        pytest.skip(f"no compiled kernel: {native.why_not()}")
+    direct = conv(16, 16)
+    x = torch.randn(1, 16, 10, 11)  # NCHW memory: made channels-last for the kernel
+    with torch.no_grad():
+        ref = direct(x)
+    assert rel_error(WinogradConv2d(direct)(x), ref) < RTOL[4]
+    assert not WinogradConv2d(direct, m=2).compiled(x)  # F(2x2) is the Python path's
+    assert not WinogradConv2d(conv(24, 16)).compiled(x.new_zeros(1, 24, 4, 4))  # 24 channels: not a multiple of 16
+    assert not WinogradConv2d(direct).compiled(x.double())
+    calls = []
+    monkeypatch.setattr(native, "kernels", lambda: calls.append(1))  # None: the fallback, asked once per call
+    assert rel_error(WinogradConv2d(direct)(x), ref) < RTOL[4] and calls == [1]

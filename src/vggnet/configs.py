@@ -289,6 +289,7 @@ class TrainConfig:
 
 # Test-time evaluation methods (section 3.2); "center" is torchvision's single-crop baseline.
 EVAL_METHODS = ("center", "dense", "multicrop", "dense+multicrop")
+BACKENDS = ("torch", "onnxruntime", "openvino")  # where evaluate and predict run the networks (vggnet.backends)
 
 
 @dataclass
@@ -318,6 +319,11 @@ class EvalConfig:
         "on a CPU: BatchNorm folded into the convs and the wide 3x3 convs run as Winograd F(4x4, 3x3) "
         "(fp32; posteriors within about 1e-5 of the direct convs'; docs/performance.md has the figures)",
     )
+    backend: str = option(
+        "torch",
+        "torch | onnxruntime | openvino: where the networks run; the latter two (pip install 'vggnet[runtimes]') "
+        "run the dense net exported to ONNX (any image size), in fp32, on the CPU",
+    )
 
     def check(self) -> None:
         """Raise a one-line error for an unknown method or a non-positive grid, batch size or limit."""
@@ -325,3 +331,9 @@ class EvalConfig:
             raise ValueError(f"unknown method {self.method!r}; accepted: {', '.join(EVAL_METHODS)}")
         if self.grid < 1 or self.batch_size < 1 or self.limit < 0 or self.workers < 0:
             raise ValueError("grid and batch_size must be at least 1; limit and workers at least 0")
+        if self.backend not in BACKENDS:
+            raise ValueError(f"unknown backend {self.backend!r}; accepted: {', '.join(BACKENDS)}")
+        if self.backend != "torch" and (self.fast or self.device not in ("auto", "cpu")):
+            raise ValueError(
+                f"--backend {self.backend} runs on the CPU and optimises the graph itself; drop --fast and --device"
+            )

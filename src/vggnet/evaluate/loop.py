@@ -105,7 +105,7 @@ def evaluate(
         dataset, data_spec = data_spec, type(data_spec).__name__
     classes = list(dataset.classes)
     check_classes(plan, len(classes), f"data {data_spec!r} ({cfg.split})")
-    networks = load_networks(plan, device, cfg.fast)
+    networks = load_networks(plan, device, cfg.fast, cfg.backend)
     for net in networks:
         if net.meta.class_names and list(net.meta.class_names) != classes:
             report(f"warning: {net.source}: class names differ from the data's; classes are matched by index")

@@ -108,12 +108,16 @@ def for_evaluation(model: VGG) -> VGG:
     return model.eval().to(memory_format=torch.channels_last)
 
 
-def load_networks(plan: Plan, device: str | torch.device = "cpu", fast: bool = False) -> list[Network]:
+def load_networks(
+    plan: Plan, device: str | torch.device = "cpu", fast: bool = False, backend: str = "torch"
+) -> list[Network]:
     """Load every planned network onto `device`, prepared by `for_evaluation`.
 
     `fast` folds BatchNorm into the convs and, on the CPU, runs the 3x3 convs where it pays as Winograd
-    layers (`vggnet.winograd`); other devices keep their own convolution library.
+    layers (`vggnet.winograd`); other devices keep their own convolution library. `backend` "onnxruntime"
+    or "openvino" runs each network's exported dense net in that runtime instead (`vggnet.backends`).
     """
+    from ..backends import runtime_model
     from ..optimize import fold_batchnorm
     from ..winograd import winogradify
 
@@ -123,7 +127,7 @@ def load_networks(plan: Plan, device: str | torch.device = "cpu", fast: bool = F
         model = for_evaluation(fold_batchnorm(model) if fast else model).to(device)
         if fast and torch.device(device).type == "cpu":
             model.features = winogradify(model.features)
-        networks.append(Network(str(f), model, meta, scales))
+        networks.append(Network(str(f), runtime_model(model, backend), meta, scales))  # type: ignore[arg-type]
     return networks
 
 

@@ -95,7 +95,8 @@ def predict(
     cfg.check()
     if top < 1:
         raise ValueError(f"top must be at least 1, got {top}")
-    networks = load_networks(read_networks(weights_or_runs, cfg.scales), pick_device(cfg.device), cfg.fast)
+    plan = read_networks(weights_or_runs, cfg.scales)
+    networks = load_networks(plan, pick_device(cfg.device), cfg.fast, cfg.backend)
     names = class_names_of(networks[0].meta)
     all_scales = sorted({q for n in networks for q in n.scales})
     predictions, skipped = [], []
