@@ -142,7 +142,7 @@ def test_evaluate_fast_gives_the_same_posteriors(tmp_path, monkeypatch):
     torch.testing.assert_close(fast.probs, plain.probs, rtol=0, atol=1e-5)
 
 
-# -- the compiled kernel (csrc/winograd.cpp) ------------------------------------------------------
+# -- the compiled kernel (csrc/winograd_f32.cpp) --------------------------------------------------
 
 
 @pytest.mark.parametrize(

@@ -18,8 +18,9 @@ from types import ModuleType
 
 import torch
 
-SOURCES = ("winograd.cpp",)
-FLAGS = ["-O3", "-fopenmp", "-mavx512f", "-mavx512bw", "-mavx512dq", "-mavx512vl", "-mfma"]
+SOURCES = ("bindings.cpp", "winograd_f32.cpp", "winograd_int8.cpp")
+HEADERS = ("kernels.h",)
+FLAGS = ["-O3", "-fopenmp", "-mavx512f", "-mavx512bw", "-mavx512dq", "-mavx512vl", "-mavx512vnni", "-mfma"]
 
 _state: dict[str, object] = {}
 
@@ -62,7 +63,8 @@ def kernels() -> ModuleType | None:
 def _first_error(log: str) -> str:
     """The compiler's first error line of a build log ('' if none)."""
     lines = [line.strip() for line in log.splitlines() if line.strip()]
-    return next((line for line in lines if "error" in line.lower()), lines[-1] if lines else "")
+    found = [line for line in lines if ": error:" in line] or [line for line in lines if "error" in line.lower()]
+    return found[0] if found else (lines[-1] if lines else "")
 
 
 def why_not() -> str | None:
@@ -75,7 +77,7 @@ def _build() -> ModuleType:
     from torch.utils.cpp_extension import load
 
     files = [resources.files("vggnet").joinpath("csrc", name) for name in SOURCES]
-    texts = [Path(str(f)).read_bytes() for f in files]
+    texts = [Path(str(resources.files("vggnet").joinpath("csrc", name))).read_bytes() for name in SOURCES + HEADERS]
     key = hashlib.sha256(b"\0".join([*texts, torch.__version__.encode(), " ".join(FLAGS).encode()])).hexdigest()[:16]
     folder = cache_dir() / f"native-{key}"
     folder.mkdir(parents=True, exist_ok=True)

@@ -10,7 +10,7 @@ channel pair instead of 9 m^2: 2.25x fewer for m = 2, 4x fewer for m = 4. Per la
     M[p] = V[p] @ U[p]   for each of the (m+2)^2 tile positions p (a batched GEMM over channels)
     Y = A^T M A                                     (output transform)
 
-On an AVX-512 CPU the layer runs as one compiled kernel (csrc/winograd.cpp, `vggnet.native`): the
+On an AVX-512 CPU the layer runs as one compiled kernel (csrc/winograd_f32.cpp, `vggnet.native`): the
 three steps fused per chunk of tiles, the transforms as a few vector additions, the GEMMs by a register-
 blocked micro-kernel. Elsewhere (or when it cannot be built) the Python path below writes both
 transforms as one small GEMM each (with the Kronecker product of the 1-D matrices), so the layer is
@@ -147,10 +147,8 @@ class WinogradConv2d(nn.Module):
         if c != self.in_channels:
             raise ValueError(f"WinogradConv2d expects {self.in_channels} input channels, got {c}")
         if self.compiled(x):
-            # tiles per chunk: V and M of a chunk (36 x (C + K) floats a tile) within about 1 MB of cache
-            chunk = max(12, min(96, (1 << 20) // (144 * (c + self.out_channels)) // 6 * 6))
             x = x.contiguous(memory_format=torch.channels_last)
-            return native.kernels().conv3x3_f4(x, self.packed(), self.bias, self.relu, self.out_channels, chunk)
+            return native.kernels().conv3x3_f4(x, self.packed(), self.bias, self.relu, self.out_channels, 0, 0)
         m = self.m or choose_tile(h, w)
         u, bb, aa = self.transformed(m)
         t, k = m + 2, self.out_channels

@@ -4,17 +4,16 @@
 //   V = B^T d B   every 6x6 input tile d, 16 channels per vector          (input transform)
 //   M[p] = V[p] U[p]   for each of the 36 tile positions p, a GEMM over C    (U = G g G^T, transformed once)
 //   Y = A^T M A + bias  every tile                                          (output transform)
-// The tiles go through in chunks, each chunk by one thread from start to end, so its V and M stay in
-// that core's cache and the threads never wait for each other between the three steps.
+// The tiles go through in chunks (kernels.h: split), each chunk (or a group of its output channels) by
+// one thread from start to end, so its V and M stay in that core's cache and the threads never wait for
+// each other between the three steps.
 // Lavin & Gray, "Fast Algorithms for Convolutional Neural Networks" (2016), give the algorithm.
 
-#include <torch/extension.h>
-#include <ATen/Parallel.h>
 #include <immintrin.h>
 
 #include <algorithm>
-#include <atomic>
-#include <vector>
+
+#include "kernels.h"
 
 namespace {
 
@@ -88,15 +87,15 @@ void input_transform(const Layer& L, int64_t tile, int64_t t, float* V, int64_t 
   }
 }
 
-// Y = A^T M A + bias (+ ReLU) for tile t of the chunk, cut at the image's edge.
-void output_transform(const Layer& L, int64_t tile, int64_t t, const float* M, int64_t ms) {
+// Y = A^T M A + bias (+ ReLU) for tile t of the chunk, output channels k0 .. k1, cut at the image's edge.
+void output_transform(const Layer& L, int64_t tile, int64_t t, const float* M, int64_t ms, int64_t k0, int64_t k1) {
   const int64_t img = tile / (L.th * L.tw), rest = tile % (L.th * L.tw);
   const int64_t y0 = (rest / L.tw) * kOut, x0 = (rest % L.tw) * kOut;
   const int64_t rows = std::min<int64_t>(kOut, L.h - y0), cols = std::min<int64_t>(kOut, L.w - x0);
   float* base = L.y + img * L.h * L.w * L.k;
   alignas(64) float tmp[kOut][kTile][16];
   const __m512 zero = _mm512_setzero_ps();
-  for (int64_t kv = 0; kv < L.k; kv += 16) {
+  for (int64_t kv = k0; kv < k1; kv += 16) {
     for (int j = 0; j < kTile; ++j) {  // columns
       __m512 m[6], o[4];
       for (int i = 0; i < kTile; ++i) m[i] = _mm512_loadu_ps(M + (i * kTile + j) * ms + t * L.kp + kv);
@@ -157,28 +156,21 @@ void gemm(const Layer& L, int64_t p, int64_t kb, int64_t tc, const float* V, int
   }
 }
 
-// One chunk of `tc` tiles from tile t0, start to end, on the calling thread.
-void run_chunk(const Layer& L, int64_t t0, int64_t tc, float* V, float* M) {
+// Tiles t0 .. t0+tc, output panels kb0 .. kb1, start to end on the calling thread.
+void run_item(const Layer& L, int64_t t0, int64_t tc, int64_t kb0, int64_t kb1, float* V, float* M) {
   const int64_t vs = tc * L.c, ms = tc * L.kp;
   for (int64_t t = 0; t < tc; ++t) input_transform(L, t0 + t, t, V, vs);
   for (int64_t p = 0; p < kPositions; ++p)
-    for (int64_t kb = 0; kb < L.kp / kPanel; ++kb) gemm(L, p, kb, tc, V, vs, M, ms);
-  for (int64_t t = 0; t < tc; ++t) output_transform(L, t0 + t, t, M, ms);
-}
-
-// Grow-only scratch of the calling thread: large buffers allocated once, not per call (page faults).
-float* scratch(int64_t floats) {
-  thread_local std::vector<float> buffer;
-  if (static_cast<int64_t>(buffer.size()) < floats + 16) buffer.resize(floats + 16);
-  auto address = reinterpret_cast<uintptr_t>(buffer.data());
-  return reinterpret_cast<float*>((address + 63) & ~uintptr_t(63));
+    for (int64_t kb = kb0; kb < kb1; ++kb) gemm(L, p, kb, tc, V, vs, M, ms);
+  for (int64_t t = 0; t < tc; ++t) output_transform(L, t0 + t, t, M, ms, kb0 * kPanel, std::min(L.k, kb1 * kPanel));
 }
 
 }  // namespace
 
-// x: (N, C, H, W) fp32 in channels-last memory; u: (36, K/64, C, 64) packed; bias: (K); chunk: tiles per chunk.
-torch::Tensor conv3x3_f4(torch::Tensor x, torch::Tensor u, torch::Tensor bias, bool relu, int64_t k, int64_t chunk) {
-  TORCH_CHECK(x.dim() == 4 && x.scalar_type() == torch::kFloat, "x must be a float (N, C, H, W) tensor");
+// x: (N, C, H, W) fp32 in channels-last memory; u: (36, K/64, C, 64) packed; bias: (K); chunk, groups: 0 = auto.
+at::Tensor vggnet::conv3x3_f4(const at::Tensor& x, const at::Tensor& u, const at::Tensor& bias, bool relu, int64_t k,
+                              int64_t chunk, int64_t groups) {
+  TORCH_CHECK(x.dim() == 4 && x.scalar_type() == at::kFloat, "x must be a float (N, C, H, W) tensor");
   TORCH_CHECK(x.is_contiguous(at::MemoryFormat::ChannelsLast), "x must be channels-last");
   const int64_t n = x.size(0), c = x.size(1), h = x.size(2), w = x.size(3);
   TORCH_CHECK(c % 16 == 0 && k % 16 == 0, "channels must be multiples of 16");
@@ -186,24 +178,19 @@ torch::Tensor conv3x3_f4(torch::Tensor x, torch::Tensor u, torch::Tensor bias, b
                   u.size(1) * kPanel >= k,
               "u must be packed (36, K/64, C, 64)");
   TORCH_CHECK(bias.is_contiguous() && bias.numel() == k, "bias must hold K values");
-  auto y = torch::empty({n, k, h, w}, x.options().memory_format(at::MemoryFormat::ChannelsLast));
+  auto y = at::empty({n, k, h, w}, x.options().memory_format(at::MemoryFormat::ChannelsLast));
   Layer L{x.data_ptr<float>(), u.data_ptr<float>(), bias.data_ptr<float>(), y.data_ptr<float>(),
           n, h, w, c, k, u.size(1) * kPanel, (h + kOut - 1) / kOut, (w + kOut - 1) / kOut, relu};
-  const int64_t tiles = n * L.th * L.tw, threads = at::get_num_threads();
-  chunk = std::max<int64_t>(1, std::min(chunk, (tiles + threads - 1) / threads));  // every thread gets work
-  const int64_t chunks = (tiles + chunk - 1) / chunk, per_chunk = kPositions * chunk * (c + L.kp);
-  float* buf = scratch(per_chunk * threads);
-  std::atomic<int64_t> next{0};  // chunks handed out as threads come free: a descheduled thread delays no one
-  at::parallel_for(0, threads, 1, [&](int64_t, int64_t) {
-    float* mine = buf + at::get_thread_num() * per_chunk;
-    for (int64_t i = next++; i < chunks; i = next++) {
-      const int64_t t0 = i * chunk;
-      run_chunk(L, t0, std::min(chunk, tiles - t0), mine, mine + kPositions * chunk * c);
-    }
+  const int64_t tiles = n * L.th * L.tw, panels = L.kp / kPanel;
+  const auto s = vggnet::split(tiles, kPositions * (c + L.kp) * 4, kPositions * c * L.kp * 4, panels, chunk, groups);
+  const int64_t per_slot = kPositions * s.chunk * (c + L.kp), per_group = (panels + s.groups - 1) / s.groups;
+  float* buf = static_cast<float*>(vggnet::scratch(per_slot * at::get_num_threads() * sizeof(float)));
+  vggnet::for_each_item(s.chunks * s.groups, [&](int64_t i, int64_t slot) {
+    const int64_t t0 = (i / s.groups) * s.chunk, kb0 = (i % s.groups) * per_group;
+    if (kb0 >= panels) return;  // an empty group when the panels do not divide evenly
+    float* mine = buf + slot * per_slot;
+    run_item(L, t0, std::min(s.chunk, tiles - t0), kb0, std::min(panels, kb0 + per_group), mine,
+             mine + kPositions * s.chunk * c);
   });
   return y;
-}
-
-PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
-  m.def("conv3x3_f4", &conv3x3_f4, "3x3 conv + bias (+ReLU) as Winograd F(4x4, 3x3), NHWC fp32, AVX-512");
 }
