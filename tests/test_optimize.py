@@ -104,10 +104,11 @@ INT8_LAST = {"fc": "Linear", "conv": "Conv2d"}
 
 @pytest.mark.parametrize(("keep_first_fp32", "keep_last_fp32"), [(True, True), (False, True), (False, False)])
 @pytest.mark.parametrize("head", ["fc", "conv"])
-def test_quantize_int8_is_int8_and_close_to_fp32(head, keep_first_fp32, keep_last_fp32):
+def test_quantize_int8_fx_is_int8_and_close_to_fp32(head, keep_first_fp32, keep_last_fp32):
     model = with_bn_statistics(build("A_bn", width=1 / 8, num_classes=6, head=head, input_size=64)).eval()
     calibration = [torch.randn(4, 3, 64, 64) for _ in range(3)]
-    q = quantize_int8(model, calibration, keep_first_fp32=keep_first_fp32, keep_last_fp32=keep_last_fp32)
+    keep = {"keep_first_fp32": keep_first_fp32, "keep_last_fp32": keep_last_fp32}
+    q = quantize_int8(model, calibration, winograd=False, **keep)
     # quantized modules with int8 weights (the packed weight is read back through .weight())
     weights = [m for m in q.modules() if ".quantized" in type(m).__module__ and callable(getattr(m, "weight", None))]
     expected = (
@@ -120,6 +121,26 @@ def test_quantize_int8_is_int8_and_close_to_fp32(head, keep_first_fp32, keep_las
     float_layers = [m for m in q.modules() if type(m) in (torch.nn.Linear, torch.nn.Conv2d)]
     sizes = [m.out_features if isinstance(m, torch.nn.Linear) else m.out_channels for m in float_layers]
     assert sizes == [8] * keep_first_fp32 + [6] * keep_last_fp32  # conv1_1 has 64 / 8 channels
+    x = torch.randn(4, 3, 64, 64)
+    with torch.no_grad():
+        ref = model(x)
+    out = q(x)
+    assert out.dtype == torch.float32 and out.shape == (4, 6)
+    assert max_rel_error(out, ref) < INT8_RTOL
+
+
+# The Winograd path: 3x3 convs with channels multiples of 16 as int8 F(2x2) layers (A at width 1/8: all but
+# conv1_1, 8 channels, and conv2_1, 8 -> 16), FC6 and FC7 (and FC8 unless kept) as dynamic int8 Linears.
+@pytest.mark.parametrize("keep_last_fp32", [True, False])
+def test_quantize_int8_winograd_is_int8_and_close_to_fp32(keep_last_fp32):
+    model = with_bn_statistics(build("A_bn", width=1 / 8, num_classes=6, input_size=64)).eval()
+    calibration = [torch.randn(4, 3, 64, 64) for _ in range(3)]
+    q = quantize_int8(model, calibration, winograd=True, keep_last_fp32=keep_last_fp32)
+    kinds = Counter(type(m).__name__ for m in q.modules())
+    assert kinds["Int8WinogradConv2d"] == 6 and kinds["Conv2d"] == 2
+    assert kinds["Linear"] == 2 + (not keep_last_fp32) + keep_last_fp32  # dynamic int8 Linears share the name
+    dynamic = [m for m in q.modules() if ".dynamic" in type(m).__module__]
+    assert len(dynamic) == 2 + (not keep_last_fp32) and all(m.weight().dtype == torch.qint8 for m in dynamic)
     x = torch.randn(4, 3, 64, 64)
     with torch.no_grad():
         ref = model(x)

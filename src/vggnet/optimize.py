@@ -121,19 +121,20 @@ class _Traceable(nn.Module):
 
 
 class Int8VGG(nn.Module):
-    """A statically quantised VGG (int8 weights and activations, fp32 in and out)."""
+    """A quantised VGG (int8 weights and GEMMs, fp32 in and out)."""
 
-    def __init__(self, model: VGG, quantized: nn.Module) -> None:
+    def __init__(self, model: VGG, quantized: nn.Module, channels_last: bool = False) -> None:
         super().__init__()
         self.cfg = model.cfg
         self.min_input = model.min_input
         self.quantized = quantized
+        self.channels_last = channels_last
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Class logits (N, classes)."""
         VGG.check_input(self, x)  # type: ignore[arg-type]  # needs only cfg and min_input, not the fp32 weights
         with torch.inference_mode():
-            return self.quantized(x)
+            return self.quantized(x.contiguous(memory_format=torch.channels_last) if self.channels_last else x)
 
 
 def quantize_int8(
@@ -143,16 +144,29 @@ def quantize_int8(
     fold_bn: bool = True,
     keep_first_fp32: bool = True,
     keep_last_fp32: bool = True,
+    winograd: bool | None = None,
 ) -> Int8VGG:
-    """Post-training static int8 quantisation for x86 CPUs (FX graph mode, fbgemm/oneDNN kernels).
+    """Post-training static int8 quantisation for x86 CPUs, calibrated on `calibration_batches`.
 
-    Per-channel int8 weights, per-tensor uint8 activations whose ranges are observed on
-    `calibration_batches` (a few batches of preprocessed images, as the model expects them).
-    `keep_first_fp32` leaves conv1_1 in float: it sees the raw image (3 channels, 0.6% of VGG16's
-    multiply-accumulates), and on the Imagenette nets of experiments/imagenette it raised top-1 agreement
-    with fp32 from 98.5% to 99.1% (A-LRN, width 1/4). `keep_last_fp32` leaves the class layer (FC8) in
-    float: it decides the top-1 and holds 0.1% of VGG16's multiply-accumulates.
+    `calibration_batches`: a few batches of preprocessed images, as the model expects them. With
+    `winograd` (default: where the compiled kernel runs, `vggnet.int8.kernel_available()`) the 3x3 convs
+    become int8 Winograd F(2x2) layers (`vggnet.int8`, AVX-512 VNNI) and the FC layers dynamic int8
+    Linears; otherwise FX graph mode quantisation (fbgemm/oneDNN): per-channel int8 weights, per-tensor
+    uint8 activations. `keep_first_fp32` leaves conv1_1 in float: it sees the raw image (3 channels, 0.6%
+    of VGG16's multiply-accumulates), and on the Imagenette nets of experiments/imagenette it raised the
+    FX path's top-1 agreement with fp32 from 98.5% to 99.1% (A-LRN, width 1/4). `keep_last_fp32` leaves
+    the class layer (FC8) in float: it decides the top-1 and holds 0.1% of VGG16's multiply-accumulates.
     """
+    from .int8 import kernel_available
+
+    base = fold_batchnorm(model) if fold_bn else copy.deepcopy(model).eval()
+    batches = iter(calibration_batches)
+    first = next(batches, None)
+    if first is None:
+        raise ValueError("quantize_int8 needs at least one calibration batch")
+    model.check_input(first)
+    if kernel_available() if winograd is None else winograd:
+        return _winograd_int8(base, [first, *batches], keep_first_fp32, keep_last_fp32)
     from torch.ao.quantization import get_default_qconfig_mapping
     from torch.ao.quantization.quantize_fx import convert_fx, prepare_fx
 
@@ -161,12 +175,6 @@ def quantize_int8(
             f"int8 needs the x86 quantized engine; this torch has {torch.backends.quantized.supported_engines}"
         )
     torch.backends.quantized.engine = "x86"
-    base = fold_batchnorm(model) if fold_bn else copy.deepcopy(model).eval()
-    batches = iter(calibration_batches)
-    first = next(batches, None)
-    if first is None:
-        raise ValueError("quantize_int8 needs at least one calibration batch")
-    model.check_input(first)
     with warnings.catch_warnings():  # FX quantisation warns that it is in maintenance mode; it is what ships
         warnings.simplefilter("ignore")
         mapping = get_default_qconfig_mapping("x86")
@@ -182,3 +190,23 @@ def quantize_int8(
                 prepared(batch)
         quantized = convert_fx(prepared)
     return Int8VGG(base, quantized)
+
+
+def _winograd_int8(base: VGG, batches: list[torch.Tensor], keep_first: bool, keep_last: bool) -> Int8VGG:
+    """quantize_int8's Winograd path: int8 F(2x2) convs (vggnet.int8), dynamic int8 FC layers (fbgemm)."""
+    from torch.ao.quantization import per_channel_dynamic_qconfig, quantize_dynamic
+
+    from .int8 import int8_features
+
+    base = base.cpu().eval().to(memory_format=torch.channels_last)
+    calibration = [b.contiguous(memory_format=torch.channels_last) for b in batches]
+    base.features = int8_features(base.features, calibration, skip=1 if keep_first else 0)
+    if base.cfg.head != "conv":  # a conv head's FC6-FC8 stay fp32: dense_head reads their weights
+        linears = [name for name, m in base.classifier.named_children() if isinstance(m, nn.Linear)]
+        chosen = linears[:-1] if keep_last else linears
+        with warnings.catch_warnings():  # torch's quantized tensors warn that they are deprecated; they are what ships
+            warnings.simplefilter("ignore")
+            torch.backends.quantized.engine = "x86"
+            spec = {name: per_channel_dynamic_qconfig for name in chosen}
+            base.classifier = quantize_dynamic(base.classifier, spec, dtype=torch.qint8)
+    return Int8VGG(base, base, channels_last=True)
