@@ -64,6 +64,9 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--smoke", action="store_true", help="a tiny net, one round, generated images: seconds")
     p.add_argument("--out", type=Path, default=RESULTS, help=f"results folder (default: {RESULTS})")
     p.add_argument("--name", default="runtimes", help="results file name (default: runtimes)")
+    p.add_argument(
+        "--work", type=Path, help="keep the shared files (weights, exports, int8 models) here and reuse them"
+    )
     p.add_argument("--child", help=argparse.SUPPRESS)  # internal: build and time one contender
     p.add_argument("--folder", type=Path, help=argparse.SUPPRESS)
     args = p.parse_args(argv)
@@ -243,8 +246,14 @@ def main(argv: list[str] | None = None) -> int:
         "load_start": load(),
     }
     with tempfile.TemporaryDirectory(prefix="runtimes-") as tmp:
-        folder = Path(tmp)
-        results["setup"] = agreement.prepare(args, folder, SMOKE if args.smoke else {"arch": args.arch})
+        folder = args.work or Path(tmp)
+        folder.mkdir(parents=True, exist_ok=True)
+        setup = folder / "setup.json"
+        if args.work and setup.is_file():  # the shared files of an earlier run with --work: not made again
+            results["setup"] = json.loads(setup.read_text())
+        else:
+            results["setup"] = agreement.prepare(args, folder, SMOKE if args.smoke else {"arch": args.arch})
+            setup.write_text(json.dumps(results["setup"]))
         if "speed" not in skip:
             results["speed"] = speed(args, folder, names)
         if "agreement" not in skip:
