@@ -3,7 +3,8 @@ import torch
 import torch.nn.functional as F
 
 from vggnet import build
-from vggnet.cam import class_activation_map, gradcam, gradcams, last_relu
+from vggnet.cam import class_activation_map, gradcam, gradcams, last_relu, top_gradcams
+from vggnet.features import features_at
 from vggnet.weights import Preprocessing
 
 W = 1 / 16
@@ -67,6 +68,22 @@ def test_gradcam_is_the_gradient_weighted_sum_and_layers_share_one_pass():
     assert torch.allclose(maps["relu3_3"][1], expected / expected.max(), atol=1e-5)
     assert torch.equal(gradcam(model, x, "relu3_3", [1, 3], upsample=False), maps["relu3_3"])
     assert last_relu(model) == "relu5_3"
+
+
+def test_top_gradcams_share_one_forward_pass_and_equal_one_pass_per_class():
+    model = build("B_bn", width=W, num_classes=6).eval()
+    x = torch.rand(2, 3, 64, 64)
+    layers = ["conv2_1", "relu4_2"]
+    ev = top_gradcams(model, x, layers, k=3, preprocessing=CENTRED, upsample=False)
+    probs = model(CENTRED(x)).softmax(1)
+    assert torch.equal(ev.classes, probs.topk(3).indices) and torch.allclose(ev.probs, probs.topk(3).values)
+    taps = features_at(model, x, layers, CENTRED)
+    assert all(torch.equal(ev.activations[n], taps[n]) for n in layers)  # conv2_1 before its ReLU, as features_at
+    for r in range(3):
+        one = gradcams(model, x, layers, ev.classes[:, r], CENTRED, upsample=False)
+        assert all(torch.allclose(ev.maps[n][:, r], one[n], atol=1e-6) for n in layers)
+    assert ev.maps["relu4_2"].shape == (2, 3, 8, 8)
+    assert top_gradcams(model, x, ["relu4_2"], k=10).maps["relu4_2"].shape == (2, 6, 64, 64)  # k capped
 
 
 def test_default_target_is_the_top_class_and_bad_arguments_are_one_line_errors():

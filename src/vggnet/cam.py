@@ -9,7 +9,9 @@ last feature map, which `VGG.score_map` already computes for the gap head.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -51,40 +53,48 @@ def gradcams(
     upsample: bool = True,
 ) -> dict[str, torch.Tensor]:
     """Grad-CAM at several feature layers from one forward and one backward pass; see `gradcam`."""
-    wanted = list(dict.fromkeys(layers))
-    unknown = [n for n in wanted if n not in model.feature_names]
-    if unknown or not wanted:
-        raise ValueError(
-            f"Grad-CAM needs feature layers; unknown: {unknown or '(none given)'}; available: {', '.join(model.feature_names)}"
-        )
-    if preprocessing is not None:
-        x = preprocessing(x)
-    taps: dict[str, torch.Tensor] = {}
+    x = preprocessing(x) if preprocessing is not None else x
+    with _tapped(model, layers) as taps, torch.enable_grad():
+        logits = model(x)  # (N, classes)
+        score = logits.gather(1, _targets(target, logits)[:, None]).sum()
+        grads = torch.autograd.grad(score, list(taps.values()))
+    size = x.shape[-2:] if upsample else None
+    return {name: _cam(a, g, size) for (name, a), g in zip(taps.items(), grads, strict=True)}
 
-    def keep(name: str) -> Callable[..., torch.Tensor]:
-        def hook(module: torch.nn.Module, inputs: object, output: torch.Tensor) -> torch.Tensor:
-            taps[name] = output
-            return output.clone()  # a following in-place ReLU must not overwrite the tapped tensor
 
-        return hook
+@dataclass
+class ClassEvidence:
+    """Each image's most probable classes, and per feature layer what it saw and where each class's evidence lies."""
 
-    index = {n: i for i, n in enumerate(model.feature_names)}
-    handles = [model.features[index[n]].register_forward_hook(keep(n)) for n in wanted]
-    try:
-        with torch.enable_grad():
-            logits = model(x)  # (N, classes)
-            classes = _targets(target, logits)
-            score = logits.gather(1, classes[:, None]).sum()
-            grads = torch.autograd.grad(score, [taps[n] for n in wanted])
-    finally:
-        for h in handles:
-            h.remove()
-    out = {}
-    for name, g in zip(wanted, grads, strict=True):
-        a = taps[name].detach()  # (N, C, h, w)
-        weights = g.mean(dim=(2, 3), keepdim=True)  # (N, C, 1, 1): alpha_k^c of the paper
-        out[name] = _normalised((weights * a).sum(1).clamp(min=0), x.shape[-2:] if upsample else None)
-    return out
+    classes: torch.Tensor  # (N, k) class indices, most probable first
+    probs: torch.Tensor  # (N, k) their softmax posteriors
+    activations: dict[str, torch.Tensor]  # layer -> (N, C, h, w), as `features_at` gives them
+    maps: dict[str, torch.Tensor]  # layer -> (N, k, H, W) Grad-CAM in [0, 1] ((N, k, h, w) without upsampling)
+
+
+def top_gradcams(
+    model: VGG,
+    x: torch.Tensor,
+    layers: Sequence[str],
+    k: int = 5,
+    preprocessing: Preprocessing | None = None,
+    upsample: bool = True,
+) -> ClassEvidence:
+    """The top-k classes of each image and their Grad-CAMs at `layers`: one forward pass and k backward passes."""
+    x = preprocessing(x) if preprocessing is not None else x
+    with _tapped(model, layers) as taps, torch.enable_grad():
+        logits = model(x)  # (N, classes)
+        probs, classes = logits.detach().softmax(1).topk(min(k, logits.shape[1]))
+        per_class = []
+        for r in range(classes.shape[1]):
+            score = logits.gather(1, classes[:, r : r + 1]).sum()
+            per_class.append(torch.autograd.grad(score, list(taps.values()), retain_graph=r + 1 < classes.shape[1]))
+    size = x.shape[-2:] if upsample else None
+    maps = {
+        name: torch.stack([_cam(a, grads[i], size) for grads in per_class], dim=1)
+        for i, (name, a) in enumerate(taps.items())
+    }
+    return ClassEvidence(classes, probs, {name: a.detach() for name, a in taps.items()}, maps)
 
 
 def class_activation_map(
@@ -105,6 +115,39 @@ def class_activation_map(
         maps = scores[torch.arange(len(x)), classes]  # (N, h, w)
         maps = maps - maps.amin(dim=(1, 2), keepdim=True)  # class scores are signed: min-max, as Zhou et al.
     return _normalised(maps, x.shape[-2:] if upsample else None)
+
+
+@contextmanager
+def _tapped(model: VGG, layers: Sequence[str]) -> Iterator[dict[str, torch.Tensor]]:
+    """Within the block, the outputs of the named feature layers as the forward pass computes them."""
+    wanted = list(dict.fromkeys([layers] if isinstance(layers, str) else layers))
+    unknown = [n for n in wanted if n not in model.feature_names]
+    if unknown or not wanted:
+        raise ValueError(
+            f"Grad-CAM needs feature layers; unknown: {unknown or '(none given)'}; available: {', '.join(model.feature_names)}"
+        )
+    taps: dict[str, torch.Tensor] = {}
+
+    def keep(name: str) -> Callable[..., torch.Tensor]:
+        def hook(module: torch.nn.Module, inputs: object, output: torch.Tensor) -> torch.Tensor:
+            taps[name] = output
+            return output.clone()  # a following in-place ReLU must not overwrite the tapped tensor
+
+        return hook
+
+    index = {n: i for i, n in enumerate(model.feature_names)}
+    handles = [model.features[index[n]].register_forward_hook(keep(n)) for n in wanted]
+    try:
+        yield taps  # filled in the order the forward pass reaches the layers
+    finally:
+        for h in handles:
+            h.remove()
+
+
+def _cam(a: torch.Tensor, grad: torch.Tensor, size: torch.Size | None) -> torch.Tensor:
+    """Grad-CAM from a layer's (N, C, h, w) activation and the class score's gradient there: (N, h', w')."""
+    weights = grad.mean(dim=(2, 3), keepdim=True)  # (N, C, 1, 1): alpha_k^c of the paper
+    return _normalised((weights * a.detach()).sum(1).clamp(min=0), size)
 
 
 def _targets(target: Target, logits: torch.Tensor) -> torch.Tensor:

@@ -26,7 +26,7 @@ from PIL import Image, ImageOps
 from torch import nn
 
 from ..analysis import LayerInfo, layer_table, totals
-from ..cam import class_activation_map, gradcams
+from ..cam import class_activation_map, top_gradcams
 from ..configs import ALIASES, ModelConfig, resolve
 from ..data import open_image
 from ..features import features_at
@@ -239,8 +239,13 @@ def photo_records(model: VGG, meta: WeightsMeta, photos: list[tuple[str, Image.I
     pre = meta.preprocessing
     convs = [n for n in model.feature_names if n.startswith("conv")]
     relus = ["relu" + n[4:] for n in convs]  # what the next layer sees: the rectified map
-    with torch.no_grad():
-        acts = features_at(model, x, relus, pre)
+    evidence = None
+    if meta.include_top:  # one forward pass gives the maps, the top classes and (k backward passes) their Grad-CAMs
+        evidence = top_gradcams(model, x, relus, TOP_CLASSES, pre, upsample=False)
+        acts = evidence.activations
+    else:
+        with torch.no_grad():
+            acts = features_at(model, x, relus, pre)
     records = [
         {
             "name": name,
@@ -253,24 +258,20 @@ def photo_records(model: VGG, meta: WeightsMeta, photos: list[tuple[str, Image.I
         }
         for i, ((name, image), crop) in enumerate(zip(photos, crops, strict=True))
     ]
-    if not meta.include_top:
+    if evidence is None:
         return records
-    with torch.no_grad():
-        probs = model(pre(x)).softmax(1)  # (N, classes)
-    top = probs.topk(min(TOP_CLASSES, probs.shape[1]))
-    names = class_names(meta, probs.shape[1])
-    ranks = range(top.indices.shape[1])
-    per_rank = [gradcams(model, x, relus, top.indices[:, k], pre, upsample=False) for k in ranks]
+    names = class_names(meta, model.cfg.num_classes)
+    ranks = range(evidence.classes.shape[1])
     cams = None
     if model.cfg.head == "gap":
-        cams = [class_activation_map(model, x, top.indices[:, k], pre, upsample=False) for k in ranks]
+        cams = [class_activation_map(model, x, evidence.classes[:, k], pre, upsample=False) for k in ranks]
     for i, rec in enumerate(records):
         rec["top"] = [
-            {"index": int(c), "label": names[int(c)], "p": round(float(p), 6)}
-            for c, p in zip(top.indices[i], top.values[i], strict=True)
+            {"index": c, "label": names[c], "p": round(p, 6)}
+            for c, p in zip(evidence.classes[i].tolist(), evidence.probs[i].tolist(), strict=True)
         ]
         rec["gradcam"] = {
-            conv: [heat_png(per_rank[k][relu][i]) for k in ranks] for conv, relu in zip(convs, relus, strict=True)
+            conv: [heat_png(evidence.maps[relu][i, k]) for k in ranks] for conv, relu in zip(convs, relus, strict=True)
         }
         rec["cam"] = cams and [heat_png(cams[k][i]) for k in ranks]
     return records
