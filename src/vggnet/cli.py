@@ -106,7 +106,10 @@ def cmd_convert(args: argparse.Namespace) -> int:
 
     names = _read_class_names(args.class_names) if args.class_names else None
     pre = {"torchvision": Preprocessing.torchvision, "caffe": Preprocessing.caffe}.get(args.preprocessing)
-    meta = convert(args.src, args.dst, args.source, head=args.head, class_names=names, preprocessing=pre and pre())
+    meta = convert(
+        args.src, args.dst, args.source, head=args.head, class_names=names, preprocessing=pre and pre(),
+        verify=args.verify, sha256=args.sha256,
+    )  # fmt: skip
     cfg, p = meta.model, meta.preprocessing
     name = cfg.display_name() + (f" width {cfg.width:g}" if cfg.width != 1 else "")
     top = f"{cfg.head} head, {cfg.num_classes} classes" if meta.include_top else "no classifier (features only)"
@@ -130,7 +133,9 @@ def cmd_features(args: argparse.Namespace) -> int:
 
     layers = [n.strip() for n in args.layers.split(",") if n.strip()]
     size = args.size or None
-    result = extract_features(args.images, args.weights, layers, size=size, device=args.device, progress=not args.quiet)
+    result = extract_features(
+        args.images, args.weights, layers, size=size, device=args.device, progress=not args.quiet, verify=args.verify
+    )
 
     def write(tmp: str) -> None:
         with open(tmp, "wb") as f:
@@ -203,7 +208,9 @@ def cmd_predict(args: argparse.Namespace) -> int:
     from .evaluate import predict
 
     cfg = dataclass_from_args(EvalConfig, args)
-    predictions, skipped = predict(args.images, args.weights, cfg, top=args.top, heatmap=args.heatmap)
+    predictions, skipped = predict(
+        args.images, args.weights, cfg, top=args.top, heatmap=args.heatmap, progress=not args.quiet
+    )
     for pred in predictions:
         print(pred.path)
         for rank, (label, prob) in enumerate(pred.top, 1):
@@ -272,6 +279,8 @@ def build_parser() -> argparse.ArgumentParser:
         choices=["torchvision", "caffe"],
         help="override the input convention recorded (default: the source's: torchvision or caffe BGR 0-255)",
     )
+    p.add_argument("--sha256", help="the sha256 SRC must have (at least its first 8 hex digits), e.g. as published")
+    add_verify_flag(p)
     p.set_defaults(func=cmd_convert)
 
     p = sub.add_parser("features", help="activations at named layers (relu1_2, ...) of images, to an .npz")
@@ -284,6 +293,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--device", default="cpu", help="torch device (default: cpu)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    add_verify_flag(p)
     p.set_defaults(func=cmd_features)
 
     from .configs import TrainConfig
@@ -325,6 +335,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--weights", action="append", required=True, help="run folder or weights file (repeat: ensemble)")
     p.add_argument("--top", type=int, default=5, help="how many classes to list (default: 5)")
     p.add_argument("--heatmap", help="PNG path: the top class's dense score map over the image")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
     add_dataclass_args(p, EvalConfig, skip=("split", "limit", "workers"))
     p.set_defaults(func=cmd_predict)
     p = sub.add_parser("export", help="export the dense net (section 3.2) to ONNX or torch.export, dynamic shapes")
@@ -335,10 +346,23 @@ def build_parser() -> argparse.ArgumentParser:
         "--optimize", action="store_true", help="fold BatchNorm into the convs (exact; the ONNX exporter folds it too)"
     )
     p.add_argument(
-        "--verify", action=argparse.BooleanOptionalAction, default=True, help="compare with PyTorch at two sizes"
+        "--verify",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="check the weights' content hashes on load and compare the export with PyTorch at two sizes",
     )
     p.set_defaults(func=cmd_export)
     return parser
+
+
+def add_verify_flag(parser: argparse.ArgumentParser) -> None:
+    """--verify / --no-verify: check the content hashes of the weights loaded (on by default)."""
+    parser.add_argument(
+        "--verify",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="check the weights' content hashes on load (default: on; docs/weights.md)",
+    )
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -353,6 +377,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         msg = e.args[0] if isinstance(e, KeyError) and e.args else e
         print(f"vggnet {args.command}: error: {msg}", file=sys.stderr)
         return 2
+    except OSError as e:  # a failed write (a full disk): the library says what was kept
+        print(f"vggnet {args.command}: error: {e}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         print("vggnet: interrupted", file=sys.stderr)
         return 130

@@ -299,6 +299,7 @@ class EvalConfig:
         "on a CPU: BatchNorm folded into the convs and the wide 3x3 convs run as Winograd F(4x4, 3x3) "
         "(fp32; posteriors within about 1e-5 of the direct convs'; docs/performance.md has the figures)",
     )
+    verify: bool = option(True, "check the weights' content hashes on load (docs/weights.md)")
 
     def check(self) -> None:
         """Raise a one-line error for an unknown method or a non-positive grid, batch size or limit."""

@@ -261,11 +261,12 @@ def extract_features(
     batch_size: int = 8,
     device: str | torch.device = "cpu",
     progress: bool = True,
+    verify: bool = True,
 ) -> ExtractedFeatures:
-    """Features at `layers` of every image, with the preprocessing recorded in the weights."""
+    """Features at `layers` of every image, with the preprocessing recorded in the weights (hashes checked with `verify`)."""
     from tqdm import tqdm
 
-    model, meta = load_weights(weights, device=device)
+    model, meta = load_weights(weights, device=device, verify=verify)
     _check_layers(layer_names(model), layers, str(weights))
     chunks: dict[str, list[np.ndarray]] = {}
     kept_all, skipped_all = [], []
