@@ -141,9 +141,9 @@ def test_init_from_bn_and_same_config_and_refusals(tmp_path):
 def test_run_directory_contents(folder, tmp_path):
     run = train(tiny(folder, tmp_path / "run", epochs=2, checkpoint_every=1))
     assert sorted(p.name for p in run.iterdir()) == [
-        "config.json", "last.pt", "metrics.jsonl", "metrics.png", "model.safetensors", "stats.json",
+        "config.json", "last.pt", "metrics.jsonl", "metrics.png", "model.safetensors", "previous.pt", "stats.json",
     ]  # fmt: skip
-    # (no temporary file left behind)
+    # (no temporary file left behind; previous.pt: the checkpoint last.pt replaced)
     saved = json.loads((run / "config.json").read_text())
     assert saved["scale"] == [32, 40] and saved["batch"] == 4 and saved["out"] == str(run) and saved["resume"] == ""
     rows = history(run)

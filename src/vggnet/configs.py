@@ -229,6 +229,7 @@ class TrainConfig:
     out: str = option("", "run directory; empty: runs/<arch>-<date>-<time>")
     resume: str = option("", "a run directory to continue exactly where it stopped")
     checkpoint_every: int = option(0, "also write the resume checkpoint every N steps (0: at epoch ends only)")
+    verify: bool = option(True, "check the content hashes of the checkpoint resumed from and of --init-from weights")
     seed: int = 0
     workers: int = option(2, "data-loading processes per training process")
     device: str = option("auto", "auto | cpu | cuda | cuda:N")
