@@ -72,7 +72,11 @@ class _Rescaled(torch.utils.data.Dataset):
         img, label = reporting_warnings(lambda: self.dataset[j])
         if img is None:
             return None, label, j
-        return {q: to_uint8_tensor(rescale(img, q)) for q in self.scales}, label, j
+        try:
+            return {q: to_uint8_tensor(rescale(img, q)) for q in self.scales}, label, j
+        except ValueError as e:  # a sliver that would rescale into a bomb
+            report(f"skipping unusable image {item_name(self.dataset, j)}: {e}")
+            return None, label, j
 
 
 def _spread(n: int, limit: int) -> list[int]:

@@ -18,7 +18,7 @@ from tqdm import tqdm
 from ..configs import EvalConfig
 from ..data import open_image, rescale, to_uint8_tensor
 from ..devices import pick_device
-from ..io import atomic_write, reporting_warnings
+from ..io import atomic_write, report, reporting_warnings
 from ..weights import WeightsMeta
 from .networks import Network, ensemble_posteriors, load_networks, read_networks
 
@@ -87,13 +87,13 @@ def predict(
     cfg: EvalConfig | None = None,
     top: int = 5,
     heatmap: str | os.PathLike[str] | None = None,
-    progress: bool = True,
+    progress: bool = False,
 ) -> tuple[list[Prediction], list[str]]:
     """Top classes of each image (ensemble posteriors averaged) and the unreadable paths, which are skipped.
 
     With `heatmap`, the first network's dense score map of the top class at its largest scale is drawn
     over each image (the path gains _<image name> when there are several images). `progress`: a bar with
-    a time estimate on stderr when there are several images.
+    a time estimate on stderr when there are several images (`vggnet predict` shows it unless --quiet).
     """
     cfg = cfg or EvalConfig()
     cfg.check()
@@ -108,10 +108,15 @@ def predict(
     with torch.inference_mode():
         for path in bar:
             img = reporting_warnings(lambda p=path: open_image(p))
-            if img is None:
+            try:
+                scaled = {q: [to_uint8_tensor(rescale(img, q))] for q in all_scales} if img is not None else None
+            except ValueError as e:  # a sliver that would rescale into a bomb
+                report(f"skipping unusable image {path}: {e}")
+                scaled = None
+            if scaled is None:
                 skipped.append(str(path))
                 continue
-            probs = ensemble_posteriors(networks, {q: [to_uint8_tensor(rescale(img, q))] for q in all_scales}, cfg)[0]
+            probs = ensemble_posteriors(networks, scaled, cfg)[0]
             values, indices = probs.topk(min(top, probs.numel()))
             pred = Prediction(str(path), [(names[i], float(v)) for v, i in zip(values, indices.tolist(), strict=True)])
             if heatmap is not None:

@@ -98,7 +98,7 @@ def load_checkpoint(
     try:
         state = torch.load(path, map_location=device, weights_only=True)
     except Exception as e:  # torch raises RuntimeError, UnpicklingError, EOFError, KeyError... for damaged files
-        first = (str(e).strip().splitlines() or [type(e).__name__])[0]
+        first = (str(e).strip().splitlines() or [type(e).__name__])[0].split(". ")[0]  # torch adds paragraphs
         raise ValueError(f"{path}: unreadable checkpoint, truncated or damaged ({first})") from None
     if not isinstance(state, dict) or "model" not in state:
         raise ValueError(f"{path}: not a vggnet resume checkpoint")
