@@ -151,6 +151,8 @@ def fuzz_weights(folder: Path, seed: int, count: int) -> dict:
                 mutated.write_bytes(bad)
                 outcome, detail = classify(path, mutated, args, folder / "out.safetensors", reference)
                 counts[outcome] = counts.get(outcome, 0) + 1
+                if outcome == "broken":  # kept for a look: .pth files differ run to run (torch's serialization id)
+                    (folder / f"broken-{source}-{i}{path.suffix}").write_bytes(bad)
                 if outcome in ("broken", "silent") or outcome not in examples:
                     examples.setdefault(outcome, f"#{i} {kind}: {detail}"[:400])
             summary[f"{source} ({mode})"] = {"counts": counts, "examples": examples}
