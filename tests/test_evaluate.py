@@ -337,6 +337,20 @@ def test_predict_and_evaluate_skip_a_sliver_whose_rescale_is_a_bomb(tmp_path, ca
     assert result.skipped == [str(sliver)] and result.images == 6
 
 
+def test_cli_predict_shows_progress_with_a_time_estimate_unless_quiet(tmp_path, capsys):
+    w = tmp_path / "w.safetensors"
+    save_weights(tiny(classes=3), w, extra={"scale": [32, 32]})
+    images = []
+    for i in range(3):
+        images.append(str(tmp_path / f"{i}.png"))
+        Image.fromarray(image(40, 36, i).permute(1, 2, 0).numpy()).save(images[-1])
+    assert main(["predict", *images, "--weights", str(w), "--top", "1"]) == 0
+    err = capsys.readouterr().err
+    assert "predict: 100%" in err and "3/3 [" in err and "img/s]" in err  # tqdm: elapsed<remaining, rate
+    assert main(["predict", *images, "--weights", str(w), "--top", "1", "--quiet"]) == 0
+    assert capsys.readouterr().err == ""
+
+
 def test_heatmap_overlay_puts_the_hot_cell_where_it_belongs():
     img = Image.new("RGB", (128, 64), (128, 128, 128))
     heat = torch.tensor([[0.0, 0.0, 0.0, 1.0]])  # (1, 4): the right-most window of a 32-px net at Q=64
