@@ -84,7 +84,7 @@ def child(command: str, n: int, weights: str, data: Path) -> dict[str, object]:
     seconds = time.perf_counter() - start
     sampler.done.set()
     sampler.join()
-    samples = sampler.samples
+    samples = sampler.samples or [(seconds, rss_bytes())]  # a run shorter than one sampling period
     tenth = [rss for t, rss in samples if t >= seconds * 0.1] or [samples[-1][1]]
     return {
         "command": command,
@@ -92,7 +92,7 @@ def child(command: str, n: int, weights: str, data: Path) -> dict[str, object]:
         "seconds": seconds,
         "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 / MIB,
         "rss_after_10pct_mib": tenth[0] / MIB,
-        "rss_at_end_mib": samples[-1][1] / MIB if samples else rss_bytes() / MIB,
+        "rss_at_end_mib": samples[-1][1] / MIB,
         "samples": [(round(t, 1), round(rss / MIB, 1)) for t, rss in samples[:: max(1, len(samples) // 50)]],
     }
 

@@ -30,9 +30,17 @@ from vggnet.weights import digest, file_sha256, load_weights, save_weights  # no
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=5, help="timed loads of each kind (default: 5)")
+    parser.add_argument("--smoke", action="store_true", help="a tiny run (width 1/16, 1 round) for tests")
+    parser.add_argument("--out", type=Path, default=None, help="results folder (default: benchmarks/results)")
     args = parser.parse_args()
+    if args.smoke:
+        args.rounds = 1
+    if args.out is not None:
+        import common
+
+        common.RESULTS = args.out
     torch.manual_seed(0)
-    model = build("D")
+    model = build("D", width=1 / 16 if args.smoke else 1.0)
     with tempfile.TemporaryDirectory() as tmp:
         weights, ckpt = Path(tmp) / "vgg16.safetensors", Path(tmp) / "last.pt"
         save_weights(model, weights)
@@ -64,7 +72,7 @@ def main() -> int:
         "# What content-hash verification costs: VGG16\n\n"
         f"Machine: {machine_line(info)}; load average {info['load_average'][0]:.1f} while it ran (a shared machine).  \n"
         "Command: `PYTHONPATH=src python benchmarks/weights_verify.py`.  \n"
-        f"A random VGG16 (138,357,544 parameters): {sizes['weights'] / 1e6:.0f} MB in the project format; its resume "
+        f"A random VGG16 ({sum(v.numel() for v in state.values()):,} numbers): {sizes['weights'] / 1e6:.0f} MB in the project format; its resume "
         f"checkpoint with SGD momentum {sizes['checkpoint'] / 1e6:.0f} MB. Files in the page cache (a warm-up read "
         f"first); {args.rounds} interleaved rounds, seconds.\n\n"
         "| what | median (s) | best (s) |\n|---|---:|---:|\n" + rows + "\n\n"
