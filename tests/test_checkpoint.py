@@ -110,7 +110,8 @@ def test_a_damaged_last_checkpoint_resumes_from_the_previous_one_exactly(folder,
     assert main(["train", "--resume", str(run)]) == 0
     err = capsys.readouterr().err
     assert f"{run / 'last.pt'}: unreadable checkpoint, truncated or damaged" in err
-    assert f"; resuming from {run / 'previous.pt'} (epoch 2, step 3)" in err
+    assert f"; resuming from {run / 'previous.pt'} (epoch 2, step 3); last.pt kept as last.pt.damaged" in err
+    assert (run / "last.pt.damaged").stat().st_size > 0  # set aside: the next checkpoint keeps the good one
     after = final_state(run)
     assert all(torch.equal(after[k], whole[k]) for k in whole)  # bit-exact: the last step and epoch end redone
     assert [{k: v for k, v in r.items() if k not in ("images_per_s", "seconds")} for r in history(run)] == untimed

@@ -32,7 +32,7 @@ from ..data import (
 )
 from ..io import optional, report, write_text
 from ..model import VGG
-from ..runs import CHECKPOINT, CONFIG, METRICS, PLOT, PREVIOUS, STATS
+from ..runs import CHECKPOINT, CONFIG, DAMAGED, METRICS, PLOT, PREVIOUS, STATS
 from .checkpoint import (
     Position,
     has_checkpoint,
@@ -123,10 +123,17 @@ def open_run_dir(cfg: TrainConfig, env: Dist) -> tuple[Path, dict[str, Any] | No
 
 
 def resume_checkpoint(run: Path, env: Dist, verify: bool) -> dict[str, Any]:
-    """The newest good checkpoint of `run` (last.pt, else previous.pt, saying why on rank 0)."""
+    """The newest good checkpoint of `run` (last.pt, else previous.pt, saying why on rank 0).
+
+    A damaged last.pt is renamed last.pt.damaged, so the next checkpoint does not keep it as previous.pt.
+    """
     ckpt, passed_over = load_resume_checkpoint(run, env.device, verify)
     if passed_over and env.main:
-        report(f"{passed_over}; resuming from {run / PREVIOUS} ({where(ckpt)})")
+        kept = ""
+        if (run / CHECKPOINT).is_file():
+            (run / CHECKPOINT).replace(run / DAMAGED)
+            kept = f"; {CHECKPOINT} kept as {DAMAGED}"
+        report(f"{passed_over}; resuming from {run / PREVIOUS} ({where(ckpt)}){kept}")
     return ckpt
 
 
