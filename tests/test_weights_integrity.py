@@ -117,6 +117,10 @@ def test_converted_files_record_the_source_files_hash(tmp_path):
     convert(src, tmp_path / "b.safetensors", sha256="00000000", verify=False)
     with pytest.raises(ValueError, match="sha256 'abc': expected 8 to 64 hexadecimal digits"):
         convert(src, tmp_path / "c.safetensors", sha256="abc")
+    converted = tmp_path / "k.safetensors"  # a project file's own bytes can be checked the same way
+    assert load_weights(converted, sha256=file_sha256(converted)[:10])[1].source == "keras"
+    with pytest.raises(IntegrityError, match="k.safetensors: damaged: the sha256 of the file differs"):
+        load_weights(converted, sha256="0" * 64)
 
 
 def test_torchvision_file_names_carry_their_hash(tmp_path):

@@ -4,9 +4,9 @@ One `.safetensors` file whose header metadata holds, under the key "vggnet", a J
 the ModelConfig, class names, preprocessing, source, parameter count, whether the classifier
 is present and the sha256 of the tensors; under "vggnet_sha256", the sha256 of that JSON text.
 Reading checks both unless told not to, so a damaged file is refused instead of giving wrong
-weights; files written before the hashes load unchecked. Nothing here ever unpickles arbitrary objects. A file without the classifier
-("notop") gives a features-only model: its `classifier` is a `NoClassifier`, its metadata says
-`include_top: false`, and it serves features and losses.
+weights; files written before the hashes load unchecked. Nothing here ever unpickles arbitrary
+objects. A file without the classifier ("notop") gives a features-only model: its `classifier`
+is a `NoClassifier`, its metadata says `include_top: false`, and it serves features and losses.
 """
 
 from __future__ import annotations

@@ -59,12 +59,16 @@ def load_weights(
     """Rebuild the model stored in any supported weights file; returns (model in eval mode, metadata).
 
     Project-format files load as saved, their content hashes checked unless `verify` is False;
-    torchvision, timm, Keras and Caffe files are imported in memory (see `import_weights`).
+    torchvision, timm, Keras and Caffe files are imported in memory (see `import_weights`). `sha256`:
+    what the file's own sha256 must start with (at least 8 hex digits), e.g. a published checksum.
     """
     path = existing_file(path)
     if source not in ("auto", "vggnet") or (source == "auto" and not _is_project_file(path)):
         model, meta = import_weights(path, source=source, verify=verify, sha256=sha256)
         return model.to(device), meta
+    expected = expected_file_sha256(path, sha256)
+    if verify and expected:
+        check(file_sha256(path), expected, path, "the file")
     return load_project_weights(path, device, verify)
 
 
