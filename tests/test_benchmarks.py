@@ -93,16 +93,19 @@ def test_cpu_benchmark_smoke_run_writes_results(script, check, tmp_path):
     assert "ours / torchvision" in (tmp_path / f"{script}.md").read_text()
 
 
+def load_benchmark(name: str):
+    spec = importlib.util.spec_from_file_location(name, SCRIPT.parent / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
 @pytest.mark.slow
-def test_weights_verify_smoke_run_writes_results(tmp_path):
-    env = {**os.environ, "PYTHONPATH": str(SCRIPT.parents[1] / "src")}
-    r = subprocess.run(
-        [sys.executable, str(SCRIPT.parent / "weights_verify.py"), "--smoke", "--out", str(tmp_path)],
-        capture_output=True,
-        text=True,
-        env=env,
-    )
-    assert r.returncode == 0, r.stderr
+def test_weights_verify_smoke_run_writes_results(tmp_path, monkeypatch):
+    weights_verify = load_benchmark("weights_verify")
+    monkeypatch.setattr(sys, "argv", ["weights_verify.py", "--smoke", "--out", str(tmp_path)])
+    monkeypatch.setattr(sys.modules["common"], "RESULTS", sys.modules["common"].RESULTS)  # --out changes it: restore
+    assert weights_verify.main() == 0
     results = json.loads((tmp_path / "weights_verify.json").read_text())
     assert results["rounds"] == 1 and all(len(t) == 1 and t[0] > 0 for t in results["seconds"].values())
     assert "load_weights, verify=True" in results["medians"] and results["sizes_bytes"]["checkpoint"] > 0
@@ -116,9 +119,7 @@ def test_long_runs_measures_a_run_in_process(tmp_path):
     from vggnet import build
     from vggnet.weights import save_weights
 
-    spec = importlib.util.spec_from_file_location("long_runs", SCRIPT.parent / "long_runs.py")
-    long_runs = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(long_runs)
+    long_runs = load_benchmark("long_runs")
     for c in ("n01", "n02"):
         (tmp_path / "val" / c).mkdir(parents=True)
         Image.fromarray(np.full((40, 50, 3), 90, np.uint8)).save(tmp_path / "val" / c / "a.JPEG")
