@@ -91,3 +91,40 @@ def test_cpu_benchmark_smoke_run_writes_results(script, check, tmp_path):
         assert set(row["images_per_s"]) == {"ours", "torchvision"} and min(row["images_per_s"].values()) > 0
         assert row["ratio"] == pytest.approx(row["images_per_s"]["ours"] / row["images_per_s"]["torchvision"])
     assert "ours / torchvision" in (tmp_path / f"{script}.md").read_text()
+
+
+def load_benchmark(name: str):
+    spec = importlib.util.spec_from_file_location(name, SCRIPT.parent / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.mark.slow
+def test_weights_verify_smoke_run_writes_results(tmp_path, monkeypatch):
+    weights_verify = load_benchmark("weights_verify")
+    monkeypatch.setattr(sys, "argv", ["weights_verify.py", "--smoke", "--out", str(tmp_path)])
+    monkeypatch.setattr(sys.modules["common"], "RESULTS", sys.modules["common"].RESULTS)  # --out changes it: restore
+    assert weights_verify.main() == 0
+    results = json.loads((tmp_path / "weights_verify.json").read_text())
+    assert results["rounds"] == 1 and all(len(t) == 1 and t[0] > 0 for t in results["seconds"].values())
+    assert "load_weights, verify=True" in results["medians"] and results["sizes_bytes"]["checkpoint"] > 0
+    assert "Verification adds" in (tmp_path / "weights_verify.md").read_text()
+
+
+def test_long_runs_measures_a_run_in_process(tmp_path):
+    import numpy as np
+    from PIL import Image
+
+    from vggnet import build
+    from vggnet.weights import save_weights
+
+    long_runs = load_benchmark("long_runs")
+    for c in ("n01", "n02"):
+        (tmp_path / "val" / c).mkdir(parents=True)
+        Image.fromarray(np.full((40, 50, 3), 90, np.uint8)).save(tmp_path / "val" / c / "a.JPEG")
+    weights = tmp_path / "w.safetensors"
+    save_weights(build("A", width=1 / 16, num_classes=2, input_size=32), weights, extra={"scale": [36, 36]})
+    for command, n in (("evaluate", 5), ("predict", 3)):
+        run = long_runs.child(command, n, str(weights), tmp_path)  # the dataset cycles the 2 photos
+        assert run["images"] == n and run["peak_rss_mib"] > 0 and run["command"] == command

@@ -248,6 +248,7 @@ class TrainConfig:
     out: str = option("", "run directory; empty: runs/<arch>-<date>-<time>")
     resume: str = option("", "a run directory to continue exactly where it stopped")
     checkpoint_every: int = option(0, "also write the resume checkpoint every N steps (0: at epoch ends only)")
+    verify: bool = option(True, "check the content hashes of the checkpoint resumed from and of --init-from weights")
     seed: int = 0
     workers: int = option(2, "data-loading processes per training process")
     device: str = option("auto", "auto | cpu | cuda | cuda:N")
@@ -318,6 +319,7 @@ class EvalConfig:
         "on a CPU: BatchNorm folded into the convs and the wide 3x3 convs run as Winograd F(4x4, 3x3) "
         "(fp32; posteriors within about 1e-5 of the direct convs'; docs/performance.md has the figures)",
     )
+    verify: bool = option(True, "check the weights' content hashes on load (docs/weights.md)")
 
     def check(self) -> None:
         """Raise a one-line error for an unknown method or a non-positive grid, batch size or limit."""

@@ -27,8 +27,23 @@ def rescaled_size(size: tuple[int, int], shorter: int) -> tuple[int, int]:
     return max(shorter, round(w * shorter / h)), shorter
 
 
+def check_rescale(size: tuple[int, int], shorter: int) -> None:
+    """Raise a ValueError when rescaling an image of `size` to `shorter` would pass Pillow's decompression-bomb limit.
+
+    A sliver of an image (20000x1, a few bytes of PNG) rescaled to a shorter side of 256 would be 5 G pixels.
+    """
+    w, h = rescaled_size(size, shorter)
+    limit = 2 * Image.MAX_IMAGE_PIXELS if Image.MAX_IMAGE_PIXELS else None  # where Pillow refuses to decode
+    if limit is not None and w * h > limit:
+        raise ValueError(
+            f"{size[0]}x{size[1]} pixels rescaled to a shorter side of {shorter} would be {w}x{h}, over the "
+            f"decompression-bomb limit of {limit:,} pixels"
+        )
+
+
 def rescale(image: Image.Image, shorter: int) -> Image.Image:
-    """Isotropic rescale so the shorter side is `shorter` pixels (bilinear, antialiased)."""
+    """Isotropic rescale so the shorter side is `shorter` pixels (bilinear, antialiased); see `check_rescale`."""
+    check_rescale(image.size, shorter)
     size = rescaled_size(image.size, shorter)
     return image if size == image.size else image.resize(size, Image.BILINEAR)
 

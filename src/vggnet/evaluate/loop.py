@@ -72,7 +72,11 @@ class _Rescaled(torch.utils.data.Dataset):
         img, label = reporting_warnings(lambda: self.dataset[j])
         if img is None:
             return None, label, j
-        return {q: to_uint8_tensor(rescale(img, q)) for q in self.scales}, label, j
+        try:
+            return {q: to_uint8_tensor(rescale(img, q)) for q in self.scales}, label, j
+        except ValueError as e:  # a sliver that would rescale into a bomb
+            report(f"skipping unusable image {item_name(self.dataset, j)}: {e}")
+            return None, label, j
 
 
 def _spread(n: int, limit: int) -> list[int]:
@@ -96,7 +100,7 @@ def evaluate(
     cfg = cfg or EvalConfig()
     cfg.check()
     device = pick_device(cfg.device)
-    plan = read_networks(weights_or_runs, cfg.scales)
+    plan = read_networks(weights_or_runs, cfg.scales, cfg.verify)
     if isinstance(data_spec, (str, os.PathLike)):
         # The digits are drawn at the largest training scale, so every test scale rescales the same images;
         # image folders ignore the size.
@@ -105,7 +109,7 @@ def evaluate(
         dataset, data_spec = data_spec, type(data_spec).__name__
     classes = list(dataset.classes)
     check_classes(plan, len(classes), f"data {data_spec!r} ({cfg.split})")
-    networks = load_networks(plan, device, cfg.fast)
+    networks = load_networks(plan, device, cfg.fast, cfg.verify)
     for net in networks:
         if net.meta.class_names and list(net.meta.class_names) != classes:
             report(f"warning: {net.source}: class names differ from the data's; classes are matched by index")
