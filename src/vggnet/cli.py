@@ -325,7 +325,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--weights", action="append", required=True, help="run folder or weights file (repeat: ensemble)")
     p.add_argument("--top", type=int, default=5, help="how many classes to list (default: 5)")
     p.add_argument("--heatmap", help="PNG path: the top class's dense score map over the image")
-    add_dataclass_args(p, EvalConfig, skip=("split", "limit", "workers"))
+    add_dataclass_args(p, EvalConfig, skip=("split", "limit", "workers", "decode"))
     p.set_defaults(func=cmd_predict)
     p = sub.add_parser("export", help="export the dense net (section 3.2) to ONNX or torch.export, dynamic shapes")
     p.add_argument("weights", help="weights in the project format (.safetensors)")
