@@ -86,7 +86,7 @@ def test_pass_order_follows_the_installed_pillow():
 
     image = torch.from_numpy(np.random.default_rng(0).integers(0, 256, (3, 56, 40), dtype=np.uint8))
     box = (0.0, 2.5, 40.0, 42.3)
-    rows, columns = (_resize_group([image], [box], (32, 32), rows_first=r) for r in (True, False))
+    rows, columns = (_resize_group([image], [box], (32, 32), [False], rows_first=r) for r in (True, False))
     assert not torch.equal(rows, columns)  # the probe can tell the two orders apart
     assert pillow_order() in ("rows", "size")
     assert horizontal_first((224, 224), (224, 224))  # equal shrink (none): rows first under both rules

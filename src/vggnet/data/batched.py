@@ -194,12 +194,9 @@ def crops(images: Sequence[torch.Tensor], draws: Sequence[Draw]) -> torch.Tensor
     """Each image's draw applied as the per-image path does: float (B, 3, crop, crop), 0-255 plus offset."""
     side = draws[0].crop
     boxes = [d.box((im.shape[2], im.shape[1])) for im, d in zip(images, draws, strict=True)]
-    x = resize_boxes(images, boxes, (side, side)).float()  # (B, 3, crop, crop)
-    device = x.device
-    flip = torch.tensor([d.flip for d in draws], device=device)[:, None, None, None]
-    x = torch.where(flip, x.flip(3), x)
-    offset = torch.from_numpy(np.stack([d.offset for d in draws])).to(device)[:, :, None, None]  # (B, 3, 1, 1)
-    return x + offset
+    x = resize_boxes(images, boxes, (side, side), [d.flip for d in draws]).float()  # (B, 3, crop, crop)
+    offset = torch.from_numpy(np.stack([d.offset for d in draws])).to(x.device)  # (B, 3) float32
+    return x.add_(offset[:, :, None, None])
 
 
 def rescaled(image: torch.Tensor, scales: Sequence[int]) -> dict[int, torch.Tensor]:

@@ -47,21 +47,26 @@ def coefficients(
     return first, length, fixed
 
 
-def resample_pass(images: torch.Tensor, first: np.ndarray, weights: np.ndarray) -> torch.Tensor:
-    """One Pillow pass along the last axis: int32 (B, C, H, W) -> (B, C, H, out), rounded to 0-255.
+def resample_pass(x: torch.Tensor, first: np.ndarray, weights: np.ndarray) -> torch.Tensor:
+    """One Pillow pass along axis 1: uint8 (B, L, R) -> uint8 (B, out, R), in Pillow's int32 arithmetic (exact).
 
-    `first` (B, out) indexes the last axis of `images`; taps past its end carry zero weight.
+    `first` (B, out) indexes axis 1, so each tap reads whole contiguous rows of R values (all channels and
+    the other axis): the pass is K row gathers and multiply-adds. Taps past the end carry zero weight.
     """
-    b, c, h, w = images.shape
+    b, length, rest = x.shape
     out, taps = weights.shape[1:]
-    device = images.device
-    index = torch.from_numpy(np.minimum(first[..., None] + np.arange(taps), w - 1)).to(device)  # (B, out, K)
-    fixed = torch.from_numpy(weights).to(device)
-    acc = torch.full((b, c, h, out), 1 << (PRECISION_BITS - 1), dtype=torch.int32, device=device)  # rounding
+    device = x.device
+    rows = np.minimum(first[..., None] + np.arange(taps), length - 1) + (np.arange(b) * length)[:, None, None]
+    rows = torch.from_numpy(rows.reshape(b * out, taps)).to(device)  # into x viewed as (B * L, R)
+    fixed = torch.from_numpy(weights.reshape(b * out, taps)).to(device)
+    flat = x.reshape(b * length, rest)
+    acc = torch.full((b * out, rest), 1 << (PRECISION_BITS - 1), dtype=torch.int32, device=device)  # rounding
+    taken = torch.empty(b * out, rest, dtype=torch.uint8, device=device)  # reused: fresh pages cost more here
+    wide = torch.empty(b * out, rest, dtype=torch.int32, device=device)
     for k in range(taps):
-        taken = images.gather(3, index[:, None, None, :, k].expand(b, c, h, out))
-        acc += taken * fixed[:, None, None, :, k]
-    return (acc >> PRECISION_BITS).clamp_(0, 255)
+        torch.index_select(flat, 0, rows[:, k], out=taken)
+        acc.addcmul_(wide.copy_(taken), fixed[:, k, None])
+    return acc.bitwise_right_shift_(PRECISION_BITS).clamp_(0, 255).to(torch.uint8).view(b, out, rest)
 
 
 def horizontal_first(in_size: tuple[int, int], out_size: tuple[int, int]) -> bool:
@@ -82,25 +87,32 @@ def pillow_order() -> str:
     box = (0.0, 2.5, 40.0, 42.3)  # 40x56 -> 32x32: the two rules disagree here
     want = torch.from_numpy(np.array(image.resize((32, 32), Image.BILINEAR, box=box))).permute(2, 0, 1)
     tensor = torch.from_numpy(np.array(image)).permute(2, 0, 1)
-    rows_first = _resize_group([tensor], [box], (32, 32), rows_first=True)[0]
+    rows_first = _resize_group([tensor], [box], (32, 32), [False], rows_first=True)[0]
     return "rows" if torch.equal(rows_first, want) else "size"
 
 
 def resize_boxes(
-    images: Sequence[torch.Tensor], boxes: Sequence[tuple[float, float, float, float]], size: tuple[int, int]
+    images: Sequence[torch.Tensor],
+    boxes: Sequence[tuple[float, float, float, float]],
+    size: tuple[int, int],
+    flips: Sequence[bool] | None = None,
 ) -> torch.Tensor:
     """`Image.resize(size, BILINEAR, box)` of each uint8 (3, H, W) image: one uint8 (B, 3, height, width) batch.
 
-    `size` is (width, height), as Pillow writes it. Only the rows and columns the filters reach are copied
-    into the batch, so a small crop of a large photo costs the crop, not the photo.
+    `size` is (width, height), as Pillow writes it. `flips`: mirror those outputs (FLIP_LEFT_RIGHT), done by
+    reversing their column taps, at no cost. Only the rows and columns the filters reach are copied into the
+    batch, so a small crop of a large photo costs the crop, not the photo.
     """
+    flips = list(flips) if flips is not None else [False] * len(images)
     order = [horizontal_first((im.shape[2], im.shape[1]), size) for im in images]
     if all(order) or not any(order):
-        return _resize_group(images, boxes, size, rows_first=order[0])
+        return _resize_group(images, boxes, size, flips, rows_first=order[0])
     out = torch.empty(len(images), 3, size[1], size[0], dtype=torch.uint8, device=images[0].device)
     for first in (True, False):
         group = [i for i, o in enumerate(order) if o == first]
-        out[group] = _resize_group([images[i] for i in group], [boxes[i] for i in group], size, rows_first=first)
+        out[group] = _resize_group(
+            [images[i] for i in group], [boxes[i] for i in group], size, [flips[i] for i in group], rows_first=first
+        )
     return out
 
 
@@ -108,6 +120,7 @@ def _resize_group(
     images: Sequence[torch.Tensor],
     boxes: Sequence[tuple[float, float, float, float]],
     size: tuple[int, int],
+    flips: Sequence[bool],
     rows_first: bool,
 ) -> torch.Tensor:
     """resize_boxes for images that Pillow resizes in the same pass order."""
@@ -121,19 +134,23 @@ def _resize_group(
     # The source region each image needs: rows and columns from the first to the last tap.
     x0, x1 = x_first.min(1), (x_first + x_len).max(1)
     y0, y1 = y_first.min(1), (y_first + y_len).max(1)
-    region = torch.zeros(len(images), 3, int((y1 - y0).max()), int((x1 - x0).max()), dtype=torch.int32, device=device)
+    region = torch.zeros(len(images), 3, int((y1 - y0).max()), int((x1 - x0).max()), dtype=torch.uint8, device=device)
     for i, im in enumerate(images):
         region[i, :, : y1[i] - y0[i], : x1[i] - x0[i]] = im[:, y0[i] : y1[i], x0[i] : x1[i]]
     x_first, y_first = x_first - x0[:, None], y_first - y0[:, None]
-
-    def rows(t: torch.Tensor) -> torch.Tensor:
-        return resample_pass(t, x_first, x_w)
-
-    def columns(t: torch.Tensor) -> torch.Tensor:
-        return resample_pass(t.transpose(2, 3), y_first, y_w).transpose(2, 3)
-
-    out = columns(rows(region)) if rows_first else rows(columns(region))  # (B, 3, height, width)
-    return out.to(torch.uint8)
+    mirrored = np.asarray(flips, dtype=bool)
+    x_first[mirrored], x_w[mirrored] = x_first[mirrored, ::-1], x_w[mirrored, ::-1]  # output column j <- width-1-j
+    b = len(images)
+    # Each pass resamples axis 1 of (B, L, R) with R = channels x the other axis: permute between passes.
+    if rows_first:
+        t = region.permute(0, 3, 1, 2).reshape(b, region.shape[3], -1)  # (B, W, 3 * H)
+        t = resample_pass(t, x_first, x_w).view(b, width, 3, -1)  # (B, width, 3, H)
+        t = t.permute(0, 3, 2, 1).reshape(b, t.shape[3], -1)  # (B, H, 3 * width)
+        return resample_pass(t, y_first, y_w).view(b, height, 3, width).permute(0, 2, 1, 3).contiguous()
+    t = region.permute(0, 2, 1, 3).reshape(b, region.shape[2], -1)  # (B, H, 3 * W)
+    t = resample_pass(t, y_first, y_w).view(b, height, 3, -1)  # (B, height, 3, W)
+    t = t.permute(0, 3, 2, 1).reshape(b, t.shape[3], -1)  # (B, W, 3 * height)
+    return resample_pass(t, x_first, x_w).view(b, width, 3, height).permute(0, 2, 3, 1).contiguous()
 
 
 def resize(image: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
