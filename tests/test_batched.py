@@ -139,6 +139,20 @@ def test_batched_path_gives_the_per_image_tensors(folder, transform):
     assert names == ["text.jpg", "truncated.jpg"]
 
 
+def test_batches_finished_in_the_main_process_equal_the_loaders(folder):
+    from torch.utils.data import DataLoader
+
+    from vggnet.data.batched import BatchLoader
+
+    ds = BatchedImages(ImageFolder(folder), TrainTransform((36, 60), 32, STATS), seed=1)
+    in_loader = list(batch_loader(ds, 5))
+    in_main = list(BatchLoader(DataLoader(ds, 5, collate_fn=list), ds))  # what a GPU does, one batch ahead
+    assert len(in_main) == len(in_loader) == 4
+    assert in_main[-1][0] is None and len(in_main[-1][2]) == 2  # the last batch: the two bad files only
+    for (xa, ya, sa), (xb, yb, sb) in zip(in_loader[:-1], in_main[:-1], strict=True):
+        assert torch.equal(xa, xb) and torch.equal(ya, yb) and sa == sb
+
+
 def test_raw_items_are_jpeg_bytes_or_pil_decoded(folder):
     base = ImageFolder(folder)
     kinds = {}

@@ -10,6 +10,7 @@ RGB or greyscale JPEGs (PNG, CMYK, in-memory datasets) are decoded by PIL per im
 
 from __future__ import annotations
 
+import contextlib
 import io
 import warnings
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -206,7 +207,11 @@ def rescaled(image: torch.Tensor, scales: Sequence[int]) -> dict[int, torch.Tens
 
 
 class BatchLoader:
-    """A DataLoader of raw items whose batches are finished on the GPU in this process (CUDA is not forked)."""
+    """Raw batches from loader processes, finished in this process (CUDA cannot be forked), one batch ahead.
+
+    On a GPU the next batch is decoded and transformed on a side stream while the current one trains, so
+    the decoder's copies and kernels do not wait behind the training step's.
+    """
 
     def __init__(self, loader: DataLoader, dataset: BatchedImages) -> None:
         self.loader, self.dataset = loader, dataset
@@ -215,8 +220,38 @@ class BatchLoader:
         return len(self.loader)
 
     def __iter__(self) -> Iterator[Any]:
+        cuda = self.dataset.device.type == "cuda"
+        side = torch.cuda.Stream(self.dataset.device) if cuda else None
+        pending = None
         for items in self.loader:
-            yield self.dataset.finish(items)
+            with torch.cuda.stream(side) if cuda else contextlib.nullcontext():
+                batch = self.dataset.finish(items)
+            if pending is not None:
+                yield handed_over(pending, side)
+            pending = batch
+        if pending is not None:
+            yield handed_over(pending, side)
+
+
+def handed_over(batch: Any, side: torch.cuda.Stream | None) -> Any:
+    """`batch`, made on the side stream, safe to use on the current stream (ordered, and its memory kept alive)."""
+    if side is None:
+        return batch
+    current = torch.cuda.current_stream(side.device)
+    current.wait_stream(side)
+
+    def keep(x: Any) -> None:
+        if isinstance(x, torch.Tensor) and x.is_cuda:
+            x.record_stream(current)  # the allocator must not reuse it until the current stream is done with it
+        elif isinstance(x, (list, tuple)):
+            for item in x:
+                keep(item)
+        elif isinstance(x, dict):
+            for item in x.values():
+                keep(item)
+
+    keep(batch)
+    return batch
 
 
 def batch_loader(
