@@ -277,3 +277,44 @@ def test_cli_train_decode_gpu_exits_2_and_writes_nothing(folder, tmp_path, capsy
     assert not out.exists()
     assert main(["evaluate", str(tmp_path / "w.safetensors"), "--decode", "gpu", "--device", "cpu"]) == 2
     assert "--decode gpu decodes on the job's CUDA device" in capsys.readouterr().err
+
+
+# -- on a GPU (skipped without CUDA; run by benchmarks/gpu_pipeline.sh) ----------------------------------
+
+needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+
+
+@needs_cuda
+def test_gpu_resampling_equals_the_cpus():
+    rng = np.random.default_rng(2)
+    images = [to_uint8_tensor(smooth(rng, w, h)) for w, h in [(200, 150), (30, 120), (64, 64), (500, 375)]]
+    boxes = [(10.5, 3.0, 150.0, 120.0), (0.0, 10.0, 30.0, 110.5), (0.0, 0.0, 64.0, 64.0), (100.0, 50.0, 400.0, 350.0)]
+    flips = [True, False, True, False]
+    want = resize_boxes(images, boxes, (56, 48), flips)
+    got = resize_boxes([im.cuda() for im in images], boxes, (56, 48), flips)
+    assert got.is_cuda and torch.equal(got.cpu(), want)  # integer arithmetic: the same on any device
+
+
+@needs_cuda
+def test_gpu_path_gives_the_per_image_crops_up_to_the_decoder(folder):
+    transform = TrainTransform((36, 60), 32, STATS)
+    base = ImageFolder(folder)
+    per_image = list(batch_loader(Transformed(base, transform, 3), 5))
+    gpu = BatchedImages(base, transform, 3, device="cuda")
+    batched = list(batch_loader(gpu, 5, workers=2))
+    diffs = []
+    for (xa, ya, sa), (xb, yb, sb) in zip(per_image, batched, strict=True):
+        assert torch.equal(ya, yb) and sa == sb  # the same images skipped
+        if xa is not None:
+            assert xb.is_cuda and xa.shape == xb.shape
+            diffs.append((xa - xb.cpu()).abs())
+    d = torch.cat([x.flatten() for x in diffs])
+    print(f"nvJPEG against libjpeg-turbo, after the transforms: max {d.max():.0f}, mean {d.mean():.4f}")
+    assert d.mean() < 2.0  # same crops and flips: only the JPEG decoders' rounding differs
+
+
+@needs_cuda
+def test_training_with_decode_gpu_runs_and_skips_the_bad_files(folder, tmp_path):
+    run = train(tiny(str(folder), tmp_path / "gpu", decode="gpu", device="cuda", deterministic=False))
+    record = json.loads((run / "metrics.jsonl").read_text().splitlines()[-1])
+    assert record["skipped"] == 4 and record["images_per_s"] > 0
