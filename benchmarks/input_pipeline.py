@@ -253,10 +253,10 @@ def markdown(r: dict[str, Any]) -> str:
         f"Command: `{r['command']}`.  ",
         f"Data: {s['images']} photos from {s['data']} ({s['mean_kib']:.0f} KiB, {s['mean_size']} pixels on average), "
         f"read again and again. S ~ U[{s['scale'][0]}, {s['scale'][1]}], {s['crop']} crops, flips, colour shift, "
-        f"batch {s['batch']}, {s['workers']} loader processes; each rate over {s['seconds']:g} s after a warm-up"
+        f"batch {s['batch']}, {s['workers']} loader processes; each rate timed over {s['seconds']:g} s after a warm-up"
         + (
-            f", the pipeline rows the median of {s['rounds']} interleaved rounds (on a shared machine the rates"
-            " vary from run to run: compare the ratios)."
+            f", the pipeline rows the median of {s['rounds']} interleaved rounds of {s['seconds'] / s['rounds']:g} s"
+            " (on a shared machine the rates vary from run to run: compare the ratios)."
             if s["rounds"] > 1
             else "."
         ),
