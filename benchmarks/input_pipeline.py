@@ -102,6 +102,7 @@ def timed_batches(batches: Any, seconds: float, warmup: int, step: Any, sync: An
 
 
 def dataset(base: ImageFolder, decode: str, transform: TrainTransform, device: torch.device) -> Any:
+    """The dataset `vggnet train --decode DECODE` builds over `base`."""
     if decode == "pil":
         return Transformed(base, transform)
     return BatchedImages(base, transform, device=torch.device("cpu") if decode == "cpu" else device)

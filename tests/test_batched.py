@@ -233,6 +233,7 @@ def test_training_with_decode_cpu_equals_decode_pil(folder, tmp_path, data, caps
         assert err.count("truncated.jpg") == err.count("text.jpg") == 4
 
 
+@pytest.mark.slow
 def test_evaluate_with_decode_cpu_equals_decode_pil(folder, tmp_path):
     from vggnet.evaluate import evaluate
     from vggnet.model import VGG
@@ -296,6 +297,7 @@ def test_gpu_resampling_equals_the_cpus():
 
 
 @needs_cuda
+@pytest.mark.slow
 def test_gpu_path_gives_the_per_image_crops_up_to_the_decoder(folder):
     transform = TrainTransform((36, 60), 32, STATS)
     base = ImageFolder(folder)
@@ -314,6 +316,7 @@ def test_gpu_path_gives_the_per_image_crops_up_to_the_decoder(folder):
 
 
 @needs_cuda
+@pytest.mark.slow
 def test_training_with_decode_gpu_runs_and_skips_the_bad_files(folder, tmp_path):
     run = train(tiny(str(folder), tmp_path / "gpu", decode="gpu", device="cuda", deterministic=False))
     record = json.loads((run / "metrics.jsonl").read_text().splitlines()[-1])

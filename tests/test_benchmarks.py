@@ -112,6 +112,7 @@ def test_input_pipeline_smoke_run_writes_results(tmp_path):
     assert "| pipeline alone, --decode cpu |" in (tmp_path / "input_pipeline.md").read_text()
 
 
+@pytest.mark.slow
 def test_input_pipeline_prepare_copies_photos_across_classes(tmp_path):
     from PIL import Image
 
@@ -130,6 +131,7 @@ def test_input_pipeline_prepare_copies_photos_across_classes(tmp_path):
     assert copied == ["a/0.jpg", "a/3.jpg", "b/0.jpg", "b/3.jpg"]
 
 
+@pytest.mark.slow
 def test_gpu_pipeline_script_parses_and_asks_for_its_arguments():
     script = SCRIPT.parent / "gpu_pipeline.sh"
     assert subprocess.run(["bash", "-n", str(script)], capture_output=True).returncode == 0

@@ -104,7 +104,7 @@ class BatchedImages(Dataset):
         loud: bool = False,
     ) -> None:
         if (transform is None) == (not scales):
-            raise ValueError("BatchedImages needs a transform (crops) or scales (whole images), not both")
+            raise ValueError("BatchedImages takes either a transform (crops) or scales (whole images)")
         self.base, self.transform, self.seed, self.epoch = base, transform, seed, 0
         self.device, self.scales, self.loud = torch.device(device), list(scales), loud
 

@@ -23,9 +23,10 @@ PRECISION_BITS = 32 - 8 - 2  # Pillow's fixed point: 8-bit pixels times coeffici
 def coefficients(
     in_size: np.ndarray, in0: np.ndarray, in1: np.ndarray, out: int
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Pillow's bilinear taps for B images: first source pixel (B, out), window length (B, out), fixed-point weights (B, out, K).
+    """Pillow's bilinear taps along one axis of B images: (first source pixel, window length, weights).
 
     `in_size` (B,): source lengths; `in0`, `in1` (B,): the box along this axis, which Pillow holds as float32.
+    Returns first (B, out), length (B, out) and the 22-bit fixed-point weights (B, out, K) of K taps.
     """
     in0, in1 = np.asarray(in0, np.float32), np.asarray(in1, np.float32)
     scale = (in1 - in0).astype(np.float64) / out  # float32 difference, as Pillow computes it
