@@ -128,3 +128,49 @@ def test_long_runs_measures_a_run_in_process(tmp_path):
     for command, n in (("evaluate", 5), ("predict", 3)):
         run = long_runs.child(command, n, str(weights), tmp_path)  # the dataset cycles the 2 photos
         assert run["images"] == n and run["peak_rss_mib"] > 0 and run["command"] == command
+
+
+@pytest.mark.slow
+def test_input_pipeline_smoke_run_writes_results(tmp_path):
+    path = SCRIPT.parent / "input_pipeline.py"
+    env = {**os.environ, "CUDA_VISIBLE_DEVICES": ""}
+    r = subprocess.run(
+        [sys.executable, str(path), "--smoke", "--out", str(tmp_path)], capture_output=True, text=True, env=env
+    )
+    assert r.returncode == 0, r.stderr
+    assert "no CUDA GPU visible to torch; the GPU rows are skipped" in r.stdout
+    results = json.loads((tmp_path / "input_pipeline.json").read_text())
+    assert (
+        set(results["pipeline"]) == {"pil", "cpu"} and min(v["images_per_s"] for v in results["pipeline"].values()) > 0
+    )
+    assert set(results["training"]) == {"synthetic", "pil", "cpu"}
+    assert results["fidelity"]["cpu"]["max_abs"] == 0  # the batched CPU path gives the PIL path's tensors
+    assert 0 < results["fidelity"]["F.interpolate"]["max_abs"] < 1.01  # torch's resize: a unit here and there
+    assert "| pipeline alone, --decode cpu |" in (tmp_path / "input_pipeline.md").read_text()
+
+
+@pytest.mark.slow
+def test_input_pipeline_prepare_copies_photos_across_classes(tmp_path):
+    from PIL import Image
+
+    src = tmp_path / "src"
+    for c in ("a", "b"):
+        (src / "train" / c).mkdir(parents=True)
+        for i in range(6):
+            Image.new("RGB", (20, 10), (i, 0, 0)).save(src / "train" / c / f"{i}.jpg")
+    path = SCRIPT.parent / "input_pipeline.py"
+    r = subprocess.run(
+        [sys.executable, str(path), "--data", str(src), "--limit", "4", "--prepare", str(tmp_path / "dst")],
+        capture_output=True, text=True,
+    )  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    copied = sorted(str(p.relative_to(tmp_path / "dst")) for p in (tmp_path / "dst").rglob("*.jpg"))
+    assert copied == ["a/0.jpg", "a/3.jpg", "b/0.jpg", "b/3.jpg"]
+
+
+@pytest.mark.slow
+def test_gpu_pipeline_script_parses_and_asks_for_its_arguments():
+    script = SCRIPT.parent / "gpu_pipeline.sh"
+    assert subprocess.run(["bash", "-n", str(script)], capture_output=True).returncode == 0
+    r = subprocess.run(["bash", str(script)], capture_output=True, text=True)
+    assert r.returncode == 2 and "usage: bash" in r.stderr and "PHOTOS OUT [BUDGET_SECONDS]" in r.stderr

@@ -197,6 +197,12 @@ def fraction(width: float) -> str:
 
 
 AMP_MODES = ("none", "bf16", "fp16")
+# Where input images are decoded and transformed: PIL per image, or JPEG batches with torch (vggnet.data.batched).
+DECODERS = ("pil", "cpu", "gpu")
+DECODE_HELP = (
+    "pil: PIL per image in the loader processes | cpu: JPEGs decoded and transformed in batches with torch "
+    "(the same pixels) | gpu: the same on the job's CUDA GPU (nvJPEG)"
+)
 
 
 @renamed({"model": "arch"})
@@ -251,6 +257,7 @@ class TrainConfig:
     verify: bool = option(True, "check the content hashes of the checkpoint resumed from and of --init-from weights")
     seed: int = 0
     workers: int = option(2, "data-loading processes per training process")
+    decode: str = option("pil", DECODE_HELP)
     device: str = option("auto", "auto | cpu | cuda | cuda:N")
     amp: str = option("none", "none | bf16 | fp16 autocast (fp16 with a gradient scaler)")
     channels_last: bool = option(True, "NHWC activations and weights (faster convolutions on CPUs and GPUs)")
@@ -276,6 +283,8 @@ class TrainConfig:
             raise ValueError(f"--batch {self.batch} must split evenly into --accum {self.accum} x {world} process(es)")
         if self.amp not in AMP_MODES:
             raise ValueError(f"--amp {self.amp!r}: accepted {', '.join(AMP_MODES)}")
+        if self.decode not in DECODERS:
+            raise ValueError(f"--decode {self.decode!r}: accepted {', '.join(DECODERS)}")
         if self.init not in INITS:
             raise ValueError(f"--init {self.init!r}: accepted {', '.join(INITS)}")
         if self.head not in HEADS:
@@ -313,6 +322,7 @@ class EvalConfig:
     batch_size: int = option(32, "crops of the input size per forward; dense batches hold the same pixel count")
     limit: int = option(0, "evaluate this many images, evenly spaced over the dataset (0: all)")
     workers: int = option(0, "image decoding processes (0: in the main process)")
+    decode: str = option("pil", DECODE_HELP)
     device: str = option("auto", "auto (cuda when available) | cpu | cuda | cuda:N | mps")
     fast: bool = option(
         False,
@@ -327,3 +337,5 @@ class EvalConfig:
             raise ValueError(f"unknown method {self.method!r}; accepted: {', '.join(EVAL_METHODS)}")
         if self.grid < 1 or self.batch_size < 1 or self.limit < 0 or self.workers < 0:
             raise ValueError("grid and batch_size must be at least 1; limit and workers at least 0")
+        if self.decode not in DECODERS:
+            raise ValueError(f"--decode {self.decode!r}: accepted {', '.join(DECODERS)}")

@@ -59,5 +59,5 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--top", type=int, default=5, help="how many classes to list (default: 5)")
     p.add_argument("--heatmap", help="PNG path: the top class's dense score map over the image")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
-    add_dataclass_args(p, EvalConfig, skip=("split", "limit", "workers"))
+    add_dataclass_args(p, EvalConfig, skip=("split", "limit", "workers", "decode"))
     p.set_defaults(func=cmd_predict)

@@ -15,7 +15,7 @@ import torch
 from tqdm import tqdm
 
 from ..configs import EvalConfig
-from ..data import item_name, open_dataset, rescale, to_uint8_tensor
+from ..data import BatchedImages, batch_loader, decode_device, item_name, open_dataset, rescale, to_uint8_tensor
 from ..devices import pick_device
 from ..io import report, reporting_warnings
 from ..metrics import confusion_matrix, per_class_accuracy, topk_error
@@ -100,6 +100,7 @@ def evaluate(
     cfg = cfg or EvalConfig()
     cfg.check()
     device = pick_device(cfg.device)
+    decoder = decode_device(cfg.decode, device)  # None: PIL per image
     plan = read_networks(weights_or_runs, cfg.scales, cfg.verify)
     if isinstance(data_spec, (str, os.PathLike)):
         # The digits are drawn at the largest training scale, so every test scale rescales the same images;
@@ -115,9 +116,13 @@ def evaluate(
             report(f"warning: {net.source}: class names differ from the data's; classes are matched by index")
     all_scales = sorted({q for net in networks for q in net.scales})
     indices = _spread(len(dataset), cfg.limit)
-    loader = torch.utils.data.DataLoader(
-        _Rescaled(dataset, indices, all_scales), batch_size=cfg.batch_size, num_workers=cfg.workers, collate_fn=list
-    )
+    if decoder is None:
+        loader = torch.utils.data.DataLoader(
+            _Rescaled(dataset, indices, all_scales), batch_size=cfg.batch_size, num_workers=cfg.workers, collate_fn=list
+        )
+    else:  # the same items, JPEGs decoded and rescaled in batches
+        batched = BatchedImages(dataset, scales=all_scales, device=decoder, loud=True)
+        loader = batch_loader(torch.utils.data.Subset(batched, indices), cfg.batch_size, workers=cfg.workers)
     probs, labels, skipped = [], [], []
     start = time.perf_counter()
     bar = tqdm(total=len(indices), unit="img", desc=f"evaluate {cfg.method}", disable=not progress, file=sys.stderr)

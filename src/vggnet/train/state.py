@@ -11,22 +11,25 @@ import dataclasses
 import json
 import os
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import Dataset
 
 from ..configs import TrainConfig
 from ..data import (
+    BatchedImages,
     EvalTransform,
     RGBStats,
     TrainTransform,
     Transformed,
-    collate_skipping,
+    batch_loader,
     compute_stats,
+    decode_device,
     item_name,
     open_dataset,
 )
@@ -68,8 +71,8 @@ class Run:
     scaler: torch.amp.GradScaler
     train_base: Dataset
     val_base: Dataset
-    train_set: Transformed
-    val_loader: DataLoader
+    train_set: Transformed | BatchedImages
+    val_loader: Iterable[Any]  # batches of (images or None, labels, skipped indices)
     micro: int  # images per forward pass
     per_step: int  # images per optimiser step on this rank
     steps: int  # optimiser steps per epoch
@@ -175,6 +178,7 @@ def load_stats(cfg: TrainConfig, env: Dist, run_dir: Path, train_base: Dataset, 
 def build_run(cfg: TrainConfig, env: Dist, datasets: tuple[Dataset, Dataset] | None = None) -> Run:
     """Check, open and build everything a run needs (or restore it from its checkpoint with `cfg.resume`)."""
     cfg.check(env.world)
+    decoder = decode_device(cfg.decode, env.device)  # None: PIL per image; before anything is written
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     if cfg.deterministic:
@@ -222,17 +226,21 @@ def build_run(cfg: TrainConfig, env: Dist, datasets: tuple[Dataset, Dataset] | N
 
     smin, smax = min(cfg.scale), max(cfg.scale)
     transform = TrainTransform((smin, smax), cfg.crop, stats, cfg.color_shift, cfg.flip)
-    val_set = Transformed(val_base, EvalTransform(cfg.val_scale or smin, cfg.crop, stats.mean))
-    val_loader = DataLoader(
+    val_transform = EvalTransform(cfg.val_scale or smin, cfg.crop, stats.mean)
+    if decoder is None:
+        train_set, val_set = Transformed(train_base, transform, cfg.seed), Transformed(val_base, val_transform)
+    else:
+        train_set = BatchedImages(train_base, transform, cfg.seed, decoder)
+        val_set = BatchedImages(val_base, val_transform, device=decoder)
+    val_loader = batch_loader(
         torch.utils.data.Subset(val_set, range(env.rank, len(val_set), env.world)),  # a shard per rank
-        batch_size=micro,
-        num_workers=cfg.workers,
-        collate_fn=collate_skipping,
+        micro,
+        workers=cfg.workers,
         pin_memory=env.device.type == "cuda",
     )
     run = Run(
         cfg, env, run_dir, classes, stats, model, net, ddp, optimizer, schedule, scaler, train_base, val_base,
-        Transformed(train_base, transform, cfg.seed), val_loader, micro, per_step, steps, pos, sums,
+        train_set, val_loader, micro, per_step, steps, pos, sums,
     )  # fmt: skip
     if rng is not None:  # the RNG states last: everything above may have drawn random numbers
         set_rng_state(rng, env.device)
