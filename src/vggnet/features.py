@@ -17,8 +17,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from .data import check_rescale, open_image
-from .io import report, reporting_warnings
+from .data import open_rescalable
 from .model import VGG
 from .weights import Preprocessing, has_classifier, load_weights
 
@@ -237,13 +236,7 @@ def load_images(
 
     tensors, kept, skipped = [], [], []
     for p in paths:
-        im = reporting_warnings(lambda p=p: open_image(p))
-        try:
-            if im is not None and size is not None:
-                check_rescale(im.size, size)
-        except ValueError as e:  # a sliver that would rescale into a bomb
-            report(f"skipping unusable image {p}: {e}")
-            im = None
+        im = open_rescalable(p, [size] if size is not None else [])
         if im is None:
             skipped.append(str(p))
             continue

@@ -6,6 +6,7 @@ flip, AlexNet's PCA colour shift, and subtraction of the training set's mean RGB
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -13,7 +14,8 @@ import numpy as np
 import torch
 from PIL import Image
 
-from ..io import silently
+from ..io import report, reporting_warnings, silently
+from .datasets import open_image
 from .stats import RGBStats
 
 
@@ -39,6 +41,19 @@ def check_rescale(size: tuple[int, int], shorter: int) -> None:
             f"{size[0]}x{size[1]} pixels rescaled to a shorter side of {shorter} would be {w}x{h}, over the "
             f"decompression-bomb limit of {limit:,} pixels"
         )
+
+
+def open_rescalable(path: str | os.PathLike[str], sides: Sequence[int]) -> Image.Image | None:
+    """`open_image(path)`, or None (after one line on stderr) when it is unreadable or rescaling it to one of
+    `sides` would pass the decompression-bomb limit (`check_rescale`): what predict and features skip."""
+    image = reporting_warnings(lambda: open_image(path))
+    try:
+        for side in sides if image is not None else ():
+            check_rescale(image.size, side)
+    except ValueError as e:  # a sliver that would rescale into a bomb
+        report(f"skipping unusable image {path}: {e}")
+        return None
+    return image
 
 
 def rescale(image: Image.Image, shorter: int) -> Image.Image:

@@ -16,9 +16,9 @@ from PIL import Image
 from tqdm import tqdm
 
 from ..configs import EvalConfig
-from ..data import open_image, rescale, to_uint8_tensor
+from ..data import open_rescalable, rescale, to_uint8_tensor
 from ..devices import pick_device
-from ..io import atomic_write, report, reporting_warnings
+from ..io import atomic_write
 from ..weights import WeightsMeta
 from .networks import Network, ensemble_posteriors, load_networks, read_networks
 
@@ -107,15 +107,11 @@ def predict(
     bar = tqdm(images, desc="predict", unit="img", disable=not progress or len(images) < 2, file=sys.stderr)
     with torch.inference_mode():
         for path in bar:
-            img = reporting_warnings(lambda p=path: open_image(p))
-            try:
-                scaled = {q: [to_uint8_tensor(rescale(img, q))] for q in all_scales} if img is not None else None
-            except ValueError as e:  # a sliver that would rescale into a bomb
-                report(f"skipping unusable image {path}: {e}")
-                scaled = None
-            if scaled is None:
+            img = open_rescalable(path, all_scales)
+            if img is None:
                 skipped.append(str(path))
                 continue
+            scaled = {q: [to_uint8_tensor(rescale(img, q))] for q in all_scales}
             probs = ensemble_posteriors(networks, scaled, cfg)[0]
             values, indices = probs.topk(min(top, probs.numel()))
             pred = Prediction(str(path), [(names[i], float(v)) for v, i in zip(values, indices.tolist(), strict=True)])
