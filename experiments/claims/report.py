@@ -119,9 +119,9 @@ class Outcome:
             return f"not decided yet ({len(self.seeds)} of {MIN_SEEDS} seeds)"
         margin, noise = self.comparison.margin, RULE_SE * self.se
         if margin is not None:  # little loss: the candidate's loss, noise included, stays under the margin
-            if -self.gain + noise < margin:
+            if self.gain + noise < margin:  # gain: how much higher the candidate's error is
                 return "holds"
-            if -self.gain - noise > margin and self.b > self.c and self.p < RULE_P:
+            if self.gain - noise > margin and self.b > self.c and self.p < RULE_P:
                 return "does not hold"
             return "not decided at this scale"
         if self.gain > noise and self.b > self.c and self.p < RULE_P:
@@ -181,7 +181,7 @@ def outcome_line(o: Outcome) -> str:
     cmp = o.comparison
     seeds = f"{len(o.seeds)} seed{'s' if len(o.seeds) != 1 else ''}"
     gain = (
-        f"{cmp.worse} loses {-o.gain:.1f} points (the claim allows less than {cmp.margin:g})"
+        f"{cmp.worse} loses {o.gain:.1f} points (the claim allows less than {cmp.margin:g})"
         if cmp.margin is not None
         else f"{cmp.better} lower by {o.gain:.1f} points"
     )
