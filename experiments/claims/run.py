@@ -67,7 +67,7 @@ RECIPE: dict[str, Any] = {
     "init": "kaiming",  # batch norm trains every depth from scratch: no net-A initialisation to confound depth
     "color_shift": 0.1,
     "workers": 1,
-    "threads": 2,
+    "threads": 1,  # two runs side by side, one thread each: no OpenMP barrier waits on a shared machine
     "quiet": True,
 }
 HOLDOUT = 0.1  # the fraction of each class's training photos held out for the plateau rule and the best epoch

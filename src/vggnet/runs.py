@@ -6,6 +6,8 @@ metrics.jsonl      one JSON line per epoch (loss, top-1/top-5 errors, LR, images
 metrics.png        loss, errors and LR against epoch (with vggnet[plots])
 model.safetensors  the best weights (lowest validation top-1 error), project format
 last.pt            the resume checkpoint: model, optimiser, schedule, scaler, RNG states, position in the epoch
+previous.pt        the checkpoint last.pt replaced, resumed from when last.pt is damaged
+last.pt.damaged    a last.pt that failed its check, set aside by that resume
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ CONFIG, STATS, METRICS, PLOT, WEIGHTS, CHECKPOINT = (
     "model.safetensors",
     "last.pt",
 )
+PREVIOUS, DAMAGED = "previous.pt", "last.pt.damaged"
 
 
 def weights_file(path: str | os.PathLike[str]) -> Path:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
 from importlib import resources
@@ -12,11 +13,12 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from PIL import Image
+from tqdm import tqdm
 
 from ..configs import EvalConfig
-from ..data import open_image, rescale, to_uint8_tensor
+from ..data import open_rescalable, rescale, to_uint8_tensor
 from ..devices import pick_device
-from ..io import atomic_write, reporting_warnings
+from ..io import atomic_write
 from ..weights import WeightsMeta
 from .networks import Network, ensemble_posteriors, load_networks, read_networks
 
@@ -85,28 +87,32 @@ def predict(
     cfg: EvalConfig | None = None,
     top: int = 5,
     heatmap: str | os.PathLike[str] | None = None,
+    progress: bool = False,
 ) -> tuple[list[Prediction], list[str]]:
     """Top classes of each image (ensemble posteriors averaged) and the unreadable paths, which are skipped.
 
     With `heatmap`, the first network's dense score map of the top class at its largest scale is drawn
-    over each image (the path gains _<image name> when there are several images).
+    over each image (the path gains _<image name> when there are several images). `progress`: a bar with
+    a time estimate on stderr when there are several images (`vggnet predict` shows it unless --quiet).
     """
     cfg = cfg or EvalConfig()
     cfg.check()
     if top < 1:
         raise ValueError(f"top must be at least 1, got {top}")
-    plan = read_networks(weights_or_runs, cfg.scales)
-    networks = load_networks(plan, pick_device(cfg.device), cfg.fast, cfg.backend)
+    plan = read_networks(weights_or_runs, cfg.scales, cfg.verify)
+    networks = load_networks(plan, pick_device(cfg.device), cfg.fast, cfg.verify, cfg.backend)
     names = class_names_of(networks[0].meta)
     all_scales = sorted({q for n in networks for q in n.scales})
     predictions, skipped = [], []
+    bar = tqdm(images, desc="predict", unit="img", disable=not progress or len(images) < 2, file=sys.stderr)
     with torch.inference_mode():
-        for path in images:
-            img = reporting_warnings(lambda p=path: open_image(p))
+        for path in bar:
+            img = open_rescalable(path, all_scales)
             if img is None:
                 skipped.append(str(path))
                 continue
-            probs = ensemble_posteriors(networks, {q: [to_uint8_tensor(rescale(img, q))] for q in all_scales}, cfg)[0]
+            scaled = {q: [to_uint8_tensor(rescale(img, q))] for q in all_scales}
+            probs = ensemble_posteriors(networks, scaled, cfg)[0]
             values, indices = probs.topk(min(top, probs.numel()))
             pred = Prediction(str(path), [(names[i], float(v)) for v, i in zip(values, indices.tolist(), strict=True)])
             if heatmap is not None:

@@ -6,7 +6,8 @@
 
 The same `train()` runs under `torchrun --nproc_per_node=N` with DistributedDataParallel. The pieces:
 `state` builds a run once, `loop` trains an epoch and validates, `checkpoint` saves and restores it
-exactly, `distributed` is the torchrun plumbing, `schedule` the optimiser and LR rule, `initialize` the
+exactly (hashed, the previous one kept), `distributed` is the torchrun plumbing, `elastic` lets a torchrun
+restart resume by itself, `schedule` the optimiser and LR rule, `initialize` the
 model and net-A initialisation, `config` reads option files. A run folder's layout is in `vggnet.runs`.
 """
 
@@ -18,8 +19,16 @@ import torch
 from torch.utils.data import Dataset
 
 from ..configs import TrainConfig
-from ..runs import CHECKPOINT, CONFIG, METRICS, PLOT, STATS, WEIGHTS, best_record
-from .checkpoint import Position, load_checkpoint, rng_state, save_checkpoint, set_rng_state
+from ..runs import CHECKPOINT, CONFIG, METRICS, PLOT, PREVIOUS, STATS, WEIGHTS, best_record
+from .checkpoint import (
+    Position,
+    has_checkpoint,
+    load_checkpoint,
+    load_resume_checkpoint,
+    rng_state,
+    save_checkpoint,
+    set_rng_state,
+)
 from .config import load_config, read_config_file
 from .distributed import Dist, epoch_indices, setup_distributed, teardown_distributed
 from .initialize import NET_A_LAYERS, build_model, init_from, paper_names
@@ -52,6 +61,7 @@ __all__ = [
     "METRICS",
     "NET_A_LAYERS",
     "PLOT",
+    "PREVIOUS",
     "STATS",
     "SUMS",
     "WEIGHTS",
@@ -67,9 +77,11 @@ __all__ = [
     "end_epoch",
     "epoch_indices",
     "fit",
+    "has_checkpoint",
     "init_from",
     "load_checkpoint",
     "load_config",
+    "load_resume_checkpoint",
     "paper_names",
     "read_config_file",
     "rng_state",

@@ -42,14 +42,14 @@ def paper_names(model: VGG) -> dict[str, str]:
     return names
 
 
-def init_from(model: VGG, source: str | os.PathLike[str]) -> list[str]:
+def init_from(model: VGG, source: str | os.PathLike[str], verify: bool = True) -> list[str]:
     """Copy weights from a run (its model.safetensors) or a weights file; returns the copied state keys.
 
     Same configuration: every tensor (e.g. S=384 from S=256, jittered S from S=384). Net A (or A-LRN)
     into a deeper net: conv1_1, conv2_1, conv3_1, conv3_2, fc6, fc7, fc8 (and their BN), the rest stays random.
     """
     path = weights_file(source)
-    src, _ = load_weights(path)
+    src, _ = load_weights(path, verify=verify)
     same = (src.cfg.arch, src.cfg.batch_norm) == (model.cfg.arch, model.cfg.batch_norm)
     if not same and src.cfg.arch not in ("A", "A-LRN"):
         raise ValueError(

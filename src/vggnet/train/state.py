@@ -11,30 +11,42 @@ import dataclasses
 import json
 import os
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import Dataset
 
 from ..configs import TrainConfig
 from ..data import (
+    BatchedImages,
     EvalTransform,
     RGBStats,
     TrainTransform,
     Transformed,
-    collate_skipping,
+    batch_loader,
     compute_stats,
+    decode_device,
     item_name,
     open_dataset,
 )
 from ..io import optional, report, write_text
 from ..model import VGG
-from ..runs import CHECKPOINT, CONFIG, METRICS, PLOT, STATS
-from .checkpoint import Position, load_checkpoint, rng_state, save_checkpoint, seed_everything, set_rng_state
+from ..runs import CHECKPOINT, CONFIG, DAMAGED, METRICS, PLOT, PREVIOUS, STATS
+from .checkpoint import (
+    Position,
+    has_checkpoint,
+    load_resume_checkpoint,
+    rng_state,
+    save_checkpoint,
+    seed_everything,
+    set_rng_state,
+)
 from .distributed import Dist
+from .elastic import restart_count, restarted_by_torchrun, same_job, torchrun_job
 from .initialize import build_model, init_from
 from .schedule import PlateauSchedule, set_lr, sgd
 
@@ -59,8 +71,8 @@ class Run:
     scaler: torch.amp.GradScaler
     train_base: Dataset
     val_base: Dataset
-    train_set: Transformed
-    val_loader: DataLoader
+    train_set: Transformed | BatchedImages
+    val_loader: Iterable[Any]  # batches of (images or None, labels, skipped indices)
     micro: int  # images per forward pass
     per_step: int  # images per optimiser step on this rank
     steps: int  # optimiser steps per epoch
@@ -90,18 +102,48 @@ class Run:
                 report(f"skipping unreadable {split} image {item_name(base, i)}")
 
 
-def make_run_dir(cfg: TrainConfig, env: Dist) -> Path:
-    """The run directory: the one to resume, or a new one (refusing to overwrite a run)."""
+def open_run_dir(cfg: TrainConfig, env: Dist) -> tuple[Path, dict[str, Any] | None]:
+    """The run directory and the checkpoint to resume (None for a new run, which never overwrites one).
+
+    A run resumes with --resume, or by itself when torchrun restarted this process (elastic.py).
+    """
     if cfg.resume:
         run = Path(cfg.resume)
-        if not (run / CHECKPOINT).is_file():
+        if not has_checkpoint(run):
             raise FileNotFoundError(f"{run}: no {CHECKPOINT} to resume from")
-        return run
+        return run, resume_checkpoint(run, env, cfg.verify)
     name = cfg.out or f"runs/{cfg.arch}-{time.strftime('%Y%m%d-%H%M%S')}"
     run = Path(env.broadcast(name))
-    if (run / CHECKPOINT).exists():
-        raise ValueError(f"{run} already holds a run; continue it with --resume {run} or choose another --out")
-    return run
+    if not has_checkpoint(run):
+        return run, None
+    if restarted_by_torchrun():
+        ckpt = resume_checkpoint(run, env, cfg.verify)
+        if same_job(ckpt, run, cfg):
+            if env.main:
+                report(f"torchrun restart {restart_count()}: resuming {run} at {where(ckpt)}")
+            return run, ckpt
+    raise ValueError(f"{run} already holds a run; continue it with --resume {run} or choose another --out")
+
+
+def resume_checkpoint(run: Path, env: Dist, verify: bool) -> dict[str, Any]:
+    """The newest good checkpoint of `run` (last.pt, else previous.pt, saying why on rank 0).
+
+    A damaged last.pt is renamed last.pt.damaged, so the next checkpoint does not keep it as previous.pt.
+    """
+    ckpt, passed_over = load_resume_checkpoint(run, env.device, verify)
+    if passed_over and env.main:
+        kept = ""
+        if (run / CHECKPOINT).is_file():
+            (run / CHECKPOINT).replace(run / DAMAGED)
+            kept = f"; {CHECKPOINT} kept as {DAMAGED}"
+        report(f"{passed_over}; resuming from {run / PREVIOUS} ({where(ckpt)}){kept}")
+    return ckpt
+
+
+def where(ckpt: dict[str, Any]) -> str:
+    """Where a checkpoint stands, in words: "epoch 2, step 6"."""
+    pos = ckpt["position"]
+    return f"epoch {pos['epoch'] + 1}, step {pos['step']}"
 
 
 def open_datasets(cfg: TrainConfig, env: Dist, datasets: tuple[Dataset, Dataset] | None) -> tuple[Dataset, Dataset]:
@@ -136,14 +178,14 @@ def load_stats(cfg: TrainConfig, env: Dist, run_dir: Path, train_base: Dataset, 
 def build_run(cfg: TrainConfig, env: Dist, datasets: tuple[Dataset, Dataset] | None = None) -> Run:
     """Check, open and build everything a run needs (or restore it from its checkpoint with `cfg.resume`)."""
     cfg.check(env.world)
+    decoder = decode_device(cfg.decode, env.device)  # None: PIL per image; before anything is written
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     if cfg.deterministic:
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
         torch.use_deterministic_algorithms(True)
     torch.backends.cudnn.benchmark = not cfg.deterministic
-    run_dir = make_run_dir(cfg, env)
-    ckpt = load_checkpoint(run_dir / CHECKPOINT, env.device) if cfg.resume else None
+    run_dir, ckpt = open_run_dir(cfg, env)
     train_base, val_base = open_datasets(cfg, env, datasets)
     micro = cfg.batch // (cfg.accum * env.world)
     per_step = micro * cfg.accum
@@ -158,7 +200,7 @@ def build_run(cfg: TrainConfig, env: Dist, datasets: tuple[Dataset, Dataset] | N
     classes = list(train_base.classes)
     model = build_model(cfg, len(classes))
     if cfg.init_from and ckpt is None:
-        copied = init_from(model, cfg.init_from)
+        copied = init_from(model, cfg.init_from, cfg.verify)
         if env.main:
             report(f"initialised {len(copied)} tensors from {cfg.init_from}")
     fmt = torch.channels_last if cfg.channels_last else torch.contiguous_format
@@ -184,17 +226,21 @@ def build_run(cfg: TrainConfig, env: Dist, datasets: tuple[Dataset, Dataset] | N
 
     smin, smax = min(cfg.scale), max(cfg.scale)
     transform = TrainTransform((smin, smax), cfg.crop, stats, cfg.color_shift, cfg.flip)
-    val_set = Transformed(val_base, EvalTransform(cfg.val_scale or smin, cfg.crop, stats.mean))
-    val_loader = DataLoader(
+    val_transform = EvalTransform(cfg.val_scale or smin, cfg.crop, stats.mean)
+    if decoder is None:
+        train_set, val_set = Transformed(train_base, transform, cfg.seed), Transformed(val_base, val_transform)
+    else:
+        train_set = BatchedImages(train_base, transform, cfg.seed, decoder)
+        val_set = BatchedImages(val_base, val_transform, device=decoder)
+    val_loader = batch_loader(
         torch.utils.data.Subset(val_set, range(env.rank, len(val_set), env.world)),  # a shard per rank
-        batch_size=micro,
-        num_workers=cfg.workers,
-        collate_fn=collate_skipping,
+        micro,
+        workers=cfg.workers,
         pin_memory=env.device.type == "cuda",
     )
     run = Run(
         cfg, env, run_dir, classes, stats, model, net, ddp, optimizer, schedule, scaler, train_base, val_base,
-        Transformed(train_base, transform, cfg.seed), val_loader, micro, per_step, steps, pos, sums,
+        train_set, val_loader, micro, per_step, steps, pos, sums,
     )  # fmt: skip
     if rng is not None:  # the RNG states last: everything above may have drawn random numbers
         set_rng_state(rng, env.device)
@@ -233,6 +279,7 @@ def checkpoint(run: Run) -> None:
             "scaler": run.scaler.state_dict(),
             "position": dataclasses.asdict(run.pos),
             "ranks": ranks,
+            "job": torchrun_job(),  # lets a torchrun restart tell its own checkpoint from an older run's
         }
         save_checkpoint(run.dir / CHECKPOINT, state)
 

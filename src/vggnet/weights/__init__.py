@@ -6,6 +6,7 @@
   files into torchvision-named tensors (the conventions are in PAPER.md, "Public implementations").
 - infer.py: the configuration (Table 1 column, BN, width, classes, head) read from the tensors.
 - sources.py: recognising a file's source, `load_weights`, `import_weights`, `convert`.
+- integrity.py: content hashes (sha256 of tensors, of files), recorded on write and checked on read.
 
 Nothing here ever unpickles arbitrary objects.
 """
@@ -14,6 +15,7 @@ from .caffe import CAFFE_V1_TYPES, CaffeLayer, caffe_state, read_caffemodel
 from .format import (
     CAFFE_MEAN_BGR,
     FORMAT_KEY,
+    HASH_KEY,
     IMAGENET_MEAN,
     IMAGENET_STD,
     NoClassifier,
@@ -26,6 +28,7 @@ from .format import (
     save_weights,
 )
 from .infer import infer_config
+from .integrity import IntegrityError, digest, file_sha256
 from .keras import keras_state, read_keras_h5
 from .sources import (
     SOURCE_PREPROCESSING,
@@ -44,8 +47,10 @@ __all__ = [
     "CAFFE_V1_TYPES",
     "CaffeLayer",
     "FORMAT_KEY",
+    "HASH_KEY",
     "IMAGENET_MEAN",
     "IMAGENET_STD",
+    "IntegrityError",
     "NoClassifier",
     "Preprocessing",
     "SOURCES",
@@ -56,6 +61,8 @@ __all__ = [
     "caffe_state",
     "convert",
     "detect_source",
+    "digest",
+    "file_sha256",
     "has_classifier",
     "import_weights",
     "infer_config",
