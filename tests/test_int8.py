@@ -27,12 +27,12 @@ def rel_max(got: torch.Tensor, ref: torch.Tensor) -> float:
     return ((got - ref).abs().max() / ref.abs().max()).item()
 
 
-def layer(n: int, c: int, k: int, h: int, w: int, relu: bool = False, seed: int = 0):
+def layer(n: int, c: int, k: int, h: int, w: int, relu: bool = False, seed: int = 0, pool: bool = False):
     """A conv, an input (ReLU'd, as VGG's are) and the int8 layer calibrated on that input."""
     torch.manual_seed(seed)
     conv = nn.Conv2d(c, k, 3, padding=1).eval()
     x = torch.randn(n, c, h, w).relu()
-    return conv, x, Int8WinogradConv2d(conv, *tile_range(x), relu=relu)
+    return conv, x, Int8WinogradConv2d(conv, *tile_range(x), relu=relu, pool=pool)
 
 
 def test_input_tiles_are_the_transform_of_every_overlapping_tile():
@@ -82,10 +82,22 @@ def test_kernel_chunks_and_groups_do_not_change_the_result():
         pytest.skip(f"no int8 kernel: {native.why_not() or 'the CPU lacks AVX-512 VNNI'}")
     _, x, q = layer(3, 64, 192, 11, 10, relu=True)
     x = x.contiguous(memory_format=torch.channels_last)
-    args = (q.packed, q.comp, q.scale, q.inv_s, q.zero_point, q.bias, True, 192)
+    args = (q.packed, q.comp, q.scale, q.inv_s, q.zero_point, q.bias, True, False, 192)
     auto = native.kernels().conv3x3_f2_int8(x, *args, 0, 0)
     for chunk, groups in [(1, 1), (7, 2), (6, 3), (1000, 1)]:
         assert torch.equal(native.kernels().conv3x3_f2_int8(x, *args, chunk, groups), auto)
+
+
+@pytest.mark.parametrize(("h", "w"), [(12, 10), (28, 28), (2, 2), (9, 14), (7, 7)])
+def test_the_fused_max_pool_equals_pooling_after_the_layer(h, w):
+    if not kernel_available():
+        pytest.skip(f"no int8 kernel: {native.why_not() or 'the CPU lacks AVX-512 VNNI'}")
+    conv, x, q = layer(2, 32, 80, h, w, relu=True, seed=w, pool=True)  # odd sizes: pooled after the kernel
+    ref = F.max_pool2d(Int8WinogradConv2d(conv, *tile_range(x), relu=True)(x), 2)
+    out = q(x)
+    assert out.shape == (2, 80, h // 2, w // 2) and out.is_contiguous(memory_format=torch.channels_last)
+    assert torch.allclose(out, ref, rtol=1e-6, atol=1e-6)  # the same sums, the max taken before the bias
+    assert rel_max(out, q.reference(x)) < KERNEL_RTOL
 
 
 def test_without_the_kernel_the_reference_runs(monkeypatch):
@@ -113,10 +125,31 @@ def test_int8_features_replaces_the_convs_and_keeps_the_indices():
     assert len(features) == len(model.features)
     kinds = [type(m).__name__ for m in features]
     assert kinds.count("Int8WinogradConv2d") == 7  # A has 8 convs; conv1_1 (3 channels) stays fp32
-    assert kinds.count("Conv2d") == 1 and all(m.relu for m in features if isinstance(m, Int8WinogradConv2d))
+    int8 = [m for m in features if isinstance(m, Int8WinogradConv2d)]
+    assert kinds.count("Conv2d") == 1 and all(m.relu for m in int8)
+    assert [m.pool for m in int8] == [True, False, True, False, True, False, True]  # A: conv2_1 .. conv5_2
+    assert kinds.count("MaxPool2d") == 1  # after conv1_1, which stays fp32
     x = torch.randn(2, 3, 32, 32)
     with torch.no_grad():
         ref = model.features(x)
     assert rel_norm(features(x), ref) < 3 * INT8_RTOL  # seven layers' rounding, not compounding much
     with pytest.raises(ValueError, match="at least one batch"):
         int8_features(model.features, [])
+
+
+def test_the_kernel_gives_the_same_result_on_any_thread_count_and_from_several_threads():
+    if not kernel_available():
+        pytest.skip(f"no int8 kernel: {native.why_not() or 'the CPU lacks AVX-512 VNNI'}")
+    from concurrent.futures import ThreadPoolExecutor
+
+    _, x, q = layer(2, 64, 128, 20, 18, relu=True, pool=True)
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        alone = q(x)
+        torch.set_num_threads(max(2, threads))
+        with ThreadPoolExecutor(4) as pool:  # callers on several Python threads share the kernel's workers
+            outputs = list(pool.map(lambda _: q(x), range(8)))
+    finally:
+        torch.set_num_threads(threads)
+    assert all(torch.equal(out, alone) for out in outputs)

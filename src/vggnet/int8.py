@@ -54,20 +54,27 @@ def tile_range(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 class Int8WinogradConv2d(nn.Module):
-    """A 3x3, stride-1, padding-1 conv (+ ReLU) as int8 Winograd F(2x2, 3x3); fp32 NCHW in and out.
+    """A 3x3, stride-1, padding-1 conv (+ ReLU) (+ 2x2 max pool) as int8 Winograd F(2x2, 3x3); fp32 NCHW in and out.
 
     `low`, `high` (16, C): the calibrated range of V per tile position and input channel. Runs the compiled
-    kernel where it is available and a float64 reference of the same integer arithmetic elsewhere.
+    kernel where it is available and a float64 reference of the same integer arithmetic elsewhere. `pool`
+    is VGG's max pool (2x2, stride 2) after the ReLU; the kernel pools each 2x2 output tile as it makes it.
     """
 
     def __init__(
-        self, conv: nn.Conv2d, low: torch.Tensor, high: torch.Tensor, relu: bool = False, alpha: float = ALPHA
+        self,
+        conv: nn.Conv2d,
+        low: torch.Tensor,
+        high: torch.Tensor,
+        relu: bool = False,
+        pool: bool = False,
+        alpha: float = ALPHA,
     ) -> None:
         super().__init__()
         c, k = conv.in_channels, conv.out_channels
         if not quantizable(conv):
             raise ValueError(f"int8 Winograd needs a 3x3 conv, stride 1, padding 1, channels multiples of 16: {conv}")
-        self.in_channels, self.out_channels, self.relu = c, k, relu
+        self.in_channels, self.out_channels, self.relu, self.pool = c, k, relu, pool
         g = transforms(2)[1]
         u = torch.einsum("ai,kcij,bj->abck", g, conv.weight.detach().cpu().double(), g).reshape(POSITIONS, c, k)
         low, high = low.double().clamp_max(0), high.double().clamp_min(0)  # zero stays exact (padding)
@@ -94,16 +101,18 @@ class Int8WinogradConv2d(nn.Module):
         self.register_buffer("scale", F.pad(step[:, None] * s_u, (0, kp - k)).float().contiguous())  # (16, Kp)
 
     def extra_repr(self) -> str:
-        return f"{self.in_channels}, {self.out_channels}, int8 F(2x2, 3x3), relu={self.relu}"
+        return f"{self.in_channels}, {self.out_channels}, int8 F(2x2, 3x3), relu={self.relu}, pool={self.pool}"
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if x.shape[1] != self.in_channels:
             raise ValueError(f"Int8WinogradConv2d expects {self.in_channels} input channels, got {x.shape[1]}")
-        if x.device.type == "cpu" and kernel_available():
-            x = x.float().contiguous(memory_format=torch.channels_last)
-            args = (self.packed, self.comp, self.scale, self.inv_s, self.zero_point, self.bias, self.relu)
-            return native.kernels().conv3x3_f2_int8(x, *args, self.out_channels, 0, 0)
-        return self.reference(x)
+        if not (x.device.type == "cpu" and kernel_available()):
+            return self.reference(x)
+        x = x.float().contiguous(memory_format=torch.channels_last)
+        fused = self.pool and x.shape[2] % 2 == 0 and x.shape[3] % 2 == 0  # odd sizes: the pool as its own step
+        args = (self.packed, self.comp, self.scale, self.inv_s, self.zero_point, self.bias, self.relu, fused)
+        y = native.kernels().conv3x3_f2_int8(x, *args, self.out_channels, 0, 0)
+        return F.max_pool2d(y, 2) if self.pool and not fused else y
 
     def reference(self, x: torch.Tensor) -> torch.Tensor:
         """The kernel's arithmetic in float64: V rounded half to even, integer GEMMs, fp32-scaled outputs."""
@@ -118,7 +127,8 @@ class Int8WinogradConv2d(nn.Module):
         y = torch.einsum("ai,nkhwij,bj->nkhwab", at, m.unflatten(4, (4, 4)), at)  # (N, K, th, tw, 2, 2)
         y = y.permute(0, 1, 2, 4, 3, 5).reshape(n, -1, 2 * th, 2 * tw)[:, :, :h, :w] + self.bias.double().view(-1, 1, 1)
         y = y.float().contiguous(memory_format=torch.channels_last)
-        return y.relu_() if self.relu else y
+        y = y.relu_() if self.relu else y
+        return F.max_pool2d(y, 2) if self.pool else y
 
 
 def quantizable(conv: nn.Module) -> bool:
@@ -137,7 +147,7 @@ def quantizable(conv: nn.Module) -> bool:
 def int8_features(
     features: nn.Sequential, calibration: Iterable[torch.Tensor], skip: int = 1, alpha: float = ALPHA
 ) -> nn.Sequential:
-    """A copy of a VGG `features` stack (eval, BN folded) with its 3x3 convs as Int8WinogradConv2d (+ ReLU fused).
+    """A copy of a VGG `features` stack (eval, BN folded), 3x3 convs as Int8WinogradConv2d (ReLU, max pool fused).
 
     The first `skip` convs stay fp32 (conv1_1 sees the raw image through 3 channels). Each replaced conv's
     input is observed on the `calibration` batches (preprocessed images) for the range of its V.
@@ -171,11 +181,20 @@ def int8_features(
     while i < len(mods):
         if i in ranges:
             relu = i + 1 < len(mods) and isinstance(mods[i + 1], nn.ReLU)
-            layers.append(Int8WinogradConv2d(mods[i], *ranges[i], relu=relu, alpha=alpha))
-            if relu:  # an Identity keeps the stack's indices (and feature_names) lined up
-                layers.append(nn.Identity())
-                i += 1
+            pool = relu and i + 2 < len(mods) and _is_vgg_pool(mods[i + 2])
+            layers.append(Int8WinogradConv2d(mods[i], *ranges[i], relu=relu, pool=pool, alpha=alpha))
+            # an Identity in place of each fused layer keeps the stack's indices (and feature_names) lined up
+            layers += [nn.Identity()] * (relu + pool)
+            i += relu + pool
         else:
             layers.append(mods[i])
         i += 1
     return nn.Sequential(*layers)
+
+
+def _is_vgg_pool(m: nn.Module) -> bool:
+    """VGG's max pool: 2x2, stride 2, no padding, dilation 1, rounding down."""
+    if not isinstance(m, nn.MaxPool2d) or m.ceil_mode:
+        return False
+    pairs = [v if isinstance(v, tuple) else (v, v) for v in (m.kernel_size, m.stride, m.padding, m.dilation)]
+    return pairs == [(2, 2), (2, 2), (0, 0), (1, 1)]

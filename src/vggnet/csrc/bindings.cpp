@@ -8,6 +8,7 @@ bool vggnet::cpu_has_vnni() { return __builtin_cpu_supports("avx512vnni"); }
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("conv3x3_f4", &vggnet::conv3x3_f4, "3x3 conv + bias (+ReLU) as Winograd F(4x4, 3x3), NHWC fp32, AVX-512");
   m.def("conv3x3_f2_int8", &vggnet::conv3x3_f2_int8,
-        "3x3 conv + bias (+ReLU) as Winograd F(2x2, 3x3), int8 GEMMs (AVX-512 VNNI), NHWC fp32 in and out");
+        "3x3 conv + bias (+ReLU) (+2x2 max pool) as Winograd F(2x2, 3x3), int8 GEMMs (AVX-512 VNNI), NHWC fp32 "
+        "in and out");
   m.def("cpu_has_vnni", &vggnet::cpu_has_vnni, "whether this CPU has AVX-512 VNNI");
 }

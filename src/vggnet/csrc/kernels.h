@@ -6,7 +6,10 @@
 
 #include <algorithm>
 #include <atomic>
+#include <condition_variable>
 #include <cstdint>
+#include <mutex>
+#include <thread>
 #include <vector>
 
 namespace vggnet {
@@ -15,10 +18,11 @@ namespace vggnet {
 at::Tensor conv3x3_f4(const at::Tensor& x, const at::Tensor& u, const at::Tensor& bias, bool relu, int64_t k,
                       int64_t chunk, int64_t groups);
 
-// 3x3 conv + bias (+ ReLU) as Winograd F(2x2, 3x3) with int8 GEMMs in the Winograd domain (winograd_int8.cpp).
+// 3x3 conv + bias (+ ReLU) (+ 2x2 max pool) as Winograd F(2x2, 3x3) with int8 GEMMs in the Winograd domain
+// (winograd_int8.cpp).
 at::Tensor conv3x3_f2_int8(const at::Tensor& x, const at::Tensor& u, const at::Tensor& comp, const at::Tensor& scale,
                            const at::Tensor& inv_s, const at::Tensor& zero_point, const at::Tensor& bias, bool relu,
-                           int64_t k, int64_t chunk, int64_t groups);
+                           bool pool, int64_t k, int64_t chunk, int64_t groups);
 
 // Whether this CPU has AVX-512 VNNI (vpdpbusd), which the int8 kernel needs.
 bool cpu_has_vnni();
@@ -55,15 +59,92 @@ inline Split split(int64_t tiles, int64_t tile_bytes, int64_t u_bytes, int64_t p
   return {chunk, chunks, std::max<int64_t>(1, std::min(groups, panels))};
 }
 
-// body(i, slot) for i in [0, items) on every thread; items are handed out as threads come free, so a
-// descheduled thread delays no one; slot (0 .. threads-1) names the caller's share of the scratch.
+// The kernels' own workers. An OpenMP region ends at a barrier that waits for every thread, even one the
+// OS has not yet run: on a shared machine a layer of 2 ms took 8 (a time slice). Here the calling thread
+// works through the items at once, the workers join as they wake, and the call waits only for workers
+// that took an item; a worker that wakes after the last item was taken goes back to sleep.
+class Workers {
+ public:
+  // body(i, slot) for i in [0, items) on the calling thread (slot 0) and up to threads - 1 workers.
+  template <class Body>
+  void run(int64_t items, int64_t threads, Body& body) {
+    std::lock_guard<std::mutex> one_call(calls_);  // callers on several Python threads take turns
+    {
+      std::lock_guard<std::mutex> lock(mutex_);
+      while (static_cast<int64_t>(threads_.size()) < threads - 1) {
+        const int64_t slot = static_cast<int64_t>(threads_.size()) + 1;
+        threads_.emplace_back([this, slot] { loop(slot); });
+        threads_.back().detach();
+      }
+      job_ = {&call<Body>, &body, items, threads};
+      next_ = 0;
+      ++generation_;
+      open_ = true;
+    }
+    wake_.notify_all();
+    take(0);
+    std::unique_lock<std::mutex> lock(mutex_);
+    open_ = false;  // every item is taken: late risers stay out
+    done_.wait(lock, [this] { return active_ == 0; });
+  }
+
+  static Workers& get() {
+    static Workers* workers = new Workers;  // never destroyed: detached threads outlive static destructors
+    return *workers;
+  }
+
+ private:
+  struct Job {
+    void (*call)(void*, int64_t, int64_t);
+    void* body;
+    int64_t items, threads;
+  };
+
+  template <class Body>
+  static void call(void* body, int64_t i, int64_t slot) {
+    (*static_cast<Body*>(body))(i, slot);
+  }
+
+  void take(int64_t slot) {
+    for (int64_t i = next_++; i < job_.items; i = next_++) job_.call(job_.body, i, slot);
+  }
+
+  void loop(int64_t slot) {
+    uint64_t seen = 0;
+    for (;;) {
+      {
+        std::unique_lock<std::mutex> lock(mutex_);
+        wake_.wait(lock, [&] { return generation_ != seen; });
+        seen = generation_;
+        if (!open_ || slot >= job_.threads) continue;
+        ++active_;
+      }
+      take(slot);
+      std::lock_guard<std::mutex> lock(mutex_);
+      if (--active_ == 0) done_.notify_one();
+    }
+  }
+
+  std::mutex calls_, mutex_;
+  std::condition_variable wake_, done_;
+  std::vector<std::thread> threads_;
+  Job job_{};
+  std::atomic<int64_t> next_{0};
+  uint64_t generation_ = 0;
+  bool open_ = false;
+  int64_t active_ = 0;
+};
+
+// body(i, slot) for i in [0, items) on torch's intra-op thread count; slot (0 .. threads-1) names the
+// thread's share of the scratch.
 template <class Body>
 void for_each_item(int64_t items, Body body) {
-  std::atomic<int64_t> next{0};
-  at::parallel_for(0, at::get_num_threads(), 1, [&](int64_t, int64_t) {
-    const int64_t slot = at::get_thread_num();
-    for (int64_t i = next++; i < items; i = next++) body(i, slot);
-  });
+  const int64_t threads = std::min<int64_t>(at::get_num_threads(), items);
+  if (threads <= 1) {
+    for (int64_t i = 0; i < items; ++i) body(i, 0);
+    return;
+  }
+  Workers::get().run(items, threads, body);
 }
 
 }  // namespace vggnet

@@ -5,8 +5,11 @@
 // and a zero point per position; the transformed weights U = G g G^T, each input channel's row multiplied
 // by s[p][c], are int8 with one scale per (p, output channel). Per position, M[p] = V[p] U[p] is an
 // integer GEMM (vpdpbusd: 4 u8 x s8 products summed into int32) started from -z[p] sum_c U, so the zero
-// point cancels; dequantised by its scale as it is stored, then Y = A^T M A + bias in fp32. F(2x2)'s transforms only add and subtract (F(4x4)'s scale by up to 8 and
-// 100 and amplify the rounding beyond what int8 keeps). The chunking is that of winograd_f32.cpp.
+// point cancels; dequantised by its scale as it is stored, then Y = A^T M A + bias in fp32. F(2x2)'s
+// transforms only add and subtract (F(4x4)'s scale by up to 8 and amplify the rounding beyond what int8
+// keeps). The chunking is that of winograd_f32.cpp. An output tile is 2x2, exactly the window of VGG's
+// max pool, so with `pool` (even H and W) the tile is pooled as it is made: a quarter of the writes and
+// no pass of its own.
 
 #include <immintrin.h>
 
@@ -26,9 +29,9 @@ struct Layer {
   const float* inv_s;    // (16, C): 1 / s[p][c]
   const float* zp;       // (16): z[p], a whole number in 0 .. 255
   const float* bias;     // (K)
-  float* y;              // (N, H, W, K)
+  float* y;              // (N, H, W, K), or (N, H/2, W/2, K) with pool
   int64_t n, h, w, c, k, kp, th, tw;
-  bool relu;
+  bool relu, pool;
 };
 
 // B^T d of F(2, 3) (points 0, 1, -1).
@@ -74,7 +77,7 @@ void input_transform(const Layer& L, int64_t tile, int64_t t, uint8_t* V, int64_
   }
 }
 
-// Y = A^T M A + bias (+ ReLU), M already dequantised to fp32.
+// Y = A^T M A + bias (+ ReLU) (max-pooled 2x2 with L.pool), M already dequantised to fp32.
 void output_transform(const Layer& L, int64_t tile, int64_t t, const float* M, int64_t ms, int64_t k0, int64_t k1) {
   const int64_t img = tile / (L.th * L.tw), rest = tile % (L.th * L.tw);
   const int64_t y0 = (rest / L.tw) * kOut, x0 = (rest % L.tw) * kOut;
@@ -90,6 +93,16 @@ void output_transform(const Layer& L, int64_t tile, int64_t t, const float* M, i
       s[1][j] = _mm512_sub_ps(_mm512_sub_ps(m[1][j], m[2][j]), m[3][j]);
     }
     const __m512 b = _mm512_loadu_ps(L.bias + kv);
+    if (L.pool) {  // max over the 2x2 tile, then bias and ReLU (both monotone, so the order does not matter)
+      const __m512 top = _mm512_max_ps(_mm512_add_ps(_mm512_add_ps(s[0][0], s[0][1]), s[0][2]),
+                                       _mm512_sub_ps(_mm512_sub_ps(s[0][1], s[0][2]), s[0][3]));
+      const __m512 bottom = _mm512_max_ps(_mm512_add_ps(_mm512_add_ps(s[1][0], s[1][1]), s[1][2]),
+                                          _mm512_sub_ps(_mm512_sub_ps(s[1][1], s[1][2]), s[1][3]));
+      __m512 v = _mm512_add_ps(_mm512_max_ps(top, bottom), b);
+      if (L.relu) v = _mm512_max_ps(v, zero);
+      _mm512_storeu_ps(L.y + ((img * L.th + y0 / 2) * L.tw + x0 / 2) * L.k + kv, v);
+      continue;
+    }
     for (int i = 0; i < rows; ++i) {
       __m512 o[2] = {_mm512_add_ps(_mm512_add_ps(s[i][0], s[i][1]), s[i][2]),
                      _mm512_sub_ps(_mm512_sub_ps(s[i][1], s[i][2]), s[i][3])};
@@ -162,7 +175,8 @@ void run_item(const Layer& L, int64_t t0, int64_t tc, int64_t kb0, int64_t kb1, 
 
 at::Tensor vggnet::conv3x3_f2_int8(const at::Tensor& x, const at::Tensor& u, const at::Tensor& comp,
                                    const at::Tensor& scale, const at::Tensor& inv_s, const at::Tensor& zero_point,
-                                   const at::Tensor& bias, bool relu, int64_t k, int64_t chunk, int64_t groups) {
+                                   const at::Tensor& bias, bool relu, bool pool, int64_t k, int64_t chunk,
+                                   int64_t groups) {
   TORCH_CHECK(x.dim() == 4 && x.scalar_type() == at::kFloat, "x must be a float (N, C, H, W) tensor");
   TORCH_CHECK(x.is_contiguous(at::MemoryFormat::ChannelsLast), "x must be channels-last");
   const int64_t n = x.size(0), c = x.size(1), h = x.size(2), w = x.size(3);
@@ -180,10 +194,12 @@ at::Tensor vggnet::conv3x3_f2_int8(const at::Tensor& x, const at::Tensor& u, con
   TORCH_CHECK(zero_point.scalar_type() == at::kFloat && zero_point.is_contiguous() && zero_point.numel() == kPositions,
               "zero_point must hold 16 floats");
   TORCH_CHECK(bias.is_contiguous() && bias.numel() == k, "bias must hold K values");
-  auto y = at::empty({n, k, h, w}, x.options().memory_format(at::MemoryFormat::ChannelsLast));
+  TORCH_CHECK(!pool || (h % 2 == 0 && w % 2 == 0), "pool needs an even height and width");
+  auto y = at::empty({n, k, pool ? h / 2 : h, pool ? w / 2 : w},
+                     x.options().memory_format(at::MemoryFormat::ChannelsLast));
   Layer L{x.data_ptr<float>(), u.data_ptr<int8_t>(), comp.data_ptr<int32_t>(), scale.data_ptr<float>(),
           inv_s.data_ptr<float>(), zero_point.data_ptr<float>(), bias.data_ptr<float>(), y.data_ptr<float>(),
-          n, h, w, c, k, kp, (h + kOut - 1) / kOut, (w + kOut - 1) / kOut, relu};
+          n, h, w, c, k, kp, (h + kOut - 1) / kOut, (w + kOut - 1) / kOut, relu, pool};
   const int64_t tiles = n * L.th * L.tw, panels = kp / kPanel;
   const auto s = vggnet::split(tiles, kPositions * (c + 4 * kp), kPositions * c * kp, panels, chunk, groups);
   const int64_t v_bytes = (kPositions * s.chunk * c + 63) / 64 * 64, per_slot = v_bytes + kPositions * s.chunk * kp * 4;
