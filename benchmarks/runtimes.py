@@ -41,7 +41,26 @@ IMAGENETTE = next(
     (p / "shared" / "data" / "imagenette" for p in REPO.parents if (p / "shared" / "data" / "imagenette").is_dir()),
     REPO.parent / "shared" / "data" / "imagenette",
 )
-TRAINED = REPO / "runs" / "imagenette" / "A-LRN-w4" / "model.safetensors"
+
+
+def main_checkout() -> Path:
+    """The repository's main checkout (this one, or the one a git worktree belongs to): where runs/ lives."""
+    try:
+        common = subprocess.run(
+            ["git", "rev-parse", "--path-format=absolute", "--git-common-dir"],
+            cwd=REPO,
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return REPO
+    return Path(common).parent
+
+
+# VGG D with batch norm, width 1/8, trained on Imagenette at 64-pixel crops (experiments/claims, seed 0):
+# the trained net of VGG16's depth that the project has
+TRAINED = main_checkout() / "runs" / "claims" / "D-s0" / "model.safetensors"
 SMOKE = {"arch": "A", "width": 1 / 16, "num_classes": 10, "input_size": 32}
 
 
