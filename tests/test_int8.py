@@ -46,7 +46,10 @@ def test_input_tiles_are_the_transform_of_every_overlapping_tile():
 
 
 @pytest.mark.parametrize("relu", [False, True])
-@pytest.mark.parametrize(("n", "c", "k", "h", "w"), [(1, 16, 16, 5, 7), (2, 64, 80, 13, 9), (8, 32, 64, 28, 28)])
+@pytest.mark.parametrize(
+    ("n", "c", "k", "h", "w"),
+    [(1, 16, 16, 5, 7), (2, 64, 80, 13, 9), (8, 32, 64, 28, 28), (1, 3, 8, 9, 9), (2, 8, 24, 6, 5)],
+)
 def test_reference_is_close_to_the_direct_convolution(n, c, k, h, w, relu):
     conv, x, q = layer(n, c, k, h, w, relu)
     with torch.no_grad():
@@ -66,6 +69,8 @@ def test_reference_is_close_to_the_direct_convolution(n, c, k, h, w, relu):
         (8, 32, 64, 28, 28),  # batch 8, many chunks
         (1, 256, 512, 14, 14),  # VGG16's conv5 at batch 1: output channels split between threads
         (2, 32, 16, 1, 1),  # one pixel: one tile, all padding but the centre
+        (1, 3, 64, 10, 12),  # RGB in: zero channels up to 16
+        (2, 8, 24, 7, 6),  # 8 in, 24 out (width 1/8): both padded, the output cut back to 24
     ],
 )
 def test_kernel_equals_its_reference(n, c, k, h, w, relu):
@@ -107,12 +112,12 @@ def test_without_the_kernel_the_reference_runs(monkeypatch):
 
 
 def test_what_it_takes():
-    assert quantizable(nn.Conv2d(16, 32, 3, padding=1))
-    assert not quantizable(nn.Conv2d(3, 32, 3, padding=1))  # RGB: channels not a multiple of 16
+    assert quantizable(nn.Conv2d(16, 32, 3, padding=1)) and quantizable(nn.Conv2d(3, 8, 3, padding=1))
     assert not quantizable(nn.Conv2d(16, 32, 3, padding=1, stride=2))
+    assert not quantizable(nn.Conv2d(16, 32, 3, padding=2, dilation=2))
     assert not quantizable(nn.Conv2d(16, 32, 1))
     with pytest.raises(ValueError, match="int8 Winograd needs a 3x3 conv"):
-        Int8WinogradConv2d(nn.Conv2d(8, 16, 3, padding=1), torch.zeros(16, 8), torch.ones(16, 8))
+        Int8WinogradConv2d(nn.Conv2d(8, 16, 1), torch.zeros(16, 8), torch.ones(16, 8))
     _, x, q = layer(1, 16, 16, 4, 4)
     with pytest.raises(ValueError, match="expects 16 input channels, got 32"):
         q(torch.randn(1, 32, 4, 4))
@@ -124,7 +129,7 @@ def test_int8_features_replaces_the_convs_and_keeps_the_indices():
     features = int8_features(model.features, calibration, skip=1)
     assert len(features) == len(model.features)
     kinds = [type(m).__name__ for m in features]
-    assert kinds.count("Int8WinogradConv2d") == 7  # A has 8 convs; conv1_1 (3 channels) stays fp32
+    assert kinds.count("Int8WinogradConv2d") == 7  # A has 8 convs; conv1_1 (the raw image) stays fp32
     int8 = [m for m in features if isinstance(m, Int8WinogradConv2d)]
     assert kinds.count("Conv2d") == 1 and all(m.relu for m in int8)
     assert [m.pool for m in int8] == [True, False, True, False, True, False, True]  # A: conv2_1 .. conv5_2
@@ -133,6 +138,7 @@ def test_int8_features_replaces_the_convs_and_keeps_the_indices():
     with torch.no_grad():
         ref = model.features(x)
     assert rel_norm(features(x), ref) < 3 * INT8_RTOL  # seven layers' rounding, not compounding much
+    assert type(int8_features(model.features, calibration, skip=0)[0]).__name__ == "Int8WinogradConv2d"
     with pytest.raises(ValueError, match="at least one batch"):
         int8_features(model.features, [])
 

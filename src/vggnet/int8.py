@@ -59,6 +59,7 @@ class Int8WinogradConv2d(nn.Module):
     `low`, `high` (16, C): the calibrated range of V per tile position and input channel. Runs the compiled
     kernel where it is available and a float64 reference of the same integer arithmetic elsewhere. `pool`
     is VGG's max pool (2x2, stride 2) after the ReLU; the kernel pools each 2x2 output tile as it makes it.
+    Channel counts that are not multiples of 16 (the kernel's vector) are padded with zero channels.
     """
 
     def __init__(
@@ -71,13 +72,17 @@ class Int8WinogradConv2d(nn.Module):
         alpha: float = ALPHA,
     ) -> None:
         super().__init__()
-        c, k = conv.in_channels, conv.out_channels
         if not quantizable(conv):
-            raise ValueError(f"int8 Winograd needs a 3x3 conv, stride 1, padding 1, channels multiples of 16: {conv}")
-        self.in_channels, self.out_channels, self.relu, self.pool = c, k, relu, pool
+            raise ValueError(f"int8 Winograd needs a 3x3 conv, stride 1, padding 1, groups 1: {conv}")
+        self.in_channels, self.out_channels, self.relu, self.pool = conv.in_channels, conv.out_channels, relu, pool
+        c, k = -(-conv.in_channels // 16) * 16, -(-conv.out_channels // 16) * 16  # zero channels up to the vector
+        weight = F.pad(
+            conv.weight.detach().cpu().double(), (0, 0, 0, 0, 0, c - conv.in_channels, 0, k - conv.out_channels)
+        )
         g = transforms(2)[1]
-        u = torch.einsum("ai,kcij,bj->abck", g, conv.weight.detach().cpu().double(), g).reshape(POSITIONS, c, k)
-        low, high = low.double().clamp_max(0), high.double().clamp_min(0)  # zero stays exact (padding)
+        u = torch.einsum("ai,kcij,bj->abck", g, weight, g).reshape(POSITIONS, c, k)
+        low, high = (F.pad(r.double(), (0, c - conv.in_channels)) for r in (low, high))
+        low, high = low.clamp_max(0), high.clamp_min(0)  # zero stays exact (padding)
         reach, wmax = torch.maximum(-low, high), u.abs().amax(dim=2).clamp_min(1e-12)  # (16, C) each
         s = torch.where(reach > 0, reach**alpha / wmax ** (1 - alpha), torch.ones_like(reach))  # V' = V / s, U' = U s
         lo, hi = (low / s).amin(dim=1), (high / s).amax(dim=1)  # (16,): the range of V' per position
@@ -90,7 +95,7 @@ class Int8WinogradConv2d(nn.Module):
         self.register_buffer("uq", uq.to(torch.int8))  # (16, C, K), for the reference path
         self.register_buffer("inv_s", (1 / (s * step[:, None])).float().contiguous())  # (16, C)
         self.register_buffer("zero_point", zero.float())  # (16,)
-        self.register_buffer("bias", conv.bias.detach().cpu().float().clone())
+        self.register_buffer("bias", F.pad(conv.bias.detach().cpu().float(), (0, k - conv.out_channels)))
         padded = F.pad(uq, (0, kp - k)).to(torch.int8)  # (16, C, Kp)
         # (16, Kp/64, C/4, 64, 4): 4 consecutive channels of one output channel side by side (vpdpbusd's operand)
         self.register_buffer(
@@ -108,39 +113,46 @@ class Int8WinogradConv2d(nn.Module):
             raise ValueError(f"Int8WinogradConv2d expects {self.in_channels} input channels, got {x.shape[1]}")
         if not (x.device.type == "cpu" and kernel_available()):
             return self.reference(x)
-        x = x.float().contiguous(memory_format=torch.channels_last)
+        x = self._padded(x).float().contiguous(memory_format=torch.channels_last)
         fused = self.pool and x.shape[2] % 2 == 0 and x.shape[3] % 2 == 0  # odd sizes: the pool as its own step
         args = (self.packed, self.comp, self.scale, self.inv_s, self.zero_point, self.bias, self.relu, fused)
-        y = native.kernels().conv3x3_f2_int8(x, *args, self.out_channels, 0, 0)
+        y = native.kernels().conv3x3_f2_int8(x, *args, self.bias.numel(), 0, 0)
+        if y.shape[1] != self.out_channels:  # zero channels cut off, dense again for the next layer
+            y = y[:, : self.out_channels].contiguous(memory_format=torch.channels_last)
         return F.max_pool2d(y, 2) if self.pool and not fused else y
+
+    def _padded(self, x: torch.Tensor) -> torch.Tensor:
+        """x with zero channels up to the layer's padded input width."""
+        missing = self.inv_s.shape[1] - x.shape[1]
+        return F.pad(x, (0, 0, 0, 0, 0, missing)) if missing else x
 
     def reference(self, x: torch.Tensor) -> torch.Tensor:
         """The kernel's arithmetic in float64: V rounded half to even, integer GEMMs, fp32-scaled outputs."""
         n, _, h, w = x.shape
-        v = input_tiles(x.float()).flatten(4)  # (N, C, th, tw, 16)
+        v = input_tiles(self._padded(x).float()).flatten(4)  # (N, C, th, tw, 16)
         th, tw = v.shape[2:4]
         zero = self.zero_point.double()
         q = torch.round(v * self.inv_s.double().T[None, :, None, None, :] + zero).clamp(0, 255) - zero
         m = torch.einsum("nchwp,pck->nkhwp", q, self.uq.double())  # exact: integers below 2^53
-        m = m * self.scale[:, : self.out_channels].double().T[None, :, None, None, :]
+        m = m[:, : self.out_channels] * self.scale[:, : self.out_channels].double().T[None, :, None, None, :]
         at = transforms(2)[2]
         y = torch.einsum("ai,nkhwij,bj->nkhwab", at, m.unflatten(4, (4, 4)), at)  # (N, K, th, tw, 2, 2)
-        y = y.permute(0, 1, 2, 4, 3, 5).reshape(n, -1, 2 * th, 2 * tw)[:, :, :h, :w] + self.bias.double().view(-1, 1, 1)
+        y = y.permute(0, 1, 2, 4, 3, 5).reshape(n, -1, 2 * th, 2 * tw)[:, :, :h, :w]
+        y = y + self.bias[: self.out_channels].double().view(-1, 1, 1)
         y = y.float().contiguous(memory_format=torch.channels_last)
         y = y.relu_() if self.relu else y
         return F.max_pool2d(y, 2) if self.pool else y
 
 
 def quantizable(conv: nn.Module) -> bool:
-    """A conv the int8 Winograd layer takes: 3x3, stride 1, padding 1, channels multiples of 16."""
+    """A conv the int8 Winograd layer takes: 3x3, stride 1, padding 1, groups 1, dilation 1."""
     return (
         isinstance(conv, nn.Conv2d)
         and conv.kernel_size == (3, 3)
         and conv.stride == (1, 1)
         and conv.padding == (1, 1)
         and conv.groups == 1
-        and conv.in_channels % 16 == 0
-        and conv.out_channels % 16 == 0
+        and conv.dilation == (1, 1)
     )
 
 
