@@ -29,6 +29,21 @@ def ratios(rows: dict[str, Any], batch: str) -> dict[str, float]:
     return out
 
 
+def round_ratios(rows: dict[str, Any], batch: str) -> dict[str, list[float]]:
+    """Per round, each contender against the faster runtime of its precision in that same round."""
+    out = {}
+    for name, row in rows.items():
+        precision = "int8" if row["precision"] == "int8" else "fp32"
+        peers = [
+            r["batches"][batch]["per_round"]
+            for r in rows.values()
+            if r["family"] in c.RUNTIMES and r["precision"] == precision
+        ]
+        if peers:
+            out[name] = [mine / max(p[i] for p in peers) for i, mine in enumerate(row["batches"][batch]["per_round"])]
+    return out
+
+
 def _speed(r: dict[str, Any]) -> list[str]:
     s, setup = r["speed"], r["setup"]
     rows = s["contenders"]
@@ -40,12 +55,13 @@ def _speed(r: dict[str, Any]) -> list[str]:
         "processes each, alternated, the order rotated every round); a process warms up, then times a fixed number "
         "of batches, and gives one images/s figure per batch size. Median over the processes, min-max beside it. "
         "The ratio is against the faster of ONNX Runtime and OpenVINO at the same precision (fp32 for fp32 and "
-        "the default-precision row, int8 for int8). Error: max |logits - torchvision's| / max |torchvision's| on "
+        "the default-precision row, int8 for int8): the ratio of the medians, and beside it the range of the "
+        "ratios within each round (against the faster runtime of that round). Error: max |logits - torchvision's| / max |torchvision's| on "
         f"the timed batch. Load average (1, 5, 15 min) before: {s['load_before']}; after: {s['load_after']}.",
         "",
     ]
     for batch in batches:
-        rel = ratios(rows, batch)
+        rel, per_round = ratios(rows, batch), round_ratios(rows, batch)
         table = []
         for name, row in rows.items():
             b = row["batches"][batch]
@@ -58,11 +74,20 @@ def _speed(r: dict[str, Any]) -> list[str]:
                     f"{b['images_per_s']:.2f}",
                     f"{b['min']:.2f}-{b['max']:.2f}",
                     f"{rel[name]:.2f}x" if name in rel else "",
+                    f"{min(per_round[name]):.2f}-{max(per_round[name]):.2f}x" if name in per_round else "",
                     f"{err:.1e}" if err is not None else "",
                 ]
             )
-        header = ["contender", "precision", "images/s (median)", "min-max", "vs faster runtime", "rel. error"]
-        lines += [f"### Batch {batch}", "", markdown_table(header, table, "llrrrr"), ""]
+        header = [
+            "contender",
+            "precision",
+            "images/s (median)",
+            "min-max",
+            "vs faster runtime",
+            "per round",
+            "rel. error",
+        ]
+        lines += [f"### Batch {batch}", "", markdown_table(header, table, "llrrrrr"), ""]
     return lines
 
 

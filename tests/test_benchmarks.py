@@ -174,3 +174,25 @@ def test_gpu_pipeline_script_parses_and_asks_for_its_arguments():
     assert subprocess.run(["bash", "-n", str(script)], capture_output=True).returncode == 0
     r = subprocess.run(["bash", str(script)], capture_output=True, text=True)
     assert r.returncode == 2 and "usage: bash" in r.stderr and "PHOTOS OUT [BUDGET_SECONDS]" in r.stderr
+
+
+def test_runtimes_report_compares_each_round_with_that_rounds_faster_runtime(monkeypatch):
+    monkeypatch.syspath_prepend(str(SCRIPT.parent))  # as runtimes.py runs it: its neighbours import by name
+    report = importlib.import_module("runtimes_report")
+
+    def row(precision, family, rates):
+        return {
+            "precision": precision,
+            "family": family,
+            "batches": {"1": {"images_per_s": sorted(rates)[1], "per_round": rates}},
+        }
+
+    rows = {
+        "ONNX Runtime int8": row("int8", "onnxruntime", [10.0, 8.0, 9.0]),
+        "OpenVINO int8": row("int8", "openvino", [6.0, 12.0, 9.5]),
+        "vggnet int8": row("int8", "torch", [5.0, 6.0, 9.5]),
+        "ONNX Runtime fp32": row("fp32", "onnxruntime", [2.0, 2.0, 2.0]),
+    }
+    assert report.ratios(rows, "1")["vggnet int8"] == pytest.approx(6.0 / 9.5)  # medians: 6 against OpenVINO's 9.5
+    assert report.round_ratios(rows, "1")["vggnet int8"] == pytest.approx([5 / 10, 6 / 12, 9.5 / 9.5])
+    assert report.round_ratios(rows, "1")["ONNX Runtime fp32"] == [1.0, 1.0, 1.0]  # fp32 against fp32 only
