@@ -6,6 +6,7 @@ metrics.jsonl      one JSON line per epoch (loss, top-1/top-5 errors, LR, images
 metrics.png        loss, errors and LR against epoch (with vggnet[plots])
 model.safetensors  the best weights (lowest validation top-1 error), project format
 last.pt            the resume checkpoint: model, optimiser, schedule, scaler, RNG states, position in the epoch
+init.json          with --init-from: the weights' path, source, SHA-256, input preprocessing and the new layers
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ CONFIG, STATS, METRICS, PLOT, WEIGHTS, CHECKPOINT = (
     "model.safetensors",
     "last.pt",
 )
+INIT = "init.json"
 
 
 def weights_file(path: str | os.PathLike[str]) -> Path:
