@@ -203,7 +203,9 @@ def cmd_predict(args: argparse.Namespace) -> int:
     from .evaluate import predict
 
     cfg = dataclass_from_args(EvalConfig, args)
-    predictions, skipped = predict(args.images, args.weights, cfg, top=args.top, heatmap=args.heatmap)
+    predictions, skipped = predict(
+        args.images, args.weights, cfg, top=args.top, heatmap=args.heatmap, cam=args.cam, layer=args.layer
+    )
     for pred in predictions:
         print(pred.path)
         for rank, (label, prob) in enumerate(pred.top, 1):
@@ -324,7 +326,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("images", nargs="+", metavar="IMAGE")
     p.add_argument("--weights", action="append", required=True, help="run folder or weights file (repeat: ensemble)")
     p.add_argument("--top", type=int, default=5, help="how many classes to list (default: 5)")
-    p.add_argument("--heatmap", help="PNG path: the top class's dense score map over the image")
+    p.add_argument("--heatmap", help="PNG path: the top class's map over the image (see --cam)")
+    p.add_argument(
+        "--cam",
+        choices=("dense", "gradcam", "cam"),
+        default="dense",
+        help="the heat map: dense class score map (section 3.2), Grad-CAM at --layer, or CAM of a gap head "
+        "(default: dense)",
+    )
+    p.add_argument("--layer", help="Grad-CAM's conv layer by its paper name, e.g. conv5_3 (default: the last conv)")
     add_dataclass_args(p, EvalConfig, skip=("split", "limit", "workers"))
     p.set_defaults(func=cmd_predict)
     p = sub.add_parser("export", help="export the dense net (section 3.2) to ONNX or torch.export, dynamic shapes")

@@ -142,7 +142,10 @@ class VGG(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Class logits (N, classes); the conv head averages its score map spatially."""
         self.check_input(x)
-        f = self.features(x)  # (N, 512w, H/32, W/32)
+        return self.forward_head(self.features(x))  # features: (N, 512w, H/32, W/32)
+
+    def forward_head(self, f: torch.Tensor) -> torch.Tensor:
+        """Class logits (N, classes) of a feature map (N, C, H/32, W/32): the head alone (timm's split)."""
         if self.cfg.head == "conv":
             return self.dense_head(f).mean(dim=(2, 3))
         return self.classifier(torch.flatten(self.avgpool(f), 1))

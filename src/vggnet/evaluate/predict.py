@@ -1,4 +1,8 @@
-"""Predicting single images: the top classes (ensemble posteriors averaged) and the dense score map as a heat map."""
+"""Predicting single images: the top classes (ensemble posteriors averaged) and a heat map of why.
+
+The heat map is the dense class score map of section 3.2 by default, or Grad-CAM at a conv layer, or
+the gap head's CAM (`vggnet.cam`).
+"""
 
 from __future__ import annotations
 
@@ -13,6 +17,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
+from ..cam import CAM_METHODS, check_conv_layer, class_activation_map, conv_layers, gradcam, overlay
 from ..configs import EvalConfig
 from ..data import open_image, rescale, to_uint8_tensor
 from ..devices import pick_device
@@ -52,6 +57,16 @@ def class_map(net: Network, img: Image.Image, index: int, q: int) -> torch.Tenso
     return scores.float().softmax(dim=1)[0, index].cpu()
 
 
+def why_map(net: Network, img: Image.Image, index: int, q: int, cam: str, layer: str | None) -> torch.Tensor:
+    """(H, W) Grad-CAM or CAM of class `index` for the image rescaled to Q, in [0, 1]."""
+    with torch.inference_mode(False):  # Grad-CAM differentiates; predict runs in inference mode
+        x = to_uint8_tensor(rescale(img, q))[None].float() / 255.0
+        x = x.to(next(net.model.parameters()).device)
+        if cam == "gradcam":
+            return gradcam(net.model, x, layer, index, net.meta.preprocessing)[0].cpu()
+        return class_activation_map(net.model, x, index, net.meta.preprocessing)[0].cpu()
+
+
 def heatmap_overlay(img: Image.Image, heat: torch.Tensor, q: int, window: int, alpha: float = 0.5) -> Image.Image:
     """Overlay an (h, w) map on the image: cell (i, j) sits at the centre of its window (32 px stride at Q).
 
@@ -85,17 +100,31 @@ def predict(
     cfg: EvalConfig | None = None,
     top: int = 5,
     heatmap: str | os.PathLike[str] | None = None,
+    cam: str = "dense",
+    layer: str | None = None,
 ) -> tuple[list[Prediction], list[str]]:
     """Top classes of each image (ensemble posteriors averaged) and the unreadable paths, which are skipped.
 
-    With `heatmap`, the first network's dense score map of the top class at its largest scale is drawn
-    over each image (the path gains _<image name> when there are several images).
+    With `heatmap`, the first network's map of the top class at its largest scale is drawn over each image
+    (the path gains _<image name> when there are several images): `cam` "dense" (the class score map),
+    "gradcam" (at conv `layer`, default the last) or "cam" (gap head).
     """
     cfg = cfg or EvalConfig()
     cfg.check()
     if top < 1:
         raise ValueError(f"top must be at least 1, got {top}")
+    if cam not in CAM_METHODS:
+        raise ValueError(f"--cam {cam!r}: accepted {', '.join(CAM_METHODS)}")
+    if cam != "dense" and heatmap is None:
+        raise ValueError(f"--cam {cam} draws a heat map; give --heatmap PATH")
+    if layer is not None and cam != "gradcam":
+        raise ValueError("--layer chooses Grad-CAM's conv layer; use it with --cam gradcam")
     networks = load_networks(read_networks(weights_or_runs, cfg.scales), pick_device(cfg.device), cfg.fast)
+    first = networks[0].model
+    if cam == "gradcam":
+        layer = check_conv_layer(first, layer or conv_layers(first)[-1])
+    if cam == "cam" and first.cfg.head != "gap":
+        raise ValueError(f"--cam cam needs a gap-head network; {networks[0].source} has the {first.cfg.head} head")
     names = class_names_of(networks[0].meta)
     all_scales = sorted({q for n in networks for q in n.scales})
     predictions, skipped = [], []
@@ -110,10 +139,13 @@ def predict(
             pred = Prediction(str(path), [(names[i], float(v)) for v, i in zip(values, indices.tolist(), strict=True)])
             if heatmap is not None:
                 net, q = networks[0], max(networks[0].scales)
-                window = 32 if net.meta.model.head == "gap" else 32 * net.model.grid
-                overlay = heatmap_overlay(img, class_map(net, img, int(indices[0]), q), q, window)
+                if cam == "dense":
+                    window = 32 if net.meta.model.head == "gap" else 32 * net.model.grid
+                    drawn = heatmap_overlay(img, class_map(net, img, int(indices[0]), q), q, window)
+                else:
+                    drawn = overlay(img, why_map(net, img, int(indices[0]), q, cam, layer))
                 out = _heatmap_path(str(heatmap), str(path), len(images) > 1)
-                atomic_write(out, lambda tmp, o=overlay: o.save(tmp, format="PNG"))
+                atomic_write(out, lambda tmp, o=drawn: o.save(tmp, format="PNG"))
                 pred.heatmap = str(out)
             predictions.append(pred)
     return predictions, skipped
