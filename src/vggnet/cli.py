@@ -217,6 +217,22 @@ def cmd_predict(args: argparse.Namespace) -> int:
     return 0 if predictions else 2
 
 
+def cmd_probe(args: argparse.Namespace) -> int:
+    from .probe import linear_probe, probe_table, save_probe
+
+    result = linear_probe(
+        args.weights, args.data, args.layer, c=args.c, scale=args.scale or None, batch_size=args.batch_size,
+        workers=args.workers, device=args.device, progress=not args.quiet,
+    )  # fmt: skip
+    print(probe_table([result]))
+    print(f"top-1 error {result.top1_error:.2f}%, top-5 error {result.top5_error:.2f}% on {result.images} images")
+    if result.skipped:
+        print(f"{len(result.skipped)} unreadable images skipped (listed in the JSON report)", file=sys.stderr)
+    if args.out:
+        print("wrote " + ", ".join(str(p) for p in save_probe(result, args.out)))
+    return 0
+
+
 def cmd_export(args: argparse.Namespace) -> int:
     from .export import export_weights
 
@@ -337,6 +353,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--layer", help="Grad-CAM's conv layer by its paper name, e.g. conv5_3 (default: the last conv)")
     add_dataclass_args(p, EvalConfig, skip=("split", "limit", "workers"))
     p.set_defaults(func=cmd_predict)
+    p = sub.add_parser("probe", help="linear probe: a logistic regression on a frozen network's features at a layer")
+    p.add_argument("data", help="an image folder with train/ and val/ (or digits, cifar10:PATH)")
+    p.add_argument("--weights", required=True, help="run folder or weights file (any source `convert` reads)")
+    p.add_argument(
+        "--layer", default="fc7", help="paper name of the layer: fc7, fc6, relu5_3 (pooled), ... (default: fc7)"
+    )
+    p.add_argument("--c", type=float, default=1.0, help="inverse L2 strength of the logistic regression (default: 1)")
+    p.add_argument("--scale", type=int, default=0, help="shorter side before the centre crop (default: the weights' S)")
+    p.add_argument("--batch-size", type=int, default=32, help="images per forward pass (default: 32)")
+    p.add_argument("--workers", type=int, default=0, help="image decoding processes (default: 0)")
+    p.add_argument("--device", default="cpu", help="torch device (default: cpu)")
+    p.add_argument("--out", help="folder for probe_<layer>.json and .md")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=cmd_probe)
+
     p = sub.add_parser("export", help="export the dense net (section 3.2) to ONNX or torch.export, dynamic shapes")
     p.add_argument("weights", help="weights in the project format (.safetensors)")
     p.add_argument("out", help="output file (.onnx, or .pt2 for torch.export)")
