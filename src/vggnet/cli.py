@@ -233,6 +233,27 @@ def cmd_probe(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_compress(args: argparse.Namespace) -> int:
+    from .compress import compress, parse_size
+    from .tables import human_bytes
+
+    layers = tuple(n.strip() for n in args.layers.split(",") if n.strip())
+    target = parse_size(args.target_size) if args.target_size else None
+    r = compress(
+        args.weights, args.out, rank=args.rank, energy=args.energy, target_size=target, int8=args.int8, layers=layers
+    )
+    done = [f"{n} rank {k} ({100 * r.energy[n]:.1f}% of the squared singular values)" for n, k in r.ranks.items()]
+    done += ["int8 weights (float32 again on load)"] if r.int8 else []
+    print(f"{r.src} -> {r.dst}: " + "; ".join(done))
+    print(
+        f"parameters {r.params_before:,} -> {r.params_after:,}; file {human_bytes(r.file_bytes_before)} -> "
+        f"{human_bytes(r.file_bytes_after)} ({r.file_bytes_after / r.file_bytes_before:.1%})"
+    )
+    for note in r.notes:
+        print(note, file=sys.stderr)
+    return 0
+
+
 def cmd_export(args: argparse.Namespace) -> int:
     from .export import export_weights
 
@@ -367,6 +388,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", help="folder for probe_<layer>.json and .md")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_probe)
+
+    p = sub.add_parser("compress", help="smaller weights: FC6/FC7 by truncated SVD and/or int8 storage")
+    p.add_argument("weights", help="run folder or weights file (any source `convert` reads)")
+    p.add_argument("out", help="output .safetensors (loads like any project weights file)")
+    size = p.add_mutually_exclusive_group()
+    size.add_argument("--rank", type=int, help="keep this many singular values of each factorised layer")
+    size.add_argument("--energy", type=float, help="keep this fraction of the squared singular values (e.g. 0.9)")
+    size.add_argument("--target-size", help="the largest common rank whose file fits, e.g. 100MB")
+    p.add_argument("--int8", action="store_true", help="store conv and FC weights as int8 with per-channel scales")
+    p.add_argument("--layers", default="fc6,fc7", help="FC layers to factorise (default: fc6,fc7)")
+    p.set_defaults(func=cmd_compress)
 
     p = sub.add_parser("export", help="export the dense net (section 3.2) to ONNX or torch.export, dynamic shapes")
     p.add_argument("weights", help="weights in the project format (.safetensors)")

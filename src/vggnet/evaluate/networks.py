@@ -17,7 +17,7 @@ import torch
 from ..configs import EvalConfig
 from ..model import VGG
 from ..runs import weights_file
-from ..weights import WeightsMeta, load_weights, read_meta
+from ..weights import WeightsMeta, has_low_rank, load_weights, read_meta
 from .protocol import method_posteriors
 
 
@@ -103,7 +103,7 @@ def for_evaluation(model: VGG) -> VGG:
     Same outputs up to float rounding; conv weights and NHWC activations spare the convolution library a
     layout conversion per call.
     """
-    if model.cfg.head == "fc":
+    if model.cfg.head == "fc" and not has_low_rank(model):  # factorised FC layers stay Linear (dense_head reads them)
         model = model.to_head("conv")
     return model.eval().to(memory_format=torch.channels_last)
 

@@ -6,11 +6,13 @@
   files into torchvision-named tensors (the conventions are in PAPER.md, "Public implementations").
 - infer.py: the configuration (Table 1 column, BN, width, classes, head) read from the tensors.
 - sources.py: recognising a file's source, `load_weights`, `import_weights`, `convert`.
+- compression.py: factorised (low-rank) FC layers and int8-stored weights, as files hold them.
 
 Nothing here ever unpickles arbitrary objects.
 """
 
 from .caffe import CAFFE_V1_TYPES, CaffeLayer, caffe_state, read_caffemodel
+from .compression import LowRankLinear, has_low_rank, stored_bytes
 from .format import (
     CAFFE_MEAN_BGR,
     FORMAT_KEY,
@@ -46,6 +48,7 @@ __all__ = [
     "FORMAT_KEY",
     "IMAGENET_MEAN",
     "IMAGENET_STD",
+    "LowRankLinear",
     "NoClassifier",
     "Preprocessing",
     "SOURCES",
@@ -57,6 +60,7 @@ __all__ = [
     "convert",
     "detect_source",
     "has_classifier",
+    "has_low_rank",
     "import_weights",
     "infer_config",
     "keras_state",
@@ -67,5 +71,6 @@ __all__ = [
     "read_meta",
     "read_torch_state",
     "save_weights",
+    "stored_bytes",
     "timm_state",
 ]

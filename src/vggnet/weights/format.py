@@ -25,6 +25,7 @@ from torch import nn
 from ..configs import ModelConfig
 from ..io import atomic_write
 from ..model import VGG, count_parameters
+from .compression import dequantize_state, low_rank_ranks, make_low_rank, quantize_state
 
 # ImageNet statistics used by torchvision's weights (RGB, 0-1 scale).
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -154,14 +155,20 @@ def save_weights(
     class_names: list[str] | None = None,
     source: str = "vggnet",
     extra: dict[str, Any] | None = None,
+    int8: bool = False,
 ) -> WeightsMeta:
-    """Write `model` in the project format (safetensors + JSON metadata), atomically."""
+    """Write `model` in the project format (safetensors + JSON metadata), atomically.
+
+    `int8`: conv and FC weights stored as int8 with per-channel scales (`compression.py`), float32 again on load.
+    """
     if class_names is not None and len(class_names) != model.cfg.num_classes:
         raise ValueError(f"{len(class_names)} class names given for a model with {model.cfg.num_classes} classes")
     meta = WeightsMeta.for_model(
         model, preprocessing=preprocessing or Preprocessing(), class_names=class_names, source=source, extra=extra
     )
     tensors = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    if int8:
+        tensors = quantize_state(tensors)
     atomic_write(path, lambda tmp: save_file(tensors, tmp, metadata={FORMAT_KEY: meta.to_json()}))
     return meta
 
@@ -183,7 +190,7 @@ def load_project_weights(path: str | os.PathLike[str], device: str | torch.devic
         tensors = load_file(str(path), device=str(device))
     except (SafetensorError, OSError, ValueError) as e:
         raise ValueError(f"{path}: unreadable safetensors weights ({e})") from None
-    return assemble(meta.model, meta.include_top, tensors, str(path), device), meta
+    return assemble(meta.model, meta.include_top, dequantize_state(tensors), str(path), device), meta
 
 
 def existing_file(path: str | os.PathLike[str]) -> Path:
@@ -238,12 +245,13 @@ def assemble(
     where: str,
     device: str | torch.device = "cpu",
 ) -> VGG:
-    """Build a VGG on the meta device and give it the tensors (no second copy, no init)."""
+    """Build a VGG on the meta device and give it the tensors (no second copy, no init); factorised FC layers kept."""
     state = dict(state)
     for key in [k for k in state if k.endswith(".running_mean")]:  # torchvision's _bn files predate this buffer
         state.setdefault(key.replace("running_mean", "num_batches_tracked"), torch.tensor(0, dtype=torch.long))
     with torch.device("meta"):
         model = VGG(cfg)
+        make_low_rank(model, low_rank_ranks(state))  # FC layers stored factorised (compression.py)
     if not include_top:
         model.classifier = NoClassifier()
     for key in state:
