@@ -210,6 +210,8 @@ def cmd_predict(args: argparse.Namespace) -> int:
         print(pred.path)
         for rank, (label, prob) in enumerate(pred.top, 1):
             print(f"  {rank}. {prob:7.2%}  {label}")
+        if pred.folder_class:
+            print(f"  folder: {pred.folder_class}, rank {pred.folder_rank}")
         if pred.heatmap:
             print(f"  heat map: {pred.heatmap}")
     if skipped:

@@ -94,7 +94,11 @@ def check_classes(plan: Plan, num_classes: int, against: str) -> None:
     """Raise a one-line error naming the weights whose class count differs from `num_classes`."""
     for f, meta, _ in plan:
         if meta.model.num_classes != num_classes:
-            raise ValueError(f"{f}: weights have {meta.model.num_classes} classes but {against} has {num_classes}")
+            hint = "; class folders named by WordNet id (n01440764 ...) map onto ImageNet's classes"
+            hint = hint if meta.model.num_classes == 1000 else ""
+            raise ValueError(
+                f"{f}: weights have {meta.model.num_classes} classes but {against} has {num_classes}{hint}"
+            )
 
 
 def for_evaluation(model: VGG) -> VGG:

@@ -9,7 +9,6 @@ from __future__ import annotations
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
-from importlib import resources
 from pathlib import Path
 
 import numpy as np
@@ -21,15 +20,10 @@ from ..cam import CAM_METHODS, check_conv_layer, class_activation_map, conv_laye
 from ..configs import EvalConfig
 from ..data import open_image, rescale, to_uint8_tensor
 from ..devices import pick_device
+from ..imagenet import imagenet_classes, imagenet_wnids, is_imagenet_labelled
 from ..io import atomic_write, reporting_warnings
 from ..weights import WeightsMeta
 from .networks import Network, ensemble_posteriors, load_networks, read_networks
-
-
-def imagenet_classes() -> list[str]:
-    """ImageNet's 1000 class names in index order (shipped with the package)."""
-    text = resources.files("vggnet").joinpath("resources/imagenet_classes.txt").read_text(encoding="utf-8")
-    return text.splitlines()
 
 
 def class_names_of(meta: WeightsMeta) -> list[str]:
@@ -48,6 +42,8 @@ class Prediction:
     path: str
     top: list[tuple[str, float]]  # (label, posterior)
     heatmap: str | None = None
+    folder_class: str | None = None  # "n01440764 tench": the ImageNet class the image's folder is named for
+    folder_rank: int | None = None  # that class's rank among all (1: the top class)
 
 
 def class_map(net: Network, img: Image.Image, index: int, q: int) -> torch.Tensor:
@@ -126,6 +122,7 @@ def predict(
     if cam == "cam" and first.cfg.head != "gap":
         raise ValueError(f"--cam cam needs a gap-head network; {networks[0].source} has the {first.cfg.head} head")
     names = class_names_of(networks[0].meta)
+    wnids = imagenet_wnids() if is_imagenet_labelled(len(names), networks[0].meta.class_names) else []
     all_scales = sorted({q for n in networks for q in n.scales})
     predictions, skipped = [], []
     with torch.inference_mode():
@@ -137,6 +134,10 @@ def predict(
             probs = ensemble_posteriors(networks, {q: [to_uint8_tensor(rescale(img, q))] for q in all_scales}, cfg)[0]
             values, indices = probs.topk(min(top, probs.numel()))
             pred = Prediction(str(path), [(names[i], float(v)) for v, i in zip(values, indices.tolist(), strict=True)])
+            folder = Path(path).parent.name
+            if folder in wnids:  # an ILSVRC-style folder: say where its own class ranks
+                k = wnids.index(folder)
+                pred.folder_class, pred.folder_rank = f"{folder} {names[k]}", int((probs > probs[k]).sum()) + 1
             if heatmap is not None:
                 net, q = networks[0], max(networks[0].scales)
                 if cam == "dense":
