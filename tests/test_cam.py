@@ -138,3 +138,16 @@ def test_cli_predict_draws_gradcam_and_refuses_a_non_conv_layer(tmp_path, capsys
         err = capsys.readouterr().err.strip()
         assert err.count("\n") == 0 and message in err, err
         assert not (tmp_path / "no.png").exists()
+
+
+def test_predict_gradcam_with_fast_evaluation_uses_a_plain_copy(tmp_path):
+    from vggnet.configs import EvalConfig
+    from vggnet.evaluate import predict
+
+    save_weights(build("B_bn", width=W, num_classes=3, input_size=32).eval(), tmp_path / "w.safetensors")
+    Image.new("RGB", (48, 40), (90, 120, 30)).save(tmp_path / "x.png")
+    (pred,), _ = predict(
+        [tmp_path / "x.png"], [tmp_path / "w.safetensors"], EvalConfig(fast=True, scales="40"),
+        heatmap=tmp_path / "why.png", cam="gradcam", layer="conv4_2",
+    )  # fmt: skip
+    assert pred.heatmap == str(tmp_path / "why.png") and Image.open(pred.heatmap).size == (48, 40)

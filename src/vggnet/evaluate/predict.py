@@ -115,8 +115,11 @@ def predict(
         raise ValueError(f"--cam {cam} draws a heat map; give --heatmap PATH")
     if layer is not None and cam != "gradcam":
         raise ValueError("--layer chooses Grad-CAM's conv layer; use it with --cam gradcam")
-    networks = load_networks(read_networks(weights_or_runs, cfg.scales), pick_device(cfg.device), cfg.fast)
-    first = networks[0].model
+    plan = read_networks(weights_or_runs, cfg.scales)
+    networks = load_networks(plan, pick_device(cfg.device), cfg.fast)
+    # Grad-CAM differentiates: --fast's Winograd layers hold inference-only tensors, so it gets a plain copy
+    explained = load_networks(plan[:1], pick_device(cfg.device))[0] if cam != "dense" and cfg.fast else networks[0]
+    first = explained.model
     if cam == "gradcam":
         layer = check_conv_layer(first, layer or conv_layers(first)[-1])
     if cam == "cam" and first.cfg.head != "gap":
@@ -144,7 +147,7 @@ def predict(
                     window = 32 if net.meta.model.head == "gap" else 32 * net.model.grid
                     drawn = heatmap_overlay(img, class_map(net, img, int(indices[0]), q), q, window)
                 else:
-                    drawn = overlay(img, why_map(net, img, int(indices[0]), q, cam, layer))
+                    drawn = overlay(img, why_map(explained, img, int(indices[0]), q, cam, layer))
                 out = _heatmap_path(str(heatmap), str(path), len(images) > 1)
                 atomic_write(out, lambda tmp, o=drawn: o.save(tmp, format="PNG"))
                 pred.heatmap = str(out)
