@@ -50,7 +50,7 @@ def main() -> int:
     torch.manual_seed(0)
 
     ours = VGG(config=args.config).eval()
-    tv_name = TORCHVISION[ours.cfg.config] + ("_bn" if ours.cfg.batch_norm else "")
+    tv_name = TORCHVISION[ours.cfg.arch] + ("_bn" if ours.cfg.batch_norm else "")
     tv = getattr(torchvision.models, tv_name)(weights=None).eval()
     if ours.cfg.batch_norm:  # running statistics that are not the identity, so folding is really exercised
         for m in tv.modules():

@@ -146,7 +146,7 @@ def trained_agreement(weights: Path, root: Path, calib: int, batch: int) -> dict
     fp32_logits, int8_logits = logits_of(model, val_x, 64), logits_of(int8, val_x, 64)
     return {
         "weights": str(weights),
-        "config": f"{model.cfg.config}, width {model.cfg.width:g}, input {size}",
+        "config": f"{model.cfg.arch}, width {model.cfg.width:g}, input {size}",
         "images": len(val_x),
         "calibration": len(calib_x),
         "top1_agreement": (fp32_logits.argmax(1) == int8_logits.argmax(1)).float().mean().item(),

@@ -9,7 +9,8 @@ MACS = {"A": 7.609, "A-LRN": 7.609, "B": 11.308, "C": 11.771, "D": 15.470, "E": 
 
 def test_table2_params_and_macs():
     rows = {r.config: r for r in table2()}
-    assert [r.weight_layers for r in rows.values()] == [11, 11, 13, 16, 16, 19]
+    assert [r.weight_layers for r in rows.values()] == [11, 11, 13, 16, 16, 19, 8, 8]  # Table 1, then B-5x5, D-7x7
+    assert rows["B-5x5"].paper_params_m is None and [r.config for r in table2(configs=["B", "B-5x5"])] == ["B", "B-5x5"]
     assert rows["D"].params == 138_357_544
     assert rows["E"].paper_params_m == 144
     for letter, gmacs in MACS.items():
@@ -35,7 +36,7 @@ def test_receptive_field_and_jump_of_d():
 
 def test_three_3x3_from_input_is_7():
     with torch.device("meta"):
-        model = VGG(config="D")
+        model = VGG(arch="D")
     # the first block has two convs then a pool; check the rf rule 2n+1 on fresh convs
     rows = layer_table(model, 224)
     assert rows[0].rf == 3 and rows[2].rf == 5
@@ -45,7 +46,7 @@ def test_three_3x3_from_input_is_7():
 @pytest.mark.parametrize("bn", [False, True])
 def test_table_params_equal_model(head, bn):
     with torch.device("meta"):
-        model = VGG(config="C", head=head, batch_norm=bn, num_classes=10)
+        model = VGG(arch="C", head=head, batch_norm=bn, num_classes=10)
     assert totals(layer_table(model, 224))["params"] == count_parameters(model)
 
 
@@ -59,7 +60,7 @@ def test_dense_output_shape_in_table():
 
 def test_macs_match_a_traced_count():
     # Count MACs independently with forward hooks on a real (small) forward pass.
-    model = VGG(config="B", width=1 / 8, num_classes=10).eval()
+    model = VGG(arch="B", width=1 / 8, num_classes=10).eval()
     counted = 0
 
     def hook(m, inp, out):

@@ -326,14 +326,6 @@ def test_best_ensemble_line_weighs_the_gap_against_the_noise() -> None:
     assert report._best_ensemble_line(None, None, ens) == ""
 
 
-def test_sign_test_is_exact() -> None:
-    assert report.sign_test(5, 0) == pytest.approx(2 / 32)  # all five discordant photos one way: 2 x 0.5^5
-    assert report.sign_test(6, 0) == pytest.approx(2 / 64)
-    assert report.sign_test(0, 6) == pytest.approx(2 / 64)
-    assert report.sign_test(3, 3) == 1.0
-    assert report.sign_test(0, 0) == 1.0
-
-
 def test_best_ensemble_line_pairs_the_photos_when_posteriors_are_kept(tmp_path: Path) -> None:
     labels = torch.ones(6, dtype=torch.long)  # two classes, every photo of class 1
 

@@ -9,7 +9,7 @@ from PIL import Image
 from vggnet import build, count_parameters
 from vggnet.analysis import compare_kernels, layer_table, table2, totals
 from vggnet.cli import main
-from vggnet.configs import CONFIGS, weight_layers
+from vggnet.configs import TABLE1, weight_layers
 from vggnet.explain import report_figures, write_report
 from vggnet.explain.layers import table1_columns
 from vggnet.explain.svg import Svg, block_diagram_svg
@@ -126,10 +126,10 @@ def test_captions_state_the_analysis_numbers(markdown):
     assert {c_total["params"], c_total["macs"]} <= nums[2]
     shapes = [tuple(map(int, m)) for m in re.findall(r"(\d+) × (\d+) × (\d+)", caps[2])]
     assert shapes == [(3, 224, 224)] + [r.shape for r in c.values() if r.kind == "MaxPool2d"]
-    t2 = table2()
+    t2 = table2(configs=TABLE1)
     assert {t2[0].params, t2[-1].params} <= nums[8]
     depths = dict(re.findall(r"\b(A-LRN|[A-E]) (\d+)\b", caps[1]))
-    assert {k: int(v) for k, v in depths.items()} == {k: weight_layers(k) for k in CONFIGS}
+    assert {k: int(v) for k, v in depths.items()} == {k: weight_layers(k) for k in TABLE1}
 
 
 def test_every_large_number_in_the_captions_comes_from_the_analysis(markdown):
@@ -141,7 +141,7 @@ def test_every_large_number_in_the_captions_comes_from_the_analysis(markdown):
             t = totals(rows)
             known |= {r.params for r in rows} | {r.macs for r in rows} | {t["params"], t["macs"]}
             known.add(sum(r.macs for r in rows if r.kind == "Conv2d" and not r.name.startswith("fc")))
-    known |= {r.params for r in table2()}
+    known |= {r.params for r in table2(configs=TABLE1)}
     for n in (1, 2, 3, 4, 5):
         for ch in (64, 128, 256, 512):
             k = compare_kernels(n, ch)
@@ -157,8 +157,8 @@ def test_every_large_number_in_the_captions_comes_from_the_analysis(markdown):
 def test_table2_equals_analysis(markdown):
     header, rows = table_by(markdown, "config")
     assert header == ["config", "weight layers", "parameters", "millions", "paper (M)", "GMACs", "GFLOPs"]
-    expected = table2()
-    assert [r[0] for r in rows] == [e.config for e in expected] == list(CONFIGS)
+    expected = table2(configs=TABLE1)
+    assert [r[0] for r in rows] == [e.config for e in expected] == list(TABLE1)
     for row, e in zip(rows, expected, strict=True):
         assert num(row[1]) == e.weight_layers
         assert num(row[2]) == e.params
@@ -216,7 +216,7 @@ def test_appendix_equals_layer_table(markdown):
 def test_table1_svg_parses_with_every_column_and_layer(report):
     texts = svg_texts(report.parent / "table1.svg")
     words = [t for t, _ in texts]
-    for letter in CONFIGS:
+    for letter in TABLE1:
         assert letter in words
         assert f"{weight_layers(letter)} weight layers" in words
     assert words.count("conv3-64") == 10  # A 1, A-LRN 1, B 2, C 2, D 2, E 2
@@ -312,3 +312,17 @@ def test_cli_bad_input_exits_2_with_one_line(tmp_path, capsys, args, message):
     err = capsys.readouterr().err.strip()
     assert err.count("\n") == 0 and err.startswith("vggnet explain: error:") and message in err
     assert not (tmp_path / "never").exists()
+
+
+def test_shallow_variants_table_equals_the_analysis(report):
+    header, rows = table_by(report.read_text(), "configuration")
+    assert [r[0] for r in rows] == ["B", "B-5x5", "D", "D-7x7"]
+    for name, convs, _kernels, params, gmacs, field in rows:
+        with torch.device("meta"):
+            model = build(name)
+        stack = [r for r in layer_table(model, 224) if r.name in model.feature_names]
+        conv_rows = [r for r in stack if r.kind == "Conv2d"]
+        assert int(convs) == len(conv_rows) and int(params.replace(",", "")) == sum(r.params for r in conv_rows)
+        assert float(gmacs) == round(sum(r.macs for r in conv_rows) / 1e9, 3)
+        assert int(field) == stack[-1].rf  # pool5
+    assert [r[2] for r in rows] == ["3×3", "5×5", "3×3", "5×5, 7×7"]

@@ -3,7 +3,7 @@ import torch
 import torchvision
 
 from vggnet import VGG, build, count_parameters
-from vggnet.configs import CONFIGS, HEADS
+from vggnet.configs import CONFIGS, HEADS, TABLE1
 
 PARAMS = {
     "A": 132_863_336,
@@ -15,7 +15,7 @@ PARAMS = {
 }
 
 
-@pytest.mark.parametrize("letter", list(CONFIGS))
+@pytest.mark.parametrize("letter", list(TABLE1))
 def test_parameter_count_matches_paper(letter):
     with torch.device("meta"):
         assert count_parameters(build(letter)) == PARAMS[letter]
@@ -26,7 +26,7 @@ def test_parameter_count_matches_paper(letter):
 @pytest.mark.parametrize("letter", list(CONFIGS))
 def test_forward_backward_every_config(letter, bn, head):
     # width 1/16 and a 64-pixel input with a 2x2 FC6 grid keep this fast; the structure is the full one.
-    model = VGG(config=letter, batch_norm=bn, head=head, width=1 / 16, input_size=64, num_classes=7)
+    model = VGG(arch=letter, batch_norm=bn, head=head, width=1 / 16, input_size=64, num_classes=7)
     x = torch.randn(2, 3, 64, 64)
     out = model(x)
     assert out.shape == (2, 7)
@@ -47,7 +47,7 @@ def test_torchvision_names_and_shapes_match(letter, bn):
     # On the meta device: the full-size state dicts' names and shapes, without allocating 530 MB each.
     with torch.device("meta"):
         ref = getattr(torchvision.models, TORCHVISION[letter] + ("_bn" if bn else ""))(weights=None)
-        ours = VGG(config=letter, batch_norm=bn)
+        ours = VGG(arch=letter, batch_norm=bn)
     assert {k: v.shape for k, v in ours.state_dict().items()} == {k: v.shape for k, v in ref.state_dict().items()}
     ours.load_state_dict(ref.state_dict(), strict=True, assign=True)  # strict: no key missing or unexpected
 
@@ -62,15 +62,65 @@ def test_torchvision_vgg16_loads_strict_and_gives_equal_outputs(bn):
             if isinstance(m, torch.nn.BatchNorm2d):
                 m.running_mean.uniform_(-0.1, 0.1)
                 m.running_var.uniform_(0.5, 1.5)
-    ours = VGG(config="D", batch_norm=bn).eval()
+    ours = VGG(arch="D", batch_norm=bn).eval()
     ours.load_state_dict(ref.state_dict(), strict=True)
     x = torch.randn(2, 3, 64, 64)
     with torch.no_grad():
         assert torch.equal(ours(x), ref(x))
 
 
+# Section 4.1's shallow nets, counted by hand: (k*k*c_in + 1) * c_out per conv, (in + 1) * out per FC.
+SHALLOW = {"B-5x5": [(5, 64), (5, 128), (5, 256), (5, 512), (5, 512)], "D-7x7": [(5, 64), (5, 128), (7, 256), (7, 512), (7, 512)]}  # fmt: skip
+
+
+def shallow_counts(letter: str, side: int = 224, classes: int = 1000) -> tuple[int, int]:
+    """(parameters, MACs) of a shallow variant at a side x side input, from the layer list alone."""
+    params = macs = 0
+    c_in = 3
+    for k, c_out in SHALLOW[letter]:
+        params += (k * k * c_in + 1) * c_out
+        macs += side * side * k * k * c_in * c_out  # "same" padding keeps the side, then a 2x2 pool halves it
+        side //= 2
+        c_in = c_out
+    for fan_in, fan_out in ((512 * 7 * 7, 4096), (4096, 4096), (4096, classes)):
+        params += (fan_in + 1) * fan_out
+        macs += fan_in * fan_out
+    return params, macs
+
+
+@pytest.mark.parametrize("letter", list(SHALLOW))
+def test_shallow_variants_parameters_and_macs(letter):
+    from vggnet.analysis import layer_table, totals
+
+    params, macs = shallow_counts(letter)
+    with torch.device("meta"):
+        model = build(letter)
+    t = totals(layer_table(model, 224))
+    assert (count_parameters(model), t["params"], t["macs"]) == (params, params, macs)
+    assert {"B-5x5": (134_503_528, 9_356_017_664), "D-7x7": (144_727_144, 15_521_644_544)}[letter] == (params, macs)
+
+
+def test_b5x5_replaces_each_pair_of_b_by_one_5x5_with_the_same_receptive_field():
+    from vggnet.analysis import layer_table
+
+    with torch.device("meta"):
+        b, shallow = build("B"), build("B-5x5")
+    kernels = [m.kernel_size for m in shallow.features if isinstance(m, torch.nn.Conv2d)]
+    widths = [m.out_channels for m in shallow.features if isinstance(m, torch.nn.Conv2d)]
+    assert kernels == [(5, 5)] * 5 and widths == [64, 128, 256, 512, 512]
+    pools = {r.name: (r.shape, r.rf) for r in layer_table(b) if r.name.startswith("pool")}
+    assert pools == {r.name: (r.shape, r.rf) for r in layer_table(shallow) if r.name.startswith("pool")}
+    assert [n for n in shallow.feature_names if n.startswith("conv")] == [
+        "conv1_1",
+        "conv2_1",
+        "conv3_1",
+        "conv4_1",
+        "conv5_1",
+    ]
+
+
 def test_lrn_sits_after_relu1_1_with_alexnet_constants():
-    model = VGG(config="A-LRN")
+    model = VGG(arch="A-LRN")
     names = model.feature_names
     assert names[:4] == ["conv1_1", "relu1_1", "norm1", "pool1"]
     lrn = model.features[2]
@@ -79,7 +129,7 @@ def test_lrn_sits_after_relu1_1_with_alexnet_constants():
 
 
 def test_config_c_has_three_1x1_convs():
-    model = VGG(config="C", width=1 / 16)
+    model = VGG(arch="C", width=1 / 16)
     kernels = {
         name: m.kernel_size for name, m in zip(model.feature_names, model.features, strict=True) if "conv" in name
     }
@@ -89,7 +139,7 @@ def test_config_c_has_three_1x1_convs():
 @pytest.fixture(scope="module")
 def vgg_a():
     torch.manual_seed(1)
-    return VGG(config="A", width=1 / 8).eval()
+    return VGG(arch="A", width=1 / 8).eval()
 
 
 def test_fc_conv_fc_round_trip(vgg_a):
@@ -138,7 +188,7 @@ def test_gap_head_cuts_90_percent_of_vgg16():
 
 
 def test_gap_score_map_is_class_activation_map():
-    model = VGG(config="B", head="gap", width=1 / 16, num_classes=5).eval()
+    model = VGG(arch="B", head="gap", width=1 / 16, num_classes=5).eval()
     x = torch.randn(1, 3, 96, 128)
     with torch.no_grad():
         cam = model.score_map(x)
@@ -149,7 +199,7 @@ def test_gap_score_map_is_class_activation_map():
 @pytest.mark.parametrize("init", ["paper", "glorot", "kaiming"])
 def test_init_schemes(init):
     torch.manual_seed(0)
-    model = VGG(config="A", init=init, width=1 / 4)
+    model = VGG(arch="A", init=init, width=1 / 4)
     conv = model.features[0]
     fc7 = model.classifier[3]
     assert torch.count_nonzero(conv.bias) == 0
@@ -168,20 +218,20 @@ def test_init_schemes(init):
 
 def test_errors_are_one_line_and_name_the_value():
     with pytest.raises(ValueError, match="unknown VGG configuration 'F'"):
-        VGG(config="F")
+        VGG(arch="F")
     with pytest.raises(ValueError, match="unknown head 'mlp'; accepted: fc, conv, gap"):
         VGG(head="mlp")
-    model = VGG(config="A", head="conv", width=1 / 16)
+    model = VGG(arch="A", head="conv", width=1 / 16)
     with pytest.raises(ValueError, match="input 200x200 is smaller than 224x224"):
         model(torch.randn(1, 3, 200, 200))
     with pytest.raises(ValueError, match="input has 1 channels; this VGG accepts 3"):
         model(torch.randn(1, 1, 224, 224))
     with pytest.raises(ValueError, match="input 16x16 is smaller than 32x32"):
-        VGG(config="A", width=1 / 16)(torch.randn(1, 3, 16, 16))
+        VGG(arch="A", width=1 / 16)(torch.randn(1, 3, 16, 16))
     with pytest.raises(ValueError, match="cannot convert a gap head to fc"):
-        VGG(config="A", head="gap", width=1 / 16).to_head("fc")
+        VGG(arch="A", head="gap", width=1 / 16).to_head("fc")
 
 
 def test_in_channels_option():
-    model = VGG(config="A", in_channels=1, width=1 / 16, input_size=32, num_classes=3)
+    model = VGG(arch="A", in_channels=1, width=1 / 16, input_size=32, num_classes=3)
     assert model(torch.randn(2, 1, 32, 32)).shape == (2, 3)

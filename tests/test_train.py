@@ -89,10 +89,10 @@ def test_count_correct_top1_top5_and_few_classes():
 
 
 def test_init_from_net_a_copies_exactly_seven_layers(tmp_path):
-    a = VGG(config="A", width=1 / 16, input_size=32, num_classes=5)
+    a = VGG(arch="A", width=1 / 16, input_size=32, num_classes=5)
     save_weights(a, tmp_path / "a.safetensors")
     torch.manual_seed(1)
-    d = VGG(config="D", width=1 / 16, input_size=32, num_classes=5)
+    d = VGG(arch="D", width=1 / 16, input_size=32, num_classes=5)
     before = {k: v.clone() for k, v in d.state_dict().items()}
     copied = init_from(d, tmp_path / "a.safetensors")
     # A's conv1_1, conv2_1, conv3_1, conv3_2 are features.0/3/6/8; in D they are features.0/5/10/12.
@@ -119,25 +119,25 @@ def test_init_from_net_a_copies_exactly_seven_layers(tmp_path):
 
 
 def test_init_from_bn_and_same_config_and_refusals(tmp_path):
-    a_bn = VGG(config="A_bn", width=1 / 16, input_size=32, num_classes=3)
+    a_bn = VGG(arch="A_bn", width=1 / 16, input_size=32, num_classes=3)
     save_weights(a_bn, tmp_path / "a.safetensors")
-    e_bn = VGG(config="E_bn", width=1 / 16, input_size=32, num_classes=3)
+    e_bn = VGG(arch="E_bn", width=1 / 16, input_size=32, num_classes=3)
     copied = init_from(e_bn, tmp_path / "a.safetensors")
     assert "features.1.running_mean" in copied and "features.7.weight" in copied  # bn1_1; conv2_1 of E
     assert len(copied) == 4 * 2 + 4 * 5 + 3 * 2  # four convs, their BN (5 tensors each), three FCs
-    same = VGG(config="A_bn", width=1 / 16, input_size=32, num_classes=3)
+    same = VGG(arch="A_bn", width=1 / 16, input_size=32, num_classes=3)
     assert init_from(same, tmp_path / "a.safetensors") == list(same.state_dict())  # fine-tuning: everything
-    d = VGG(config="D", width=1 / 16, input_size=32, num_classes=3)
+    d = VGG(arch="D", width=1 / 16, input_size=32, num_classes=3)
     save_weights(d, tmp_path / "d.safetensors")
     with pytest.raises(ValueError, match="copies net A into a deeper net .* got D -> E"):
-        init_from(VGG(config="E", width=1 / 16, input_size=32, num_classes=3), tmp_path / "d.safetensors")
-    four = VGG(config="D", width=1 / 16, input_size=32, num_classes=4)  # other classes: FC8 stays new
+        init_from(VGG(arch="E", width=1 / 16, input_size=32, num_classes=3), tmp_path / "d.safetensors")
+    four = VGG(arch="D", width=1 / 16, input_size=32, num_classes=4)  # other classes: FC8 stays new
     fresh = four.state_dict()["classifier.6.weight"].clone()
     copied = init_from(four, tmp_path / "d.safetensors")
     assert "classifier.6.weight" not in copied and "classifier.3.weight" in copied and "features.0.weight" in copied
     assert torch.equal(four.state_dict()["classifier.6.weight"], fresh)
     with pytest.raises(ValueError, match=r"cannot copy features.0.weight: source has \(4, 3, 3, 3\), the model needs"):
-        init_from(VGG(config="D", width=1 / 8, input_size=32, num_classes=3), tmp_path / "d.safetensors")
+        init_from(VGG(arch="D", width=1 / 8, input_size=32, num_classes=3), tmp_path / "d.safetensors")
 
 
 # -- a run end to end ---------------------------------------------------------------------------------------

@@ -20,7 +20,7 @@ def test_caffemodel_reads_back_with_bgr_input(tmp_path, config, version):
     write_caffemodel(path, source, version)
     assert detect_source(path) == "caffe"
     model, meta = import_weights(path)
-    assert (model.cfg.config, model.cfg.num_classes) == (config, 9)
+    assert (model.cfg.arch, model.cfg.num_classes) == (config, 9)
     assert meta.source == "caffe" and meta.preprocessing == Preprocessing.caffe()
     x = torch.rand(1, 3, 96, 96)
     # The recorded preprocessing turns 0-1 RGB into exactly what the Caffe net was given ...

@@ -15,7 +15,7 @@ def test_published_torchvision_layouts_infer_their_configuration(name):
     with torch.device("meta"):
         state = getattr(tvvgg, name)(weights=None).state_dict()
     cfg, top = infer_config(state)
-    assert (cfg.config, cfg.batch_norm, cfg.width, cfg.num_classes) == (
+    assert (cfg.arch, cfg.batch_norm, cfg.width, cfg.num_classes) == (
         TV_NAMES[name[:5]],
         name.endswith("_bn"),
         1,
@@ -28,4 +28,4 @@ def test_published_timm_layout_infers_the_conv_head():
     with torch.device("meta"):
         state = timm_state(to_timm(build("vgg19")))
     cfg, top = infer_config(state)
-    assert (cfg.config, cfg.head, cfg.input_size, cfg.num_classes, cfg.width, top) == ("E", "conv", 224, 1000, 1, True)
+    assert (cfg.arch, cfg.head, cfg.input_size, cfg.num_classes, cfg.width, top) == ("E", "conv", 224, 1000, 1, True)

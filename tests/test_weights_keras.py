@@ -24,7 +24,7 @@ def test_keras_h5_reads_back_to_identical_outputs(tmp_path, config, style):
     write_keras_h5(path, layers, style)
     assert detect_source(path) == "keras"
     model, meta = import_weights(path)
-    assert (model.cfg.config, model.cfg.num_classes, model.cfg.head) == (config, 6, "fc")
+    assert (model.cfg.arch, model.cfg.num_classes, model.cfg.head) == (config, 6, "fc")
     assert meta.source == "keras" and meta.preprocessing == Preprocessing.caffe()
     assert torch.equal(logits(model, x), logits(source, x))
 

@@ -43,7 +43,7 @@ def test_torchvision_pth_converts_to_identical_outputs(tmp_path, name):
     assert detect_source(tmp_path / f"{name}.pth") == "torchvision"
     meta = convert(tmp_path / f"{name}.pth", tmp_path / "out.safetensors")
     model, loaded = load_weights(tmp_path / "out.safetensors")
-    assert (model.cfg.config, model.cfg.batch_norm, model.cfg.num_classes, model.cfg.width) == (letter, bn, 5, W)
+    assert (model.cfg.arch, model.cfg.batch_norm, model.cfg.num_classes, model.cfg.width) == (letter, bn, 5, W)
     assert loaded.source == "torchvision" and loaded.preprocessing == Preprocessing.torchvision()
     assert meta.params == sum(p.numel() for p in tv.parameters())
     assert torch.equal(logits(model), logits(tv))

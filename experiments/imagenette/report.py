@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from vggnet.metrics import sign_test
 from vggnet.tables import markdown_table
 
 Records = dict[str, dict[str, Any]]  # runs or ensembles by name, each as its metrics/*.json holds it
@@ -628,15 +629,6 @@ def paired_counts(
     ens = average_posteriors(loaded[:-1], method).argmax(1) == labels
     one = average_posteriors(loaded[-1:], single_method).argmax(1) == labels
     return int((ens & ~one).sum()), int((~ens & one).sum())
-
-
-def sign_test(b: int, c: int) -> float:
-    """Two-sided exact sign test (McNemar's, exact) of b against c discordant pairs."""
-    n = b + c
-    if n == 0:
-        return 1.0
-    tail = sum(math.comb(n, k) for k in range(min(b, c) + 1)) / 2**n
-    return min(1.0, 2 * tail)
 
 
 def _lowest(records: Records) -> Best | None:

@@ -137,19 +137,19 @@ class Table2Row:
     config: str
     weight_layers: int
     params: int
-    paper_params_m: int
+    paper_params_m: int | None  # None: not in the paper's Table 2 (the shallow variants)
     gmacs: float
 
 
-def table2(num_classes: int = 1000, input_size: int = 224) -> list[Table2Row]:
-    """Parameters and compute of every configuration, beside the paper's Table 2."""
+def table2(num_classes: int = 1000, input_size: int = 224, configs: Iterable[str] = tuple(CONFIGS)) -> list[Table2Row]:
+    """Parameters and compute of every configuration (or those named), beside the paper's Table 2."""
     rows = []
-    for letter in CONFIGS:
+    for letter in configs:
         with torch.device("meta"):  # shapes only: no memory, no init cost
             model = build(letter, num_classes=num_classes)
         t = totals(layer_table(model, input_size))
         assert t["params"] == count_parameters(model)
-        rows.append(Table2Row(letter, weight_layers(letter), t["params"], PAPER_PARAMS_M[letter], t["macs"] / 1e9))
+        rows.append(Table2Row(letter, weight_layers(letter), t["params"], PAPER_PARAMS_M.get(letter), t["macs"] / 1e9))
     return rows
 
 
@@ -158,7 +158,8 @@ def format_table2(rows: list[Table2Row]) -> str:
     lines = [f"{'config':<7} {'weight layers':>13} {'parameters':>13} {'paper (M)':>10} {'GMACs@224':>10}"]
     lines.append("-" * len(lines[0]))
     for r in rows:
-        lines.append(f"{r.config:<7} {r.weight_layers:>13} {r.params:>13,} {r.paper_params_m:>10} {r.gmacs:>10.3f}")
+        paper = "-" if r.paper_params_m is None else r.paper_params_m
+        lines.append(f"{r.config:<7} {r.weight_layers:>13} {r.params:>13,} {paper:>10} {r.gmacs:>10.3f}")
     return "\n".join(lines)
 
 

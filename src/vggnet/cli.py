@@ -232,6 +232,16 @@ def cmd_export(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_view(args: argparse.Namespace) -> int:
+    from .view import write_view
+
+    path = write_view(
+        args.out, args.network, batch_norm=args.bn, head=args.head, weights=args.weights, images=args.images
+    )
+    print(f"wrote {path} ({path.stat().st_size / 1e6:.1f} MB): open it in a browser, no server needed")
+    return 0
+
+
 # -- parser and entry point ---------------------------------------------------------------
 
 
@@ -353,6 +363,15 @@ def build_parser() -> argparse.ArgumentParser:
         "--verify", action=argparse.BooleanOptionalAction, default=True, help="compare with PyTorch at two sizes"
     )
     p.set_defaults(func=cmd_export)
+
+    p = sub.add_parser("view", help="one self-contained HTML page: the network, its numbers, what it sees in photos")
+    p.add_argument("images", nargs="*", metavar="IMAGE", help="photos to show top-5, feature maps and Grad-CAM for")
+    p.add_argument("--network", help="configuration (default: D, or the weights' own; must match them)")
+    p.add_argument("--bn", action="store_true", help="batch-normalised variant")
+    p.add_argument("--head", choices=HEADS, help="classifier head (default: fc, or the weights' own)")
+    p.add_argument("--weights", help="weights file (any source `convert` reads); needed for photos")
+    p.add_argument("--out", required=True, help="output .html")
+    p.set_defaults(func=cmd_view)
     return parser
 
 

@@ -10,9 +10,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-# One entry of a convolution stack: an int is a 3x3 conv (stride 1, pad 1) with that
-# many output channels; ("1x1", c) is the 1x1 conv of configuration C; "M" is a 2x2
-# max-pool with stride 2; "LRN" is AlexNet's local response normalisation (A-LRN).
+# One entry of a convolution stack: an int is a 3x3 conv (stride 1, pad 1) with that many output
+# channels; ("KxK", c) is a KxK conv with padding K//2 (configuration C's 1x1, the shallow variants'
+# 5x5 and 7x7); "M" is a 2x2 max-pool with stride 2; "LRN" is AlexNet's local response normalisation.
 Layer = int | tuple[str, int] | str
 
 # Table 1 of the paper, column by column.
@@ -66,6 +66,24 @@ CONFIGS: dict[str, list[Layer]] = {
     ],  # fmt: skip
 }
 
+# Section 4.1 tests the small kernels on B: "a shallow net with five 5x5 conv. layers", each pair of
+# 3x3 convs replaced by one 5x5 conv of the same width (the same receptive field), same pools and FC layers.
+CONFIGS["B-5x5"] = [("5x5", 64), "M", ("5x5", 128), "M", ("5x5", 256), "M", ("5x5", 512), "M", ("5x5", 512), "M"]
+# The same test for three stacked 3x3 convs (27C^2 weights against 49C^2): D with each pair of 3x3 convs
+# as one 5x5 conv and each triple as one 7x7 conv.
+CONFIGS["D-7x7"] = [("5x5", 64), "M", ("5x5", 128), "M", ("7x7", 256), "M", ("7x7", 512), "M", ("7x7", 512), "M"]
+
+# The columns of the paper's Table 1; CONFIGS also holds the shallow variants above.
+TABLE1 = ("A", "A-LRN", "B", "C", "D", "E")
+
+
+def kernel_size(item: Layer) -> int:
+    """Kernel side of a conv entry of CONFIGS: 3 for an int, K for ("KxK", c)."""
+    if isinstance(item, tuple):
+        return int(item[0].lower().split("x")[0])
+    return 3
+
+
 # Names in common use (torchvision's for A, B, D, E) -> the paper's letter.
 ALIASES: dict[str, str] = {
     "vgg11": "A",
@@ -76,7 +94,7 @@ ALIASES: dict[str, str] = {
     "vgg19": "E",
 }
 
-# Table 2 of the paper: parameters in millions, as printed.
+# Table 2 of the paper: parameters in millions, as printed (the shallow variants are not in it).
 PAPER_PARAMS_M: dict[str, int] = {"A": 133, "A-LRN": 133, "B": 133, "C": 134, "D": 138, "E": 144}
 
 # AlexNet's LRN as used by A-LRN (section 2.3): size 5, alpha 1e-4, beta 0.75, k 2.
@@ -100,9 +118,10 @@ def resolve(name: str) -> tuple[str, bool]:
         if key.endswith(suffix):
             key, bn = key[: -len(suffix)], True
             break
+    letters = {letter.upper(): letter for letter in CONFIGS}
     upper = key.upper().replace("_", "-")
-    if upper in CONFIGS:
-        return upper, bn
+    if upper in letters:
+        return letters[upper], bn
     lower = key.lower()
     if lower in ALIASES:
         return ALIASES[lower], bn

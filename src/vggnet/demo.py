@@ -9,7 +9,7 @@ from pathlib import Path
 import torch
 
 from .analysis import format_table2, table2
-from .configs import CONFIGS, TrainConfig
+from .configs import TABLE1, TrainConfig
 from .model import VGG, count_parameters
 
 
@@ -23,13 +23,13 @@ def run_demo(quick: bool = False, out: str | Path = "runs/demo") -> int:
     x = torch.randn(1, 3, size, size)
     print(f"Forward pass of every configuration at {size}x{size}" + (f", width {width}:" if quick else ":"))
     with torch.inference_mode():
-        for letter in CONFIGS:
+        for letter in TABLE1:
             for bn in (False, True):
-                model = VGG(config=letter, batch_norm=bn, width=width).eval()
+                model = VGG(arch=letter, batch_norm=bn, width=width).eval()
                 start = time.perf_counter()
                 logits = model(x)
                 ms = 1000 * (time.perf_counter() - start)
-                name = letter + ("_bn" if bn else "")
+                name = model.cfg.display_name()
                 print(
                     f"  {name:<9} {count_parameters(model):>13,} params -> logits {tuple(logits.shape)} in {ms:6.0f} ms"
                 )

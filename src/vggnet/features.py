@@ -82,7 +82,7 @@ def features_at(
     The model's train/eval mode is left as it is: call `model.eval()` for inference.
     """
     names = layer_names(model)
-    wanted = _check_layers(names, layers, f"VGG {model.cfg.config}{'_bn' if model.cfg.batch_norm else ''}")
+    wanted = _check_layers(names, layers, f"VGG {model.cfg.display_name()}")
     if x.dim() != 4 or x.shape[1] != model.cfg.in_channels:
         raise ValueError(f"expected a (N, {model.cfg.in_channels}, H, W) batch, got shape {tuple(x.shape)}")
     if preprocessing is not None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import torch
 
 
@@ -29,3 +31,17 @@ def per_class_accuracy(confusion: torch.Tensor) -> list[float | None]:
     """Top-1 accuracy (%) of each class; None for a class without images."""
     rows = confusion.sum(dim=1)
     return [None if n == 0 else 100.0 * float(confusion[i, i]) / float(n) for i, n in enumerate(rows.tolist())]
+
+
+def sign_test(b: int, c: int) -> float:
+    """Two-sided exact sign test (exact McNemar) of b against c discordant pairs: the p-value of b != c."""
+    n = b + c
+    if n == 0:
+        return 1.0
+    tail = sum(math.comb(n, k) for k in range(min(b, c) + 1)) / 2**n
+    return min(1.0, 2 * tail)
+
+
+def discordant(correct_a: torch.Tensor, correct_b: torch.Tensor) -> tuple[int, int]:
+    """On the same samples: (right by a and wrong by b, wrong by a and right by b), the pairs a sign test counts."""
+    return int((correct_a & ~correct_b).sum()), int((~correct_a & correct_b).sum())

@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .configs import CONFIGS, HEADS, INITS, LRN_ALPHA, LRN_BETA, LRN_K, LRN_SIZE, ModelConfig, resolve
+from .configs import CONFIGS, HEADS, INITS, LRN_ALPHA, LRN_BETA, LRN_K, LRN_SIZE, ModelConfig, kernel_size, resolve
 
 
 def scaled(channels: int, width: float) -> int:
@@ -39,8 +39,8 @@ def make_features(letter: str, batch_norm: bool, width: float, in_channels: int)
             layers.append(nn.LocalResponseNorm(LRN_SIZE, alpha=LRN_ALPHA, beta=LRN_BETA, k=LRN_K))
             names.append(f"norm{block}")
         else:
-            kernel, out = (1, item[1]) if isinstance(item, tuple) else (3, item)
-            out = scaled(out, width)
+            kernel = kernel_size(item)
+            out = scaled(item[1] if isinstance(item, tuple) else item, width)
             index += 1
             layers.append(nn.Conv2d(channels, out, kernel_size=kernel, padding=kernel // 2))
             names.append(f"conv{block}_{index}")
@@ -142,10 +142,7 @@ class VGG(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Class logits (N, classes); the conv head averages its score map spatially."""
         self.check_input(x)
-        return self.forward_head(self.features(x))  # features: (N, 512w, H/32, W/32)
-
-    def forward_head(self, f: torch.Tensor) -> torch.Tensor:
-        """Class logits (N, classes) of a feature map (N, C, H/32, W/32): the head alone (timm's split)."""
+        f = self.features(x)  # (N, 512w, H/32, W/32)
         if self.cfg.head == "conv":
             return self.dense_head(f).mean(dim=(2, 3))
         return self.classifier(torch.flatten(self.avgpool(f), 1))

@@ -1,7 +1,7 @@
 """Predicting single images: the top classes (ensemble posteriors averaged) and a heat map of why.
 
 The heat map is the dense class score map of section 3.2 by default, or Grad-CAM at a conv layer, or
-the gap head's CAM (`vggnet.cam`).
+the gap head's CAM (both from `vggnet.cam`).
 """
 
 from __future__ import annotations
@@ -16,12 +16,14 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from ..cam import CAM_METHODS, check_conv_layer, class_activation_map, conv_layers, gradcam, overlay
+from ..cam import class_activation_map, gradcam
+from ..colormap import jet
 from ..configs import EvalConfig
 from ..data import open_image, rescale, to_uint8_tensor
 from ..devices import pick_device
 from ..imagenet import imagenet_classes, imagenet_wnids, is_imagenet_labelled
 from ..io import atomic_write, reporting_warnings
+from ..model import VGG
 from ..weights import WeightsMeta
 from .networks import Network, ensemble_posteriors, load_networks, read_networks
 
@@ -53,8 +55,28 @@ def class_map(net: Network, img: Image.Image, index: int, q: int) -> torch.Tenso
     return scores.float().softmax(dim=1)[0, index].cpu()
 
 
+CAM_METHODS = ("dense", "gradcam", "cam")  # dense: the class score map of section 3.2
+
+
+def check_conv_layer(model: VGG, layer: str) -> str:
+    """`layer` if it names a conv layer of `model` (Grad-CAM reads its output), else a one-line error."""
+    convs = [n for n in model.feature_names if n.startswith("conv")]
+    if layer not in convs:
+        kind = "is not a conv layer" if layer in model.feature_names + model.classifier_names else "is no layer"
+        raise ValueError(f"Grad-CAM layer {layer!r} {kind} of this VGG; accepted: {', '.join(convs)}")
+    return layer
+
+
+def overlay(image: Image.Image, heat: torch.Tensor, alpha: float = 0.5) -> Image.Image:
+    """An (H, W) map in [0, 1] drawn over the image in the jet colours (blue 0 -> red 1), resized to fit."""
+    m = F.interpolate(heat[None, None].float(), size=image.size[::-1], mode="bilinear", align_corners=False)[0, 0]
+    base = np.asarray(image.convert("RGB"), dtype=np.float64) / 255.0
+    blended = (1 - alpha) * base + alpha * jet(m.clamp(0, 1).numpy())  # (H, W, 3) in [0, 1]
+    return Image.fromarray(np.uint8(255 * blended))
+
+
 def why_map(net: Network, img: Image.Image, index: int, q: int, cam: str, layer: str | None) -> torch.Tensor:
-    """(H, W) Grad-CAM or CAM of class `index` for the image rescaled to Q, in [0, 1]."""
+    """(H, W) Grad-CAM (at conv `layer`'s output) or CAM of class `index` for the image rescaled to Q, in [0, 1]."""
     with torch.inference_mode(False):  # Grad-CAM differentiates; predict runs in inference mode
         x = to_uint8_tensor(rescale(img, q))[None].float() / 255.0
         x = x.to(next(net.model.parameters()).device)
@@ -121,7 +143,7 @@ def predict(
     explained = load_networks(plan[:1], pick_device(cfg.device))[0] if cam != "dense" and cfg.fast else networks[0]
     first = explained.model
     if cam == "gradcam":
-        layer = check_conv_layer(first, layer or conv_layers(first)[-1])
+        layer = check_conv_layer(first, layer or [n for n in first.feature_names if n.startswith("conv")][-1])
     if cam == "cam" and first.cfg.head != "gap":
         raise ValueError(f"--cam cam needs a gap-head network; {networks[0].source} has the {first.cfg.head} head")
     names = class_names_of(networks[0].meta)

@@ -18,9 +18,9 @@ import re
 from pathlib import Path
 
 from ..analysis import compare_kernels, table2
-from ..configs import resolve
+from ..configs import TABLE1, resolve
 from ..io import needs, write_text
-from .layers import CHANNELS, FEATURED, HEADS_COMPARED, INPUT, STACK_DEPTHS, Net, table1_columns
+from .layers import CHANNELS, FEATURED, HEADS_COMPARED, INPUT, SHALLOW_PAIRS, STACK_DEPTHS, Net, table1_columns
 from .svg import block_diagram_svg, table1_svg
 from .text import report_markdown
 
@@ -43,7 +43,8 @@ def write_report(out_dir: str | Path, network: str = "D") -> Path:
     columns = table1_columns()
     kernels = {n: {c: compare_kernels(n, c) for c in CHANNELS} for n in range(1, max(STACK_DEPTHS) + 2)}
     heads = {net.name: {h: Net.build(net.name, h) for h in HEADS_COMPARED} for net in nets}
-    t2 = table2(input_size=INPUT)
+    t2 = table2(input_size=INPUT, configs=TABLE1)
+    shallow = [(Net.build(deep), Net.build(wide)) for deep, wide in SHALLOW_PAIRS]
 
     block_file = f"block_{chosen.name}.svg"
     write_text(out / "table1.svg", table1_svg(columns))
@@ -54,7 +55,9 @@ def write_report(out_dir: str | Path, network: str = "D") -> Path:
     plots.plot_memory(nets, out / "memory.png")
     plots.plot_heads(heads, out / "heads.png")
     plots.plot_table2(t2, out / "table2.png")
-    return write_text(out / "README.md", report_markdown(columns, chosen, block_file, nets, kernels, heads, t2))
+    return write_text(
+        out / "README.md", report_markdown(columns, chosen, block_file, nets, kernels, heads, t2, shallow)
+    )
 
 
 def report_figures(markdown: Path) -> list[str]:

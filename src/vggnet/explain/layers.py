@@ -12,7 +12,7 @@ import torch
 from torch import nn
 
 from ..analysis import LayerInfo, layer_table, totals
-from ..configs import CONFIGS, weight_layers
+from ..configs import TABLE1, weight_layers
 from ..model import VGG, build
 
 INPUT = 224  # the paper's training crop (section 3.1)
@@ -20,6 +20,7 @@ FEATURED = ("D", "E")  # the paper's best nets, VGG16 and VGG19
 STACK_DEPTHS = (2, 3, 4)  # n stacked 3x3 convs: receptive fields 5, 7, 9
 CHANNELS = (64, 128, 256, 512)  # the widths VGG uses
 HEADS_COMPARED = ("fc", "conv", "gap")
+SHALLOW_PAIRS = (("B", "B-5x5"), ("D", "D-7x7"))  # section 4.1: stacked 3x3 convs against one large kernel
 
 
 def meta_model(name: str, head: str = "fc") -> VGG:
@@ -124,7 +125,7 @@ class Column:
 def table1_columns() -> list[Column]:
     """Every configuration as a Table 1 column; `added` marks the paper's bold layers."""
     columns: list[Column] = []
-    for letter in CONFIGS:
+    for letter in TABLE1:
         model = meta_model(letter)
         blocks: list[list[str]] = [[]]
         for m in model.features:

@@ -26,6 +26,7 @@ def report_markdown(
     kernels: dict[int, dict[int, KernelComparison]],
     heads: dict[str, dict[str, Net]],
     t2: list[Table2Row],
+    shallow: list[tuple[Net, Net]],
 ) -> str:
     """The whole README.md: title, the four sections and the appendix for the chosen network."""
     parts = [
@@ -38,6 +39,7 @@ def report_markdown(
         architecture_text(columns, chosen, block_file),
         "## 2. Receptive fields",
         receptive_text(nets, kernels),
+        shallow_text(shallow),
         "## 3. Where the parameters and the compute go",
         cost_text(nets, heads),
         "## 4. Table 2: parameters and compute of every configuration",
@@ -168,6 +170,51 @@ def receptive_text(nets: list[Net], kernels: dict[int, dict[int, KernelCompariso
             "of both, built as PyTorch modules:",
             table,
             fig4,
+        ]
+    )
+
+
+def shallow_text(pairs: list[tuple[Net, Net]]) -> str:
+    """Section 4.1's test of the argument: B against B-5x5 (and D against D-7x7), same pools, same fields."""
+    rows = []
+    for deep, shallow in pairs:
+        for net in (deep, shallow):
+            convs = [r for r in net.weight_rows() if r.name.startswith("conv")]
+            conv = net.split_head()[0]
+            pool5 = next(r for r in net.rows if r.name == "pool5")
+            rows.append(
+                [
+                    net.name,
+                    str(len(convs)),
+                    ", ".join(
+                        f"{k}×{k}"
+                        for k in sorted({m.kernel_size[0] for m in net.model.features if isinstance(m, nn.Conv2d)})
+                    ),
+                    f"{conv['params']:,}",
+                    f"{conv['macs'] / 1e9:.3f}",
+                    f"{pool5.rf}",
+                ]
+            )
+    table = markdown_table(
+        [
+            "configuration",
+            "conv layers (= ReLUs)",
+            "kernel sizes",
+            "conv parameters",
+            "conv GMACs at 224",
+            "pool5 field (px)",
+        ],
+        rows,
+        "lrlrrr",
+    )
+    return "\n\n".join(
+        [
+            "The paper tested the argument (section 4.1): B against a shallow net in which each pair of 3×3 "
+            "convolutions is replaced by one 5×5 convolution of the same width, with the same pools and FC layers "
+            "and so the same receptive fields (`B-5x5`). `D-7x7` does the same for D, a triple of 3×3 convolutions "
+            "becoming one 7×7. Both are configurations here (`vggnet summary B-5x5`); "
+            "[experiments/claims](../../experiments/claims/RESULTS.md) trains them against B and D on real photos.",
+            table,
         ]
     )
 

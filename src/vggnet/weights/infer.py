@@ -12,13 +12,13 @@ import math
 import torch
 from torch import nn
 
-from ..configs import CONFIGS, ModelConfig
+from ..configs import CONFIGS, ModelConfig, kernel_size
 from ..model import VGG, make_features
 
 
 def _kernels(letter: str) -> tuple[int, ...]:
     """Kernel size of every conv of a Table 1 column (3, or 1 for C's 1x1 convs)."""
-    return tuple(1 if isinstance(v, tuple) else 3 for v in CONFIGS[letter] if v not in ("M", "LRN"))
+    return tuple(kernel_size(v) for v in CONFIGS[letter] if v not in ("M", "LRN"))
 
 
 def _conv_keys(letter: str, batch_norm: bool) -> list[str]:

@@ -1,0 +1,115 @@
+"""The claims experiment: its decision rule on built posteriors, its report, and its data split."""
+
+import importlib.util
+import json
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+HERE = Path(__file__).resolve().parents[1] / "experiments" / "claims"
+
+
+def _module(name: str):
+    spec = importlib.util.spec_from_file_location(f"claims_{name}", HERE / f"{name}.py")
+    mod = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = mod
+    spec.loader.exec_module(mod)
+    return mod
+
+
+report = _module("report")
+run = _module("run")
+
+
+def record(arm: str, seed: int, top1: float, arch: str, head: str = "fc") -> dict:
+    return {
+        "name": f"{arm}-s{seed}",
+        "arm": arm,
+        "seed": seed,
+        "net": {"arch": arch, "head": head},
+        "test": {"top1": top1, "top5": 1.0, "images": 100, "q": 73},
+        "cost": {
+            "trained": {"params": 1000 if arm != "B-5x5" else 1200, "macs": 5000},
+            "full": {"params": 1_000_000, "macs": 9_000_000},
+        },
+    }
+
+
+def write(tmp_path: Path, records: list[dict], right: dict[str, list[bool]]) -> tuple[Path, Path]:
+    """metrics/<run>.json and probs/<run>.pt whose argmax is right on exactly the photos marked True."""
+    metrics, probs = tmp_path / "metrics", tmp_path / "probs"
+    metrics.mkdir()
+    probs.mkdir()
+    labels = torch.zeros(100, dtype=torch.long)
+    for r in records:
+        (metrics / f"{r['name']}.json").write_text(json.dumps(r))
+        p = torch.zeros(100, 2)
+        p[:, 0] = torch.tensor(right[r["name"]], dtype=torch.float32)
+        p[:, 1] = 1 - p[:, 0]
+        torch.save({"labels": labels, "dense": p}, probs / f"{r['name']}.pt")
+    return metrics, probs
+
+
+def correct_on(n: int) -> list[bool]:
+    return [i < n for i in range(100)]
+
+
+def test_a_clear_gain_holds_and_the_numbers_are_exact(tmp_path):
+    # B right on 80, 81, 79 photos (errors 20, 19, 21); B-5x5 right on 60, 62, 58 (40, 38, 42): 20 points apart.
+    recs, right = [], {}
+    for s, (b, w) in enumerate(((80, 60), (81, 62), (79, 58))):
+        recs += [record("B", s, 100 - b, "B_bn"), record("B-5x5", s, 100 - w, "B-5x5_bn")]
+        right[f"B-s{s}"], right[f"B-5x5-s{s}"] = correct_on(b), correct_on(w)
+    metrics, probs = write(tmp_path, recs, right)
+    o = report.compare(report.Comparison("B", "B-5x5"), report.by_arm(report.load(metrics)), probs)
+    assert (o.b, o.c) == (20 + 19 + 21, 0) and o.seeds == [0, 1, 2]
+    assert o.gain == pytest.approx(20.0) and o.se == pytest.approx(((1 + 4) / 3) ** 0.5)
+    assert o.p == pytest.approx(2 * 0.5**60) and o.verdict == "holds"
+    text = report.write_results(metrics, probs, tmp_path).read_text()
+    assert "## Claim: small kernels" in text and "**Verdict: holds.**" in text
+    assert "Not run yet: D vs D-7x7." in text and (tmp_path / "claims.png").is_file()
+
+
+def test_a_gain_within_the_seed_noise_is_not_decided(tmp_path):
+    # Means 30 and 31, seeds spread 28-32: the difference is below two standard errors whatever the photos say.
+    recs, right = [], {}
+    for s, (d, a) in enumerate(((72, 71), (68, 70), (70, 66))):
+        recs += [record("D", s, 100 - d, "D_bn"), record("A", s, 100 - a, "A_bn")]
+        right[f"D-s{s}"], right[f"A-s{s}"] = correct_on(d), correct_on(a)
+    metrics, probs = write(tmp_path, recs, right)
+    o = report.compare(report.Comparison("D", "A"), report.by_arm(report.load(metrics)), probs)
+    assert o.gain == pytest.approx(1.0) and o.verdict == "not decided at this scale"
+
+
+def test_a_significant_loss_is_reversed():
+    o = report.Outcome(report.Comparison("D", "D-gap"), [0, 1, 2], (40.0, 0.5), (30.0, 0.5), b=5, c=300, p=1e-60)
+    assert o.gain == -10.0 and o.verdict == "reversed"
+    assert report.claim_verdict([o]) == "does not hold here" and report.claim_verdict([]) == "not run yet"
+
+
+def test_holdout_is_a_fixed_tenth_of_each_class():
+    class Fake(torch.utils.data.Dataset):
+        classes = ["a", "b"]
+        samples = [(f"{i}.jpg", 0 if i < 30 else 1) for i in range(80)]
+
+        def __len__(self):
+            return 80
+
+        def __getitem__(self, i):
+            return None, self.samples[i][1]
+
+    kept, held = run.holdout_split(Fake())
+    labels = [y for _, y in held.samples]
+    assert (labels.count(0), labels.count(1)) == (3, 5) and len(kept) == 72
+    assert not set(kept.indices) & set(held.indices)
+    assert run.holdout_split(Fake())[1].indices == held.indices  # the same photos every time
+    assert kept.classes == held.classes == ["a", "b"]
+
+
+def test_runs_are_named_by_arm_and_seed_and_share_one_recipe(tmp_path):
+    assert run.arm_of("B-5x5-s2") == ("B-5x5", 2) and run.arm_of("D-gap-s0") == ("D-gap", 0)
+    cfg = run.config("D-gap-s1", tmp_path, tmp_path / "stats.json")
+    assert (cfg.arch, cfg.head, cfg.seed, cfg.width, cfg.epochs) == ("D_bn", "gap", 1, run.RECIPE["width"], 16)
+    assert {run.arm_of(r)[0] for r in run.RUNS} == set(run.ARMS) and len(run.RUNS) == len(run.ARMS) * len(run.SEEDS)
