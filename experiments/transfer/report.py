@@ -10,6 +10,7 @@ from typing import Any
 METHOD_NAMES = {
     "scratch": "from scratch (all layers, random init)",
     "probe": "linear probe (fc7 of the frozen source net)",
+    "probe-conv": "linear probe (relu5_2 of the frozen source net, averaged over space)",
     "head-only": "head-only fine-tuning (new FC8, conv1_1-fc7 frozen)",
     "full": "full fine-tuning (new FC8; copied layers at LR / 10)",
     "gap-head": "gap head (FC6/FC7 replaced; copied layers at LR / 10)",

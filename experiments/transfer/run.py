@@ -56,7 +56,7 @@ METHODS: dict[str, dict[str, Any]] = {
     "full": {"lr": 0.02, "backbone_lr_scale": 0.1},
     "gap-head": {"lr": 0.02, "backbone_lr_scale": 0.1, "head": "gap"},
 }
-PROBE_LAYER, PROBE_C = "fc7", 0.1
+PROBES, PROBE_C = {"probe": "fc7", "probe-conv": "relu5_2"}, 0.1  # fc7, and the last conv averaged over space
 
 SETUP = f"""Regenerate with `nice -n 10 env PYTHONPATH=src python experiments/transfer/run.py` (finished parts are skipped;
 `--report-only` rewrites this file from `metrics/`).
@@ -78,7 +78,7 @@ SETUP = f"""Regenerate with `nice -n 10 env PYTHONPATH=src python experiments/tr
   starts from the source net through `vggnet train --init-from` (its input preprocessing, a new FC8 for the target
   classes); head-only freezes conv1_1-fc7 (BN statistics included); full and gap-head train the copied layers at
   lr x {METHODS["full"]["backbone_lr_scale"]}. The linear probe fits a logistic regression (C = {PROBE_C}) on the
-  frozen net's fc7 outputs of centre crops.
+  frozen net's fc7 outputs of centre crops, or on its relu5_2 outputs averaged over space.
 - **Machine**: {platform.machine()} CPU, 2 cores shared with other developers' jobs (the load average stood around 7
   during these runs, so times and images/s are wall-clock figures of a busy machine), torch {torch.__version__}.
 """
@@ -176,11 +176,11 @@ def transfer(root: Path, source: Path, method: str, n: int, seed: int, data: dic
         return
     train_set = Classes(data["train"], TARGET, n, seed)
     start = time.perf_counter()
-    if method == "probe":
+    if method in PROBES:
         from vggnet.probe import linear_probe
 
         r = linear_probe(
-            source, "target", PROBE_LAYER, datasets=(train_set, data["target_val"]), c=PROBE_C, progress=False
+            source, "target", PROBES[method], datasets=(train_set, data["target_val"]), c=PROBE_C, progress=False
         )
         result = {"top1": round(r.top1_error, 3), "top5": round(r.top5_error, 3), "images": r.images}
     else:
@@ -293,7 +293,7 @@ def main(argv: list[str] | None = None) -> int:
         source = pretrain(root, data["train_source"], data["source_val"], metrics)
         for n in BUDGETS:
             for seed in SEEDS:
-                for method in ["scratch", "probe", *[m for m in METHODS if m != "scratch"]]:
+                for method in ["scratch", *PROBES, *[m for m in METHODS if m != "scratch"]]:
                     print(f"{method} n={n} seed={seed}", flush=True)
                     transfer(root, source, method, n, seed, data, metrics)
         print("compression", flush=True)
