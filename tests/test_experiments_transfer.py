@@ -29,6 +29,9 @@ def test_report_states_mean_spread_and_missing_parts(tmp_path):
         (metrics / f"full-n10-s{seed}.json").write_text(
             json.dumps({"method": "full", "n": 10, "seed": seed, "seconds": 60.0, "top1": top1, "images": 1991})
         )
+    (metrics / "scratch-n10-s0.json").write_text(
+        json.dumps({"method": "scratch", "n": 10, "seed": 0, "seconds": 0.0, "top1": 60.0, "images": 1991})
+    )
     (metrics / "probe-n50-s0.json").write_text(
         json.dumps({"method": "probe", "n": 50, "seed": 0, "seconds": 30.0, "top1": 22.5, "images": 1991})
     )
@@ -38,7 +41,10 @@ def test_report_states_mean_spread_and_missing_parts(tmp_path):
     assert full.split(" | ")[1:] == ["40.0 ± 10.0 (30.0-50.0)", "not run yet |"]
     probe = next(line for line in text.splitlines() if line.startswith("| linear probe"))
     assert probe.endswith("| not run yet | 22.5 (1 seed) |")
-    assert "4 runs, 3.5 minutes of wall time in all." in text and "## Smaller models\n\nNot run yet." in text
+    assert "- 10 labels per class: lowest mean error 40.0%, full fine-tuning" in text
+    assert "; 20.0 points below training from scratch (60.0%)." in text
+    assert "- 50 labels per class: lowest mean error 22.5%, linear probe (fc7" in text
+    assert "5 runs, 3.5 minutes of wall time in all." in text and "## Smaller models\n\nNot run yet." in text
     assert "| fp32 | 527.8 MiB | 138,357,544 | 100.0% |" in text  # VGG16 from its shapes
 
 

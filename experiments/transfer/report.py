@@ -45,6 +45,27 @@ def transfer_table(runs: list[dict[str, Any]], budgets: tuple[int, ...]) -> str:
     return markdown_table(["method", *[f"{n} labels / class: top-1 err (%)" for n in budgets]], rows)
 
 
+def best_lines(runs: list[dict[str, Any]], budgets: tuple[int, ...]) -> list[str]:
+    """Per budget: the method with the lowest mean error, and how far from training from scratch it is."""
+    lines = []
+    for n in budgets:
+        means = {
+            m: statistics.mean(e)
+            for m in METHOD_NAMES
+            if (e := [r["top1"] for r in runs if r["method"] == m and r["n"] == n])
+        }
+        if not means:
+            continue
+        best = min(means, key=means.get)
+        line = f"- {n} labels per class: lowest mean error {means[best]:.1f}%, {METHOD_NAMES[best]}"
+        if "scratch" in means and best != "scratch":
+            line += (
+                f"; {means['scratch'] - means[best]:.1f} points below training from scratch ({means['scratch']:.1f}%)"
+            )
+        lines.append(line + ".")
+    return lines
+
+
 def compression_table(compression: dict[str, Any]) -> str:
     from vggnet.tables import human_bytes, markdown_table
 
@@ -111,6 +132,8 @@ def write_results(metrics: Path, out: Path, setup: str, budgets: tuple[int, ...]
         "labelled photos and another initialisation of the new layers.\n"
     )
     parts.append(transfer_table(runs, budgets) + "\n")
+    if runs:
+        parts.append("\n".join(best_lines(runs, budgets)) + "\n")
     seconds = [r["seconds"] for r in runs]
     if seconds:
         parts.append(f"{len(runs)} runs, {sum(seconds) / 60:.1f} minutes of wall time in all.\n")
