@@ -91,3 +91,86 @@ def test_cpu_benchmark_smoke_run_writes_results(script, check, tmp_path):
         assert set(row["images_per_s"]) == {"ours", "torchvision"} and min(row["images_per_s"].values()) > 0
         assert row["ratio"] == pytest.approx(row["images_per_s"]["ours"] / row["images_per_s"]["torchvision"])
     assert "ours / torchvision" in (tmp_path / f"{script}.md").read_text()
+
+
+def load_benchmark(name: str):
+    spec = importlib.util.spec_from_file_location(name, SCRIPT.parent / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.mark.slow
+def test_weights_verify_smoke_run_writes_results(tmp_path, monkeypatch):
+    weights_verify = load_benchmark("weights_verify")
+    monkeypatch.setattr(sys, "argv", ["weights_verify.py", "--smoke", "--out", str(tmp_path)])
+    monkeypatch.setattr(sys.modules["common"], "RESULTS", sys.modules["common"].RESULTS)  # --out changes it: restore
+    assert weights_verify.main() == 0
+    results = json.loads((tmp_path / "weights_verify.json").read_text())
+    assert results["rounds"] == 1 and all(len(t) == 1 and t[0] > 0 for t in results["seconds"].values())
+    assert "load_weights, verify=True" in results["medians"] and results["sizes_bytes"]["checkpoint"] > 0
+    assert "Verification adds" in (tmp_path / "weights_verify.md").read_text()
+
+
+def test_long_runs_measures_a_run_in_process(tmp_path):
+    import numpy as np
+    from PIL import Image
+
+    from vggnet import build
+    from vggnet.weights import save_weights
+
+    long_runs = load_benchmark("long_runs")
+    for c in ("n01", "n02"):
+        (tmp_path / "val" / c).mkdir(parents=True)
+        Image.fromarray(np.full((40, 50, 3), 90, np.uint8)).save(tmp_path / "val" / c / "a.JPEG")
+    weights = tmp_path / "w.safetensors"
+    save_weights(build("A", width=1 / 16, num_classes=2, input_size=32), weights, extra={"scale": [36, 36]})
+    for command, n in (("evaluate", 5), ("predict", 3)):
+        run = long_runs.child(command, n, str(weights), tmp_path)  # the dataset cycles the 2 photos
+        assert run["images"] == n and run["peak_rss_mib"] > 0 and run["command"] == command
+
+
+@pytest.mark.slow
+def test_input_pipeline_smoke_run_writes_results(tmp_path):
+    path = SCRIPT.parent / "input_pipeline.py"
+    env = {**os.environ, "CUDA_VISIBLE_DEVICES": ""}
+    r = subprocess.run(
+        [sys.executable, str(path), "--smoke", "--out", str(tmp_path)], capture_output=True, text=True, env=env
+    )
+    assert r.returncode == 0, r.stderr
+    assert "no CUDA GPU visible to torch; the GPU rows are skipped" in r.stdout
+    results = json.loads((tmp_path / "input_pipeline.json").read_text())
+    assert (
+        set(results["pipeline"]) == {"pil", "cpu"} and min(v["images_per_s"] for v in results["pipeline"].values()) > 0
+    )
+    assert set(results["training"]) == {"synthetic", "pil", "cpu"}
+    assert results["fidelity"]["cpu"]["max_abs"] == 0  # the batched CPU path gives the PIL path's tensors
+    assert 0 < results["fidelity"]["F.interpolate"]["max_abs"] < 1.01  # torch's resize: a unit here and there
+    assert "| pipeline alone, --decode cpu |" in (tmp_path / "input_pipeline.md").read_text()
+
+
+@pytest.mark.slow
+def test_input_pipeline_prepare_copies_photos_across_classes(tmp_path):
+    from PIL import Image
+
+    src = tmp_path / "src"
+    for c in ("a", "b"):
+        (src / "train" / c).mkdir(parents=True)
+        for i in range(6):
+            Image.new("RGB", (20, 10), (i, 0, 0)).save(src / "train" / c / f"{i}.jpg")
+    path = SCRIPT.parent / "input_pipeline.py"
+    r = subprocess.run(
+        [sys.executable, str(path), "--data", str(src), "--limit", "4", "--prepare", str(tmp_path / "dst")],
+        capture_output=True, text=True,
+    )  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    copied = sorted(str(p.relative_to(tmp_path / "dst")) for p in (tmp_path / "dst").rglob("*.jpg"))
+    assert copied == ["a/0.jpg", "a/3.jpg", "b/0.jpg", "b/3.jpg"]
+
+
+@pytest.mark.slow
+def test_gpu_pipeline_script_parses_and_asks_for_its_arguments():
+    script = SCRIPT.parent / "gpu_pipeline.sh"
+    assert subprocess.run(["bash", "-n", str(script)], capture_output=True).returncode == 0
+    r = subprocess.run(["bash", str(script)], capture_output=True, text=True)
+    assert r.returncode == 2 and "usage: bash" in r.stderr and "PHOTOS OUT [BUDGET_SECONDS]" in r.stderr

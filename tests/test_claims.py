@@ -113,3 +113,23 @@ def test_runs_are_named_by_arm_and_seed_and_share_one_recipe(tmp_path):
     cfg = run.config("D-gap-s1", tmp_path, tmp_path / "stats.json")
     assert (cfg.arch, cfg.head, cfg.seed, cfg.width, cfg.epochs) == ("D_bn", "gap", 1, run.RECIPE["width"], 16)
     assert {run.arm_of(r)[0] for r in run.RUNS} == set(run.ARMS) and len(run.RUNS) == len(run.ARMS) * len(run.SEEDS)
+
+
+def outcome(cmp, seeds, gain, sd=0.5, b=300, c=100, p=1e-20):
+    return report.Outcome(cmp, list(range(seeds)), (30.0, sd), (30.0 + gain, sd), b, c, p)
+
+
+def test_no_verdict_on_fewer_than_three_seeds():
+    o = outcome(report.Comparison("B", "B-5x5"), 2, gain=8.0)
+    assert o.verdict == "not decided yet (2 of 3 seeds)"
+    assert report.claim_verdict([o]) == "not decided yet (seeds still training)"
+
+
+def test_little_loss_claims_use_the_margin():
+    cmp = report.Comparison("D", "D-gap", margin=2.0)
+    # the gap head 0.5 points worse, se = sqrt((0.5^2 + 0.5^2) / 3) = 0.41: 0.5 + 0.82 < 2
+    assert outcome(cmp, 3, gain=0.5).verdict == "holds"
+    assert outcome(cmp, 3, gain=-1.0).verdict == "holds"  # the gap head better: no loss at all
+    assert outcome(cmp, 3, gain=1.5).verdict == "not decided at this scale"  # 1.5 + 0.82 > 2 > 1.5 - 0.82
+    assert outcome(cmp, 3, gain=4.0).verdict == "does not hold"  # 4 - 0.82 > 2, and the photos agree
+    assert "D-gap loses 4.0 points (the claim allows less than 2)" in report.outcome_line(outcome(cmp, 3, gain=4.0))

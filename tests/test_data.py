@@ -316,3 +316,14 @@ def test_stats_of_real_photos():
     assert np.all(
         np.sign(np.asarray(stats.eigvec)[:, 0]) == np.sign(stats.eigvec[0][0])
     )  # all-positive or all-negative
+
+
+def test_a_sliver_that_would_rescale_into_a_bomb_is_refused():
+    from vggnet.data import check_rescale
+
+    check_rescale((640, 480), 512)  # an ordinary photo: nothing to say
+    with pytest.raises(
+        ValueError,
+        match=r"20000x1 pixels rescaled to a shorter side of 256 would be 5120000x256, over the decompression-bomb limit of 178,956,970 pixels",
+    ):
+        check_rescale((20000, 1), 256)

@@ -322,6 +322,35 @@ def test_predict_top5_with_imagenet_names_and_heatmap(tmp_path, capsys):
     assert lines[0] == str(img) and len(lines) == 4 and lines[1].startswith("  1. ")
 
 
+def test_predict_and_evaluate_skip_a_sliver_whose_rescale_is_a_bomb(tmp_path, capsys):
+    make_folder(tmp_path / "data")
+    sliver = tmp_path / "data" / "c0" / "sliver.png"
+    Image.new("RGB", (200000, 1), (10, 200, 30)).save(sliver)  # 200 k pixels; at Q=32: 6.4 M x 32
+    w = tmp_path / "w.safetensors"
+    save_weights(tiny(classes=3), w, extra={"scale": [32, 32]})
+    preds, skipped = ev.predict([sliver, tmp_path / "data" / "c0" / "0.png"], [w], EvalConfig(flip=False))
+    assert skipped == [str(sliver)] and len(preds) == 1
+    assert capsys.readouterr().err.startswith(
+        f"skipping unusable image {sliver}: 200000x1 pixels rescaled to a shorter side of 32 would be 6400000x32"
+    )
+    result = ev.evaluate([w], str(tmp_path / "data"), EvalConfig(batch_size=4), progress=False)
+    assert result.skipped == [str(sliver)] and result.images == 6
+
+
+def test_cli_predict_shows_progress_with_a_time_estimate_unless_quiet(tmp_path, capsys):
+    w = tmp_path / "w.safetensors"
+    save_weights(tiny(classes=3), w, extra={"scale": [32, 32]})
+    images = []
+    for i in range(3):
+        images.append(str(tmp_path / f"{i}.png"))
+        Image.fromarray(image(40, 36, i).permute(1, 2, 0).numpy()).save(images[-1])
+    assert main(["predict", *images, "--weights", str(w), "--top", "1"]) == 0
+    err = capsys.readouterr().err
+    assert "predict: 100%" in err and "3/3 [" in err and "img/s]" in err  # tqdm: elapsed<remaining, rate
+    assert main(["predict", *images, "--weights", str(w), "--top", "1", "--quiet"]) == 0
+    assert capsys.readouterr().err == ""
+
+
 def test_heatmap_overlay_puts_the_hot_cell_where_it_belongs():
     img = Image.new("RGB", (128, 64), (128, 128, 128))
     heat = torch.tensor([[0.0, 0.0, 0.0, 1.0]])  # (1, 4): the right-most window of a 32-px net at Q=64

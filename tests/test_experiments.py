@@ -297,11 +297,12 @@ def test_gpu_grid_script_runs_known_runs_after_their_parents(tmp_path: Path) -> 
     import subprocess
 
     script = HERE / "gpu_grid.sh"
-    phases = [
-        line.split(" in ", 1)[1].split(";", 1)[0].split()
+    phases = [  # ${EXTRA_DRAWS-a b c} counts as its default, a b c
+        re.sub(r"\$\{EXTRA_DRAWS-([^}]*)\}", r"\1", line).split(" in ", 1)[1].split(";", 1)[0].split()
         for line in script.read_text().splitlines()
         if line.startswith("for name in ")
     ]
+    assert "A-LRN-w1-e32-s1" in phases[0]  # the default draws beside A-w1
     assert phases[0][0] == "A-w1" and len(phases) == 3
     seen: set[str] = set()
     for phase in phases:

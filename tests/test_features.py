@@ -127,12 +127,13 @@ def test_cli_features_writes_npz_and_skips_unreadable(tmp_path, capsys):
         Image.fromarray(rng.integers(0, 255, (*size, 3), dtype=np.uint8)).save(paths[-1])
     (tmp_path / "broken.jpg").write_bytes(b"not an image")
     out = tmp_path / "f.npz"
-    with pytest.warns(UserWarning, match="broken.jpg"):
-        code = main(["features", str(paths[0]), str(tmp_path / "broken.jpg"), str(paths[1]), "--weights", str(weights),
-                     "--layers", "relu1_2,relu4_3", "--out", str(out), "--size", "32", "--quiet"])  # fmt: skip
+    code = main(["features", str(paths[0]), str(tmp_path / "broken.jpg"), str(paths[1]), "--weights", str(weights),
+                 "--layers", "relu1_2,relu4_3", "--out", str(out), "--size", "32", "--quiet"])  # fmt: skip
     assert code == 0
-    text = capsys.readouterr().out
-    assert "2 image(s)" in text and "skipped 1 unreadable" in text
+    captured = capsys.readouterr()
+    assert "2 image(s)" in captured.out and "skipped 1 unreadable" in captured.out
+    assert captured.err.startswith(f"skipping unreadable image {tmp_path / 'broken.jpg'}: ")  # one line, no warning
+    assert captured.err.count("\n") == 1
     data = np.load(out)
     assert data["relu1_2"].shape == (2, 4, 32, 32) and data["relu4_3"].shape == (2, 32, 4, 4)
     assert [p.rsplit("/", 1)[-1] for p in data["paths"]] == ["im0.png", "im1.png"]

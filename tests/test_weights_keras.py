@@ -49,3 +49,17 @@ def test_theano_ordered_keras_kernels_are_refused(tmp_path):
     write_keras_h5(tmp_path / "th.h5", layers, "keras1")
     with pytest.raises(ValueError, match=r"layer block1_conv1 has kernel \(4, 3, 3, 3\).*TensorFlow-ordered"):
         import_weights(tmp_path / "th.h5")
+
+
+def test_a_damaged_layer_index_is_one_line_naming_the_file(tmp_path):
+    import h5py
+    import numpy as np
+
+    path = tmp_path / "k.h5"
+    write_keras_h5(path, keras_layers(build("A", width=W, num_classes=3)), "keras2")
+    with h5py.File(path, "a") as f:  # a flipped bit in a layer name: no longer UTF-8 (found by tests/fuzz.py)
+        f.attrs["layer_names"] = np.array([b"\xb3lock1_conv1"], dtype="S")
+    with pytest.raises(
+        ValueError, match=r"k.h5: unreadable Keras HDF5 file \(truncated, damaged or not HDF5\): 'utf-8'"
+    ):
+        load_weights(path)

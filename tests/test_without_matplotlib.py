@@ -57,7 +57,7 @@ def test_build_train_and_evaluate_without_matplotlib(tmp_path):
     out = json.loads(done.stdout.splitlines()[-1])
     assert out["params"] == 138_357_544 and not out["matplotlib"]
     assert sorted(p.name for p in (tmp_path / "run").iterdir()) == [
-        "config.json", "last.pt", "metrics.jsonl", "model.safetensors", "stats.json",
+        "config.json", "last.pt", "metrics.jsonl", "model.safetensors", "previous.pt", "stats.json",
     ]  # fmt: skip
     assert len((tmp_path / "run" / "metrics.jsonl").read_text().splitlines()) == 2  # two epochs, one notice
     assert [p.suffix for p in map(Path, out["written"])] == [".json", ".md"]

@@ -10,6 +10,8 @@
 # ROOT: scratch for the runs; OUT: receives metrics/*.json and probs/*.pt as each run ends. Back here, copy them
 # into experiments/imagenette/metrics and experiments/imagenette/probs, then run.py --report-only.
 # RUN_ARGS: more run.py options for every run (a quick trial: RUN_ARGS="--epochs 1 --batch 8 --limit 0").
+# EXTRA_DRAWS: the runs trained beside A-w1 (default: more draws of the two best full-width recipes); set it
+# empty when the device budget holds the grid alone.
 set -euo pipefail
 if [ $# -lt 3 ]; then
     echo "usage: bash $0 DATA ROOT OUT [WORKERS]" >&2
@@ -29,7 +31,7 @@ one() {  # train, evaluate and hand back one run
 
 "$python" "$here/run.py" --prepare-only --data "$data" --root "$root" --out "$out"
 # A first (B-E start from it), beside more draws of the two best full-width recipes
-for name in A-w1 A-LRN-w1-e32-s1 A-LRN-w1-e32-s2 D-w1-e32-s1; do one "$name" & done
+for name in A-w1 ${EXTRA_DRAWS-A-LRN-w1-e32-s1 A-LRN-w1-e32-s2 D-w1-e32-s1}; do one "$name" & done
 wait
 for name in B-w1 C-w1 D-w1 E-w1; do one "$name" & done
 wait

@@ -197,6 +197,12 @@ def fraction(width: float) -> str:
 
 
 AMP_MODES = ("none", "bf16", "fp16")
+# Where input images are decoded and transformed: PIL per image, or JPEG batches with torch (vggnet.data.batched).
+DECODERS = ("pil", "cpu", "gpu")
+DECODE_HELP = (
+    "pil: PIL per image in the loader processes | cpu: JPEGs decoded and transformed in batches with torch "
+    "(the same pixels) | gpu: the same on the job's CUDA GPU (nvJPEG)"
+)
 
 
 @renamed({"model": "arch"})
@@ -258,8 +264,10 @@ class TrainConfig:
     out: str = option("", "run directory; empty: runs/<arch>-<date>-<time>")
     resume: str = option("", "a run directory to continue exactly where it stopped")
     checkpoint_every: int = option(0, "also write the resume checkpoint every N steps (0: at epoch ends only)")
+    verify: bool = option(True, "check the content hashes of the checkpoint resumed from and of --init-from weights")
     seed: int = 0
     workers: int = option(2, "data-loading processes per training process")
+    decode: str = option("pil", DECODE_HELP)
     device: str = option("auto", "auto | cpu | cuda | cuda:N")
     amp: str = option("none", "none | bf16 | fp16 autocast (fp16 with a gradient scaler)")
     channels_last: bool = option(True, "NHWC activations and weights (faster convolutions on CPUs and GPUs)")
@@ -285,6 +293,8 @@ class TrainConfig:
             raise ValueError(f"--batch {self.batch} must split evenly into --accum {self.accum} x {world} process(es)")
         if self.amp not in AMP_MODES:
             raise ValueError(f"--amp {self.amp!r}: accepted {', '.join(AMP_MODES)}")
+        if self.decode not in DECODERS:
+            raise ValueError(f"--decode {self.decode!r}: accepted {', '.join(DECODERS)}")
         if self.init not in INITS:
             raise ValueError(f"--init {self.init!r}: accepted {', '.join(INITS)}")
         if self.head not in HEADS:
@@ -324,12 +334,14 @@ class EvalConfig:
     batch_size: int = option(32, "crops of the input size per forward; dense batches hold the same pixel count")
     limit: int = option(0, "evaluate this many images, evenly spaced over the dataset (0: all)")
     workers: int = option(0, "image decoding processes (0: in the main process)")
+    decode: str = option("pil", DECODE_HELP)
     device: str = option("auto", "auto (cuda when available) | cpu | cuda | cuda:N | mps")
     fast: bool = option(
         False,
         "on a CPU: BatchNorm folded into the convs and the wide 3x3 convs run as Winograd F(4x4, 3x3) "
         "(fp32; posteriors within about 1e-5 of the direct convs'; docs/performance.md has the figures)",
     )
+    verify: bool = option(True, "check the weights' content hashes on load (docs/weights.md)")
 
     def check(self) -> None:
         """Raise a one-line error for an unknown method or a non-positive grid, batch size or limit."""
@@ -337,3 +349,5 @@ class EvalConfig:
             raise ValueError(f"unknown method {self.method!r}; accepted: {', '.join(EVAL_METHODS)}")
         if self.grid < 1 or self.batch_size < 1 or self.limit < 0 or self.workers < 0:
             raise ValueError("grid and batch_size must be at least 1; limit and workers at least 0")
+        if self.decode not in DECODERS:
+            raise ValueError(f"--decode {self.decode!r}: accepted {', '.join(DECODERS)}")

@@ -223,14 +223,15 @@ def export_weights(
 ) -> ExportReport:
     """Load project-format weights, export the dense model to `out`, and check it at two input sizes.
 
-    `format` is "onnx" or "pt2"; by default it follows the suffix of `out` (.pt2, else ONNX).
+    `format` is "onnx" or "pt2"; by default it follows the suffix of `out` (.pt2, else ONNX). `verify=False`
+    skips both checks: the weights' content hashes on load and the comparison of the export with PyTorch.
     """
     format = format or ("pt2" if str(out).endswith(".pt2") else "onnx")
     if format not in FORMATS:
         raise ValueError(f"unknown export format {format!r}; accepted: {', '.join(FORMATS)}")
     if Path(out).is_dir():
         raise ValueError(f"{out}: is a folder, expected an output file name")
-    model, meta = load_weights(weights)
+    model, meta = load_weights(weights, verify=verify)
     if format == "onnx":
         path = export_onnx(model, out, optimize=optimize, meta=meta)
     else:

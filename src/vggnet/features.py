@@ -17,7 +17,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from .data import open_image
+from .data import open_rescalable
 from .model import VGG
 from .weights import Preprocessing, has_classifier, load_weights
 
@@ -230,13 +230,13 @@ def load_images(
     """Read images as a 0-1 RGB batch: shorter side resized to `size`, centre crop size x size.
 
     `size=None` keeps each image as it is (all must then share one size). Unreadable files are
-    skipped after a warning naming them.
+    skipped after a line on stderr naming them.
     """
     import torchvision.transforms.functional as TF
 
     tensors, kept, skipped = [], [], []
     for p in paths:
-        im = open_image(p)
+        im = open_rescalable(p, [size] if size is not None else [])
         if im is None:
             skipped.append(str(p))
             continue
@@ -261,11 +261,12 @@ def extract_features(
     batch_size: int = 8,
     device: str | torch.device = "cpu",
     progress: bool = True,
+    verify: bool = True,
 ) -> ExtractedFeatures:
-    """Features at `layers` of every image, with the preprocessing recorded in the weights."""
+    """Features at `layers` of every image, with the preprocessing recorded in the weights (hashes checked with `verify`)."""
     from tqdm import tqdm
 
-    model, meta = load_weights(weights, device=device)
+    model, meta = load_weights(weights, device=device, verify=verify)
     _check_layers(layer_names(model), layers, str(weights))
     chunks: dict[str, list[np.ndarray]] = {}
     kept_all, skipped_all = [], []

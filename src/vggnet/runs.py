@@ -6,6 +6,8 @@ metrics.jsonl      one JSON line per epoch (loss, top-1/top-5 errors, LR, images
 metrics.png        loss, errors and LR against epoch (with vggnet[plots])
 model.safetensors  the best weights (lowest validation top-1 error), project format
 last.pt            the resume checkpoint: model, optimiser, schedule, scaler, RNG states, position in the epoch
+previous.pt        the checkpoint last.pt replaced, resumed from when last.pt is damaged
+last.pt.damaged    a last.pt that failed its check, set aside by that resume
 init.json          with --init-from: the weights' path, source, SHA-256, input preprocessing and the new layers
 """
 
@@ -24,6 +26,7 @@ CONFIG, STATS, METRICS, PLOT, WEIGHTS, CHECKPOINT = (
     "model.safetensors",
     "last.pt",
 )
+PREVIOUS, DAMAGED = "previous.pt", "last.pt.damaged"
 INIT = "init.json"
 
 

@@ -3,8 +3,11 @@
 - `datasets`: image folders, CIFAR python batches, the built-in digits; items are (RGB PIL image or None, label)
 - `transforms`: section 3.1's rescale to S, random crop, flip, PCA colour shift, mean subtraction, seeded per image
 - `stats`: the mean RGB and RGB-covariance eigen-decomposition of a training set
+- `batched`: the same transforms on batches of JPEGs decoded with torch, on the CPU or a GPU (`--decode`)
+- `resample`: Pillow's bilinear resize in torch, bit for bit, for the batched path
 """
 
+from .batched import BatchedImages, batch_loader, decode_device
 from .datasets import (
     CIFAR_LAYOUTS,
     IMAGE_EXTENSIONS,
@@ -21,11 +24,14 @@ from .datasets import (
 )
 from .stats import RGBStats, compute_stats
 from .transforms import (
+    Draw,
     EvalTransform,
     Item,
     TrainTransform,
     Transformed,
+    check_rescale,
     collate_skipping,
+    open_rescalable,
     rescale,
     rescaled_crop,
     rescaled_size,
@@ -36,16 +42,22 @@ from .transforms import (
 __all__ = [
     "CIFAR_LAYOUTS",
     "IMAGE_EXTENSIONS",
+    "BatchedImages",
     "Cifar",
     "Digits",
+    "Draw",
     "EvalTransform",
     "ImageFolder",
     "Item",
     "RGBStats",
     "TrainTransform",
     "Transformed",
+    "check_rescale",
+    "open_rescalable",
+    "batch_loader",
     "collate_skipping",
     "compute_stats",
+    "decode_device",
     "find_cifar",
     "item_name",
     "open_dataset",

@@ -15,7 +15,7 @@ import torch
 from tqdm import tqdm
 
 from ..configs import EvalConfig
-from ..data import item_name, open_dataset, rescale, to_uint8_tensor
+from ..data import BatchedImages, batch_loader, decode_device, item_name, open_dataset, rescale, to_uint8_tensor
 from ..devices import pick_device
 from ..imagenet import imagenet_classes, is_imagenet_labelled, looks_like_wnids, wnid_indices
 from ..io import report, reporting_warnings
@@ -73,7 +73,11 @@ class _Rescaled(torch.utils.data.Dataset):
         img, label = reporting_warnings(lambda: self.dataset[j])
         if img is None:
             return None, label, j
-        return {q: to_uint8_tensor(rescale(img, q)) for q in self.scales}, label, j
+        try:
+            return {q: to_uint8_tensor(rescale(img, q)) for q in self.scales}, label, j
+        except ValueError as e:  # a sliver that would rescale into a bomb
+            report(f"skipping unusable image {item_name(self.dataset, j)}: {e}")
+            return None, label, j
 
 
 def _spread(n: int, limit: int) -> list[int]:
@@ -115,7 +119,8 @@ def evaluate(
     cfg = cfg or EvalConfig()
     cfg.check()
     device = pick_device(cfg.device)
-    plan = read_networks(weights_or_runs, cfg.scales)
+    decoder = decode_device(cfg.decode, device)  # None: PIL per image
+    plan = read_networks(weights_or_runs, cfg.scales, cfg.verify)
     if isinstance(data_spec, (str, os.PathLike)):
         # The digits are drawn at the largest training scale, so every test scale rescales the same images;
         # image folders ignore the size.
@@ -126,15 +131,19 @@ def evaluate(
     to_imagenet = imagenet_labels(plan, classes)  # wnid folders -> ImageNet indices, for 1000-class weights
     if to_imagenet is None:
         check_classes(plan, len(classes), f"data {data_spec!r} ({cfg.split})")
-    networks = load_networks(plan, device, cfg.fast)
+    networks = load_networks(plan, device, cfg.fast, cfg.verify)
     for net in networks:
         if to_imagenet is None and net.meta.class_names and list(net.meta.class_names) != classes:
             report(f"warning: {net.source}: class names differ from the data's; classes are matched by index")
     all_scales = sorted({q for net in networks for q in net.scales})
     indices = _spread(len(dataset), cfg.limit)
-    loader = torch.utils.data.DataLoader(
-        _Rescaled(dataset, indices, all_scales), batch_size=cfg.batch_size, num_workers=cfg.workers, collate_fn=list
-    )
+    if decoder is None:
+        loader = torch.utils.data.DataLoader(
+            _Rescaled(dataset, indices, all_scales), batch_size=cfg.batch_size, num_workers=cfg.workers, collate_fn=list
+        )
+    else:  # the same items, JPEGs decoded and rescaled in batches
+        batched = BatchedImages(dataset, scales=all_scales, device=decoder, loud=True)
+        loader = batch_loader(torch.utils.data.Subset(batched, indices), cfg.batch_size, workers=cfg.workers)
     probs, labels, skipped = [], [], []
     start = time.perf_counter()
     bar = tqdm(total=len(indices), unit="img", desc=f"evaluate {cfg.method}", disable=not progress, file=sys.stderr)

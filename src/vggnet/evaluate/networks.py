@@ -77,14 +77,16 @@ class Network:
 Plan = list[tuple[Path, WeightsMeta, list[int]]]  # (weights file, metadata, test scales) per network
 
 
-def read_networks(weights_or_runs: Sequence[str | os.PathLike[str]], scales: str = "paper") -> Plan:
+def read_networks(
+    weights_or_runs: Sequence[str | os.PathLike[str]], scales: str = "paper", verify: bool = True
+) -> Plan:
     """Metadata and test scales of each network, checked before any tensor is read."""
     if not weights_or_runs:
         raise ValueError("no weights given: pass a run folder or a weights file (several for an ensemble)")
     files = [weights_file(p) for p in weights_or_runs]
     plan = []
     for f in files:
-        meta = read_meta(f)
+        meta = read_meta(f, verify)
         plan.append((f, meta, resolve_scales(scales, train_scale(meta), meta.model.input_size, str(f))))
     check_classes(plan, plan[0][1].model.num_classes, f"{files[0]}")
     return plan
@@ -112,8 +114,10 @@ def for_evaluation(model: VGG) -> VGG:
     return model.eval().to(memory_format=torch.channels_last)
 
 
-def load_networks(plan: Plan, device: str | torch.device = "cpu", fast: bool = False) -> list[Network]:
-    """Load every planned network onto `device`, prepared by `for_evaluation`.
+def load_networks(
+    plan: Plan, device: str | torch.device = "cpu", fast: bool = False, verify: bool = True
+) -> list[Network]:
+    """Load every planned network onto `device`, prepared by `for_evaluation` (content hashes checked with `verify`).
 
     `fast` folds BatchNorm into the convs and, on the CPU, runs the 3x3 convs where it pays as Winograd
     layers (`vggnet.winograd`); other devices keep their own convolution library.
@@ -123,7 +127,7 @@ def load_networks(plan: Plan, device: str | torch.device = "cpu", fast: bool = F
 
     networks = []
     for f, _, scales in plan:
-        model, meta = load_weights(f)
+        model, meta = load_weights(f, verify=verify)
         model = for_evaluation(fold_batchnorm(model) if fast else model).to(device)
         if fast and torch.device(device).type == "cpu":
             model.features = winogradify(model.features)

@@ -7,6 +7,7 @@ the gap head's CAM (both from `vggnet.cam`).
 from __future__ import annotations
 
 import os
+import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,14 +16,15 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from PIL import Image
+from tqdm import tqdm
 
 from ..cam import class_activation_map, gradcam
 from ..colormap import jet
 from ..configs import EvalConfig
-from ..data import open_image, rescale, to_uint8_tensor
+from ..data import open_rescalable, rescale, to_uint8_tensor
 from ..devices import pick_device
 from ..imagenet import imagenet_classes, imagenet_wnids, is_imagenet_labelled
-from ..io import atomic_write, reporting_warnings
+from ..io import atomic_write
 from ..model import VGG
 from ..weights import WeightsMeta
 from .networks import Network, ensemble_posteriors, load_networks, read_networks
@@ -120,12 +122,14 @@ def predict(
     heatmap: str | os.PathLike[str] | None = None,
     cam: str = "dense",
     layer: str | None = None,
+    progress: bool = False,
 ) -> tuple[list[Prediction], list[str]]:
     """Top classes of each image (ensemble posteriors averaged) and the unreadable paths, which are skipped.
 
     With `heatmap`, the first network's map of the top class at its largest scale is drawn over each image
     (the path gains _<image name> when there are several images): `cam` "dense" (the class score map),
-    "gradcam" (at conv `layer`, default the last) or "cam" (gap head).
+    "gradcam" (at conv `layer`, default the last) or "cam" (gap head). `progress`: a bar with a time
+    estimate on stderr when there are several images (`vggnet predict` shows it unless --quiet).
     """
     cfg = cfg or EvalConfig()
     cfg.check()
@@ -137,10 +141,11 @@ def predict(
         raise ValueError(f"--cam {cam} draws a heat map; give --heatmap PATH")
     if layer is not None and cam != "gradcam":
         raise ValueError("--layer chooses Grad-CAM's conv layer; use it with --cam gradcam")
-    plan = read_networks(weights_or_runs, cfg.scales)
-    networks = load_networks(plan, pick_device(cfg.device), cfg.fast)
+    plan = read_networks(weights_or_runs, cfg.scales, cfg.verify)
+    networks = load_networks(plan, pick_device(cfg.device), cfg.fast, cfg.verify)
     # Grad-CAM differentiates: --fast's Winograd layers hold inference-only tensors, so it gets a plain copy
-    explained = load_networks(plan[:1], pick_device(cfg.device))[0] if cam != "dense" and cfg.fast else networks[0]
+    plain = cam != "dense" and cfg.fast
+    explained = load_networks(plan[:1], pick_device(cfg.device), verify=cfg.verify)[0] if plain else networks[0]
     first = explained.model
     if cam == "gradcam":
         layer = check_conv_layer(first, layer or [n for n in first.feature_names if n.startswith("conv")][-1])
@@ -150,13 +155,15 @@ def predict(
     wnids = imagenet_wnids() if is_imagenet_labelled(len(names), networks[0].meta.class_names) else []
     all_scales = sorted({q for n in networks for q in n.scales})
     predictions, skipped = [], []
+    bar = tqdm(images, desc="predict", unit="img", disable=not progress or len(images) < 2, file=sys.stderr)
     with torch.inference_mode():
-        for path in images:
-            img = reporting_warnings(lambda p=path: open_image(p))
+        for path in bar:
+            img = open_rescalable(path, all_scales)
             if img is None:
                 skipped.append(str(path))
                 continue
-            probs = ensemble_posteriors(networks, {q: [to_uint8_tensor(rescale(img, q))] for q in all_scales}, cfg)[0]
+            scaled = {q: [to_uint8_tensor(rescale(img, q))] for q in all_scales}
+            probs = ensemble_posteriors(networks, scaled, cfg)[0]
             values, indices = probs.topk(min(top, probs.numel()))
             pred = Prediction(str(path), [(names[i], float(v)) for v, i in zip(values, indices.tolist(), strict=True)])
             folder = Path(path).parent.name

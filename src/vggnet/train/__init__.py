@@ -6,9 +6,10 @@
 
 The same `train()` runs under `torchrun --nproc_per_node=N` with DistributedDataParallel. The pieces:
 `state` builds a run once, `loop` trains an epoch and validates, `checkpoint` saves and restores it
-exactly, `distributed` is the torchrun plumbing, `schedule` the optimiser and LR rule, `initialize` the
-model, net-A initialisation and starting from pretrained weights, `finetune` frozen layers, per-group LRs and
-the weights' own input, `config` reads option files. A run folder's layout is in `vggnet.runs`.
+exactly (hashed, the previous one kept), `distributed` is the torchrun plumbing, `elastic` lets a torchrun
+restart resume by itself, `schedule` the optimiser and LR rule, `initialize` the model, net-A initialisation
+and starting from pretrained weights, `finetune` frozen layers, per-group LRs and the weights' own input,
+`config` reads option files. A run folder's layout is in `vggnet.runs`.
 """
 
 from __future__ import annotations
@@ -19,8 +20,16 @@ import torch
 from torch.utils.data import Dataset
 
 from ..configs import TrainConfig
-from ..runs import CHECKPOINT, CONFIG, INIT, METRICS, PLOT, STATS, WEIGHTS, best_record
-from .checkpoint import Position, load_checkpoint, rng_state, save_checkpoint, set_rng_state
+from ..runs import CHECKPOINT, CONFIG, INIT, METRICS, PLOT, PREVIOUS, STATS, WEIGHTS, best_record
+from .checkpoint import (
+    Position,
+    has_checkpoint,
+    load_checkpoint,
+    load_resume_checkpoint,
+    rng_state,
+    save_checkpoint,
+    set_rng_state,
+)
 from .config import load_config, read_config_file
 from .distributed import Dist, epoch_indices, setup_distributed, teardown_distributed
 from .finetune import FrozenBatchNorm2d, freeze, param_groups, parse_freeze, to_network_input, weight_layers
@@ -64,6 +73,7 @@ __all__ = [
     "METRICS",
     "NET_A_LAYERS",
     "PLOT",
+    "PREVIOUS",
     "STATS",
     "SUMS",
     "WEIGHTS",
@@ -83,9 +93,11 @@ __all__ = [
     "epoch_indices",
     "fit",
     "freeze",
+    "has_checkpoint",
     "init_from",
     "load_checkpoint",
     "load_config",
+    "load_resume_checkpoint",
     "open_pretrained",
     "paper_names",
     "param_groups",

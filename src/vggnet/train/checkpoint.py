@@ -1,4 +1,9 @@
-"""Resume checkpoints: where a run stands, every RNG state, written atomically and read without pickles."""
+"""Resume checkpoints: where a run stands, every RNG state, written atomically and read without pickles.
+
+Each checkpoint carries the sha256 of its content (`weights.integrity.digest`), checked on load. The
+one it replaces is kept as previous.pt, so a damaged last.pt (a flipped bit, a truncated copy) still
+leaves a good checkpoint to resume from; a failed write (a full disk) leaves both as they were.
+"""
 
 from __future__ import annotations
 
@@ -12,6 +17,8 @@ import numpy as np
 import torch
 
 from ..io import atomic_write
+from ..runs import CHECKPOINT, PREVIOUS
+from ..weights.integrity import check, digest
 
 
 @dataclass
@@ -56,16 +63,68 @@ def seed_everything(seed: int) -> None:
 
 
 def save_checkpoint(path: Path, state: dict[str, Any]) -> None:
-    """torch.save through a temporary file and a rename: a kill leaves the previous checkpoint intact."""
-    atomic_write(path, lambda tmp: torch.save(state, tmp))
+    """torch.save `state` and its sha256 through a temporary file and a rename; the file replaced becomes previous.pt.
+
+    A kill or a failed write (a full disk) leaves the checkpoints as they were; the failure is an OSError
+    saying which checkpoint is intact.
+    """
+    path = Path(path)
+    state = {**state, "sha256": digest(state)}
+
+    def write(tmp: str) -> None:
+        with open(tmp, "wb") as f:  # through a Python file, so a failed write keeps its OSError (ENOSPC)
+            torch.save(state, f)
+
+    try:
+        atomic_write(path, write, keep=path.with_name(PREVIOUS))
+    except (OSError, RuntimeError) as e:  # torch's zip writer reports a failed write as a RuntimeError
+        cause: BaseException | None = e
+        while cause is not None and not (isinstance(cause, OSError) and cause.strerror):
+            cause = cause.__cause__ or cause.__context__
+        reason = cause.strerror if isinstance(cause, OSError) else str(e).strip().splitlines()[-1]
+        kept = f"{path} is intact" if path.is_file() else "no earlier checkpoint exists"
+        raise OSError(
+            f"{path}: could not write the checkpoint ({reason}); {kept}: free space and continue with --resume {path.parent}"
+        ) from e
 
 
-def load_checkpoint(path: str | os.PathLike[str], device: torch.device | str = "cpu") -> dict[str, Any]:
-    """A resume checkpoint, loaded without unpickling arbitrary objects."""
+def load_checkpoint(
+    path: str | os.PathLike[str], device: torch.device | str = "cpu", verify: bool = True
+) -> dict[str, Any]:
+    """A resume checkpoint, loaded without unpickling arbitrary objects; its sha256 checked with `verify`."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no resume checkpoint")
     try:
-        return torch.load(path, map_location=device, weights_only=True)
-    except (RuntimeError, EOFError, ValueError) as e:
-        raise ValueError(f"{path}: unreadable checkpoint ({str(e).splitlines()[0]})") from None
+        state = torch.load(path, map_location=device, weights_only=True)
+    except Exception as e:  # torch raises RuntimeError, UnpicklingError, EOFError, KeyError... for damaged files
+        first = (str(e).strip().splitlines() or [type(e).__name__])[0].split(". ")[0]  # torch adds paragraphs
+        raise ValueError(f"{path}: unreadable checkpoint, truncated or damaged ({first})") from None
+    if not isinstance(state, dict) or "model" not in state:
+        raise ValueError(f"{path}: not a vggnet resume checkpoint")
+    recorded = state.pop("sha256", None)  # checkpoints written before hashes have none
+    if verify and recorded is not None:
+        check(digest(state), str(recorded), path, "its content")
+    return state
+
+
+def has_checkpoint(run_dir: Path) -> bool:
+    """Whether a run folder holds a resume checkpoint (last.pt, or previous.pt alone)."""
+    return (run_dir / CHECKPOINT).is_file() or (run_dir / PREVIOUS).is_file()
+
+
+def load_resume_checkpoint(
+    run_dir: Path, device: torch.device | str = "cpu", verify: bool = True
+) -> tuple[dict[str, Any], str]:
+    """The newest good checkpoint of a run: last.pt, else previous.pt; returns it and why last.pt was passed over ("" if not).
+
+    Raises a one-line ValueError naming both files when neither loads.
+    """
+    last, previous = run_dir / CHECKPOINT, run_dir / PREVIOUS
+    problems = []
+    for path in (last, previous):
+        try:
+            return load_checkpoint(path, device, verify), "; ".join(problems)
+        except (ValueError, FileNotFoundError) as e:
+            problems.append(str(e))
+    raise ValueError(f"{run_dir}: no usable checkpoint: {'; '.join(problems)}")

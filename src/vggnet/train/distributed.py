@@ -58,7 +58,15 @@ def setup_distributed(device: str = "auto") -> Dist:
     if dev.type == "cuda":
         torch.cuda.set_device(dev)
     if world > 1 and not dist.is_initialized():
-        dist.init_process_group("nccl" if dev.type == "cuda" else "gloo")
+        # torchrun keeps one TCPStore across restarts, and the lost attempt's keys (its workers' addresses)
+        # are still in it: a restarted worker could read them and dial a dead process (pytorch#135712).
+        # Each attempt gets its own key space.
+        store, _, _ = next(dist.rendezvous("env://"))
+        attempt = os.environ.get("TORCHELASTIC_RESTART_COUNT", "0")
+        backend = "nccl" if dev.type == "cuda" else "gloo"
+        dist.init_process_group(
+            backend, store=dist.PrefixStore(f"vggnet/attempt{attempt}", store), rank=rank, world_size=world
+        )
     return Dist(rank, world, local, dev)
 
 

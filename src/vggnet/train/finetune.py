@@ -9,8 +9,6 @@ std: `Preprocessing`); `to_network_input` turns the paper's mean-subtracted 0-25
 
 from __future__ import annotations
 
-import hashlib
-import os
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -124,26 +122,44 @@ def rgb255_mean(pre: Preprocessing) -> list[float]:
 
 
 @dataclass
-class NetworkInput:
-    """After a transform giving 0-255 RGB minus `rgb255_mean(pre)`: reorder the channels and scale each to the weights' input."""
+class InputAdapter:
+    """On 0-255 RGB minus `rgb255_mean(pre)`: reorder the channels and scale each to the weights' input.
 
-    transform: Callable[..., torch.Tensor]
+    Works on one image (3, H, W) and on a batch (N, 3, H, W) alike (the batched input path's crops).
+    """
+
     bgr: bool
     factor: tuple[float, float, float]  # per channel, in the network's order: pre.scale / 255 / pre.std
 
-    def __call__(self, image: Image.Image, rng: np.random.Generator | None = None) -> torch.Tensor:
-        x = self.transform(image, rng)  # (3, H, W)
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
         if self.bgr:
-            x = x.flip(0)
-        return x * torch.tensor(self.factor, dtype=x.dtype).view(3, 1, 1)
+            x = x.flip(-3)
+        return x * torch.tensor(self.factor, dtype=x.dtype, device=x.device).view(3, 1, 1)
+
+
+def input_adapter(pre: Preprocessing) -> InputAdapter | None:
+    """What `pre` needs beyond the mean; None for the paper's 0-255 RGB with std 1."""
+    factor = tuple(pre.scale / 255.0 / s for s in pre.std)
+    if pre.color == "RGB" and all(f == 1.0 for f in factor):
+        return None
+    return InputAdapter(pre.color == "BGR", factor)  # type: ignore[arg-type]
+
+
+@dataclass
+class NetworkInput:
+    """A per-image transform followed by an InputAdapter."""
+
+    transform: Callable[..., torch.Tensor]
+    adapt: InputAdapter
+
+    def __call__(self, image: Image.Image, rng: np.random.Generator | None = None) -> torch.Tensor:
+        return self.adapt(self.transform(image, rng))
 
 
 def to_network_input(transform: Callable[..., torch.Tensor], pre: Preprocessing) -> Callable[..., torch.Tensor]:
     """`transform` followed by what `pre` needs beyond the mean; unchanged for the paper's 0-255 RGB, std 1."""
-    factor = tuple(pre.scale / 255.0 / s for s in pre.std)
-    if pre.color == "RGB" and all(f == 1.0 for f in factor):
-        return transform
-    return NetworkInput(transform, pre.color == "BGR", factor)  # type: ignore[arg-type]
+    adapt = input_adapter(pre)
+    return transform if adapt is None else NetworkInput(transform, adapt)
 
 
 # -- data checks and provenance ---------------------------------------------------------------------------
@@ -162,12 +178,3 @@ def check_class_sizes(dataset: torch.utils.data.Dataset, where: str, least: int 
                 f"{Path(root) / name}: class folder holds {n} image{'s' if n != 1 else ''}; "
                 f"training needs at least {least} images per class"
             )
-
-
-def file_sha256(path: str | os.PathLike[str]) -> str:
-    """SHA-256 of a file, read in 1 MiB pieces."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()

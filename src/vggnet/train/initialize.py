@@ -20,8 +20,7 @@ from typing import Any
 from ..configs import ModelConfig, TrainConfig, resolve
 from ..model import VGG
 from ..runs import weights_file
-from ..weights import WeightsMeta, has_classifier, load_weights
-from .finetune import file_sha256
+from ..weights import WeightsMeta, file_sha256, has_classifier, load_weights
 
 # Section 3.1: deeper nets start from net A's first four conv layers and its three FC layers.
 NET_A_LAYERS = ("conv1_1", "conv2_1", "conv3_1", "conv3_2", "fc6", "fc7", "fc8")
@@ -65,10 +64,11 @@ class Pretrained:
         return self.model.cfg.arch + ("_bn" if self.model.cfg.batch_norm else "")
 
 
-def open_pretrained(source: str | os.PathLike[str]) -> Pretrained:
-    """A run folder's best weights or any weights file (project format, torchvision, timm, Keras, Caffe)."""
+def open_pretrained(source: str | os.PathLike[str], verify: bool = True) -> Pretrained:
+    """A run folder's best weights or any weights file (project format, torchvision, timm, Keras, Caffe);
+    `verify`: check the content hashes the file records."""
     path = weights_file(source)
-    model, meta = load_weights(path)
+    model, meta = load_weights(path, verify=verify)
     return Pretrained(model, meta, path)
 
 
@@ -140,13 +140,13 @@ def copy_pretrained(
     return keys
 
 
-def init_from(model: VGG, source: str | os.PathLike[str]) -> list[str]:
+def init_from(model: VGG, source: str | os.PathLike[str], verify: bool = True) -> list[str]:
     """Copy weights from a run (its model.safetensors) or any weights file; returns the copied state keys.
 
     Same configuration: every conv layer and the classifier layers that fit (fine-tuning, a new scale S).
     Net A (or A-LRN) into a deeper net: conv1_1, conv2_1, conv3_1, conv3_2, fc6, fc7, fc8 (and their BN).
     """
-    start = open_pretrained(source)
+    start = open_pretrained(source, verify)
     return copy_pretrained(model, start.model, str(start.path))
 
 

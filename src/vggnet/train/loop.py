@@ -9,15 +9,14 @@ from __future__ import annotations
 import contextlib
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.utils.data import DataLoader
 
-from ..data import collate_skipping
+from ..data import batch_loader
 from ..io import report
 from ..metrics import count_correct
 from ..runs import WEIGHTS
@@ -81,7 +80,7 @@ def train_step(
 @torch.no_grad()
 def validate(
     model: nn.Module,
-    loader: DataLoader,
+    loader: Iterable[Any],
     device: torch.device | str = "cpu",
     amp: str = "none",
     channels_last: bool = False,
@@ -129,12 +128,11 @@ def train_one_epoch(run: Run) -> None:
     run.model.train()
     run.train_set.set_epoch(epoch)
     indices = epoch_indices(len(run.train_base), epoch, cfg.seed, env, run.per_step)
-    loader = DataLoader(
+    loader = batch_loader(
         run.train_set,
-        batch_size=run.micro,
+        run.micro,
         sampler=indices[pos.step * run.per_step :],
-        num_workers=cfg.workers,
-        collate_fn=collate_skipping,
+        workers=cfg.workers,
         pin_memory=run.device.type == "cuda",
         generator=torch.Generator().manual_seed(cfg.seed + epoch),  # leaves the global RNG (dropout) alone
     )

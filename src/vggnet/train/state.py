@@ -11,32 +11,52 @@ import dataclasses
 import json
 import os
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import Dataset
 
 from ..configs import TrainConfig
 from ..data import (
+    BatchedImages,
     EvalTransform,
     RGBStats,
     TrainTransform,
     Transformed,
-    collate_skipping,
+    batch_loader,
     compute_stats,
+    decode_device,
     item_name,
     open_dataset,
 )
 from ..io import optional, report, write_text
 from ..model import VGG
-from ..runs import CHECKPOINT, CONFIG, INIT, METRICS, PLOT, STATS
+from ..runs import CHECKPOINT, CONFIG, DAMAGED, INIT, METRICS, PLOT, PREVIOUS, STATS
 from ..weights import Preprocessing
-from .checkpoint import Position, load_checkpoint, rng_state, save_checkpoint, seed_everything, set_rng_state
+from .checkpoint import (
+    Position,
+    has_checkpoint,
+    load_resume_checkpoint,
+    rng_state,
+    save_checkpoint,
+    seed_everything,
+    set_rng_state,
+)
 from .distributed import Dist
-from .finetune import check_class_sizes, freeze, param_groups, parse_freeze, rgb255_mean, to_network_input
+from .elastic import restart_count, restarted_by_torchrun, same_job, torchrun_job
+from .finetune import (
+    check_class_sizes,
+    freeze,
+    input_adapter,
+    param_groups,
+    parse_freeze,
+    rgb255_mean,
+    to_network_input,
+)
 from .initialize import build_model, copy_pretrained, describe_start, open_pretrained, start_config
 from .schedule import PlateauSchedule, set_lr, sgd
 
@@ -61,8 +81,8 @@ class Run:
     scaler: torch.amp.GradScaler
     train_base: Dataset
     val_base: Dataset
-    train_set: Transformed
-    val_loader: DataLoader
+    train_set: Transformed | BatchedImages
+    val_loader: Iterable[Any]  # batches of (images or None, labels, skipped indices)
     micro: int  # images per forward pass
     per_step: int  # images per optimiser step on this rank
     steps: int  # optimiser steps per epoch
@@ -94,18 +114,48 @@ class Run:
                 report(f"skipping unreadable {split} image {item_name(base, i)}")
 
 
-def make_run_dir(cfg: TrainConfig, env: Dist) -> Path:
-    """The run directory: the one to resume, or a new one (refusing to overwrite a run)."""
+def open_run_dir(cfg: TrainConfig, env: Dist) -> tuple[Path, dict[str, Any] | None]:
+    """The run directory and the checkpoint to resume (None for a new run, which never overwrites one).
+
+    A run resumes with --resume, or by itself when torchrun restarted this process (elastic.py).
+    """
     if cfg.resume:
         run = Path(cfg.resume)
-        if not (run / CHECKPOINT).is_file():
+        if not has_checkpoint(run):
             raise FileNotFoundError(f"{run}: no {CHECKPOINT} to resume from")
-        return run
+        return run, resume_checkpoint(run, env, cfg.verify)
     name = cfg.out or f"runs/{cfg.arch}-{time.strftime('%Y%m%d-%H%M%S')}"
     run = Path(env.broadcast(name))
-    if (run / CHECKPOINT).exists():
-        raise ValueError(f"{run} already holds a run; continue it with --resume {run} or choose another --out")
-    return run
+    if not has_checkpoint(run):
+        return run, None
+    if restarted_by_torchrun():
+        ckpt = resume_checkpoint(run, env, cfg.verify)
+        if same_job(ckpt, run, cfg):
+            if env.main:
+                report(f"torchrun restart {restart_count()}: resuming {run} at {where(ckpt)}")
+            return run, ckpt
+    raise ValueError(f"{run} already holds a run; continue it with --resume {run} or choose another --out")
+
+
+def resume_checkpoint(run: Path, env: Dist, verify: bool) -> dict[str, Any]:
+    """The newest good checkpoint of `run` (last.pt, else previous.pt, saying why on rank 0).
+
+    A damaged last.pt is renamed last.pt.damaged, so the next checkpoint does not keep it as previous.pt.
+    """
+    ckpt, passed_over = load_resume_checkpoint(run, env.device, verify)
+    if passed_over and env.main:
+        kept = ""
+        if (run / CHECKPOINT).is_file():
+            (run / CHECKPOINT).replace(run / DAMAGED)
+            kept = f"; {CHECKPOINT} kept as {DAMAGED}"
+        report(f"{passed_over}; resuming from {run / PREVIOUS} ({where(ckpt)}){kept}")
+    return ckpt
+
+
+def where(ckpt: dict[str, Any]) -> str:
+    """Where a checkpoint stands, in words: "epoch 2, step 6"."""
+    pos = ckpt["position"]
+    return f"epoch {pos['epoch'] + 1}, step {pos['step']}"
 
 
 def open_datasets(cfg: TrainConfig, env: Dist, datasets: tuple[Dataset, Dataset] | None) -> tuple[Dataset, Dataset]:
@@ -141,19 +191,19 @@ def load_stats(cfg: TrainConfig, env: Dist, run_dir: Path, train_base: Dataset, 
 def build_run(cfg: TrainConfig, env: Dist, datasets: tuple[Dataset, Dataset] | None = None) -> Run:
     """Check, open and build everything a run needs (or restore it from its checkpoint with `cfg.resume`)."""
     cfg.check(env.world)
-    start = open_pretrained(cfg.init_from) if cfg.init_from and not cfg.resume else None
+    start = open_pretrained(cfg.init_from, cfg.verify) if cfg.init_from and not cfg.resume else None
     if start is not None:  # the weights' own configuration, checked before anything is written
         cfg = start_config(cfg, start)
     with torch.device("meta"):  # a bad --freeze fails here, before anything is written
         parse_freeze(build_model(cfg, 1), cfg.freeze)
+    decoder = decode_device(cfg.decode, env.device)  # None: PIL per image; before anything is written
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     if cfg.deterministic:
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
         torch.use_deterministic_algorithms(True)
     torch.backends.cudnn.benchmark = not cfg.deterministic
-    run_dir = make_run_dir(cfg, env)
-    ckpt = load_checkpoint(run_dir / CHECKPOINT, env.device) if cfg.resume else None
+    run_dir, ckpt = open_run_dir(cfg, env)
     train_base, val_base = open_datasets(cfg, env, datasets)
     micro = cfg.batch // (cfg.accum * env.world)
     per_step = micro * cfg.accum
@@ -170,7 +220,7 @@ def build_run(cfg: TrainConfig, env: Dist, datasets: tuple[Dataset, Dataset] | N
     pre = Preprocessing("RGB", 255.0, tuple(stats.mean), (1.0, 1.0, 1.0))  # the paper's: minus the mean RGB
     origin: dict[str, Any] = {}
     new: list[str] | None = None  # state keys of the layers not copied from --init-from (None: all are new)
-    if start is not None:
+    if start is not None and ckpt is None:  # (a torchrun restart that resumes by itself has a checkpoint)
         copied = copy_pretrained(model, start.model, str(start.path), classes, start.meta.class_names)
         origin, pre = describe_start(start, model, copied), start.meta.preprocessing
         new = [k for k in model.state_dict() if k not in copied]
@@ -206,19 +256,24 @@ def build_run(cfg: TrainConfig, env: Dist, datasets: tuple[Dataset, Dataset] | N
 
     smin, smax = min(cfg.scale), max(cfg.scale)
     shifted = dataclasses.replace(stats, mean=rgb255_mean(pre))  # the colour shift's PCA is the data's own
-    transform = to_network_input(TrainTransform((smin, smax), cfg.crop, shifted, cfg.color_shift, cfg.flip), pre)
-    val_set = Transformed(val_base, to_network_input(EvalTransform(cfg.val_scale or smin, cfg.crop, shifted.mean), pre))
-    val_loader = DataLoader(
+    transform = TrainTransform((smin, smax), cfg.crop, shifted, cfg.color_shift, cfg.flip)
+    val_transform = EvalTransform(cfg.val_scale or smin, cfg.crop, shifted.mean)
+    if decoder is None:
+        train_set = Transformed(train_base, to_network_input(transform, pre), cfg.seed)
+        val_set = Transformed(val_base, to_network_input(val_transform, pre))
+    else:  # the weights' channel order and scale applied to each finished batch
+        adapt = input_adapter(pre)
+        train_set = BatchedImages(train_base, transform, cfg.seed, decoder, adapt=adapt)
+        val_set = BatchedImages(val_base, val_transform, device=decoder, adapt=adapt)
+    val_loader = batch_loader(
         torch.utils.data.Subset(val_set, range(env.rank, len(val_set), env.world)),  # a shard per rank
-        batch_size=micro,
-        num_workers=cfg.workers,
-        collate_fn=collate_skipping,
+        micro,
+        workers=cfg.workers,
         pin_memory=env.device.type == "cuda",
     )
     run = Run(
         cfg, env, run_dir, classes, stats, model, net, ddp, optimizer, schedule, scaler, train_base, val_base,
-        Transformed(train_base, transform, cfg.seed), val_loader, micro, per_step, steps, pos, sums,
-        preprocessing=pre, origin=origin,
+        train_set, val_loader, micro, per_step, steps, pos, sums, preprocessing=pre, origin=origin,
     )  # fmt: skip
     if rng is not None:  # the RNG states last: everything above may have drawn random numbers
         set_rng_state(rng, env.device)
@@ -257,6 +312,7 @@ def checkpoint(run: Run) -> None:
             "scaler": run.scaler.state_dict(),
             "position": dataclasses.asdict(run.pos),
             "ranks": ranks,
+            "job": torchrun_job(),  # lets a torchrun restart tell its own checkpoint from an older run's
         }
         save_checkpoint(run.dir / CHECKPOINT, state)
 

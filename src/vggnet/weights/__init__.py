@@ -7,6 +7,7 @@
 - infer.py: the configuration (Table 1 column, BN, width, classes, head) read from the tensors.
 - sources.py: recognising a file's source, `load_weights`, `import_weights`, `convert`.
 - compression.py: factorised (low-rank) FC layers and int8-stored weights, as files hold them.
+- integrity.py: content hashes (sha256 of tensors, of files), recorded on write and checked on read.
 
 Nothing here ever unpickles arbitrary objects.
 """
@@ -16,6 +17,7 @@ from .compression import LowRankLinear, has_low_rank, stored_bytes
 from .format import (
     CAFFE_MEAN_BGR,
     FORMAT_KEY,
+    HASH_KEY,
     IMAGENET_MEAN,
     IMAGENET_STD,
     NoClassifier,
@@ -28,6 +30,7 @@ from .format import (
     save_weights,
 )
 from .infer import infer_config
+from .integrity import IntegrityError, digest, file_sha256
 from .keras import keras_state, read_keras_h5
 from .sources import (
     SOURCE_PREPROCESSING,
@@ -46,8 +49,10 @@ __all__ = [
     "CAFFE_V1_TYPES",
     "CaffeLayer",
     "FORMAT_KEY",
+    "HASH_KEY",
     "IMAGENET_MEAN",
     "IMAGENET_STD",
+    "IntegrityError",
     "LowRankLinear",
     "NoClassifier",
     "Preprocessing",
@@ -59,6 +64,8 @@ __all__ = [
     "caffe_state",
     "convert",
     "detect_source",
+    "digest",
+    "file_sha256",
     "has_classifier",
     "has_low_rank",
     "import_weights",

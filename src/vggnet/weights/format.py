@@ -1,10 +1,12 @@
 """The project's weights format, and what travels with a set of weights.
 
 One `.safetensors` file whose header metadata holds, under the key "vggnet", a JSON document:
-the ModelConfig, class names, preprocessing, source, parameter count and whether the classifier
-is present. Nothing here ever unpickles arbitrary objects. A file without the classifier
-("notop") gives a features-only model: its `classifier` is a `NoClassifier`, its metadata says
-`include_top: false`, and it serves features and losses.
+the ModelConfig, class names, preprocessing, source, parameter count, whether the classifier
+is present and the sha256 of the tensors; under "vggnet_sha256", the sha256 of that JSON text.
+Reading checks both unless told not to, so a damaged file is refused instead of giving wrong
+weights; files written before the hashes load unchecked. Nothing here ever unpickles arbitrary
+objects. A file without the classifier ("notop") gives a features-only model: its `classifier`
+is a `NoClassifier`, its metadata says `include_top: false`, and it serves features and losses.
 """
 
 from __future__ import annotations
@@ -23,9 +25,10 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from ..configs import ModelConfig
-from ..io import atomic_write
+from ..io import atomic_write, report_once
 from ..model import VGG, count_parameters
 from .compression import dequantize_state, low_rank_ranks, make_low_rank, quantize_state
+from .integrity import check, digest, text_sha256
 
 # ImageNet statistics used by torchvision's weights (RGB, 0-1 scale).
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -34,6 +37,7 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 CAFFE_MEAN_BGR = (103.939, 116.779, 123.68)
 
 FORMAT_KEY = "vggnet"
+HASH_KEY = "vggnet_sha256"  # beside FORMAT_KEY in the header: the sha256 of its JSON text
 
 
 @dataclass
@@ -84,6 +88,7 @@ class WeightsMeta:
     params: int = 0
     include_top: bool = True  # False: features only (a Keras "notop" file); no classifier
     extra: dict[str, Any] = field(default_factory=dict)
+    tensors_sha256: str = ""  # integrity.digest of the tensors, set by save_weights; "" in older files
 
     @classmethod
     def for_model(
@@ -120,6 +125,7 @@ class WeightsMeta:
             params=raw.get("params", 0),
             include_top=raw.get("include_top", True),
             extra=raw.get("extra", {}),
+            tensors_sha256=raw.get("tensors_sha256", ""),
         )
 
 
@@ -157,7 +163,7 @@ def save_weights(
     extra: dict[str, Any] | None = None,
     int8: bool = False,
 ) -> WeightsMeta:
-    """Write `model` in the project format (safetensors + JSON metadata), atomically.
+    """Write `model` in the project format (safetensors + JSON metadata with content hashes), atomically.
 
     `int8`: conv and FC weights stored as int8 with per-channel scales (`compression.py`), float32 again on load.
     """
@@ -169,27 +175,47 @@ def save_weights(
     tensors = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     if int8:
         tensors = quantize_state(tensors)
-    atomic_write(path, lambda tmp: save_file(tensors, tmp, metadata={FORMAT_KEY: meta.to_json()}))
+    meta.tensors_sha256 = digest(tensors)  # of the tensors as stored
+    text = meta.to_json()
+    atomic_write(path, lambda tmp: save_file(tensors, tmp, metadata={FORMAT_KEY: text, HASH_KEY: text_sha256(text)}))
     return meta
 
 
-def read_meta(path: str | os.PathLike[str]) -> WeightsMeta:
-    """The metadata of a project-format weights file, without loading the tensors."""
+def read_meta(path: str | os.PathLike[str], verify: bool = True) -> WeightsMeta:
+    """The metadata of a project-format weights file, without loading the tensors (its hash checked with `verify`)."""
     path = existing_file(path)
     header = safetensors_header(path)
     if FORMAT_KEY not in header:
         raise ValueError(f"{path}: safetensors file without vggnet metadata; import it with `vggnet convert`")
-    return WeightsMeta.from_json(header[FORMAT_KEY])
-
-
-def load_project_weights(path: str | os.PathLike[str], device: str | torch.device = "cpu") -> tuple[VGG, WeightsMeta]:
-    """Rebuild the model stored in a project-format file; returns (model in eval mode, metadata)."""
-    path = existing_file(path)
-    meta = read_meta(path)
+    text = header[FORMAT_KEY]
+    if verify and HASH_KEY in header:
+        check(text_sha256(text), header[HASH_KEY], path, "its metadata")
     try:
-        tensors = load_file(str(path), device=str(device))
+        return WeightsMeta.from_json(text)
+    except (ValueError, TypeError, KeyError, AttributeError) as e:  # bad JSON, fields or values
+        raise ValueError(f"{path}: damaged or foreign vggnet metadata ({type(e).__name__}: {e})") from None
+
+
+def load_project_weights(
+    path: str | os.PathLike[str], device: str | torch.device = "cpu", verify: bool = True
+) -> tuple[VGG, WeightsMeta]:
+    """Rebuild the model stored in a project-format file; returns (model in eval mode, metadata).
+
+    With `verify` (the default), the metadata and the tensors must match the hashes recorded when
+    the file was written, else an IntegrityError names the file.
+    """
+    path = existing_file(path)
+    meta = read_meta(path, verify)
+    try:
+        tensors = load_file(str(path))
     except (SafetensorError, OSError, ValueError) as e:
         raise ValueError(f"{path}: unreadable safetensors weights ({e})") from None
+    if verify and meta.tensors_sha256:
+        check(digest(tensors), meta.tensors_sha256, path, "its tensors")
+    elif verify:
+        report_once(
+            f"note: {path} was written before content hashes and is loaded unchecked (re-save it with `vggnet convert` to add them)"
+        )
     return assemble(meta.model, meta.include_top, dequantize_state(tensors), str(path), device), meta
 
 

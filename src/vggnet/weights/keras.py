@@ -38,8 +38,10 @@ def read_keras_h5(path: str | os.PathLike[str]) -> list[tuple[str, list[np.ndarr
                 names = [n.decode() if isinstance(n, bytes) else str(n) for n in group.attrs.get("weight_names", [])]
                 layers.append((name, [np.asarray(group[n]) for n in names]))
             return layers
-    except (OSError, KeyError) as e:
-        raise ValueError(f"{path}: unreadable Keras HDF5 file (truncated or not HDF5): {e}") from None
+    except (OSError, KeyError, ValueError, TypeError, RuntimeError) as e:  # h5py's errors for damaged files vary
+        if isinstance(e, ValueError) and str(e).startswith(f"{path}: "):
+            raise
+        raise ValueError(f"{path}: unreadable Keras HDF5 file (truncated, damaged or not HDF5): {e}") from None
 
 
 def keras_state(layers: list[tuple[str, list[np.ndarray]]], where: str) -> dict[str, torch.Tensor]:

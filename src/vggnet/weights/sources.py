@@ -29,6 +29,7 @@ from .format import (
     save_weights,
 )
 from .infer import infer_config
+from .integrity import check, expected_file_sha256, file_sha256
 from .keras import keras_state, read_keras_h5
 from .timm import timm_state
 from .torchvision import read_safetensors_state, read_torch_state
@@ -48,18 +49,27 @@ TORCH_SUFFIXES = (".pth", ".pt", ".bin", ".ckpt", ".tar")
 
 
 def load_weights(
-    path: str | os.PathLike[str], device: str | torch.device = "cpu", source: str = "auto"
+    path: str | os.PathLike[str],
+    device: str | torch.device = "cpu",
+    source: str = "auto",
+    *,
+    verify: bool = True,
+    sha256: str | None = None,
 ) -> tuple[VGG, WeightsMeta]:
     """Rebuild the model stored in any supported weights file; returns (model in eval mode, metadata).
 
-    Project-format files load as saved; torchvision, timm, Keras and Caffe files are imported
-    in memory (see `import_weights`), so every command accepts them directly.
+    Project-format files load as saved, their content hashes checked unless `verify` is False;
+    torchvision, timm, Keras and Caffe files are imported in memory (see `import_weights`). `sha256`:
+    what the file's own sha256 must start with (at least 8 hex digits), e.g. a published checksum.
     """
     path = existing_file(path)
     if source not in ("auto", "vggnet") or (source == "auto" and not _is_project_file(path)):
-        model, meta = import_weights(path, source=source)
+        model, meta = import_weights(path, source=source, verify=verify, sha256=sha256)
         return model.to(device), meta
-    return load_project_weights(path, device)
+    expected = expected_file_sha256(path, sha256)
+    if verify and expected:
+        check(file_sha256(path), expected, path, "the file")
+    return load_project_weights(path, device, verify)
 
 
 # -- importing from every public source --------------------------------------------------------
@@ -72,12 +82,16 @@ def import_weights(
     head: str | None = None,
     class_names: list[str] | None = None,
     preprocessing: Preprocessing | None = None,
+    verify: bool = True,
+    sha256: str | None = None,
 ) -> tuple[VGG, WeightsMeta]:
     """Read a torchvision, timm, Keras, Caffe or project-format file into (model, metadata).
 
     The configuration comes from the tensors; the preprocessing from the source's convention
     unless given. `head` ("fc" or "conv") converts the classifier; by default each source keeps
-    its own layout (timm: conv, the others: fc).
+    its own layout (timm: conv, the others: fc). A foreign file's sha256 is recorded in the
+    metadata (extra["file_sha256"]) and, with `verify`, checked against `sha256` (a prefix of
+    at least 8 hex digits will do) or the prefix in a torchvision file name (vgg16-397923af.pth).
     """
     path = existing_file(src)
     if source not in SOURCES:
@@ -85,9 +99,14 @@ def import_weights(
     if head is not None and head not in ("fc", "conv"):
         raise ValueError(f"cannot import into a {head!r} head; accepted: fc, conv")
     where = str(path)
-    extra: dict[str, Any] = {"file": path.name}
-    if source == "vggnet" or (source == "auto" and _is_project_file(path)):
-        model, meta = load_project_weights(path)
+    project = source == "vggnet" or (source == "auto" and _is_project_file(path))
+    expected = expected_file_sha256(path, sha256)
+    found = file_sha256(path) if expected or not project else ""
+    if verify and expected:
+        check(found, expected, path, "the file")
+    extra: dict[str, Any] = {"file": path.name, "file_sha256": found}
+    if project:
+        model, meta = load_project_weights(path, verify=verify)
         preprocessing = preprocessing or meta.preprocessing
         class_names = class_names if class_names is not None else meta.class_names
         source, extra = meta.source, meta.extra
@@ -115,9 +134,16 @@ def convert(
     head: str | None = None,
     class_names: list[str] | None = None,
     preprocessing: Preprocessing | None = None,
+    verify: bool = True,
+    sha256: str | None = None,
 ) -> WeightsMeta:
-    """Import `src` (any supported source) and write it to `dst` in the project format."""
-    model, meta = import_weights(src, source, head=head, class_names=class_names, preprocessing=preprocessing)
+    """Import `src` (any supported source) and write it to `dst` in the project format, hashes included.
+
+    A foreign `src`'s sha256 is recorded (extra["file_sha256"]); `verify` and `sha256` as in `import_weights`.
+    """
+    model, meta = import_weights(
+        src, source, head=head, class_names=class_names, preprocessing=preprocessing, verify=verify, sha256=sha256
+    )
     return save_weights(
         model,
         dst,

@@ -1,17 +1,16 @@
 """`vggnet probe` and `vggnet compress`: the transfer-learning subcommands (parse, call the library, print).
 
-`vggnet train --init-from W` (fine-tuning) and `vggnet predict --cam` live with their commands in `cli.py`.
+`vggnet train --init-from W` (fine-tuning) and `vggnet predict --cam` live with their commands (training.py, testing.py).
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
-from typing import Any
 
 
 def cmd_probe(args: argparse.Namespace) -> int:
-    from .probe import linear_probe, probe_table, save_probe
+    from ..probe import linear_probe, probe_table, save_probe
 
     result = linear_probe(
         args.weights, args.data, args.layer, c=args.c, scale=args.scale or None, batch_size=args.batch_size,
@@ -27,8 +26,8 @@ def cmd_probe(args: argparse.Namespace) -> int:
 
 
 def cmd_compress(args: argparse.Namespace) -> int:
-    from .compress import compress, parse_size
-    from .tables import human_bytes
+    from ..compress import compress, parse_size
+    from ..tables import human_bytes
 
     layers = tuple(n.strip() for n in args.layers.split(",") if n.strip())
     target = parse_size(args.target_size) if args.target_size else None
@@ -47,8 +46,8 @@ def cmd_compress(args: argparse.Namespace) -> int:
     return 0
 
 
-def add_transfer_commands(sub: Any) -> None:
-    """Add `probe` and `compress` to the `vggnet` subparsers."""
+def register(sub: argparse._SubParsersAction) -> None:
+    """Add this module's commands (`probe`, `compress`) to the `vggnet` parser."""
     p = sub.add_parser("probe", help="linear probe: a logistic regression on a frozen network's features at a layer")
     p.add_argument("data", help="an image folder with train/ and val/ (or digits, cifar10:PATH)")
     p.add_argument("--weights", required=True, help="run folder or weights file (any source `convert` reads)")

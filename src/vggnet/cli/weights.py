@@ -1,0 +1,118 @@
+"""Commands on weights files: import from every source, features of images, export."""
+
+from __future__ import annotations
+
+import argparse
+
+from .options import add_verify_flag
+
+
+def _read_class_names(path: str) -> list[str]:
+    with open(path, encoding="utf-8") as f:
+        return [line.strip() for line in f if line.strip()]
+
+
+def cmd_convert(args: argparse.Namespace) -> int:
+    from ..weights import Preprocessing, convert
+
+    names = _read_class_names(args.class_names) if args.class_names else None
+    pre = {"torchvision": Preprocessing.torchvision, "caffe": Preprocessing.caffe}.get(args.preprocessing)
+    meta = convert(
+        args.src, args.dst, args.source, head=args.head, class_names=names, preprocessing=pre and pre(),
+        verify=args.verify, sha256=args.sha256,
+    )  # fmt: skip
+    cfg, p = meta.model, meta.preprocessing
+    name = cfg.display_name() + (f" width {cfg.width:g}" if cfg.width != 1 else "")
+    top = f"{cfg.head} head, {cfg.num_classes} classes" if meta.include_top else "no classifier (features only)"
+    print(
+        f"{args.src} ({meta.source}) -> {args.dst}: VGG {name}, {top}, {meta.params:,} parameters, "
+        f"input {p.color} x{p.scale:g} mean {list(p.mean)} std {list(p.std)}"
+    )
+    return 0
+
+
+def cmd_features(args: argparse.Namespace) -> int:
+    import numpy as np
+
+    from ..features import extract_features
+    from ..io import atomic_write
+
+    layers = [n.strip() for n in args.layers.split(",") if n.strip()]
+    size = args.size or None
+    result = extract_features(
+        args.images, args.weights, layers, size=size, device=args.device, progress=not args.quiet, verify=args.verify
+    )
+
+    def write(tmp: str) -> None:
+        with open(tmp, "wb") as f:
+            np.savez(f, paths=np.array(result.paths), **result.features)
+
+    atomic_write(args.out, write)
+    shapes = ", ".join(f"{k} {tuple(v.shape)}" for k, v in result.features.items())
+    skipped = f"; skipped {len(result.skipped)} unreadable: {', '.join(result.skipped)}" if result.skipped else ""
+    print(f"{len(result.paths)} image(s) -> {args.out}: {shapes}{skipped}")
+    return 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from ..export import export_weights
+
+    report = export_weights(args.weights, args.out, format=args.format, optimize=args.optimize, verify=args.verify)
+    print(
+        f"wrote {report.path} ({report.format}, dense net, dynamic batch/height/width{', BN folded' if report.optimized else ''})"
+    )
+    for size, err in report.max_abs_error.items():
+        print(f"  checked at {size}: max |export - torch| of logits = {err:.2e}")
+    return 0
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    """Add this module's commands to the `vggnet` parser."""
+    p = sub.add_parser("convert", help="import torchvision / timm / Keras / Caffe weights into the project format")
+    p.add_argument("src", help="weights file: .pth/.pt, .safetensors, Keras .h5, .caffemodel")
+    p.add_argument("dst", help="output .safetensors (weights + metadata)")
+    p.add_argument(
+        "--from",
+        dest="source",
+        choices=["auto", "torchvision", "timm", "keras", "caffe", "vggnet"],
+        default="auto",
+        help="the file's convention (default: auto, from its content)",
+    )
+    p.add_argument("--head", choices=["fc", "conv"], help="classifier layout (default: the source's own)")
+    p.add_argument("--class-names", help="text file with one class name per line, in output order")
+    p.add_argument(
+        "--preprocessing",
+        choices=["torchvision", "caffe"],
+        help="override the input convention recorded (default: the source's: torchvision or caffe BGR 0-255)",
+    )
+    p.add_argument("--sha256", help="the sha256 SRC must have (at least its first 8 hex digits), e.g. as published")
+    add_verify_flag(p)
+    p.set_defaults(func=cmd_convert)
+
+    p = sub.add_parser("features", help="activations at named layers (relu1_2, ...) of images, to an .npz")
+    p.add_argument("images", nargs="+", help="image files")
+    p.add_argument("--weights", required=True, help="weights file (any source `convert` reads)")
+    p.add_argument("--layers", required=True, help="comma-separated layer names, e.g. relu1_2,relu2_2,relu3_3,relu4_3")
+    p.add_argument("--out", required=True, help="output .npz: one array (N, C, H, W) per layer, plus `paths`")
+    p.add_argument(
+        "--size", type=int, default=224, help="resize shorter side + centre crop (0: keep size; default 224)"
+    )
+    p.add_argument("--device", default="cpu", help="torch device (default: cpu)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    add_verify_flag(p)
+    p.set_defaults(func=cmd_features)
+
+    p = sub.add_parser("export", help="export the dense net (section 3.2) to ONNX or torch.export, dynamic shapes")
+    p.add_argument("weights", help="weights in the project format (.safetensors)")
+    p.add_argument("out", help="output file (.onnx, or .pt2 for torch.export)")
+    p.add_argument("--format", choices=("onnx", "pt2"), default=None, help="(default: from OUT's suffix, else onnx)")
+    p.add_argument(
+        "--optimize", action="store_true", help="fold BatchNorm into the convs (exact; the ONNX exporter folds it too)"
+    )
+    p.add_argument(
+        "--verify",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="check the weights' content hashes on load and compare the export with PyTorch at two sizes",
+    )
+    p.set_defaults(func=cmd_export)
