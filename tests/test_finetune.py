@@ -3,6 +3,7 @@ the weights' own input, and what a run records about where it started."""
 
 import hashlib
 import json
+import shutil
 from types import SimpleNamespace
 
 import numpy as np
@@ -241,6 +242,10 @@ def test_cli_fine_tunes_a_1000_class_torchvision_file_into_three_classes(tmp_pat
     meta = read_meta(tmp_path / "run" / "model.safetensors")
     assert (meta.model.arch, meta.model.num_classes, meta.class_names) == ("D", 3, ["blue", "green", "red"])
     assert "new layers: fc8" in capsys.readouterr().err
+    shutil.rmtree(tmp_path / "photos" / "val")  # photos/train alone: validated on the training photos, said once
+    args = ["train", data, "--init-from", str(tmp_path / "vgg16.pth"), "--out", str(tmp_path / "run2"), *common]
+    assert main(args) == 0
+    assert f"{data} has no val/ split: validating on the training images" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize(

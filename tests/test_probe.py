@@ -1,6 +1,7 @@
 """The linear probe: features of a frozen net at a named layer, a logistic regression, errors like `evaluate`'s."""
 
 import json
+import shutil
 
 import numpy as np
 import pytest
@@ -62,7 +63,11 @@ def test_cli_probe_writes_its_report_and_refuses_bad_input(setup, tmp_path, caps
     one = tmp_path / "one"
     three_classes(one, per_class=2)
     (one / "train" / "green" / "1.png").unlink()
+    no_val = tmp_path / "no_val"
+    three_classes(no_val, per_class=2)
+    shutil.rmtree(no_val / "val")
     for args, message in [
+        ([str(no_val)], f"{no_val}: no val/ folder beside train/; a probe is tested on photos it was not fitted on"),
         ([data, "--layer", "fc9"], "--layer 'fc9' is no layer of these weights"),
         ([data, "--layer", "fc9"], "accepted: conv1_1, relu1_1, conv1_2"),
         ([str(one)], f"{one / 'train' / 'green'}: class folder holds 1 image; training needs at least 2 images"),

@@ -147,6 +147,8 @@ def linear_probe(
     scale = scale or train_scale(meta)[0]
     if scale < model.cfg.input_size:
         raise ValueError(f"--scale {scale} is smaller than the network's input size {model.cfg.input_size}")
+    if datasets is None and Path(data, "train").is_dir() and not Path(data, "val").is_dir():
+        raise ValueError(f"{data}: no val/ folder beside train/; a probe is tested on photos it was not fitted on")
     train_set, val_set = datasets or (open_dataset(data, "train"), open_dataset(data, "val"))
     if list(train_set.classes) != list(val_set.classes):
         raise ValueError(f"{data}: the validation classes differ from the training classes")

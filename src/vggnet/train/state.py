@@ -161,7 +161,8 @@ def where(ckpt: dict[str, Any]) -> str:
 def open_datasets(cfg: TrainConfig, env: Dist, datasets: tuple[Dataset, Dataset] | None) -> tuple[Dataset, Dataset]:
     """The training and validation datasets (both opened, and their errors raised, before any work starts)."""
     if datasets is None:
-        datasets = open_dataset(cfg.data, "train", cfg.digits_size), open_dataset(cfg.data, "val", cfg.digits_size)
+        train_base = open_dataset(cfg.data, "train", cfg.digits_size)
+        datasets = train_base, open_dataset(cfg.data, "val", cfg.digits_size, fallback="train")
     train_base, val_base = datasets
     if list(val_base.classes) != list(train_base.classes):
         raise ValueError(f"{cfg.data}: the validation classes differ from the training classes")
