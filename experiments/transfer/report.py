@@ -77,13 +77,38 @@ def compression_table(compression: dict[str, Any]) -> str:
             human_bytes(r["bytes"]) if r["bytes"] else "(in memory)",
             f"{r['params']:,}",
             f"{r['params'] / base['params']:.0%}",
-            f"{r['images_per_s']:.0f}",
+            f"{r['images_per_s']:.0f} ({r['images_per_s_range'][0]:.0f}-{r['images_per_s_range'][1]:.0f})"
+            if "images_per_s_range" in r
+            else f"{r['images_per_s']:.0f}",
+            "{:.2f}x ({:.2f}-{:.2f})".format(*r["vs_fp32"]) if "vs_fp32" in r else "-",
             f"{r['top1']:.1f}",
         ]
         for r in compression["rows"]
     ]
-    header = ["version", "ranks (energy kept)", "file", "parameters", "of fp32", "images/s", "top-1 err (%)"]
+    header = [
+        "version",
+        "ranks (energy kept)",
+        "file",
+        "parameters",
+        "of fp32",
+        "images/s (range)",
+        "vs fp32",
+        "top-1 err (%)",
+    ]
     return markdown_table(header, rows)
+
+
+def timing_sentence(compression: dict[str, Any]) -> str:
+    """How the images/s column was measured."""
+    t = compression.get("timing")
+    if t is None:
+        return "images/s: one timed pass each, in sequence, 2 threads (a busy machine: read them as rough)."
+    return (
+        f"images/s: forward passes with preprocessing over {t['images_per_round']} crops per version, 2 threads, "
+        f"the versions alternated over {t['rounds']} rounds (order rotated), median (lowest-highest); "
+        "vs fp32: the median of the per-round ratios to fp32 (lowest-highest). Load average "
+        f"{t['load_average']:.1f} when it ended, so read the ratios, not the absolute rates."
+    )
 
 
 def vgg16_sizes() -> str:
@@ -143,7 +168,7 @@ def write_results(metrics: Path, out: Path, setup: str, budgets: tuple[int, ...]
     else:
         parts.append(
             f"The source net in each smaller form, tested on the {compression['images']} source validation photos "
-            "(centre crops, batches of 64, forward passes timed with preprocessing, 2 threads). int8 storage keeps "
+            "(centre crops, batches of 64). " + timing_sentence(compression) + " int8 storage keeps "
             "int8 weights in the file and computes in float32 after loading; the int8 runtime row is "
             "`vggnet.optimize.quantize_int8` (int8 arithmetic, calibrated on 256 of the photos). The gap head was "
             f"fine-tuned on the source photos, every layer ({compression['gap_train_seconds'] / 60:.1f} minutes; "

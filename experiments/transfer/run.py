@@ -20,6 +20,7 @@ import argparse
 import dataclasses
 import importlib.util
 import json
+import os
 import platform
 import sys
 import time
@@ -43,6 +44,7 @@ SOURCE = ["n01440764", "n02102040", "n02979186", "n03000684", "n03028079"]  # te
 TARGET = ["n03394916", "n03417042", "n03425413", "n03445777", "n03888257"]  # French horn, garbage truck, gas pump, ...
 BUDGETS, SEEDS = (10, 50), (0, 1, 2)
 STEPS, BATCH = 200, 10  # SGD steps of every transfer run and photos per step, at either budget
+ROUNDS, TIMED = 7, 640  # timing of the compression table: rounds, crops per model and round
 GAP_EPOCHS = 3  # the gap head of the compression table, fine-tuned on the source photos
 COMMON: dict[str, Any] = {
     "arch": "A_bn", "width": 1 / 8, "crop": CROP, "scale": [SIDE], "val_scale": SIDE, "momentum": 0.9,
@@ -230,37 +232,60 @@ def compression(root: Path, source: Path, data: dict[str, Any], metrics: Path) -
         [torch.from_numpy(np.array(val[i][0])).permute(2, 0, 1)[:, 4:68, 4:68] for i in range(len(val))]
     )
     labels = torch.tensor(val.labels)
-    rows = []
+    models, rows = {}, []
     for name, path in files.items():
         model, meta = load_weights(path)
+        models[name] = model.eval()
         rows.append({"name": name, "how": how_small[name], "bytes": path.stat().st_size,
-                     "params": sum(p.numel() for p in model.parameters()),
-                     **measure(model.eval(), meta.preprocessing, crops, labels)})  # fmt: skip
-        print(f"  {rows[-1]}", flush=True)
+                     "params": sum(p.numel() for p in model.parameters()), **accuracy(model, meta.preprocessing, crops, labels)})  # fmt: skip
         if name == "fp32":
             batches = [meta.preprocessing(crops[i : i + 64].float() / 255) for i in range(0, 256, 64)]
-            runtime = quantize_int8(model, batches)
-            rows.append({"name": "int8 runtime (quantize_int8)", "how": "int8 arithmetic", "bytes": None,
-                         "params": rows[0]["params"], **measure(runtime, meta.preprocessing, crops, labels)})  # fmt: skip
-            print(f"  {rows[-1]}", flush=True)
+            models["int8 runtime (quantize_int8)"] = quantize_int8(model, batches)
+            rows.append({"name": "int8 runtime (quantize_int8)", "how": "int8 arithmetic", "bytes": None, "params": rows[0]["params"],
+                         **accuracy(models["int8 runtime (quantize_int8)"], meta.preprocessing, crops, labels)})  # fmt: skip
+    samples = images_per_s(list(models.values()), meta.preprocessing, crops)  # all share the source's input
+    for row, speeds in zip(rows, samples, strict=True):
+        ratios = [v / fp32 for v, fp32 in zip(speeds, samples[0], strict=True)]  # within each round
+        row |= {"images_per_s": median_range(speeds)[0], "images_per_s_range": median_range(speeds)[1:]}
+        row |= {"vs_fp32": median_range(ratios, 2)}
+        print(f"  {row}", flush=True)
     save(
-        metrics / "compression.json", {"rows": rows, "gap_train_seconds": round(gap_seconds, 1), "images": len(labels)}
-    )
+        metrics / "compression.json",
+        {"rows": rows, "gap_train_seconds": round(gap_seconds, 1), "images": len(labels),
+         "timing": {"rounds": ROUNDS, "images_per_round": TIMED, "load_average": os.getloadavg()[0]}},
+    )  # fmt: skip
 
 
-def measure(model: Any, pre: Any, crops: torch.Tensor, labels: torch.Tensor) -> dict[str, float]:
-    """Top-1/top-5 error (%) of the centre crops and images/s of the forward passes (batches of 64, preprocessing included)."""
+def accuracy(model: Any, pre: Any, crops: torch.Tensor, labels: torch.Tensor) -> dict[str, float]:
+    """Top-1/top-5 error (%) of the centre crops, in batches of 64."""
     from vggnet.metrics import topk_error
 
     with torch.inference_mode():
-        model(pre(crops[:64].float() / 255))  # warm-up
-        start, logits = time.perf_counter(), []
-        for i in range(0, len(crops), 64):
-            logits.append(model(pre(crops[i : i + 64].float() / 255)).float())
-        seconds = time.perf_counter() - start
-    scores = torch.cat(logits)
-    return {"top1": round(topk_error(scores, labels, 1), 3), "top5": round(topk_error(scores, labels, 5), 3),
-            "images_per_s": round(len(labels) / seconds, 1)}  # fmt: skip
+        scores = torch.cat([model(pre(crops[i : i + 64].float() / 255)).float() for i in range(0, len(crops), 64)])
+    return {"top1": round(topk_error(scores, labels, 1), 3), "top5": round(topk_error(scores, labels, 5), 3)}
+
+
+def median_range(values: list[float], digits: int = 1) -> list[float]:
+    """[median, lowest, highest], rounded."""
+    return [round(float(np.median(values)), digits), round(min(values), digits), round(max(values), digits)]
+
+
+def images_per_s(models: list[Any], pre: Any, crops: torch.Tensor) -> list[list[float]]:
+    """Per model, per round: images/s of forward passes over TIMED crops (batches of 64, preprocessing included),
+    the models alternated over ROUNDS rounds with the order rotated each round, so load on the shared machine
+    falls on all of them alike; one untimed warm-up batch each first."""
+    batches = [crops[i : i + 64] for i in range(0, TIMED, 64)]
+    samples: list[list[float]] = [[] for _ in models]
+    with torch.inference_mode():
+        for model in models:
+            model(pre(batches[0].float() / 255))
+        for r in range(ROUNDS):
+            for k in [(r + j) % len(models) for j in range(len(models))]:
+                start = time.perf_counter()
+                for batch in batches:
+                    models[k](pre(batch.float() / 255))
+                samples[k].append(TIMED / (time.perf_counter() - start))
+    return samples
 
 
 def main(argv: list[str] | None = None) -> int:
