@@ -1,5 +1,6 @@
 """The batched input path (`--decode cpu`) against the per-image PIL path: same crops, same pixels, same skips."""
 
+import dataclasses
 import io
 import json
 from pathlib import Path
@@ -137,6 +138,24 @@ def test_batched_path_gives_the_per_image_tensors(folder, transform):
         skipped += sb
     names = sorted(Path(ImageFolder(folder).samples[i][0]).name for i in skipped)
     assert names == ["text.jpg", "truncated.jpg"]
+
+
+@pytest.mark.parametrize("source", ["torchvision", "caffe"])
+def test_batched_path_gives_a_fine_tunes_input_too(folder, source):
+    from vggnet.train.finetune import input_adapter, rgb255_mean, to_network_input
+    from vggnet.weights import Preprocessing
+
+    pre = getattr(Preprocessing, source)()  # 0-1 RGB over std; 0-255 BGR
+    transform = TrainTransform((36, 60), 32, dataclasses.replace(STATS, mean=rgb255_mean(pre)))
+    base = ImageFolder(folder)
+    per_image = Transformed(base, to_network_input(transform, pre), 3)
+    batched = BatchedImages(base, transform, 3, adapt=input_adapter(pre))
+    order = list(np.random.default_rng(0).permutation(len(base)))
+    a, b = list(batch_loader(per_image, 5, sampler=order)), list(batch_loader(batched, 5, sampler=order))
+    assert len(a) == len(b) == 4
+    for (xa, ya, _), (xb, yb, _) in zip(a, b, strict=True):
+        assert torch.equal(ya, yb) and torch.equal(xa, xb)
+    assert float(a[0][0].abs().max()) < (3.0 if source == "torchvision" else 256.0)  # the weights' scale
 
 
 def test_batches_finished_in_the_main_process_equal_the_loaders(folder):

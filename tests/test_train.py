@@ -131,8 +131,13 @@ def test_init_from_bn_and_same_config_and_refusals(tmp_path):
     save_weights(d, tmp_path / "d.safetensors")
     with pytest.raises(ValueError, match="copies net A into a deeper net .* got D -> E"):
         init_from(VGG(arch="E", width=1 / 16, input_size=32, num_classes=3), tmp_path / "d.safetensors")
-    with pytest.raises(ValueError, match=r"cannot copy classifier.6.weight: source has \(3, 256\)"):
-        init_from(VGG(arch="D", width=1 / 16, input_size=32, num_classes=4), tmp_path / "d.safetensors")
+    four = VGG(arch="D", width=1 / 16, input_size=32, num_classes=4)  # other classes: FC8 stays new
+    fresh = four.state_dict()["classifier.6.weight"].clone()
+    copied = init_from(four, tmp_path / "d.safetensors")
+    assert "classifier.6.weight" not in copied and "classifier.3.weight" in copied and "features.0.weight" in copied
+    assert torch.equal(four.state_dict()["classifier.6.weight"], fresh)
+    with pytest.raises(ValueError, match=r"cannot copy features.0.weight: source has \(4, 3, 3, 3\), the model needs"):
+        init_from(VGG(arch="D", width=1 / 8, input_size=32, num_classes=3), tmp_path / "d.safetensors")
 
 
 # -- a run end to end ---------------------------------------------------------------------------------------

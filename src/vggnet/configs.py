@@ -230,7 +230,17 @@ class TrainConfig:
         0.01, "std of the paper's init at width 1; divided by sqrt(width) so a narrow net keeps the per-layer gain"
     )
     init_from: str = option(
-        "", "a run (or .safetensors): net A -> first four convs + three FCs; same config -> every layer"
+        "",
+        "a run or any weights file (vggnet, torchvision, timm, Keras, Caffe): net A -> first four convs + three FCs "
+        "of a deeper --arch (section 3.1); otherwise the weights' own configuration, every conv layer and the "
+        "FC layers that fit (FC8 is new when the classes differ; --head gap replaces the FC stack); "
+        "training then uses the weights' input preprocessing",
+    )
+    freeze: str = option(
+        "none", "layers kept fixed (BN statistics too): none | features | classifier | conv1_1-conv4_3 | fc6,fc7 ..."
+    )
+    backbone_lr_scale: float = option(
+        1.0, "with --init-from: the copied layers learn at --lr times this, the new ones at --lr"
     )
     # optimisation (section 3.1)
     batch: int = option(256, "images per SGD step, over all processes and accumulation steps")
@@ -293,6 +303,8 @@ class TrainConfig:
         for name in ("lr", "epochs", "width", "stats_samples"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"--{name.replace('_', '-')} must be positive, got {getattr(self, name)}")
+        if self.backbone_lr_scale < 0:
+            raise ValueError(f"--backbone-lr-scale must be 0 or more, got {self.backbone_lr_scale}")
         if self.patience < 0 or self.max_decreases < 0 or self.checkpoint_every < 0 or self.workers < 0:
             raise ValueError("--patience, --max-decreases, --checkpoint-every and --workers cannot be negative")
 

@@ -33,6 +33,7 @@ def fold_batchnorm(model: VGG) -> VGG:
     src = list(model.features)
     pairs = [(m, src[i + 1]) for i, m in enumerate(src) if isinstance(m, nn.Conv2d)]
     convs = [name for name, m in folded.features.named_children() if isinstance(m, nn.Conv2d)]
+    folded.classifier = copy.deepcopy(model.classifier)  # as it is (factorised FC layers included)
     state = {k: v.detach().clone() for k, v in model.state_dict().items() if not k.startswith("features.")}
     for name, (conv, bn) in zip(convs, pairs, strict=True):
         if not isinstance(bn, nn.BatchNorm2d):

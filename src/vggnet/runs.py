@@ -8,6 +8,7 @@ model.safetensors  the best weights (lowest validation top-1 error), project for
 last.pt            the resume checkpoint: model, optimiser, schedule, scaler, RNG states, position in the epoch
 previous.pt        the checkpoint last.pt replaced, resumed from when last.pt is damaged
 last.pt.damaged    a last.pt that failed its check, set aside by that resume
+init.json          with --init-from: the weights' path, source, SHA-256, input preprocessing and the new layers
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ CONFIG, STATS, METRICS, PLOT, WEIGHTS, CHECKPOINT = (
     "last.pt",
 )
 PREVIOUS, DAMAGED = "previous.pt", "last.pt.damaged"
+INIT = "init.json"
 
 
 def weights_file(path: str | os.PathLike[str]) -> Path:

@@ -30,12 +30,15 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
     cfg = dataclass_from_args(EvalConfig, args)
     predictions, skipped = predict(
-        args.images, args.weights, cfg, top=args.top, heatmap=args.heatmap, progress=not args.quiet
-    )
+        args.images, args.weights, cfg, top=args.top, heatmap=args.heatmap, cam=args.cam, layer=args.layer,
+        progress=not args.quiet,
+    )  # fmt: skip
     for pred in predictions:
         print(pred.path)
         for rank, (label, prob) in enumerate(pred.top, 1):
             print(f"  {rank}. {prob:7.2%}  {label}")
+        if pred.folder_class:
+            print(f"  folder: {pred.folder_class}, rank {pred.folder_rank}")
         if pred.heatmap:
             print(f"  heat map: {pred.heatmap}")
     if skipped:
@@ -57,7 +60,15 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("images", nargs="+", metavar="IMAGE")
     p.add_argument("--weights", action="append", required=True, help="run folder or weights file (repeat: ensemble)")
     p.add_argument("--top", type=int, default=5, help="how many classes to list (default: 5)")
-    p.add_argument("--heatmap", help="PNG path: the top class's dense score map over the image")
+    p.add_argument("--heatmap", help="PNG path: the top class's map over the image (see --cam)")
+    p.add_argument(
+        "--cam",
+        choices=("dense", "gradcam", "cam"),
+        default="dense",
+        help="the heat map: dense class score map (section 3.2), Grad-CAM at --layer, or CAM of a gap head "
+        "(default: dense)",
+    )
+    p.add_argument("--layer", help="Grad-CAM's conv layer by its paper name, e.g. conv5_3 (default: the last conv)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     add_dataclass_args(p, EvalConfig, skip=("split", "limit", "workers", "decode"))
     p.set_defaults(func=cmd_predict)

@@ -92,6 +92,7 @@ class BatchedImages(Dataset):
     With `transform` (TrainTransform or EvalTransform) a batch is crops as the per-image path gives them:
     (images (N, 3, crop, crop) float, labels, skipped indices). With `scales` instead it is, per item, the
     whole image rescaled to every test scale (evaluation). `loud`: unreadable files reported as warnings.
+    `adapt`: applied to every batch of crops (a fine-tune's channel order and scale, train.finetune.InputAdapter).
     """
 
     def __init__(
@@ -102,11 +103,12 @@ class BatchedImages(Dataset):
         device: torch.device | str = "cpu",
         scales: Sequence[int] = (),
         loud: bool = False,
+        adapt: Callable[[torch.Tensor], torch.Tensor] | None = None,
     ) -> None:
         if (transform is None) == (not scales):
             raise ValueError("BatchedImages takes either a transform (crops) or scales (whole images)")
         self.base, self.transform, self.seed, self.epoch = base, transform, seed, 0
-        self.device, self.scales, self.loud = torch.device(device), list(scales), loud
+        self.device, self.scales, self.loud, self.adapt = torch.device(device), list(scales), loud, adapt
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
@@ -143,7 +145,8 @@ class BatchedImages(Dataset):
         labels = torch.tensor([y for _, y, _ in good], dtype=torch.long)
         if not good:
             return None, labels, skipped
-        return crops([im for im, _, _ in good], [d for _, _, d in good]), labels, skipped
+        x = crops([im for im, _, _ in good], [d for _, _, d in good])
+        return (x if self.adapt is None else self.adapt(x)), labels, skipped
 
 
 def decode(

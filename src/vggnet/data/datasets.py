@@ -213,12 +213,15 @@ class Cifar(torch.utils.data.Dataset):
         return Image.fromarray(self.images[i]), self.targets[i]
 
 
-def open_dataset(spec: str, split: str = "train", size: int = 32) -> torch.utils.data.Dataset:
+def open_dataset(
+    spec: str, split: str = "train", size: int = 32, fallback: str | None = None
+) -> torch.utils.data.Dataset:
     """A dataset of (PIL RGB image or None if unreadable, label) items with a `.classes` list.
 
     `spec` is "digits" (built in; `size` is its side in pixels), "cifar10:PATH" / "cifar100:PATH"
     (python batches; a folder holding them is also recognised without the prefix) or an image
-    folder: ROOT/<split>/<class>/... when ROOT/<split> exists, else ROOT/<class>/...
+    folder: ROOT/<split>/<class>/... when ROOT/<split> exists, else ROOT/<fallback>/... when that
+    exists (training validates on ROOT/train without a val/), else ROOT/<class>/...
     """
     if spec == "digits":
         return Digits(split, size)
@@ -231,7 +234,10 @@ def open_dataset(spec: str, split: str = "train", size: int = 32) -> torch.utils
     found = find_cifar(root)
     if found is not None:
         return Cifar(found[1], found[0], split)
-    return ImageFolder(root / split if (root / split).is_dir() else root)
+    for folder in (split, fallback):
+        if folder and (root / folder).is_dir():
+            return ImageFolder(root / folder)
+    return ImageFolder(root)
 
 
 def item_name(dataset: torch.utils.data.Dataset, index: int) -> str:

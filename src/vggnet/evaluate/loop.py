@@ -17,9 +17,10 @@ from tqdm import tqdm
 from ..configs import EvalConfig
 from ..data import BatchedImages, batch_loader, decode_device, item_name, open_dataset, rescale, to_uint8_tensor
 from ..devices import pick_device
+from ..imagenet import imagenet_classes, is_imagenet_labelled, looks_like_wnids, wnid_indices
 from ..io import report, reporting_warnings
 from ..metrics import confusion_matrix, per_class_accuracy, topk_error
-from .networks import check_classes, ensemble_posteriors, load_networks, read_networks, train_scale
+from .networks import Plan, check_classes, ensemble_posteriors, load_networks, read_networks, train_scale
 
 
 @dataclass
@@ -86,6 +87,24 @@ def _spread(n: int, limit: int) -> list[int]:
     return sorted(set(np.linspace(0, n - 1, limit).round().astype(int).tolist()))
 
 
+def imagenet_labels(plan: Plan, classes: list[str]) -> list[int] | None:
+    """ImageNet indices of the data's class folders when they are wnids and every network is a 1000-class ImageNet net.
+
+    None when the classes are matched by index as usual; a one-line error for wnid folders ImageNet lacks.
+    """
+    if not looks_like_wnids(classes) or not all(
+        is_imagenet_labelled(m.model.num_classes, m.class_names) for _, m, _ in plan
+    ):
+        return None
+    indices = wnid_indices(classes)
+    if indices is None:
+        unknown = next(c for c in classes if wnid_indices([c]) is None)
+        raise ValueError(
+            f"class folder {unknown!r} is no ImageNet-1k WordNet id; 1000-class weights know n01440764 ... n15075141"
+        )
+    return indices
+
+
 def evaluate(
     weights_or_runs: Sequence[str | os.PathLike[str]],
     data_spec: str | torch.utils.data.Dataset,
@@ -109,10 +128,12 @@ def evaluate(
     else:
         dataset, data_spec = data_spec, type(data_spec).__name__
     classes = list(dataset.classes)
-    check_classes(plan, len(classes), f"data {data_spec!r} ({cfg.split})")
+    to_imagenet = imagenet_labels(plan, classes)  # wnid folders -> ImageNet indices, for 1000-class weights
+    if to_imagenet is None:
+        check_classes(plan, len(classes), f"data {data_spec!r} ({cfg.split})")
     networks = load_networks(plan, device, cfg.fast, cfg.verify, cfg.backend)
     for net in networks:
-        if net.meta.class_names and list(net.meta.class_names) != classes:
+        if to_imagenet is None and net.meta.class_names and list(net.meta.class_names) != classes:
             report(f"warning: {net.source}: class names differ from the data's; classes are matched by index")
     all_scales = sorted({q for net in networks for q in net.scales})
     indices = _spread(len(dataset), cfg.limit)
@@ -133,13 +154,18 @@ def evaluate(
             if readable:
                 images = {q: [item[0][q] for item in readable] for q in all_scales}
                 probs.append(ensemble_posteriors(networks, images, cfg))
-                labels += [item[1] for item in readable]
+                labels += [to_imagenet[item[1]] if to_imagenet is not None else item[1] for item in readable]
             bar.update(len(batch))
     bar.close()
     if not labels:
         raise ValueError(f"{data_spec}: no readable images to evaluate ({len(skipped)} unreadable)")
     p, y = torch.cat(probs), torch.tensor(labels)
     conf = confusion_matrix(p, y)
+    per_class = per_class_accuracy(conf)
+    if to_imagenet is not None:  # report the folder's classes: a 1000 x 1000 matrix would be mostly empty
+        names = imagenet_classes()
+        classes = [f"{w} {names[i]}" for w, i in zip(classes, to_imagenet, strict=True)]
+        per_class, conf = [per_class[i] for i in to_imagenet], conf[to_imagenet][:, to_imagenet]
     return Result(
         networks=[n.source for n in networks],
         configs=[n.name for n in networks],
@@ -155,7 +181,7 @@ def evaluate(
         skipped=skipped,
         top1_error=topk_error(p, y, 1),
         top5_error=topk_error(p, y, 5),
-        per_class_accuracy=per_class_accuracy(conf),
+        per_class_accuracy=per_class,
         confusion=conf.tolist(),
         seconds=time.perf_counter() - start,
         probs=p,

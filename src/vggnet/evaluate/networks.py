@@ -17,7 +17,7 @@ import torch
 from ..configs import EvalConfig
 from ..model import VGG
 from ..runs import weights_file
-from ..weights import WeightsMeta, load_weights, read_meta
+from ..weights import WeightsMeta, has_low_rank, load_weights, read_meta
 from .protocol import method_posteriors
 
 
@@ -96,7 +96,11 @@ def check_classes(plan: Plan, num_classes: int, against: str) -> None:
     """Raise a one-line error naming the weights whose class count differs from `num_classes`."""
     for f, meta, _ in plan:
         if meta.model.num_classes != num_classes:
-            raise ValueError(f"{f}: weights have {meta.model.num_classes} classes but {against} has {num_classes}")
+            hint = "; class folders named by WordNet id (n01440764 ...) map onto ImageNet's classes"
+            hint = hint if meta.model.num_classes == 1000 else ""
+            raise ValueError(
+                f"{f}: weights have {meta.model.num_classes} classes but {against} has {num_classes}{hint}"
+            )
 
 
 def for_evaluation(model: VGG) -> VGG:
@@ -105,7 +109,7 @@ def for_evaluation(model: VGG) -> VGG:
     Same outputs up to float rounding; conv weights and NHWC activations spare the convolution library a
     layout conversion per call.
     """
-    if model.cfg.head == "fc":
+    if model.cfg.head == "fc" and not has_low_rank(model):  # factorised FC layers stay Linear (dense_head reads them)
         model = model.to_head("conv")
     return model.eval().to(memory_format=torch.channels_last)
 

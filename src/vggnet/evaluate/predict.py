@@ -1,4 +1,8 @@
-"""Predicting single images: the top classes (ensemble posteriors averaged) and the dense score map as a heat map."""
+"""Predicting single images: the top classes (ensemble posteriors averaged) and a heat map of why.
+
+The heat map is the dense class score map of section 3.2 by default, or Grad-CAM at a conv layer, or
+the gap head's CAM (both from `vggnet.cam`).
+"""
 
 from __future__ import annotations
 
@@ -6,7 +10,6 @@ import os
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
-from importlib import resources
 from pathlib import Path
 
 import numpy as np
@@ -15,18 +18,16 @@ import torch.nn.functional as F
 from PIL import Image
 from tqdm import tqdm
 
+from ..cam import class_activation_map, gradcam
+from ..colormap import jet
 from ..configs import EvalConfig
 from ..data import open_rescalable, rescale, to_uint8_tensor
 from ..devices import pick_device
+from ..imagenet import imagenet_classes, imagenet_wnids, is_imagenet_labelled
 from ..io import atomic_write
+from ..model import VGG
 from ..weights import WeightsMeta
 from .networks import Network, ensemble_posteriors, load_networks, read_networks
-
-
-def imagenet_classes() -> list[str]:
-    """ImageNet's 1000 class names in index order (shipped with the package)."""
-    text = resources.files("vggnet").joinpath("resources/imagenet_classes.txt").read_text(encoding="utf-8")
-    return text.splitlines()
 
 
 def class_names_of(meta: WeightsMeta) -> list[str]:
@@ -45,6 +46,8 @@ class Prediction:
     path: str
     top: list[tuple[str, float]]  # (label, posterior)
     heatmap: str | None = None
+    folder_class: str | None = None  # "n01440764 tench": the ImageNet class the image's folder is named for
+    folder_rank: int | None = None  # that class's rank among all (1: the top class)
 
 
 def class_map(net: Network, img: Image.Image, index: int, q: int) -> torch.Tensor:
@@ -52,6 +55,36 @@ def class_map(net: Network, img: Image.Image, index: int, q: int) -> torch.Tenso
     x = net.meta.preprocessing(to_uint8_tensor(rescale(img, q))[None].float() / 255.0)
     scores = net.model.score_map(x.to(next(net.model.parameters()).device))  # (1, classes, h, w)
     return scores.float().softmax(dim=1)[0, index].cpu()
+
+
+CAM_METHODS = ("dense", "gradcam", "cam")  # dense: the class score map of section 3.2
+
+
+def check_conv_layer(model: VGG, layer: str) -> str:
+    """`layer` if it names a conv layer of `model` (Grad-CAM reads its output), else a one-line error."""
+    convs = [n for n in model.feature_names if n.startswith("conv")]
+    if layer not in convs:
+        kind = "is not a conv layer" if layer in model.feature_names + model.classifier_names else "is no layer"
+        raise ValueError(f"Grad-CAM layer {layer!r} {kind} of this VGG; accepted: {', '.join(convs)}")
+    return layer
+
+
+def overlay(image: Image.Image, heat: torch.Tensor, alpha: float = 0.5) -> Image.Image:
+    """An (H, W) map in [0, 1] drawn over the image in the jet colours (blue 0 -> red 1), resized to fit."""
+    m = F.interpolate(heat[None, None].float(), size=image.size[::-1], mode="bilinear", align_corners=False)[0, 0]
+    base = np.asarray(image.convert("RGB"), dtype=np.float64) / 255.0
+    blended = (1 - alpha) * base + alpha * jet(m.clamp(0, 1).numpy())  # (H, W, 3) in [0, 1]
+    return Image.fromarray(np.uint8(255 * blended))
+
+
+def why_map(net: Network, img: Image.Image, index: int, q: int, cam: str, layer: str | None) -> torch.Tensor:
+    """(H, W) Grad-CAM (at conv `layer`'s output) or CAM of class `index` for the image rescaled to Q, in [0, 1]."""
+    with torch.inference_mode(False):  # Grad-CAM differentiates; predict runs in inference mode
+        x = to_uint8_tensor(rescale(img, q))[None].float() / 255.0
+        x = x.to(next(net.model.parameters()).device)
+        if cam == "gradcam":
+            return gradcam(net.model, x, layer, index, net.meta.preprocessing)[0].cpu()
+        return class_activation_map(net.model, x, index, net.meta.preprocessing)[0].cpu()
 
 
 def heatmap_overlay(img: Image.Image, heat: torch.Tensor, q: int, window: int, alpha: float = 0.5) -> Image.Image:
@@ -87,21 +120,40 @@ def predict(
     cfg: EvalConfig | None = None,
     top: int = 5,
     heatmap: str | os.PathLike[str] | None = None,
+    cam: str = "dense",
+    layer: str | None = None,
     progress: bool = False,
 ) -> tuple[list[Prediction], list[str]]:
     """Top classes of each image (ensemble posteriors averaged) and the unreadable paths, which are skipped.
 
-    With `heatmap`, the first network's dense score map of the top class at its largest scale is drawn
-    over each image (the path gains _<image name> when there are several images). `progress`: a bar with
-    a time estimate on stderr when there are several images (`vggnet predict` shows it unless --quiet).
+    With `heatmap`, the first network's map of the top class at its largest scale is drawn over each image
+    (the path gains _<image name> when there are several images): `cam` "dense" (the class score map),
+    "gradcam" (at conv `layer`, default the last) or "cam" (gap head). `progress`: a bar with a time
+    estimate on stderr when there are several images (`vggnet predict` shows it unless --quiet).
     """
     cfg = cfg or EvalConfig()
     cfg.check()
     if top < 1:
         raise ValueError(f"top must be at least 1, got {top}")
+    if cam not in CAM_METHODS:
+        raise ValueError(f"--cam {cam!r}: accepted {', '.join(CAM_METHODS)}")
+    if cam != "dense" and heatmap is None:
+        raise ValueError(f"--cam {cam} draws a heat map; give --heatmap PATH")
+    if layer is not None and cam != "gradcam":
+        raise ValueError("--layer chooses Grad-CAM's conv layer; use it with --cam gradcam")
     plan = read_networks(weights_or_runs, cfg.scales, cfg.verify)
     networks = load_networks(plan, pick_device(cfg.device), cfg.fast, cfg.verify, cfg.backend)
+    # Grad-CAM differentiates: --fast's Winograd layers hold inference-only tensors and another runtime's
+    # net has no gradients, so it gets a plain torch copy
+    plain = cam != "dense" and (cfg.fast or cfg.backend != "torch")
+    explained = load_networks(plan[:1], pick_device(cfg.device), verify=cfg.verify)[0] if plain else networks[0]
+    first = explained.model
+    if cam == "gradcam":
+        layer = check_conv_layer(first, layer or [n for n in first.feature_names if n.startswith("conv")][-1])
+    if cam == "cam" and first.cfg.head != "gap":
+        raise ValueError(f"--cam cam needs a gap-head network; {networks[0].source} has the {first.cfg.head} head")
     names = class_names_of(networks[0].meta)
+    wnids = imagenet_wnids() if is_imagenet_labelled(len(names), networks[0].meta.class_names) else []
     all_scales = sorted({q for n in networks for q in n.scales})
     predictions, skipped = [], []
     bar = tqdm(images, desc="predict", unit="img", disable=not progress or len(images) < 2, file=sys.stderr)
@@ -115,12 +167,19 @@ def predict(
             probs = ensemble_posteriors(networks, scaled, cfg)[0]
             values, indices = probs.topk(min(top, probs.numel()))
             pred = Prediction(str(path), [(names[i], float(v)) for v, i in zip(values, indices.tolist(), strict=True)])
+            folder = Path(path).parent.name
+            if folder in wnids:  # an ILSVRC-style folder: say where its own class ranks
+                k = wnids.index(folder)
+                pred.folder_class, pred.folder_rank = f"{folder} {names[k]}", int((probs > probs[k]).sum()) + 1
             if heatmap is not None:
                 net, q = networks[0], max(networks[0].scales)
-                window = 32 if net.meta.model.head == "gap" else 32 * net.model.grid
-                overlay = heatmap_overlay(img, class_map(net, img, int(indices[0]), q), q, window)
+                if cam == "dense":
+                    window = 32 if net.meta.model.head == "gap" else 32 * net.model.grid
+                    drawn = heatmap_overlay(img, class_map(net, img, int(indices[0]), q), q, window)
+                else:
+                    drawn = overlay(img, why_map(explained, img, int(indices[0]), q, cam, layer))
                 out = _heatmap_path(str(heatmap), str(path), len(images) > 1)
-                atomic_write(out, lambda tmp, o=overlay: o.save(tmp, format="PNG"))
+                atomic_write(out, lambda tmp, o=drawn: o.save(tmp, format="PNG"))
                 pred.heatmap = str(out)
             predictions.append(pred)
     return predictions, skipped

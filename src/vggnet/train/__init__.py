@@ -7,8 +7,9 @@
 The same `train()` runs under `torchrun --nproc_per_node=N` with DistributedDataParallel. The pieces:
 `state` builds a run once, `loop` trains an epoch and validates, `checkpoint` saves and restores it
 exactly (hashed, the previous one kept), `distributed` is the torchrun plumbing, `elastic` lets a torchrun
-restart resume by itself, `schedule` the optimiser and LR rule, `initialize` the
-model and net-A initialisation, `config` reads option files. A run folder's layout is in `vggnet.runs`.
+restart resume by itself, `schedule` the optimiser and LR rule, `initialize` the model, net-A initialisation
+and starting from pretrained weights, `finetune` frozen layers, per-group LRs and the weights' own input,
+`config` reads option files. A run folder's layout is in `vggnet.runs`.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ import torch
 from torch.utils.data import Dataset
 
 from ..configs import TrainConfig
-from ..runs import CHECKPOINT, CONFIG, METRICS, PLOT, PREVIOUS, STATS, WEIGHTS, best_record
+from ..runs import CHECKPOINT, CONFIG, INIT, METRICS, PLOT, PREVIOUS, STATS, WEIGHTS, best_record
 from .checkpoint import (
     Position,
     has_checkpoint,
@@ -31,7 +32,17 @@ from .checkpoint import (
 )
 from .config import load_config, read_config_file
 from .distributed import Dist, epoch_indices, setup_distributed, teardown_distributed
-from .initialize import NET_A_LAYERS, build_model, init_from, paper_names
+from .finetune import FrozenBatchNorm2d, freeze, param_groups, parse_freeze, to_network_input, weight_layers
+from .initialize import (
+    NET_A_LAYERS,
+    Pretrained,
+    build_model,
+    copy_pretrained,
+    init_from,
+    open_pretrained,
+    paper_names,
+    start_config,
+)
 from .loop import autocast, end_epoch, fit, train_one_epoch, train_step, validate
 from .schedule import PlateauSchedule, sgd
 from .state import SUMS, Run, build_run, checkpoint, write_metrics
@@ -58,6 +69,7 @@ def train(cfg: TrainConfig, datasets: tuple[Dataset, Dataset] | None = None) -> 
 __all__ = [
     "CHECKPOINT",
     "CONFIG",
+    "INIT",
     "METRICS",
     "NET_A_LAYERS",
     "PLOT",
@@ -66,32 +78,42 @@ __all__ = [
     "SUMS",
     "WEIGHTS",
     "Dist",
+    "FrozenBatchNorm2d",
     "PlateauSchedule",
     "Position",
+    "Pretrained",
     "Run",
     "autocast",
     "best_record",
     "build_model",
     "build_run",
     "checkpoint",
+    "copy_pretrained",
     "end_epoch",
     "epoch_indices",
     "fit",
+    "freeze",
     "has_checkpoint",
     "init_from",
     "load_checkpoint",
     "load_config",
     "load_resume_checkpoint",
+    "open_pretrained",
     "paper_names",
+    "param_groups",
+    "parse_freeze",
     "read_config_file",
     "rng_state",
     "save_checkpoint",
     "set_rng_state",
     "setup_distributed",
     "sgd",
+    "start_config",
     "train",
     "train_one_epoch",
+    "to_network_input",
     "train_step",
     "validate",
+    "weight_layers",
     "write_metrics",
 ]

@@ -216,12 +216,12 @@ def end_epoch(run: Run) -> str:
 
 
 def save_best(run: Run, epoch: int, val: dict[str, float]) -> None:
-    """The best epoch's weights in the project format, with the paper's preprocessing and the training scale."""
+    """The best epoch's weights in the project format, with their input preprocessing, training scale and origin."""
     smin, smax = run.scale
     save_weights(
         run.model,
         run.dir / WEIGHTS,
-        preprocessing=Preprocessing("RGB", 255.0, tuple(run.stats.mean), (1.0, 1.0, 1.0)),
+        preprocessing=run.preprocessing or Preprocessing("RGB", 255.0, tuple(run.stats.mean), (1.0, 1.0, 1.0)),
         class_names=run.classes,
         source="vggnet train",
         extra={
@@ -230,6 +230,7 @@ def save_best(run: Run, epoch: int, val: dict[str, float]) -> None:
             "epoch": epoch + 1,
             "val_top1": val["top1"],
             "val_top5": val["top5"],
+            **({"init_from": run.origin} if run.origin else {}),
         },
     )
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import nn
@@ -40,10 +41,15 @@ class PlateauSchedule:
         return "decrease"
 
 
-def sgd(model: nn.Module, cfg: TrainConfig, device: torch.device) -> torch.optim.SGD:
-    """The paper's optimiser (section 3.1): SGD with momentum and weight decay, over all parameters."""
+def sgd(
+    model: nn.Module, cfg: TrainConfig, device: torch.device, groups: list[dict[str, Any]] | None = None
+) -> torch.optim.SGD:
+    """The paper's optimiser (section 3.1): SGD with momentum and weight decay, over all parameters or `groups`.
+
+    A group's "lr_scale" (fine-tuning: pretrained layers slower than a new head) multiplies the schedule's LR.
+    """
     return torch.optim.SGD(
-        model.parameters(),
+        groups if groups is not None else model.parameters(),
         lr=cfg.lr,
         momentum=cfg.momentum,
         weight_decay=cfg.weight_decay,
@@ -52,6 +58,6 @@ def sgd(model: nn.Module, cfg: TrainConfig, device: torch.device) -> torch.optim
 
 
 def set_lr(optimizer: torch.optim.Optimizer, lr: float) -> None:
-    """Give every parameter group the schedule's learning rate."""
+    """Give every parameter group the schedule's learning rate, times the group's "lr_scale" (1 if none)."""
     for group in optimizer.param_groups:
-        group["lr"] = lr
+        group["lr"] = lr * group.get("lr_scale", 1.0)

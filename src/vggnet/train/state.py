@@ -35,7 +35,8 @@ from ..data import (
 )
 from ..io import optional, report, write_text
 from ..model import VGG
-from ..runs import CHECKPOINT, CONFIG, DAMAGED, METRICS, PLOT, PREVIOUS, STATS
+from ..runs import CHECKPOINT, CONFIG, DAMAGED, INIT, METRICS, PLOT, PREVIOUS, STATS
+from ..weights import Preprocessing
 from .checkpoint import (
     Position,
     has_checkpoint,
@@ -47,7 +48,16 @@ from .checkpoint import (
 )
 from .distributed import Dist
 from .elastic import restart_count, restarted_by_torchrun, same_job, torchrun_job
-from .initialize import build_model, init_from
+from .finetune import (
+    check_class_sizes,
+    freeze,
+    input_adapter,
+    param_groups,
+    parse_freeze,
+    rgb255_mean,
+    to_network_input,
+)
+from .initialize import build_model, copy_pretrained, describe_start, open_pretrained, start_config
 from .schedule import PlateauSchedule, set_lr, sgd
 
 # Running sums of the epoch in progress: summed loss, top-1 and top-5 hits, images, skipped files, training seconds.
@@ -79,6 +89,8 @@ class Run:
     pos: Position = field(default_factory=Position)
     sums: dict[str, float] = field(default_factory=lambda: dict.fromkeys(SUMS, 0.0))
     reported: set[tuple[str, int]] = field(default_factory=set)  # unreadable items already named (per process)
+    preprocessing: Preprocessing | None = None  # the input the model takes, recorded with its weights
+    origin: dict[str, Any] = field(default_factory=dict)  # where --init-from's weights came from (INIT)
 
     @property
     def device(self) -> torch.device:
@@ -149,10 +161,12 @@ def where(ckpt: dict[str, Any]) -> str:
 def open_datasets(cfg: TrainConfig, env: Dist, datasets: tuple[Dataset, Dataset] | None) -> tuple[Dataset, Dataset]:
     """The training and validation datasets (both opened, and their errors raised, before any work starts)."""
     if datasets is None:
-        datasets = open_dataset(cfg.data, "train", cfg.digits_size), open_dataset(cfg.data, "val", cfg.digits_size)
+        train_base = open_dataset(cfg.data, "train", cfg.digits_size)
+        datasets = train_base, open_dataset(cfg.data, "val", cfg.digits_size, fallback="train")
     train_base, val_base = datasets
     if list(val_base.classes) != list(train_base.classes):
         raise ValueError(f"{cfg.data}: the validation classes differ from the training classes")
+    check_class_sizes(train_base, cfg.data)
     if env.main and getattr(val_base, "root", None) == getattr(train_base, "root", 0):
         report(f"{cfg.data} has no val/ split: validating on the training images")
     return train_base, val_base
@@ -178,6 +192,11 @@ def load_stats(cfg: TrainConfig, env: Dist, run_dir: Path, train_base: Dataset, 
 def build_run(cfg: TrainConfig, env: Dist, datasets: tuple[Dataset, Dataset] | None = None) -> Run:
     """Check, open and build everything a run needs (or restore it from its checkpoint with `cfg.resume`)."""
     cfg.check(env.world)
+    start = open_pretrained(cfg.init_from, cfg.verify) if cfg.init_from and not cfg.resume else None
+    if start is not None:  # the weights' own configuration, checked before anything is written
+        cfg = start_config(cfg, start)
+    with torch.device("meta"):  # a bad --freeze fails here, before anything is written
+        parse_freeze(build_model(cfg, 1), cfg.freeze)
     decoder = decode_device(cfg.decode, env.device)  # None: PIL per image; before anything is written
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
@@ -199,13 +218,25 @@ def build_run(cfg: TrainConfig, env: Dist, datasets: tuple[Dataset, Dataset] | N
     seed_everything(cfg.seed)
     classes = list(train_base.classes)
     model = build_model(cfg, len(classes))
-    if cfg.init_from and ckpt is None:
-        copied = init_from(model, cfg.init_from, cfg.verify)
+    pre = Preprocessing("RGB", 255.0, tuple(stats.mean), (1.0, 1.0, 1.0))  # the paper's: minus the mean RGB
+    origin: dict[str, Any] = {}
+    new: list[str] | None = None  # state keys of the layers not copied from --init-from (None: all are new)
+    if start is not None and ckpt is None:  # (a torchrun restart that resumes by itself has a checkpoint)
+        copied = copy_pretrained(model, start.model, str(start.path), classes, start.meta.class_names)
+        origin, pre = describe_start(start, model, copied), start.meta.preprocessing
+        new = [k for k in model.state_dict() if k not in copied]
         if env.main:
-            report(f"initialised {len(copied)} tensors from {cfg.init_from}")
+            write_text(run_dir / INIT, json.dumps({**origin, "preprocessing": dataclasses.asdict(pre), "new": new}))
+            fresh = ", ".join(origin["new_layers"]) or "none"
+            report(f"initialised {len(copied)} tensors from {start.path}; new layers: {fresh}")
+        del start  # the source model is not needed any more (528 MB for VGG16)
+    elif (run_dir / INIT).is_file():  # a resumed fine-tune: its input and its new layers as first recorded
+        origin = json.loads((run_dir / INIT).read_text())
+        pre, new = Preprocessing(**origin.pop("preprocessing")), origin.pop("new")
+    freeze(model, cfg.freeze)
     fmt = torch.channels_last if cfg.channels_last else torch.contiguous_format
     model.to(env.device, memory_format=fmt)
-    optimizer = sgd(model, cfg, env.device)
+    optimizer = sgd(model, cfg, env.device, param_groups(model, new, cfg.backbone_lr_scale))
     schedule = PlateauSchedule(cfg.lr, cfg.lr_factor, cfg.patience, cfg.max_decreases)
     scaler = torch.amp.GradScaler(env.device.type, enabled=cfg.amp == "fp16")
     pos, sums, rng = Position(), dict.fromkeys(SUMS, 0.0), None
@@ -225,13 +256,16 @@ def build_run(cfg: TrainConfig, env: Dist, datasets: tuple[Dataset, Dataset] | N
         net = torch.compile(net)
 
     smin, smax = min(cfg.scale), max(cfg.scale)
-    transform = TrainTransform((smin, smax), cfg.crop, stats, cfg.color_shift, cfg.flip)
-    val_transform = EvalTransform(cfg.val_scale or smin, cfg.crop, stats.mean)
+    shifted = dataclasses.replace(stats, mean=rgb255_mean(pre))  # the colour shift's PCA is the data's own
+    transform = TrainTransform((smin, smax), cfg.crop, shifted, cfg.color_shift, cfg.flip)
+    val_transform = EvalTransform(cfg.val_scale or smin, cfg.crop, shifted.mean)
     if decoder is None:
-        train_set, val_set = Transformed(train_base, transform, cfg.seed), Transformed(val_base, val_transform)
-    else:
-        train_set = BatchedImages(train_base, transform, cfg.seed, decoder)
-        val_set = BatchedImages(val_base, val_transform, device=decoder)
+        train_set = Transformed(train_base, to_network_input(transform, pre), cfg.seed)
+        val_set = Transformed(val_base, to_network_input(val_transform, pre))
+    else:  # the weights' channel order and scale applied to each finished batch
+        adapt = input_adapter(pre)
+        train_set = BatchedImages(train_base, transform, cfg.seed, decoder, adapt=adapt)
+        val_set = BatchedImages(val_base, val_transform, device=decoder, adapt=adapt)
     val_loader = batch_loader(
         torch.utils.data.Subset(val_set, range(env.rank, len(val_set), env.world)),  # a shard per rank
         micro,
@@ -240,7 +274,7 @@ def build_run(cfg: TrainConfig, env: Dist, datasets: tuple[Dataset, Dataset] | N
     )
     run = Run(
         cfg, env, run_dir, classes, stats, model, net, ddp, optimizer, schedule, scaler, train_base, val_base,
-        train_set, val_loader, micro, per_step, steps, pos, sums,
+        train_set, val_loader, micro, per_step, steps, pos, sums, preprocessing=pre, origin=origin,
     )  # fmt: skip
     if rng is not None:  # the RNG states last: everything above may have drawn random numbers
         set_rng_state(rng, env.device)

@@ -6,12 +6,14 @@
   files into torchvision-named tensors (the conventions are in PAPER.md, "Public implementations").
 - infer.py: the configuration (Table 1 column, BN, width, classes, head) read from the tensors.
 - sources.py: recognising a file's source, `load_weights`, `import_weights`, `convert`.
+- compression.py: factorised (low-rank) FC layers and int8-stored weights, as files hold them.
 - integrity.py: content hashes (sha256 of tensors, of files), recorded on write and checked on read.
 
 Nothing here ever unpickles arbitrary objects.
 """
 
 from .caffe import CAFFE_V1_TYPES, CaffeLayer, caffe_state, read_caffemodel
+from .compression import LowRankLinear, has_low_rank, stored_bytes
 from .format import (
     CAFFE_MEAN_BGR,
     FORMAT_KEY,
@@ -51,6 +53,7 @@ __all__ = [
     "IMAGENET_MEAN",
     "IMAGENET_STD",
     "IntegrityError",
+    "LowRankLinear",
     "NoClassifier",
     "Preprocessing",
     "SOURCES",
@@ -64,6 +67,7 @@ __all__ = [
     "digest",
     "file_sha256",
     "has_classifier",
+    "has_low_rank",
     "import_weights",
     "infer_config",
     "keras_state",
@@ -74,5 +78,6 @@ __all__ = [
     "read_meta",
     "read_torch_state",
     "save_weights",
+    "stored_bytes",
     "timm_state",
 ]

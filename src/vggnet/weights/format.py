@@ -27,6 +27,7 @@ from torch import nn
 from ..configs import ModelConfig
 from ..io import atomic_write, report_once
 from ..model import VGG, count_parameters
+from .compression import dequantize_state, low_rank_ranks, make_low_rank, quantize_state
 from .integrity import check, digest, text_sha256
 
 # ImageNet statistics used by torchvision's weights (RGB, 0-1 scale).
@@ -160,15 +161,21 @@ def save_weights(
     class_names: list[str] | None = None,
     source: str = "vggnet",
     extra: dict[str, Any] | None = None,
+    int8: bool = False,
 ) -> WeightsMeta:
-    """Write `model` in the project format (safetensors + JSON metadata with content hashes), atomically."""
+    """Write `model` in the project format (safetensors + JSON metadata with content hashes), atomically.
+
+    `int8`: conv and FC weights stored as int8 with per-channel scales (`compression.py`), float32 again on load.
+    """
     if class_names is not None and len(class_names) != model.cfg.num_classes:
         raise ValueError(f"{len(class_names)} class names given for a model with {model.cfg.num_classes} classes")
     meta = WeightsMeta.for_model(
         model, preprocessing=preprocessing or Preprocessing(), class_names=class_names, source=source, extra=extra
     )
     tensors = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-    meta.tensors_sha256 = digest(tensors)
+    if int8:
+        tensors = quantize_state(tensors)
+    meta.tensors_sha256 = digest(tensors)  # of the tensors as stored
     text = meta.to_json()
     atomic_write(path, lambda tmp: save_file(tensors, tmp, metadata={FORMAT_KEY: text, HASH_KEY: text_sha256(text)}))
     return meta
@@ -209,7 +216,7 @@ def load_project_weights(
         report_once(
             f"note: {path} was written before content hashes and is loaded unchecked (re-save it with `vggnet convert` to add them)"
         )
-    return assemble(meta.model, meta.include_top, tensors, str(path), device), meta
+    return assemble(meta.model, meta.include_top, dequantize_state(tensors), str(path), device), meta
 
 
 def existing_file(path: str | os.PathLike[str]) -> Path:
@@ -264,12 +271,13 @@ def assemble(
     where: str,
     device: str | torch.device = "cpu",
 ) -> VGG:
-    """Build a VGG on the meta device and give it the tensors (no second copy, no init)."""
+    """Build a VGG on the meta device and give it the tensors (no second copy, no init); factorised FC layers kept."""
     state = dict(state)
     for key in [k for k in state if k.endswith(".running_mean")]:  # torchvision's _bn files predate this buffer
         state.setdefault(key.replace("running_mean", "num_batches_tracked"), torch.tensor(0, dtype=torch.long))
     with torch.device("meta"):
         model = VGG(cfg)
+        make_low_rank(model, low_rank_ranks(state))  # FC layers stored factorised (compression.py)
     if not include_top:
         model.classifier = NoClassifier()
     for key in state:

@@ -1,0 +1,118 @@
+"""Smaller weights: truncated SVD of FC6/FC7, int8 storage, files that load back, and one-line refusals."""
+
+import pytest
+import torch
+
+from vggnet import build
+from vggnet.cli import main
+from vggnet.compress import choose_ranks, compress, factorise, parse_size, rank_for_energy, singular_values
+from vggnet.evaluate import for_evaluation
+from vggnet.optimize import fold_batchnorm
+from vggnet.weights import LowRankLinear, load_weights, save_weights, stored_bytes
+from vggnet.weights.compression import dequantize_state, quantize_state
+
+W = 1 / 16
+X = torch.rand(2, 3, 64, 64)
+
+
+@pytest.fixture
+def model():
+    torch.manual_seed(0)
+    return build("A_bn", width=W, num_classes=5, input_size=64).eval()  # FC6 (256, 128), FC7 (256, 256)
+
+
+def test_rank_for_energy_counts_squared_singular_values():
+    s = torch.tensor([3.0, 2.0, 1.0])  # squares 9, 4, 1 of 14
+    assert [rank_for_energy(s, e) for e in (0.5, 9 / 14, 0.7, 13 / 14, 0.99, 1.0)] == [1, 1, 2, 2, 3, 3]
+    with pytest.raises(ValueError, match="a fraction in"):
+        rank_for_energy(s, 0.0)
+
+
+def test_truncated_svd_is_the_best_rank_r_approximation(model):
+    small = factorise(model, {"fc6": 10, "fc7": 20})
+    fc6, w = small.classifier[0], model.classifier[0].weight.detach().double()
+    assert isinstance(fc6, LowRankLinear) and fc6.rank == 10 and small.classifier[3].rank == 20
+    approx = (fc6[1].weight.double() @ fc6[0].weight.double()).detach()
+    s = torch.linalg.svdvals(w)
+    # Eckart-Young: the Frobenius error of the best rank-10 approximation is the discarded singular values' norm
+    torch.testing.assert_close(torch.linalg.matrix_norm(w - approx) ** 2, (s[10:] ** 2).sum(), rtol=1e-4, atol=1e-6)
+    full = factorise(model, {"fc6": 128, "fc7": 256})  # every singular value kept: the same network
+    with torch.no_grad():
+        torch.testing.assert_close(full(X), model(X), rtol=1e-4, atol=1e-5)
+
+
+def test_compressed_file_loads_back_and_evaluates(model, tmp_path):
+    save_weights(model, tmp_path / "w.safetensors", class_names=list("abcde"))
+    report = compress(tmp_path / "w.safetensors", tmp_path / "small.safetensors", energy=0.8)
+    loaded, meta = load_weights(tmp_path / "small.safetensors")
+    ranks = {n: loaded.classifier[i].rank for n, i in (("fc6", 0), ("fc7", 3))}
+    values = singular_values(model)
+    assert report.ranks == ranks == {n: rank_for_energy(s, 0.8) for n, s in values.items()}
+    assert all(0.8 <= report.energy[n] < 0.8 + (values[n][ranks[n] - 1] ** 2 / (values[n] ** 2).sum()) for n in ranks)
+    saved = (128 * 256 - ranks["fc6"] * (128 + 256)) + (256 * 256 - ranks["fc7"] * 512)
+    assert report.params_after == report.params_before - saved == sum(p.numel() for p in loaded.parameters())
+    assert meta.class_names == list("abcde") and meta.extra["compression"]["low_rank"] == ranks
+    expected = factorise(model, ranks)
+    with torch.no_grad():
+        assert torch.equal(loaded(X), expected(X))
+        dense = for_evaluation(loaded).score_map(X).mean(dim=(2, 3))  # section 3.2's net keeps the factors
+        torch.testing.assert_close(dense, expected(X), rtol=1e-4, atol=1e-5)
+        torch.testing.assert_close(fold_batchnorm(loaded)(X), expected(X), rtol=1e-4, atol=1e-5)
+
+
+def test_int8_storage_quarters_the_weights_within_half_a_step(model, tmp_path):
+    state = model.state_dict()
+    q = quantize_state(state)
+    assert q["features.0.weight"].dtype == torch.int8 and q["features.0.weight.int8_scale"].shape == (4,)
+    back = dequantize_state(q)
+    assert set(back) == set(state)
+    for key, value in state.items():
+        if value.is_floating_point() and value.dim() >= 2:
+            step = value.abs().reshape(len(value), -1).amax(1) / 127
+            err = (back[key] - value).abs().reshape(len(value), -1).amax(1)
+            assert (err <= step / 2 + 1e-7).all(), key
+        else:
+            assert torch.equal(back[key], value), key
+    save_weights(model, tmp_path / "w.safetensors")
+    report = compress(tmp_path / "w.safetensors", tmp_path / "q.safetensors", int8=True)
+    assert report.ranks == {} and report.params_after == report.params_before
+    assert stored_bytes(state, int8=True) < stored_bytes(state) / 3.5
+    loaded, _ = load_weights(tmp_path / "q.safetensors")
+    assert torch.equal(loaded.state_dict()["features.0.weight"], back["features.0.weight"])
+
+
+def test_target_size_gives_the_largest_rank_that_fits(model, tmp_path):
+    save_weights(model, tmp_path / "w.safetensors")
+    full = stored_bytes(model.state_dict())
+    target = full // 2
+    ranks = choose_ranks(model, target_bytes=target)
+    r = ranks["fc6"]
+    assert ranks == {"fc6": r, "fc7": r}
+    assert stored_bytes(factorise(model, ranks).state_dict()) <= target
+    assert stored_bytes(factorise(model, {"fc6": r + 1, "fc7": r + 1}).state_dict()) > target
+    with pytest.raises(ValueError, match="is below the smallest this VGG can be"):
+        choose_ranks(model, target_bytes=1000)
+    assert parse_size("100MB") == 100_000_000 and parse_size("1.5 GiB") == 3 * 2**29 and parse_size("500k") == 500_000
+
+
+def test_cli_compress_and_its_refusals(model, tmp_path, capsys):
+    save_weights(model, tmp_path / "w.safetensors")
+    save_weights(build("A", width=W, num_classes=5, head="gap"), tmp_path / "gap.safetensors")
+    w, out = str(tmp_path / "w.safetensors"), str(tmp_path / "out.safetensors")
+    assert main(["compress", w, out, "--rank", "16", "--int8"]) == 0
+    text = capsys.readouterr().out
+    assert "fc6 rank 16" in text and "fc7 rank 16" in text and "int8 weights" in text and "parameters " in text
+    for args, message in [
+        ([w, str(tmp_path / "x.safetensors")], "nothing to do: give --rank, --energy or --target-size"),
+        ([w, str(tmp_path / "x.safetensors"), "--rank", "0"], "--rank 0: must be at least 1"),
+        ([w, str(tmp_path / "x.safetensors"), "--rank", "4", "--layers", "fc8"], "fc8 cannot be factorised"),
+        ([str(tmp_path / "gap.safetensors"), str(tmp_path / "x.safetensors"), "--rank", "4"], "the gap head has no"),
+        ([out, str(tmp_path / "x.safetensors"), "--rank", "4"], "already factorised"),
+        ([w, str(tmp_path / "x.safetensors"), "--target-size", "big"], "expected a size such as 100MB"),
+    ]:
+        assert main(["compress", *args]) == 2
+        err = capsys.readouterr().err.strip()
+        assert err.count("\n") == 0 and message in err, err
+        assert not (tmp_path / "x.safetensors").exists()
+    assert main(["compress", w, str(tmp_path / "big.safetensors"), "--rank", "200"]) == 0  # above break-even
+    assert "fc7 kept whole: rank 200 is not below its break-even rank 128" in capsys.readouterr().err
