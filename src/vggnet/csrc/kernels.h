@@ -60,7 +60,7 @@ inline Split split(int64_t tiles, int64_t tile_bytes, int64_t u_bytes, int64_t p
 }
 
 // The kernels' own workers. An OpenMP region ends at a barrier that waits for every thread, even one the
-// OS has not yet run: on a shared machine a layer of 2 ms took 8 (a time slice). Here the calling thread
+// OS has not yet run, so on a busy machine a short layer waits out a whole time slice. Here the calling thread
 // works through the items at once, the workers join as they wake, and the call waits only for workers
 // that took an item; a worker that wakes after the last item was taken goes back to sleep.
 class Workers {
