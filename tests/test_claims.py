@@ -125,6 +125,17 @@ def test_no_verdict_on_fewer_than_three_seeds():
     assert report.claim_verdict([o]) == "not decided yet (seeds still training)"
 
 
+def test_a_comparison_short_of_seeds_waits_without_blocking_the_others():
+    full = outcome(report.Comparison("D", "B"), 3, gain=8.0)  # se 0.41, b > c, p tiny: holds
+    short = outcome(report.Comparison("E", "D"), 1, gain=-20.0, b=10, c=900)  # one seed, however bad
+    assert full.verdict == "holds" and short.verdict == "not decided yet (1 of 3 seeds)"
+    assert report.claim_verdict([full, short]) == (
+        "holds (from the comparisons with all their seeds; still short of seeds: E vs D)"
+    )
+    reversed_ = outcome(report.Comparison("B", "A"), 3, gain=-8.0, b=100, c=300)
+    assert report.claim_verdict([full, reversed_, short]).startswith("does not hold here (from the comparisons")
+
+
 def test_little_loss_claims_use_the_margin():
     cmp = report.Comparison("D", "D-gap", margin=2.0)
     # the gap head 0.5 points worse, se = sqrt((0.5^2 + 0.5^2) / 3) = 0.41: 0.5 + 0.82 < 2

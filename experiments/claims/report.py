@@ -193,17 +193,24 @@ def outcome_line(o: Outcome) -> str:
 
 
 def claim_verdict(outcomes: list[Outcome]) -> str:
-    """A claim holds when every comparison run holds; it fails when one is reversed or does not hold."""
-    verdicts = [o.verdict for o in outcomes]
-    if not verdicts:
+    """A claim holds when every comparison with all its seeds holds; it fails when one is reversed or does
+    not hold. Comparisons still short of seeds are named and wait: they count once their seeds are in."""
+    if not outcomes:
         return "not run yet"
-    if any(v in ("reversed", "does not hold") for v in verdicts):
-        return "does not hold here"
-    if all(v == "holds" for v in verdicts):
-        return "holds"
-    if any(v.startswith("not decided yet") for v in verdicts):
+    done = [o for o in outcomes if len(o.seeds) >= MIN_SEEDS]
+    waiting = [f"{o.comparison.better} vs {o.comparison.worse}" for o in outcomes if o not in done]
+    if not done:
         return "not decided yet (seeds still training)"
-    return "not decided at this scale"
+    verdicts = [o.verdict for o in done]
+    if any(v in ("reversed", "does not hold") for v in verdicts):
+        verdict = "does not hold here"
+    elif all(v == "holds" for v in verdicts):
+        verdict = "holds"
+    else:
+        verdict = "not decided at this scale"
+    if waiting:
+        verdict += f" (from the comparisons with all their seeds; still short of seeds: {', '.join(waiting)})"
+    return verdict
 
 
 def cost_lines(outcomes: list[Outcome], arms: dict[str, dict[int, dict[str, Any]]]) -> list[str]:
@@ -261,7 +268,8 @@ def results_markdown(runs: Records, probs_dir: Path) -> str:
         f"seed pairs, gives p < {RULE_P:g}; **reversed** when both say the opposite; otherwise **not decided at "
         f"this scale**. For the FC layers the claim is *little loss*: it holds when the gap head's extra error, "
         f"plus {RULE_SE:g} standard errors, stays under the margin fixed beforehand. No verdict on fewer than "
-        f"{MIN_SEEDS} seeds per arm. A claim holds when each of its comparisons that ran holds.",
+        f"{MIN_SEEDS} seeds per arm. A claim holds when each of its comparisons with all their seeds holds; a "
+        "comparison still short of seeds is named beside the verdict and counts once its seeds are in.",
         "## Arms",
         arm_table(arms) if arms else "No run has finished yet.",
         "![top-1 error against parameters and MACs](claims.png)" if arms else "",
