@@ -226,6 +226,11 @@ def compression(root: Path, source: Path, data: dict[str, Any], metrics: Path) -
     gap_seconds = train_or_resume(
         config(out, root / "stats.json", **changes), (data["train_source"], Classes(data["val"], SOURCE, 5, 99))
     )
+    kept = out / "wall_seconds.json"  # the training time, for a table redone after the run (the timing rows)
+    if gap_seconds:
+        kept.write_text(json.dumps(gap_seconds))
+    elif kept.is_file():
+        gap_seconds = json.loads(kept.read_text())
     files["gap head"], how_small["gap head"] = last_weights(out), f"FC6/FC7 removed, {GAP_EPOCHS} epochs"
     val = data["source_val"]
     crops = torch.stack(
