@@ -180,11 +180,12 @@ def outcome_line(o: Outcome) -> str:
     """One comparison in words, with every number the verdict rests on."""
     cmp = o.comparison
     seeds = f"{len(o.seeds)} seed{'s' if len(o.seeds) != 1 else ''}"
-    gain = (
-        f"{cmp.worse} loses {o.gain:.1f} points (the claim allows less than {cmp.margin:g})"
-        if cmp.margin is not None
-        else f"{cmp.better} lower by {o.gain:.1f} points"
-    )
+    if cmp.margin is None:
+        gain = f"{cmp.better} lower by {o.gain:.1f} points"
+    elif o.gain >= 0:
+        gain = f"{cmp.worse} loses {o.gain:.1f} points (the claim allows less than {cmp.margin:g})"
+    else:
+        gain = f"{cmp.worse} loses nothing: it is {-o.gain:.1f} points lower (the claim allows a loss under {cmp.margin:g})"
     return (
         f"{cmp.better} {o.better[0]:.1f} ± {o.better[1]:.1f}% against {cmp.worse} {o.worse[0]:.1f} ± {o.worse[1]:.1f}% "
         f"({seeds}): {gain}, standard error {o.se:.1f}; on the same photos {cmp.better} alone is right on "
