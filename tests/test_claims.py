@@ -1,26 +1,15 @@
 """The claims experiment: its decision rule on built posteriors, its report, and its data split."""
 
-import importlib.util
 import json
-import sys
 from pathlib import Path
 
 import pytest
 import torch
 
-HERE = Path(__file__).resolve().parents[1] / "experiments" / "claims"
+from helpers import experiment_module
 
-
-def _module(name: str):
-    spec = importlib.util.spec_from_file_location(f"claims_{name}", HERE / f"{name}.py")
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = mod
-    spec.loader.exec_module(mod)
-    return mod
-
-
-report = _module("report")
-run = _module("run")
+report = experiment_module("claims", "report")
+run = experiment_module("claims", "run")
 
 
 def record(arm: str, seed: int, top1: float, arch: str, head: str = "fc") -> dict:

@@ -1,29 +1,20 @@
 """The Imagenette experiment: its report generator on fake metrics, and its driver on a tiny photo subset."""
 
-import importlib.util
 import json
 import re
 import shutil
-import sys
 from pathlib import Path
 
 import pytest
 import torch
 
+from helpers import experiment_module
+
 HERE = Path(__file__).resolve().parents[1] / "experiments" / "imagenette"
 
 
-def _module(name: str):
-    spec = importlib.util.spec_from_file_location(f"imagenette_{name}", HERE / f"{name}.py")
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = mod  # dataclasses look their module up there
-    sys.path.insert(0, str(HERE))  # run.py imports report.py by name
-    spec.loader.exec_module(mod)
-    return mod
-
-
-report = _module("report")
-run_module = _module("run")
+report = experiment_module("imagenette", "report")
+run_module = experiment_module("imagenette", "run")
 IMAGENETTE = run_module.DATA  # /work/shared/data/imagenette, found above the checkout (main or a worktree)
 NUMBER = re.compile(r"(?<![\w.-])\d+(?:\.\d+)?(?!\w)")  # 35.0, 4, ±4.6; not the digits of A-w1, D-s1, 1x1, top-1
 
@@ -190,7 +181,7 @@ def test_ensemble_verdict_counts_each_ensemble(tmp_path: Path) -> None:
 def test_shrink_copies_a_folder_at_a_smaller_side_and_skips_corrupt_photos(tmp_path: Path, capsys) -> None:
     from PIL import Image
 
-    shrink = _module("shrink")
+    shrink = experiment_module("imagenette", "shrink")
     src = tmp_path / "src"
     (src / "train" / "a").mkdir(parents=True)
     Image.new("RGB", (300, 180), (200, 10, 10)).save(src / "train" / "a" / "wide.jpg")

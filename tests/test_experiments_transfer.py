@@ -1,25 +1,13 @@
 """The transfer experiment's report on fake metrics, and its class subsets of a cached photo split."""
 
-import importlib.util
 import json
-import sys
-from pathlib import Path
 
 import numpy as np
 
-HERE = Path(__file__).resolve().parents[1] / "experiments" / "transfer"
+from helpers import experiment_module
 
-
-def _module(name: str):
-    spec = importlib.util.spec_from_file_location(f"transfer_{name}", HERE / f"{name}.py")
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = mod
-    spec.loader.exec_module(mod)
-    return mod
-
-
-report = _module("report")
-run = _module("run")
+report = experiment_module("transfer", "report")
+run = experiment_module("transfer", "run")
 
 
 def test_report_states_mean_spread_and_missing_parts(tmp_path):

@@ -30,7 +30,7 @@ from .io import silently, write_text
 from .metrics import confusion_matrix, per_class_accuracy, topk_error
 from .model import VGG
 from .runs import weights_file
-from .tables import markdown_table
+from .tables import markdown_table, per_class_table
 from .train.finetune import check_class_sizes
 from .weights import Preprocessing, load_weights
 
@@ -203,15 +203,11 @@ def probe_table(results: list[ProbeResult]) -> str:
 def save_probe(result: ProbeResult, out_dir: str | os.PathLike[str]) -> list[Path]:
     """Write probe_<layer>.json and probe_<layer>.md (the table and per-class accuracy) into `out_dir`."""
     out, name = Path(out_dir), f"probe_{result.layer}"
-    accuracy = [
-        [n, f"{a:.1f}" if a is not None else "-"]
-        for n, a in zip(result.class_names, result.per_class_accuracy, strict=True)
-    ]
     text = (
         f"# Linear probe of {result.config} at {result.layer} on {result.data}\n\n{probe_table([result])}\n\n"
         f"Logistic regression (C = {result.c:g}) on standardised features; {len(result.skipped)} unreadable "
         f"images skipped; {result.seconds:.1f} s.\n\n"
-        + markdown_table(["class", "top-1 accuracy (%)"], accuracy)
+        + per_class_table(result.class_names, result.per_class_accuracy)
         + "\n"
     )
     return [

@@ -15,6 +15,12 @@ def markdown_table(header: Sequence[str], rows: Sequence[Sequence[object]], alig
     return "\n".join(lines)
 
 
+def per_class_table(class_names: Sequence[str], accuracy: Sequence[float | None]) -> str:
+    """Class and top-1 accuracy (%), "-" for a class without images."""
+    rows = [[n, f"{a:.1f}" if a is not None else "-"] for n, a in zip(class_names, accuracy, strict=True)]
+    return markdown_table(["class", "top-1 accuracy (%)"], rows)
+
+
 def _row(cells: Sequence[object]) -> str:
     """`| a | b |`; None gives a blank cell `| |` (an empty string keeps its padding: `|  |`)."""
     return "|" + "|".join(" " if v is None else f" {v} " for v in cells) + "|"

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from ..configs import EvalConfig
 from ..io import optional, write_text
-from ..tables import markdown_table
+from ..tables import markdown_table, per_class_table
 from .loop import Result, evaluate
 
 MAX_CONFUSION_CLASSES = 100  # a confusion matrix PNG beyond this is unreadable
@@ -58,14 +58,10 @@ def save_result(result: Result, out_dir: str | os.PathLike[str], name: str | Non
     """Write NAME.json, NAME.md and (up to 100 classes, with vggnet[plots]) NAME_confusion.png; NAME: `result.tag`."""
     out, name = Path(out_dir), name or result.tag
     written = [write_text(out / f"{name}.json", json.dumps(result.to_dict(), indent=1) + "\n")]
-    accuracy = [
-        [n, f"{a:.1f}" if a is not None else "-"]
-        for n, a in zip(result.class_names, result.per_class_accuracy, strict=True)
-    ]
     text = (
         f"# {' + '.join(result.configs)} on {result.data} ({result.split})\n\n{results_table([result])}\n\n"
         f"{result.images} images, {len(result.skipped)} unreadable skipped, {result.seconds:.1f} s.\n\n"
-        + markdown_table(["class", "top-1 accuracy (%)"], accuracy)
+        + per_class_table(result.class_names, result.per_class_accuracy)
         + "\n"
     )
     written.append(write_text(out / f"{name}.md", text))
