@@ -18,6 +18,8 @@ from types import ModuleType
 
 import torch
 
+from .io import report
+
 SOURCES = ("bindings.cpp", "winograd_f32.cpp", "winograd_int8.cpp")
 HEADERS = ("kernels.h",)
 FLAGS = ["-O3", "-fopenmp", "-mavx512f", "-mavx512bw", "-mavx512dq", "-mavx512vl", "-mavx512vnni", "-mfma"]
@@ -74,6 +76,9 @@ def why_not() -> str | None:
 
 
 def _build() -> ModuleType:
+    import logging
+
+    logging.getLogger("torch.utils.cpp_extension").setLevel(logging.ERROR)  # its note that CUDA is absent
     from torch.utils.cpp_extension import load
 
     files = [resources.files("vggnet").joinpath("csrc", name) for name in SOURCES]
@@ -81,6 +86,8 @@ def _build() -> ModuleType:
     key = hashlib.sha256(b"\0".join([*texts, torch.__version__.encode(), " ".join(FLAGS).encode()])).hexdigest()[:16]
     folder = cache_dir() / f"native-{key}"
     folder.mkdir(parents=True, exist_ok=True)
+    if not any(folder.glob("*.so")):  # the first process pays for the build: say why it pauses
+        report(f"vggnet: building the compiled kernels once (about a minute) into {folder}")
     return load(
         name=f"vggnet_native_{key}",
         sources=[str(f) for f in files],
