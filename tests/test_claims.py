@@ -133,5 +133,6 @@ def test_little_loss_claims_use_the_margin():
     assert outcome(cmp, 3, gain=1.5).verdict == "not decided at this scale"  # 1.5 + 0.82 > 2 > 1.5 - 0.82
     assert outcome(cmp, 3, gain=4.0).verdict == "does not hold"  # 4 - 0.82 > 2, and the photos agree
     assert "D-gap loses 4.0 points (the claim allows less than 2)" in report.outcome_line(outcome(cmp, 3, gain=4.0))
+    assert "E higher by 5.5 points" in report.outcome_line(outcome(report.Comparison("E", "D"), 3, gain=-5.5))
     lower = report.outcome_line(outcome(cmp, 3, gain=-0.8))
     assert "D-gap loses nothing: it is 0.8 points lower (the claim allows a loss under 2)" in lower

@@ -181,7 +181,7 @@ def outcome_line(o: Outcome) -> str:
     cmp = o.comparison
     seeds = f"{len(o.seeds)} seed{'s' if len(o.seeds) != 1 else ''}"
     if cmp.margin is None:
-        gain = f"{cmp.better} lower by {o.gain:.1f} points"
+        gain = f"{cmp.better} {'lower' if o.gain >= 0 else 'higher'} by {abs(o.gain):.1f} points"
     elif o.gain >= 0:
         gain = f"{cmp.worse} loses {o.gain:.1f} points (the claim allows less than {cmp.margin:g})"
     else:
