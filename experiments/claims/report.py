@@ -237,6 +237,9 @@ def cost_lines(outcomes: list[Outcome], arms: dict[str, dict[int, dict[str, Any]
 def plot(arms: dict[str, dict[int, dict[str, Any]]], path: Path) -> None:
     """Top-1 error against parameters and against MACs (trained size), every seed a dot, the mean a marker."""
     from matplotlib.figure import Figure
+    from matplotlib.ticker import FuncFormatter
+
+    from vggnet.tables import short
 
     fig = Figure(figsize=(11, 4.2))
     axes = fig.subplots(1, 2)
@@ -248,7 +251,7 @@ def plot(arms: dict[str, dict[int, dict[str, Any]]], path: Path) -> None:
             ax.scatter([cost] * len(errors), errors, s=12, color=colour, alpha=0.5)
             ax.scatter([cost], [statistics.fmean(errors)], s=60, color=colour, marker="D", label=arm)
             ax.annotate(arm, (cost, statistics.fmean(errors)), textcoords="offset points", xytext=(6, 4), fontsize=8)
-        ax.set_xscale("log")
+        ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: short(v)))  # the arms span less than a decade
         ax.set_xlabel(f"{label} (width 1/8, 64-px input)")
         ax.set_ylabel("top-1 error on 3,925 photos (%)")
         ax.grid(alpha=0.3)
