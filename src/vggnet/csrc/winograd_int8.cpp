@@ -19,7 +19,10 @@
 
 namespace {
 
-constexpr int kTile = 4, kOut = 2, kPositions = 16, kPanel = 64, kRows = 6;
+// kRows tiles x 4 vectors of 16 output channels: 16 int32 accumulators. On Zen 4, vpdpbusd on zmm registers
+// keeps its full rate only while at most 16 accumulators are live (benchmarks/vnni_rate.cpp measures it);
+// 24 (6 rows) ran the GEMMs at about half speed.
+constexpr int kTile = 4, kOut = 2, kPositions = 16, kPanel = 64, kRows = 4;
 
 struct Layer {
   const float* x;        // (N, H, W, C)
@@ -154,8 +157,6 @@ void gemm(const Layer& L, int64_t p, int64_t kb, int64_t tc, const uint8_t* V, i
   int64_t t = 0;
   for (; t + kRows <= tc; t += kRows) micro<kRows>(A + t * L.c, L.c, B, L.c, comp, scale, Cm + t * L.kp, L.kp);
   switch (tc - t) {
-    case 5: micro<5>(A + t * L.c, L.c, B, L.c, comp, scale, Cm + t * L.kp, L.kp); break;
-    case 4: micro<4>(A + t * L.c, L.c, B, L.c, comp, scale, Cm + t * L.kp, L.kp); break;
     case 3: micro<3>(A + t * L.c, L.c, B, L.c, comp, scale, Cm + t * L.kp, L.kp); break;
     case 2: micro<2>(A + t * L.c, L.c, B, L.c, comp, scale, Cm + t * L.kp, L.kp); break;
     case 1: micro<1>(A + t * L.c, L.c, B, L.c, comp, scale, Cm + t * L.kp, L.kp); break;
