@@ -131,7 +131,9 @@ def test_int8_features_replaces_the_convs_and_keeps_the_indices():
     kinds = [type(m).__name__ for m in features]
     assert kinds.count("Int8WinogradConv2d") == 7  # A has 8 convs; conv1_1 (the raw image) stays fp32
     int8 = [m for m in features if isinstance(m, Int8WinogradConv2d)]
-    assert kinds.count("Conv2d") == 1 and all(m.relu for m in int8)
+    assert all(m.relu for m in int8)
+    # conv1_1 stays fp32: the compiled direct conv with its ReLU where the kernels run, torch's conv elsewhere
+    assert kinds[:2] == (["SmallConv2d", "Identity"] if native.kernels() is not None else ["Conv2d", "ReLU"])
     assert [m.pool for m in int8] == [True, False, True, False, True, False, True]  # A: conv2_1 .. conv5_2
     assert kinds.count("MaxPool2d") == 1  # after conv1_1, which stays fp32
     x = torch.randn(2, 3, 32, 32)

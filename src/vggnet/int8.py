@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from . import native
+from . import direct, native
 from .winograd import transforms
 
 POSITIONS = 16  # (2 + 2)^2 tile positions of F(2x2, 3x3)
@@ -161,7 +161,8 @@ def int8_features(
 ) -> nn.Sequential:
     """A copy of a VGG `features` stack (eval, BN folded), 3x3 convs as Int8WinogradConv2d (ReLU, max pool fused).
 
-    The first `skip` convs stay fp32 (conv1_1 sees the raw image through 3 channels). Each replaced conv's
+    The first `skip` convs stay fp32 (conv1_1 sees the raw image through 3 channels; where the compiled
+    kernels run, as `direct.SmallConv2d`). Each replaced conv's
     input is observed on the `calibration` batches (preprocessed images) for the range of its V.
     """
     mods = list(features)
@@ -198,6 +199,10 @@ def int8_features(
             # an Identity in place of each fused layer keeps the stack's indices (and feature_names) lined up
             layers += [nn.Identity()] * (relu + pool)
             i += relu + pool
+        elif direct.takes(mods[i]):  # conv1_1 in fp32, as the compiled direct conv (+ ReLU)
+            relu = i + 1 < len(mods) and isinstance(mods[i + 1], nn.ReLU)
+            layers += [direct.SmallConv2d(mods[i], relu=relu)] + [nn.Identity()] * relu
+            i += relu
         else:
             layers.append(mods[i])
         i += 1

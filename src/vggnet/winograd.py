@@ -27,7 +27,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from . import native
+from . import direct, native
 
 # The 1-D transforms of F(m, 3), interpolation points 0, 1, -1 (m = 2) and 0, 1, -1, 2, -2, infinity (m = 4).
 _MATRICES: dict[int, tuple[list[list[float]], list[list[float]], list[list[float]]]] = {
@@ -197,9 +197,10 @@ def worth_it(conv: nn.Conv2d) -> bool:
 def winogradify(features: nn.Sequential, m: int | None = None) -> nn.Sequential:
     """A copy of a VGG `features` stack whose 3x3 convs (and the ReLU after each) run as Winograd layers.
 
-    Only the convs where Winograd is faster (`worth_it`) are replaced; the rest stay as they are. The
-    ReLU after a replaced conv is fused into it and an `nn.Identity` keeps its place, so the stack's
-    indices (and `VGG.feature_names`) still line up.
+    Only the convs where Winograd is faster (`worth_it`) are replaced; a conv on few input channels
+    (conv1_1) becomes the compiled direct conv where the kernels run (`direct.SmallConv2d`); the rest stay
+    as they are. The ReLU after a replaced conv is fused into it and an `nn.Identity` keeps its place, so
+    the stack's indices (and `VGG.feature_names`) still line up.
     """
     layers: list[nn.Module] = []
     mods = list(features)
@@ -212,6 +213,10 @@ def winogradify(features: nn.Sequential, m: int | None = None) -> nn.Sequential:
             if relu:
                 layers.append(nn.Identity())
                 i += 1
+        elif direct.takes(layer):  # conv1_1: few input channels, the compiled direct conv
+            relu = i + 1 < len(mods) and isinstance(mods[i + 1], nn.ReLU)
+            layers += [direct.SmallConv2d(layer, relu=relu)] + [nn.Identity()] * relu
+            i += relu
         else:
             layers.append(layer)
         i += 1

@@ -10,5 +10,7 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("conv3x3_f2_int8", &vggnet::conv3x3_f2_int8,
         "3x3 conv + bias (+ReLU) (+2x2 max pool) as Winograd F(2x2, 3x3), int8 GEMMs (AVX-512 VNNI), NHWC fp32 "
         "in and out");
+  m.def("conv3x3_small", &vggnet::conv3x3_small,
+        "3x3 conv + bias (+ReLU), direct, for few input channels (VGG's conv1_1), NHWC fp32, AVX-512");
   m.def("cpu_has_vnni", &vggnet::cpu_has_vnni, "whether this CPU has AVX-512 VNNI");
 }

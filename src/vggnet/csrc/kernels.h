@@ -8,6 +8,8 @@
 #include <atomic>
 #include <condition_variable>
 #include <cstdint>
+#include <cstdlib>
+#include <list>
 #include <mutex>
 #include <thread>
 #include <vector>
@@ -24,6 +26,9 @@ at::Tensor conv3x3_f2_int8(const at::Tensor& x, const at::Tensor& u, const at::T
                            const at::Tensor& inv_s, const at::Tensor& zero_point, const at::Tensor& bias, bool relu,
                            bool pool, int64_t k, int64_t chunk, int64_t groups);
 
+// A direct 3x3 conv + bias (+ ReLU) for few input channels (VGG's conv1_1 on RGB) (conv_small.cpp).
+at::Tensor conv3x3_small(const at::Tensor& x, const at::Tensor& w, const at::Tensor& bias, bool relu);
+
 // Whether this CPU has AVX-512 VNNI (vpdpbusd), which the int8 kernel needs.
 bool cpu_has_vnni();
 
@@ -35,6 +40,62 @@ inline void* scratch(int64_t bytes) {
   auto address = reinterpret_cast<uintptr_t>(buffer.data());
   return reinterpret_cast<void*>((address + 63) & ~uintptr_t(63));
 }
+
+// Output buffers that come back. A fresh allocation of many MB is a page fault per 4 kB on every call (VGG16
+// at batch 8 makes about 300 MB of activations per forward), and torch's CPU allocator hands large blocks
+// back to the OS when they are freed. A kernel's output is taken from here instead: when the tensor is freed
+// its block returns to this cache, and the next call of the same size reuses it, already mapped. Blocks not
+// reused are freed oldest first once the cache holds more than kCachedBytes.
+class Buffers {
+ public:
+  static constexpr size_t kCachedBytes = size_t(1) << 30;
+
+  // An (N, C, H, W) float tensor in channels-last memory, from the cache where a block of its size is free.
+  static at::Tensor channels_last(int64_t n, int64_t c, int64_t h, int64_t w, const at::TensorOptions& options) {
+    const size_t bytes = std::max<size_t>(64, size_t(n * c * h * w) * sizeof(float));
+    void* block = get().take(bytes);
+    return at::from_blob(
+        block, {n, c, h, w}, {h * w * c, 1, w * c, c}, [bytes](void* p) { get().give(p, bytes); },
+        options.dtype(at::kFloat).device(at::kCPU));
+  }
+
+  static Buffers& get() {
+    static Buffers* buffers = new Buffers;  // never destroyed: tensors may be freed during static destruction
+    return *buffers;
+  }
+
+ private:
+  void* take(size_t bytes) {
+    {
+      std::lock_guard<std::mutex> lock(mutex_);
+      for (auto it = free_.begin(); it != free_.end(); ++it)
+        if (it->second == bytes) {
+          void* p = it->first;
+          cached_ -= bytes;
+          free_.erase(it);
+          return p;
+        }
+    }
+    void* p = std::aligned_alloc(64, (bytes + 63) / 64 * 64);
+    TORCH_CHECK(p != nullptr, "out of memory allocating ", bytes, " bytes");
+    return p;
+  }
+
+  void give(void* p, size_t bytes) {
+    std::lock_guard<std::mutex> lock(mutex_);
+    free_.emplace_front(p, bytes);
+    cached_ += bytes;
+    while (cached_ > kCachedBytes && !free_.empty()) {  // the oldest first
+      cached_ -= free_.back().second;
+      std::free(free_.back().first);
+      free_.pop_back();
+    }
+  }
+
+  std::mutex mutex_;
+  std::list<std::pair<void*, size_t>> free_;  // newest first
+  size_t cached_ = 0;
+};
 
 // How a layer's tiles become work items: chunks of `chunk` tiles, the output channels of each chunk in
 // `groups` groups of whole 64-wide panels; item i is chunk i / groups, panel group i % groups.

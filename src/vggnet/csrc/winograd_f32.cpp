@@ -178,7 +178,7 @@ at::Tensor vggnet::conv3x3_f4(const at::Tensor& x, const at::Tensor& u, const at
                   u.size(1) * kPanel >= k,
               "u must be packed (36, K/64, C, 64)");
   TORCH_CHECK(bias.is_contiguous() && bias.numel() == k, "bias must hold K values");
-  auto y = at::empty({n, k, h, w}, x.options().memory_format(at::MemoryFormat::ChannelsLast));
+  auto y = vggnet::Buffers::channels_last(n, k, h, w, x.options());
   Layer L{x.data_ptr<float>(), u.data_ptr<float>(), bias.data_ptr<float>(), y.data_ptr<float>(),
           n, h, w, c, k, u.size(1) * kPanel, (h + kOut - 1) / kOut, (w + kOut - 1) / kOut, relu};
   const int64_t tiles = n * L.th * L.tw, panels = L.kp / kPanel;

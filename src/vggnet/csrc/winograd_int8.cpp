@@ -196,8 +196,7 @@ at::Tensor vggnet::conv3x3_f2_int8(const at::Tensor& x, const at::Tensor& u, con
               "zero_point must hold 16 floats");
   TORCH_CHECK(bias.is_contiguous() && bias.numel() == k, "bias must hold K values");
   TORCH_CHECK(!pool || (h % 2 == 0 && w % 2 == 0), "pool needs an even height and width");
-  auto y = at::empty({n, k, pool ? h / 2 : h, pool ? w / 2 : w},
-                     x.options().memory_format(at::MemoryFormat::ChannelsLast));
+  auto y = vggnet::Buffers::channels_last(n, k, pool ? h / 2 : h, pool ? w / 2 : w, x.options());
   Layer L{x.data_ptr<float>(), u.data_ptr<int8_t>(), comp.data_ptr<int32_t>(), scale.data_ptr<float>(),
           inv_s.data_ptr<float>(), zero_point.data_ptr<float>(), bias.data_ptr<float>(), y.data_ptr<float>(),
           n, h, w, c, k, kp, (h + kOut - 1) / kOut, (w + kOut - 1) / kOut, relu, pool};

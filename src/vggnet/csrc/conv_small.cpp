@@ -1,0 +1,87 @@
+// A direct 3x3 conv (stride 1, padding 1) + bias (+ ReLU) for layers with few input channels: VGG's conv1_1,
+// which sees the RGB image. Winograd gains nothing there (3 input channels) and the GEMM libraries pad 3
+// channels out to a vector; here each output pixel is 9 C broadcasts times K/16 FMAs, six pixels at a time,
+// NHWC fp32 in and out. Work items are output rows.
+
+#include <immintrin.h>
+
+#include "kernels.h"
+
+namespace {
+
+struct Layer {
+  const float* x;     // (N, H, W, C)
+  const float* w;     // (3, 3, C, K)
+  const float* bias;  // (K)
+  float* y;           // (N, H, W, K)
+  int64_t n, h, w_, c, k;
+  bool relu;
+};
+
+constexpr int kPixels = 6;
+
+// R output pixels (x0 .. x0+R-1) of row y, V vectors of output channels from k0. Edge: some input pixels
+// of the 3x3 windows lie outside the image (the zero padding); they are skipped.
+template <int R, int V, bool Edge>
+inline void pixels(const Layer& L, int64_t img, int64_t y, int64_t x0, int64_t k0) {
+  __m512 acc[R][V];
+  for (int j = 0; j < V; ++j) {
+    const __m512 b = _mm512_loadu_ps(L.bias + k0 + 16 * j);
+    for (int r = 0; r < R; ++r) acc[r][j] = b;
+  }
+  for (int dy = 0; dy < 3; ++dy) {
+    const int64_t yy = y + dy - 1;
+    if (yy < 0 || yy >= L.h) continue;
+    const float* row = L.x + (img * L.h + yy) * L.w_ * L.c;
+    for (int dx = 0; dx < 3; ++dx) {
+      for (int64_t ci = 0; ci < L.c; ++ci) {
+        const float* wk = L.w + ((dy * 3 + dx) * L.c + ci) * L.k + k0;
+        __m512 wv[V];
+        for (int j = 0; j < V; ++j) wv[j] = _mm512_loadu_ps(wk + 16 * j);
+        for (int r = 0; r < R; ++r) {
+          const int64_t xx = x0 + r + dx - 1;
+          if (Edge && (xx < 0 || xx >= L.w_)) continue;
+          const __m512 a = _mm512_set1_ps(row[xx * L.c + ci]);
+          for (int j = 0; j < V; ++j) acc[r][j] = _mm512_fmadd_ps(a, wv[j], acc[r][j]);
+        }
+      }
+    }
+  }
+  const __m512 zero = _mm512_setzero_ps();
+  float* out = L.y + ((img * L.h + y) * L.w_ + x0) * L.k + k0;
+  for (int r = 0; r < R; ++r)
+    for (int j = 0; j < V; ++j) _mm512_storeu_ps(out + r * L.k + 16 * j, L.relu ? _mm512_max_ps(acc[r][j], zero) : acc[r][j]);
+}
+
+template <int V>
+void row(const Layer& L, int64_t img, int64_t y, int64_t k0) {
+  int64_t x0 = 0;
+  if (L.w_ >= kPixels) {
+    pixels<kPixels, V, true>(L, img, y, 0, k0);  // the left edge
+    for (x0 = kPixels; x0 + kPixels < L.w_; x0 += kPixels) pixels<kPixels, V, false>(L, img, y, x0, k0);
+  }
+  for (; x0 < L.w_; ++x0) pixels<1, V, true>(L, img, y, x0, k0);  // the right edge and what is left
+}
+
+}  // namespace
+
+at::Tensor vggnet::conv3x3_small(const at::Tensor& x, const at::Tensor& w, const at::Tensor& bias, bool relu) {
+  TORCH_CHECK(x.dim() == 4 && x.scalar_type() == at::kFloat, "x must be a float (N, C, H, W) tensor");
+  TORCH_CHECK(x.is_contiguous(at::MemoryFormat::ChannelsLast), "x must be channels-last");
+  const int64_t n = x.size(0), c = x.size(1), h = x.size(2), wd = x.size(3);
+  TORCH_CHECK(w.scalar_type() == at::kFloat && w.is_contiguous() && w.dim() == 4 && w.size(0) == 3 &&
+                  w.size(1) == 3 && w.size(2) == c && w.size(3) % 16 == 0,
+              "w must be float (3, 3, C, K), K a multiple of 16");
+  const int64_t k = w.size(3);
+  TORCH_CHECK(bias.scalar_type() == at::kFloat && bias.is_contiguous() && bias.numel() == k, "bias must hold K floats");
+  auto y = vggnet::Buffers::channels_last(n, k, h, wd, x.options());
+  const Layer L{x.data_ptr<float>(), w.data_ptr<float>(), bias.data_ptr<float>(), y.data_ptr<float>(), n, h, wd, c, k,
+                relu};
+  vggnet::for_each_item(n * h, [&](int64_t i, int64_t) {
+    const int64_t img = i / h, yy = i % h;
+    int64_t k0 = 0;
+    for (; k0 + 64 <= k; k0 += 64) row<4>(L, img, yy, k0);
+    for (; k0 < k; k0 += 16) row<1>(L, img, yy, k0);
+  });
+  return y;
+}

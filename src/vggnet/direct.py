@@ -1,0 +1,64 @@
+"""VGG's conv1_1 as a compiled direct convolution: the layer that sees the RGB image (3 input channels).
+
+Winograd saves nothing on 3 input channels, and oneDNN's conv pads them out to a vector; the compiled
+kernel (csrc/conv_small.cpp) spends 27 broadcasts and 27 K/16 FMAs per output pixel and fuses the ReLU.
+The fast fp32 path and the int8 path both run their first conv through it where the kernels are built;
+elsewhere the layer is torch's own conv.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from . import native
+
+MAX_CHANNELS = 8  # input channels up to which the direct kernel is used (RGB, grey, RGBA)
+
+
+def takes(conv: nn.Module) -> bool:
+    """Whether `conv` runs as a SmallConv2d: 3x3, stride 1, padding 1, few input channels, K a multiple of 16."""
+    return (
+        isinstance(conv, nn.Conv2d)
+        and conv.kernel_size == (3, 3)
+        and conv.stride == (1, 1)
+        and conv.padding == (1, 1)
+        and conv.dilation == (1, 1)
+        and conv.groups == 1
+        and conv.in_channels <= MAX_CHANNELS
+        and conv.out_channels % 16 == 0
+        and native.kernels() is not None
+    )
+
+
+class SmallConv2d(nn.Module):
+    """A 3x3, stride-1, padding-1 conv (+ ReLU) with few input channels, as the compiled direct kernel.
+
+    fp32, inference only; input and output NCHW in channels-last memory. Off the CPU, for other dtypes,
+    or without the compiled kernels it is torch's conv (+ ReLU).
+    """
+
+    def __init__(self, conv: nn.Conv2d, relu: bool = False) -> None:
+        super().__init__()
+        if not takes(conv) and native.kernels() is not None:
+            raise ValueError(
+                f"SmallConv2d needs a 3x3 conv, stride 1, padding 1, at most {MAX_CHANNELS} inputs: {conv}"
+            )
+        self.in_channels, self.out_channels, self.relu = conv.in_channels, conv.out_channels, relu
+        self.register_buffer("weight", conv.weight.detach().clone())
+        bias = conv.bias.detach() if conv.bias is not None else torch.zeros(conv.out_channels)
+        self.register_buffer("bias", bias.clone().float())
+        self.register_buffer("packed", conv.weight.detach().permute(2, 3, 1, 0).float().contiguous())  # (3, 3, C, K)
+
+    def extra_repr(self) -> str:
+        return f"{self.in_channels}, {self.out_channels}, direct 3x3, relu={self.relu}"
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.shape[1] != self.in_channels:
+            raise ValueError(f"SmallConv2d expects {self.in_channels} input channels, got {x.shape[1]}")
+        if x.device.type == "cpu" and x.dtype == torch.float32 and native.kernels() is not None:
+            x = x.contiguous(memory_format=torch.channels_last)
+            return native.kernels().conv3x3_small(x, self.packed, self.bias, self.relu)
+        y = F.conv2d(x, self.weight.to(x.dtype), self.bias.to(x.dtype), padding=1)
+        return y.relu_() if self.relu else y
