@@ -42,20 +42,19 @@ inline void* scratch(int64_t bytes) {
 }
 
 // Output buffers that come back. A fresh allocation of many MB is a page fault per 4 kB on every call (VGG16
-// at batch 8 makes about 300 MB of activations per forward), and torch's CPU allocator hands large blocks
+// at batch 8 makes hundreds of MB of activations per forward), and torch's CPU allocator hands large blocks
 // back to the OS when they are freed. A kernel's output is taken from here instead: when the tensor is freed
 // its block returns to this cache, and the next call of the same size reuses it, already mapped. Blocks not
-// reused are freed oldest first once the cache holds more than kCachedBytes.
+// reused are freed oldest first once the cache holds more than kCachedBytes (the most it adds to a process).
 class Buffers {
  public:
-  static constexpr size_t kCachedBytes = size_t(1) << 30;
+  static constexpr size_t kCachedBytes = size_t(512) << 20;
 
-  // An (N, C, H, W) float tensor in channels-last memory, from the cache where a block of its size is free.
+  // An (N, C, H, W) float tensor in channels-last memory, from the cache where a block of about its size is free.
   static at::Tensor channels_last(int64_t n, int64_t c, int64_t h, int64_t w, const at::TensorOptions& options) {
-    const size_t bytes = std::max<size_t>(64, size_t(n * c * h * w) * sizeof(float));
-    void* block = get().take(bytes);
+    const auto [block, bytes] = get().take(std::max<size_t>(64, size_t(n * c * h * w) * sizeof(float)));
     return at::from_blob(
-        block, {n, c, h, w}, {h * w * c, 1, w * c, c}, [bytes](void* p) { get().give(p, bytes); },
+        block, {n, c, h, w}, {h * w * c, 1, w * c, c}, [bytes = bytes](void* p) { get().give(p, bytes); },
         options.dtype(at::kFloat).device(at::kCPU));
   }
 
@@ -65,20 +64,25 @@ class Buffers {
   }
 
  private:
-  void* take(size_t bytes) {
+  // The smallest free block of `bytes` to 5/4 `bytes` (the sizes of one network's layers repeat exactly; the
+  // slack serves images of nearly the same size), or a new one. Returns the block and its size.
+  std::pair<void*, size_t> take(size_t bytes) {
     {
       std::lock_guard<std::mutex> lock(mutex_);
+      auto best = free_.end();
       for (auto it = free_.begin(); it != free_.end(); ++it)
-        if (it->second == bytes) {
-          void* p = it->first;
-          cached_ -= bytes;
-          free_.erase(it);
-          return p;
-        }
+        if (it->second >= bytes && it->second <= bytes / 4 * 5 && (best == free_.end() || it->second < best->second))
+          best = it;
+      if (best != free_.end()) {
+        const auto found = *best;
+        cached_ -= found.second;
+        free_.erase(best);
+        return found;
+      }
     }
     void* p = std::aligned_alloc(64, (bytes + 63) / 64 * 64);
     TORCH_CHECK(p != nullptr, "out of memory allocating ", bytes, " bytes");
-    return p;
+    return {p, bytes};
   }
 
   void give(void* p, size_t bytes) {
