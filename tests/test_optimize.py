@@ -130,23 +130,25 @@ def test_quantize_int8_fx_is_int8_and_close_to_fp32(head, keep_first_fp32, keep_
 
 
 # The Winograd path: the 3x3 convs but conv1_1 as int8 F(2x2) layers (7 of A's 8), FC6 and FC7 (and FC8
-# unless kept) as dynamic int8 Linears.
+# unless kept) as Int8Linears, a kept FC8 as a Float32Linear.
 @pytest.mark.parametrize("keep_last_fp32", [True, False])
 def test_quantize_int8_winograd_is_int8_and_close_to_fp32(keep_last_fp32):
     model = with_bn_statistics(build("A_bn", width=1 / 8, num_classes=6, input_size=64)).eval()
     calibration = [torch.randn(4, 3, 64, 64) for _ in range(3)]
     q = quantize_int8(model, calibration, winograd=True, keep_last_fp32=keep_last_fp32)
     kinds = Counter(type(m).__name__ for m in q.modules())
-    assert kinds["Int8WinogradConv2d"] == 7 and kinds["Conv2d"] == 1
-    assert kinds["Linear"] == 2 + (not keep_last_fp32) + keep_last_fp32  # dynamic int8 Linears share the name
-    dynamic = [m for m in q.modules() if ".dynamic" in type(m).__module__]
-    assert len(dynamic) == 2 + (not keep_last_fp32) and all(m.weight().dtype == torch.qint8 for m in dynamic)
+    assert kinds["Int8WinogradConv2d"] == 7 and kinds["Conv2d"] == 1  # conv1_1: 8 maps, too few for SmallConv2d
+    assert kinds["Int8Linear"] == 2 + (not keep_last_fp32) and kinds["Float32Linear"] == keep_last_fp32
+    assert kinds["Linear"] == 0 and type(q.quantized).__name__ == "Int8Net"
     x = torch.randn(4, 3, 64, 64)
     with torch.no_grad():
         ref = model(x)
     out = q(x)
     assert out.dtype == torch.float32 and out.shape == (4, 6)
     assert max_rel_error(out, ref) < INT8_RTOL
+    bigger = torch.randn(2, 3, 96, 80)  # a 3x2 feature map: the average pool runs, then the channels-last flatten
+    with torch.no_grad():
+        assert max_rel_error(q(bigger), model(bigger)) < INT8_RTOL
 
 
 def test_quantize_int8_errors():

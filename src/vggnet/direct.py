@@ -35,8 +35,8 @@ def takes(conv: nn.Module) -> bool:
 class SmallConv2d(nn.Module):
     """A 3x3, stride-1, padding-1 conv (+ ReLU) with few input channels, as the compiled direct kernel.
 
-    fp32, inference only; input and output NCHW in channels-last memory. Off the CPU, for other dtypes,
-    or without the compiled kernels it is torch's conv (+ ReLU).
+    fp32, inference only; input NCHW in any memory layout, output in channels-last memory. Off the CPU,
+    for other dtypes, or without the compiled kernels it is torch's conv (+ ReLU).
     """
 
     def __init__(self, conv: nn.Conv2d, relu: bool = False) -> None:
@@ -58,7 +58,6 @@ class SmallConv2d(nn.Module):
         if x.shape[1] != self.in_channels:
             raise ValueError(f"SmallConv2d expects {self.in_channels} input channels, got {x.shape[1]}")
         if x.device.type == "cpu" and x.dtype == torch.float32 and native.kernels() is not None:
-            x = x.contiguous(memory_format=torch.channels_last)
-            return native.kernels().conv3x3_small(x, self.packed, self.bias, self.relu)
+            return native.kernels().conv3x3_small(x, self.packed, self.bias, self.relu)  # any layout in, NHWC out
         y = F.conv2d(x, self.weight.to(x.dtype), self.bias.to(x.dtype), padding=1)
         return y.relu_() if self.relu else y

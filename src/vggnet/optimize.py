@@ -151,8 +151,8 @@ def quantize_int8(
 
     `calibration_batches`: a few batches of preprocessed images, as the model expects them. With
     `winograd` (default: where the compiled kernel runs, `vggnet.int8.kernel_available()`) the 3x3 convs
-    become int8 Winograd F(2x2) layers (`vggnet.int8`, AVX-512 VNNI) and the FC layers dynamic int8
-    Linears; otherwise FX graph mode quantisation (fbgemm/oneDNN): per-channel int8 weights, per-tensor
+    become int8 Winograd F(2x2) layers (`vggnet.int8`, AVX-512 VNNI) and the FC layers `Int8Linear`s
+    (int8 weights, each input row rounded to u8 as the layer runs); otherwise FX graph mode quantisation (fbgemm/oneDNN): per-channel int8 weights, per-tensor
     uint8 activations. `keep_first_fp32` leaves conv1_1 in float: it sees the raw image (3 channels, 0.6%
     of VGG16's multiply-accumulates), and on the Imagenette nets of experiments/imagenette it raised the
     FX path's top-1 agreement with fp32 from 98.5% to 99.1% (A-LRN, width 1/4). `keep_last_fp32` leaves
@@ -194,20 +194,21 @@ def quantize_int8(
 
 
 def _winograd_int8(base: VGG, batches: list[torch.Tensor], keep_first: bool, keep_last: bool) -> Int8VGG:
-    """quantize_int8's Winograd path: int8 F(2x2) convs (vggnet.int8), dynamic int8 FC layers (fbgemm)."""
-    from torch.ao.quantization import per_channel_dynamic_qconfig, quantize_dynamic
-
+    """quantize_int8's Winograd path: int8 F(2x2) convs (vggnet.int8) and FC layers (vggnet.linear)."""
     from .int8 import int8_features
+    from .linear import int8_classifier, int8_net
 
     base = base.cpu().eval().to(memory_format=torch.channels_last)
     calibration = [b.contiguous(memory_format=torch.channels_last) for b in batches]
-    base.features = int8_features(base.features, calibration, skip=1 if keep_first else 0)
-    if base.cfg.head != "conv":  # a conv head's FC6-FC8 stay fp32: dense_head reads their weights
-        linears = [name for name, m in base.classifier.named_children() if isinstance(m, nn.Linear)]
-        chosen = linears[:-1] if keep_last else linears
-        with warnings.catch_warnings():  # torch's quantized tensors warn that they are deprecated; they are what ships
-            warnings.simplefilter("ignore")
-            torch.backends.quantized.engine = "x86"
-            spec = {name: per_channel_dynamic_qconfig for name in chosen}
-            base.classifier = quantize_dynamic(base.classifier, spec, dtype=torch.qint8)
+    features = int8_features(base.features, calibration, skip=1 if keep_first else 0)
+    if base.cfg.head == "conv":  # a conv head's FC6-FC8 stay fp32: dense_head reads their weights
+        base.features = features
+        return Int8VGG(base, base, channels_last=True)
+    first = base.classifier[0]
+    pooled = base.grid if base.cfg.head == "fc" else 1
+    if isinstance(first, nn.Linear) and first.in_features == base.feature_channels * pooled**2:
+        # the input stays as it comes: conv1_1's kernel reads NCHW, and every later layer writes channels-last
+        return Int8VGG(base, int8_net(features, base.avgpool, base.classifier, base.feature_channels, keep_last))
+    base.features = features  # a factorised FC6 (vggnet.compress): it reads torch.flatten's order as before
+    base.classifier = int8_classifier(base.classifier, keep_last=keep_last)
     return Int8VGG(base, base, channels_last=True)

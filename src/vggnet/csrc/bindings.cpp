@@ -12,5 +12,8 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
         "in and out");
   m.def("conv3x3_small", &vggnet::conv3x3_small,
         "3x3 conv + bias (+ReLU), direct, for few input channels (VGG's conv1_1), NHWC fp32, AVX-512");
+  m.def("linear_int8", &vggnet::linear_int8,
+        "x W^T + bias (+ReLU): int8 weights, u8 rows (dynamic, per row), AVX-512 VNNI, fp32 in and out");
+  m.def("linear_f32", &vggnet::linear_f32, "x W^T + bias (+ReLU) in fp32, AVX-512, on the kernels' workers");
   m.def("cpu_has_vnni", &vggnet::cpu_has_vnni, "whether this CPU has AVX-512 VNNI");
 }

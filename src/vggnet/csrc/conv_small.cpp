@@ -1,7 +1,8 @@
 // A direct 3x3 conv (stride 1, padding 1) + bias (+ ReLU) for layers with few input channels: VGG's conv1_1,
 // which sees the RGB image. Winograd gains nothing there (3 input channels) and the GEMM libraries pad 3
-// channels out to a vector; here each output pixel is 9 C broadcasts times K/16 FMAs, six pixels at a time,
-// NHWC fp32 in and out. Work items are output rows.
+// channels out to a vector; here each output pixel is 9 C broadcasts times K/16 FMAs, six pixels at a time.
+// fp32; the input in any memory layout (an NCHW image needs no copy to channels-last first), the output
+// NHWC. Work items are output rows.
 
 #include <immintrin.h>
 
@@ -10,11 +11,11 @@
 namespace {
 
 struct Layer {
-  const float* x;     // (N, H, W, C)
+  const float* x;     // (N, C, H, W), strides sn, sc, sh, sw
   const float* w;     // (3, 3, C, K)
   const float* bias;  // (K)
   float* y;           // (N, H, W, K)
-  int64_t n, h, w_, c, k;
+  int64_t n, h, w_, c, k, sn, sc, sh, sw;
   bool relu;
 };
 
@@ -32,7 +33,7 @@ inline void pixels(const Layer& L, int64_t img, int64_t y, int64_t x0, int64_t k
   for (int dy = 0; dy < 3; ++dy) {
     const int64_t yy = y + dy - 1;
     if (yy < 0 || yy >= L.h) continue;
-    const float* row = L.x + (img * L.h + yy) * L.w_ * L.c;
+    const float* row = L.x + img * L.sn + yy * L.sh;
     for (int dx = 0; dx < 3; ++dx) {
       for (int64_t ci = 0; ci < L.c; ++ci) {
         const float* wk = L.w + ((dy * 3 + dx) * L.c + ci) * L.k + k0;
@@ -41,7 +42,7 @@ inline void pixels(const Layer& L, int64_t img, int64_t y, int64_t x0, int64_t k
         for (int r = 0; r < R; ++r) {
           const int64_t xx = x0 + r + dx - 1;
           if (Edge && (xx < 0 || xx >= L.w_)) continue;
-          const __m512 a = _mm512_set1_ps(row[xx * L.c + ci]);
+          const __m512 a = _mm512_set1_ps(row[xx * L.sw + ci * L.sc]);
           for (int j = 0; j < V; ++j) acc[r][j] = _mm512_fmadd_ps(a, wv[j], acc[r][j]);
         }
       }
@@ -67,7 +68,6 @@ void row(const Layer& L, int64_t img, int64_t y, int64_t k0) {
 
 at::Tensor vggnet::conv3x3_small(const at::Tensor& x, const at::Tensor& w, const at::Tensor& bias, bool relu) {
   TORCH_CHECK(x.dim() == 4 && x.scalar_type() == at::kFloat, "x must be a float (N, C, H, W) tensor");
-  TORCH_CHECK(x.is_contiguous(at::MemoryFormat::ChannelsLast), "x must be channels-last");
   const int64_t n = x.size(0), c = x.size(1), h = x.size(2), wd = x.size(3);
   TORCH_CHECK(w.scalar_type() == at::kFloat && w.is_contiguous() && w.dim() == 4 && w.size(0) == 3 &&
                   w.size(1) == 3 && w.size(2) == c && w.size(3) % 16 == 0,
@@ -75,8 +75,8 @@ at::Tensor vggnet::conv3x3_small(const at::Tensor& x, const at::Tensor& w, const
   const int64_t k = w.size(3);
   TORCH_CHECK(bias.scalar_type() == at::kFloat && bias.is_contiguous() && bias.numel() == k, "bias must hold K floats");
   auto y = vggnet::Buffers::channels_last(n, k, h, wd, x.options());
-  const Layer L{x.data_ptr<float>(), w.data_ptr<float>(), bias.data_ptr<float>(), y.data_ptr<float>(), n, h, wd, c, k,
-                relu};
+  const Layer L{x.data_ptr<float>(), w.data_ptr<float>(), bias.data_ptr<float>(), y.data_ptr<float>(),
+                n, h, wd, c, k, x.stride(0), x.stride(1), x.stride(2), x.stride(3), relu};
   vggnet::for_each_item(n * h, [&](int64_t i, int64_t) {
     const int64_t img = i / h, yy = i % h;
     int64_t k0 = 0;

@@ -29,6 +29,13 @@ at::Tensor conv3x3_f2_int8(const at::Tensor& x, const at::Tensor& u, const at::T
 // A direct 3x3 conv + bias (+ ReLU) for few input channels (VGG's conv1_1 on RGB) (conv_small.cpp).
 at::Tensor conv3x3_small(const at::Tensor& x, const at::Tensor& w, const at::Tensor& bias, bool relu);
 
+// y = x W^T + bias (+ ReLU), W int8 with a scale per output, x rounded to u8 per row (linear.cpp).
+at::Tensor linear_int8(const at::Tensor& x, const at::Tensor& w, const at::Tensor& wsum, const at::Tensor& wscale,
+                       const at::Tensor& bias, bool relu);
+
+// y = x W^T + bias (+ ReLU) in fp32, W packed (Kout_p / 16, Kin, 16) (linear.cpp).
+at::Tensor linear_f32(const at::Tensor& x, const at::Tensor& w, const at::Tensor& bias, bool relu);
+
 // Whether this CPU has AVX-512 VNNI (vpdpbusd), which the int8 kernel needs.
 bool cpu_has_vnni();
 

@@ -1,0 +1,197 @@
+// The FC layers of the int8 net. FC6 and FC7 in int8: y = x W^T + b (+ ReLU) with W int8 (a scale per output),
+// x rounded to u8 per row (its own scale and zero point, from the row's range), the products summed by
+// vpdpbusd (AVX-512 VNNI). FC8 in fp32 (FMA). At batch 1 these layers read each weight once per call, so
+// they run at the speed of memory; the kernels stream the weights once for up to 4 rows at a time, K in
+// slices that stay in the core's L2 while the next rows reuse them. They run on the kernels' own workers
+// (kernels.h), so a forward pass of the int8 net never wakes torch's OpenMP pool, whose threads spin for a
+// while after every parallel region and take a core from the next layer.
+
+#include <immintrin.h>
+
+#include <cmath>
+
+#include "kernels.h"
+
+namespace {
+
+constexpr int kBlock = 64;     // outputs per work item: 4 vectors of 16
+constexpr int kRows = 4;       // rows per pass: 4 x 4 = 16 accumulators (see winograd_int8.cpp)
+constexpr int64_t kSlice = 1024;  // inputs per slice: 64 KB of weights per item, reused by every row pass
+
+struct Layer {
+  const uint8_t* xq;     // (N, Kin4) u8
+  const int32_t* zero;   // (N) the rows' zero points
+  const float* xscale;   // (N)
+  const int8_t* w;       // (Kout_p / 16, Kin4 / 4, 16, 4)
+  const int32_t* wsum;   // (Kout_p) sum over k of W[o][k]
+  const float* wscale;   // (Kout_p)
+  const float* bias;     // (Kout)
+  float* y;              // (N, Kout)
+  int64_t n, kin4, kout;
+  bool relu;
+};
+
+// acc[R x 64] (int32, in memory between slices) += xq[rows, k0:k1] . W[o0:o0+64, k0:k1]^T
+template <int R>
+inline void slice(const Layer& L, int64_t row0, int64_t o0, int64_t k0, int64_t k1, int32_t* acc) {
+  __m512i a[R][4];
+  for (int r = 0; r < R; ++r)
+    for (int j = 0; j < 4; ++j) a[r][j] = _mm512_loadu_si512(acc + r * kBlock + 16 * j);
+  const int8_t* w[4];
+  for (int j = 0; j < 4; ++j) w[j] = L.w + ((o0 / 16 + j) * (L.kin4 / 4)) * 64;
+  for (int64_t k = k0; k < k1; k += 4) {
+    __m512i wv[4];
+    for (int j = 0; j < 4; ++j) wv[j] = _mm512_loadu_si512(w[j] + k * 16);
+    for (int r = 0; r < R; ++r) {
+      int32_t four;
+      __builtin_memcpy(&four, L.xq + (row0 + r) * L.kin4 + k, 4);
+      const __m512i x = _mm512_set1_epi32(four);
+      for (int j = 0; j < 4; ++j) a[r][j] = _mm512_dpbusd_epi32(a[r][j], x, wv[j]);
+    }
+  }
+  for (int r = 0; r < R; ++r)
+    for (int j = 0; j < 4; ++j) _mm512_storeu_si512(acc + r * kBlock + 16 * j, a[r][j]);
+}
+
+void item(const Layer& L, int64_t o0, int32_t* acc) {
+  for (int64_t row0 = 0; row0 < L.n; row0 += kRows) {
+    const int64_t rows = std::min<int64_t>(kRows, L.n - row0);
+    std::fill(acc, acc + rows * kBlock, 0);
+    for (int64_t k0 = 0; k0 < L.kin4; k0 += kSlice) {
+      const int64_t k1 = std::min(L.kin4, k0 + kSlice);
+      switch (rows) {
+        case 4: slice<4>(L, row0, o0, k0, k1, acc); break;
+        case 3: slice<3>(L, row0, o0, k0, k1, acc); break;
+        case 2: slice<2>(L, row0, o0, k0, k1, acc); break;
+        default: slice<1>(L, row0, o0, k0, k1, acc); break;
+      }
+    }
+    for (int64_t r = 0; r < rows; ++r) {
+      const int64_t row = row0 + r;
+      for (int64_t o = o0; o < std::min(L.kout, o0 + kBlock); ++o) {
+        const int32_t sum = acc[r * kBlock + (o - o0)] - L.zero[row] * L.wsum[o];
+        float v = static_cast<float>(sum) * (L.xscale[row] * L.wscale[o]) + L.bias[o];
+        L.y[row * L.kout + o] = L.relu ? std::max(v, 0.f) : v;
+      }
+    }
+  }
+}
+
+// A row of x to u8 over its range [min(x, 0), max(x, 0)]: q = round(x * (1 / s)) + z, in fp32 as vggnet/int8.py's
+// reference computes it; s = (hi - lo) / 255 and z = round(-lo / s).
+void quantize_row(const float* x, int64_t kin, uint8_t* q, int32_t& zero, float& scale) {
+  __m512 lo16 = _mm512_setzero_ps(), hi16 = _mm512_setzero_ps();
+  int64_t k = 0;
+  for (; k + 16 <= kin; k += 16) {
+    const __m512 v = _mm512_loadu_ps(x + k);
+    lo16 = _mm512_min_ps(lo16, v), hi16 = _mm512_max_ps(hi16, v);
+  }
+  float lo = _mm512_reduce_min_ps(lo16), hi = _mm512_reduce_max_ps(hi16);
+  for (int64_t t = k; t < kin; ++t) lo = std::min(lo, x[t]), hi = std::max(hi, x[t]);
+  scale = hi > lo ? (hi - lo) / 255.f : 1.f;
+  zero = static_cast<int32_t>(std::nearbyint(-lo / scale));
+  const float inv = 1.f / scale;
+  const __m512 inv16 = _mm512_set1_ps(inv), z16 = _mm512_set1_ps(static_cast<float>(zero));
+  for (k = 0; k + 16 <= kin; k += 16) {
+    const __m512 v = _mm512_add_ps(
+        _mm512_roundscale_ps(_mm512_mul_ps(_mm512_loadu_ps(x + k), inv16), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC),
+        z16);
+    const __m512i i = _mm512_max_epi32(_mm512_cvtps_epi32(v), _mm512_setzero_si512());
+    _mm_storeu_si128(reinterpret_cast<__m128i*>(q + k), _mm512_cvtusepi32_epi8(i));
+  }
+  for (; k < kin; ++k) {
+    const float v = std::nearbyint(x[k] * inv) + static_cast<float>(zero);
+    q[k] = static_cast<uint8_t>(std::min(255.f, std::max(0.f, v)));
+  }
+}
+
+// The fp32 layer (FC8): acc[R x 64] (fp32, in memory between slices) += x[rows, k0:k1] . W[o0:o0+64, k0:k1]^T,
+// W packed (Kout_p / 16, Kin, 16).
+template <int R>
+inline void slice_f32(const float* x, int64_t kin, const float* w, int64_t row0, int64_t o0, int64_t k0, int64_t k1,
+                      float* acc) {
+  __m512 a[R][4];
+  for (int r = 0; r < R; ++r)
+    for (int j = 0; j < 4; ++j) a[r][j] = _mm512_loadu_ps(acc + r * kBlock + 16 * j);
+  for (int64_t k = k0; k < k1; ++k) {
+    __m512 wv[4];
+    for (int j = 0; j < 4; ++j) wv[j] = _mm512_loadu_ps(w + ((o0 / 16 + j) * kin + k) * 16);
+    for (int r = 0; r < R; ++r) {
+      const __m512 xv = _mm512_set1_ps(x[(row0 + r) * kin + k]);
+      for (int j = 0; j < 4; ++j) a[r][j] = _mm512_fmadd_ps(xv, wv[j], a[r][j]);
+    }
+  }
+  for (int r = 0; r < R; ++r)
+    for (int j = 0; j < 4; ++j) _mm512_storeu_ps(acc + r * kBlock + 16 * j, a[r][j]);
+}
+
+void item_f32(const float* x, int64_t n, int64_t kin, const float* w, const float* bias, int64_t kout, bool relu,
+              float* y, int64_t o0, float* acc) {
+  for (int64_t row0 = 0; row0 < n; row0 += kRows) {
+    const int64_t rows = std::min<int64_t>(kRows, n - row0);
+    std::fill(acc, acc + rows * kBlock, 0.f);
+    for (int64_t k0 = 0; k0 < kin; k0 += kSlice) {
+      const int64_t k1 = std::min(kin, k0 + kSlice);
+      switch (rows) {
+        case 4: slice_f32<4>(x, kin, w, row0, o0, k0, k1, acc); break;
+        case 3: slice_f32<3>(x, kin, w, row0, o0, k0, k1, acc); break;
+        case 2: slice_f32<2>(x, kin, w, row0, o0, k0, k1, acc); break;
+        default: slice_f32<1>(x, kin, w, row0, o0, k0, k1, acc); break;
+      }
+    }
+    for (int64_t r = 0; r < rows; ++r)
+      for (int64_t o = o0; o < std::min(kout, o0 + kBlock); ++o) {
+        const float v = acc[r * kBlock + (o - o0)] + bias[o];
+        y[(row0 + r) * kout + o] = relu ? std::max(v, 0.f) : v;
+      }
+  }
+}
+
+}  // namespace
+
+at::Tensor vggnet::linear_f32(const at::Tensor& x, const at::Tensor& w, const at::Tensor& bias, bool relu) {
+  TORCH_CHECK(x.dim() == 2 && x.scalar_type() == at::kFloat, "x must be a float (N, K) tensor");
+  TORCH_CHECK(w.scalar_type() == at::kFloat && w.is_contiguous() && w.dim() == 3 && w.size(2) == 16 && w.size(0) % 4 == 0,
+              "w must be float packed (Kout_p / 16, Kin, 16), Kout_p a multiple of 64");
+  const int64_t n = x.size(0), kin = x.size(1), kout = bias.numel();
+  TORCH_CHECK(w.size(1) == kin, "x has ", kin, " inputs; the weights take ", w.size(1));
+  TORCH_CHECK(kout <= w.size(0) * 16 && bias.scalar_type() == at::kFloat && bias.is_contiguous(),
+              "bias must hold Kout floats");
+  const at::Tensor xc = x.contiguous();
+  auto y = at::empty({n, kout}, x.options());
+  const int64_t threads = std::max<int64_t>(1, at::get_num_threads());
+  auto* acc = static_cast<float*>(vggnet::scratch(threads * kRows * kBlock * sizeof(float)));
+  vggnet::for_each_item(w.size(0) / 4, [&](int64_t i, int64_t slot) {
+    item_f32(xc.data_ptr<float>(), n, kin, w.data_ptr<float>(), bias.data_ptr<float>(), kout, relu,
+             y.data_ptr<float>(), i * kBlock, acc + slot * kRows * kBlock);
+  });
+  return y;
+}
+
+at::Tensor vggnet::linear_int8(const at::Tensor& x, const at::Tensor& w, const at::Tensor& wsum,
+                               const at::Tensor& wscale, const at::Tensor& bias, bool relu) {
+  TORCH_CHECK(x.dim() == 2 && x.scalar_type() == at::kFloat, "x must be a float (N, K) tensor");
+  TORCH_CHECK(w.scalar_type() == at::kChar && w.is_contiguous() && w.dim() == 4 && w.size(2) == 16 && w.size(3) == 4 &&
+                  w.size(0) % 4 == 0,
+              "w must be int8 packed (Kout_p / 16, Kin4 / 4, 16, 4), Kout_p a multiple of 64");
+  const int64_t n = x.size(0), kin = x.size(1), kin4 = w.size(1) * 4, kout_p = w.size(0) * 16, kout = bias.numel();
+  TORCH_CHECK(kin <= kin4 && kin4 < kin + 4, "x has ", kin, " inputs; the weights take ", kin4);
+  TORCH_CHECK(kout <= kout_p && bias.scalar_type() == at::kFloat && bias.is_contiguous(), "bias must hold Kout floats");
+  TORCH_CHECK(wsum.scalar_type() == at::kInt && wsum.is_contiguous() && wsum.numel() == kout_p, "wsum must be int32 (Kout_p)");
+  TORCH_CHECK(wscale.scalar_type() == at::kFloat && wscale.is_contiguous() && wscale.numel() == kout_p,
+              "wscale must be float (Kout_p)");
+  const at::Tensor xc = x.contiguous();
+  // each row to u8 over its own range (zero kept exact): v = round(x / s) + z
+  std::vector<uint8_t> xq(n * kin4, 0);
+  std::vector<int32_t> zero(n);
+  std::vector<float> xscale(n);
+  const float* xp = xc.data_ptr<float>();
+  for (int64_t r = 0; r < n; ++r) quantize_row(xp + r * kin, kin, xq.data() + r * kin4, zero[r], xscale[r]);
+  auto y = at::empty({n, kout}, x.options());
+  const Layer L{xq.data(), zero.data(), xscale.data(), w.data_ptr<int8_t>(), wsum.data_ptr<int32_t>(),
+                wscale.data_ptr<float>(), bias.data_ptr<float>(), y.data_ptr<float>(), n, kin4, kout, relu};
+  const int64_t threads = std::max<int64_t>(1, at::get_num_threads());
+  auto* acc = static_cast<int32_t*>(vggnet::scratch(threads * kRows * kBlock * sizeof(int32_t)));
+  vggnet::for_each_item(kout_p / kBlock, [&](int64_t i, int64_t slot) { item(L, i * kBlock, acc + slot * kRows * kBlock); });
+  return y;
+}
