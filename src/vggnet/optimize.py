@@ -62,7 +62,9 @@ class InferenceVGG(nn.Module):
         self._forward = torch.compile(model, dynamic=False) if compiled else model
 
     def _input(self, x: torch.Tensor) -> torch.Tensor:
-        return x.contiguous(memory_format=torch.channels_last) if self.channels_last else x
+        if not self.channels_last or type(self.model.features[0]).__name__ == "SmallConv2d":
+            return x  # conv1_1's compiled kernel reads the NCHW image as it is and writes channels-last
+        return x.contiguous(memory_format=torch.channels_last)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Class logits (N, classes), computed under inference_mode."""
