@@ -67,3 +67,10 @@ def test_other_inputs_take_torchs_conv():
     assert torch.allclose(layer(x), reference(conv, x, True))
     with pytest.raises(ValueError, match="expects 3 input channels, got 4"):
         layer(torch.randn(1, 4, 6, 6))
+
+
+def test_a_conv_the_kernel_cannot_compute_is_refused():
+    with pytest.raises(ValueError, match="SmallConv2d needs a 3x3 conv, stride 1, padding 1, at most 8 inputs"):
+        SmallConv2d(nn.Conv2d(3, 64, 5, padding=2))
+    with pytest.raises(ValueError, match="a multiple of 16 outputs"):
+        SmallConv2d(nn.Conv2d(3, 60, 3, padding=1))

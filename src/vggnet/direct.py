@@ -17,8 +17,8 @@ from . import native
 MAX_CHANNELS = 8  # input channels up to which the direct kernel is used (RGB, grey, RGBA)
 
 
-def takes(conv: nn.Module) -> bool:
-    """Whether `conv` runs as a SmallConv2d: 3x3, stride 1, padding 1, few input channels, K a multiple of 16."""
+def fits(conv: nn.Module) -> bool:
+    """Whether the kernel computes `conv`: 3x3, stride 1, padding 1, few input channels, K a multiple of 16."""
     return (
         isinstance(conv, nn.Conv2d)
         and conv.kernel_size == (3, 3)
@@ -28,8 +28,12 @@ def takes(conv: nn.Module) -> bool:
         and conv.groups == 1
         and conv.in_channels <= MAX_CHANNELS
         and conv.out_channels % 16 == 0
-        and native.kernels() is not None
     )
+
+
+def takes(conv: nn.Module) -> bool:
+    """Whether `conv` becomes a SmallConv2d here: it fits the kernel, and the compiled kernels are built."""
+    return fits(conv) and native.kernels() is not None
 
 
 class SmallConv2d(nn.Module):
@@ -41,9 +45,10 @@ class SmallConv2d(nn.Module):
 
     def __init__(self, conv: nn.Conv2d, relu: bool = False) -> None:
         super().__init__()
-        if not takes(conv) and native.kernels() is not None:
+        if not fits(conv):
             raise ValueError(
-                f"SmallConv2d needs a 3x3 conv, stride 1, padding 1, at most {MAX_CHANNELS} inputs: {conv}"
+                f"SmallConv2d needs a 3x3 conv, stride 1, padding 1, at most {MAX_CHANNELS} inputs and a multiple "
+                f"of 16 outputs: {conv}"
             )
         self.in_channels, self.out_channels, self.relu = conv.in_channels, conv.out_channels, relu
         self.register_buffer("weight", conv.weight.detach().clone())

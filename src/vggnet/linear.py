@@ -13,12 +13,12 @@ import torch.nn.functional as F
 from torch import nn
 
 from . import native
+from .int8 import kernel_available
 
 
 def kernels_run(x: torch.Tensor) -> bool:
     """Whether x goes to the compiled kernels: fp32 on the CPU, the kernels built, the CPU with VNNI."""
-    k = native.kernels()
-    return x.device.type == "cpu" and x.dtype == torch.float32 and k is not None and bool(k.cpu_has_vnni())
+    return x.device.type == "cpu" and x.dtype == torch.float32 and kernel_available()
 
 
 class Int8Linear(nn.Module):
@@ -140,14 +140,19 @@ def _reads_channels_last(linear: nn.Linear, c: int, h: int, w: int) -> nn.Linear
     return out
 
 
+def pooled_size(avgpool: nn.AdaptiveAvgPool2d) -> tuple[int, int]:
+    """The (height, width) the average pool gives."""
+    size = avgpool.output_size
+    return tuple(size) if isinstance(size, (tuple, list)) else (size, size)  # type: ignore[return-value]
+
+
 class Int8Net(nn.Module):
     """The int8 VGG (fc or gap head): int8 features, then the classifier above on the channels-last map."""
 
     def __init__(self, features: nn.Sequential, avgpool: nn.AdaptiveAvgPool2d, classifier: nn.Sequential) -> None:
         super().__init__()
         self.features, self.avgpool, self.classifier = features, avgpool, classifier
-        size = avgpool.output_size
-        self.pooled = tuple(size) if isinstance(size, (tuple, list)) else (size, size)
+        self.pooled = pooled_size(avgpool)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         f = self.features(x)
@@ -164,5 +169,5 @@ def int8_net(
     keep_last: bool = True,
 ) -> Int8Net:
     """Int8Net from int8 features (`channels` maps out) and a fp32 VGG classifier (quantised here)."""
-    h, w = Int8Net(features, avgpool, classifier).pooled
+    h, w = pooled_size(avgpool)
     return Int8Net(features, avgpool, int8_classifier(classifier, keep_last, channels_last=(channels, h, w)))
