@@ -93,6 +93,16 @@ def test_optimize_with_compile_matches_eval_model():
 INT8_RTOL = 0.1
 
 
+def assert_int8_close_to_fp32(q: nn.Module, model: nn.Module) -> None:
+    """q's logits on a batch of 4 are fp32, shaped (4, 6), and within INT8_RTOL of the fp32 model's."""
+    x = torch.randn(4, 3, 64, 64)
+    with torch.no_grad():
+        ref = model(x)
+    out = q(x)
+    assert out.dtype == torch.float32 and out.shape == (4, 6)
+    assert max_rel_error(out, ref) < INT8_RTOL
+
+
 # Every weight layer of configuration A becomes an int8 module, ReLU fused where one follows; conv1_1 and FC8
 # stay float unless keep_first_fp32 / keep_last_fp32 are False.
 INT8_LAYERS = {
@@ -121,12 +131,7 @@ def test_quantize_int8_fx_is_int8_and_close_to_fp32(head, keep_first_fp32, keep_
     float_layers = [m for m in q.modules() if type(m) in (torch.nn.Linear, torch.nn.Conv2d)]
     sizes = [m.out_features if isinstance(m, torch.nn.Linear) else m.out_channels for m in float_layers]
     assert sizes == [8] * keep_first_fp32 + [6] * keep_last_fp32  # conv1_1 has 64 / 8 channels
-    x = torch.randn(4, 3, 64, 64)
-    with torch.no_grad():
-        ref = model(x)
-    out = q(x)
-    assert out.dtype == torch.float32 and out.shape == (4, 6)
-    assert max_rel_error(out, ref) < INT8_RTOL
+    assert_int8_close_to_fp32(q, model)
 
 
 # The Winograd path: the 3x3 convs but conv1_1 as int8 F(2x2) layers (7 of A's 8), FC6 and FC7 (and FC8
@@ -140,12 +145,7 @@ def test_quantize_int8_winograd_is_int8_and_close_to_fp32(keep_last_fp32):
     assert kinds["Int8WinogradConv2d"] == 7 and kinds["Conv2d"] == 1  # conv1_1: 8 maps, too few for SmallConv2d
     assert kinds["Int8Linear"] == 2 + (not keep_last_fp32) and kinds["Float32Linear"] == keep_last_fp32
     assert kinds["Linear"] == 0 and type(q.quantized).__name__ == "Int8Net"
-    x = torch.randn(4, 3, 64, 64)
-    with torch.no_grad():
-        ref = model(x)
-    out = q(x)
-    assert out.dtype == torch.float32 and out.shape == (4, 6)
-    assert max_rel_error(out, ref) < INT8_RTOL
+    assert_int8_close_to_fp32(q, model)
     bigger = torch.randn(2, 3, 96, 80)  # a 3x2 feature map: the average pool runs, then the channels-last flatten
     with torch.no_grad():
         assert max_rel_error(q(bigger), model(bigger)) < INT8_RTOL

@@ -17,18 +17,21 @@ from . import native
 MAX_CHANNELS = 8  # input channels up to which the direct kernel is used (RGB, grey, RGBA)
 
 
-def fits(conv: nn.Module) -> bool:
-    """Whether the kernel computes `conv`: 3x3, stride 1, padding 1, few input channels, K a multiple of 16."""
+def vgg_3x3(conv: nn.Module) -> bool:
+    """Whether `conv` is a VGG conv: 3x3, stride 1, padding 1, groups 1, dilation 1 (what the kernels compute)."""
     return (
         isinstance(conv, nn.Conv2d)
         and conv.kernel_size == (3, 3)
         and conv.stride == (1, 1)
         and conv.padding == (1, 1)
-        and conv.dilation == (1, 1)
         and conv.groups == 1
-        and conv.in_channels <= MAX_CHANNELS
-        and conv.out_channels % 16 == 0
+        and conv.dilation == (1, 1)
     )
+
+
+def fits(conv: nn.Module) -> bool:
+    """Whether the kernel computes `conv`: a VGG 3x3 conv with few input channels and K a multiple of 16."""
+    return vgg_3x3(conv) and conv.in_channels <= MAX_CHANNELS and conv.out_channels % 16 == 0
 
 
 def takes(conv: nn.Module) -> bool:

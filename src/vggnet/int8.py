@@ -146,14 +146,7 @@ class Int8WinogradConv2d(nn.Module):
 
 def quantizable(conv: nn.Module) -> bool:
     """A conv the int8 Winograd layer takes: 3x3, stride 1, padding 1, groups 1, dilation 1."""
-    return (
-        isinstance(conv, nn.Conv2d)
-        and conv.kernel_size == (3, 3)
-        and conv.stride == (1, 1)
-        and conv.padding == (1, 1)
-        and conv.groups == 1
-        and conv.dilation == (1, 1)
-    )
+    return direct.vgg_3x3(conv)
 
 
 def int8_features(
