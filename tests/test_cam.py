@@ -3,56 +3,90 @@ import torch
 import torch.nn.functional as F
 
 from vggnet import build
+from vggnet import cam as cam_module
 from vggnet.cam import class_activation_map, gradcam, gradcams, last_relu, top_gradcams
 from vggnet.features import features_at
 from vggnet.weights import Preprocessing
 
 W = 1 / 16
-SIDE, PATCH = 32, 8
-COLOURS = torch.tensor([[1.0, 0.0, 0.0], [0.0, 1.0, 0.0]])  # class 0: a red patch, class 1: a green one, class 2: none
+SIDE, PATCH = 64, 8
 CENTRED = Preprocessing(mean=(0.5, 0.5, 0.5), std=(0.25, 0.25, 0.25))  # zero padding = the grey background
 
 
-def patches(n: int, g: torch.Generator, classes: int = 3) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Grey noise with a coloured square whose colour is the class: (x 0-1 RGB, labels, top-left corners).
+def two_patches(n: int, g: torch.Generator) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Grey noise with a red square in the left third and a green one in the right third of each image.
 
-    The third class (no square) makes both colours positive evidence: with two classes, a net may learn
-    one colour as "not the other", and Grad-CAM, which keeps only positive evidence, shows nothing.
+    Returns (x 0-1 RGB, red mask, green mask), the masks (N, SIDE, SIDE) booleans.
     """
     x = (0.4 + 0.2 * torch.rand(n, 1, SIDE, SIDE, generator=g)).expand(n, 3, SIDE, SIDE).clone()
-    y = torch.randint(0, classes, (n,), generator=g)
-    corner = torch.randint(0, SIDE - PATCH + 1, (n, 2), generator=g)
-    for i, (r, c) in enumerate(corner.tolist()):
-        if y[i] < len(COLOURS):
-            x[i, :, r : r + PATCH, c : c + PATCH] = COLOURS[y[i]][:, None, None]
-    return x, y, corner
+    masks = torch.zeros(2, n, SIDE, SIDE, dtype=torch.bool)
+    for colour, low in ((0, 0), (1, 2 * SIDE // 3)):
+        rows = torch.randint(0, SIDE - PATCH + 1, (n,), generator=g).tolist()
+        cols = torch.randint(low, low + SIDE // 3 - PATCH + 1, (n,), generator=g).tolist()
+        for i, (r, c) in enumerate(zip(rows, cols, strict=True)):
+            masks[colour, i, r : r + PATCH, c : c + PATCH] = True
+            x[i, :, r : r + PATCH, c : c + PATCH] = torch.eye(3)[colour][:, None, None]
+    return x, masks[0], masks[1]
 
 
 @pytest.fixture(scope="module")
-def patch_net():
-    """A gap-head VGG A trained for 30 steps to tell the square's colour or its absence."""
-    torch.manual_seed(0)
-    model = build("A_bn", width=W, num_classes=3, head="gap", input_size=SIDE)
-    g = torch.Generator().manual_seed(0)
-    opt = torch.optim.Adam(model.parameters(), 1e-2)
-    for _ in range(30):
-        x, y, _ = patches(32, g)
-        loss = F.cross_entropy(model(CENTRED(x)), y)
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
+def colour_net():
+    """A gap-head VGG A whose weights are set by hand, so that Grad-CAM's answer is known on any CPU.
+
+    conv1_1's channel 0 is relu(R - G - 1) and channel 1 relu(G - R - 1) of the centred image: 3 on a red
+    (resp. green) pixel, exactly 0 on grey, where R = G. Every later conv passes channels 0 and 1 through
+    (centre tap 1), the max pools shrink them, and the head scores class 0 as the mean of channel 0, class 1
+    as that of channel 1, class 2 as a constant. The values are small integers, so no rounding differs.
+    """
+    model = build("A", width=W, num_classes=3, head="gap", input_size=SIDE)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.zero_()
+        convs = [m for m in model.features if isinstance(m, torch.nn.Conv2d)]
+        convs[0].weight[0, :2, 1, 1] = torch.tensor([1.0, -1.0])
+        convs[0].weight[1, :2, 1, 1] = torch.tensor([-1.0, 1.0])
+        convs[0].bias[:2] = -1.0
+        for conv in convs[1:]:
+            conv.weight[0, 0, 1, 1] = conv.weight[1, 1, 1, 1] = 1.0
+        head = model.classifier[0]
+        head.weight[0, 0] = head.weight[1, 1] = 1.0
+        head.bias[2] = 1.0
     return model.eval()
 
 
-@pytest.mark.parametrize("layer", ["relu2_1", "relu3_1"])
-def test_gradcam_peaks_on_the_patch_that_decides_the_class(patch_net, layer):
-    x, y, corner = patches(16, torch.Generator().manual_seed(1), classes=2)
-    assert (patch_net(CENTRED(x)).argmax(1) == y).all()
-    cam = gradcam(patch_net, x, layer, preprocessing=CENTRED)
-    assert cam.shape == (16, SIDE, SIDE) and cam.min() >= 0 and torch.allclose(cam.amax(dim=(1, 2)), torch.ones(16))
-    for i, (r, c) in enumerate(corner.tolist()):
-        top_r, top_c = divmod(cam[i].argmax().item(), SIDE)
-        assert r <= top_r < r + PATCH and c <= top_c < c + PATCH, (i, (top_r, top_c), (r, c))
+def pooled(mask: torch.Tensor, factor: int) -> torch.Tensor:
+    """A (N, H, W) boolean mask after the max pools that bring the image to a layer's resolution, as 0/1 floats."""
+    return F.max_pool2d(mask[:, None].float(), factor)[:, 0]
+
+
+@pytest.mark.parametrize(("layer", "factor"), [("relu2_1", 2), ("relu3_1", 4), ("relu4_2", 8)])
+def test_gradcam_lights_the_patch_of_the_target_class_and_nothing_else(colour_net, layer, factor):
+    x, red, green = two_patches(8, torch.Generator().manual_seed(1))
+    for target, mine, other in ((0, red, green), (1, green, red)):
+        cam = gradcam(colour_net, x, layer, target, CENTRED, upsample=False)
+        # Grad-CAM weights channel k by the mean gradient of the class score there: only the target's colour
+        # channel has one, and it is positive, so the map is that channel's activation: the pooled patch
+        assert torch.equal(cam, pooled(mine, factor)), (layer, target)
+        assert (cam * pooled(other, factor)).sum() == 0
+        full = gradcam(colour_net, x, layer, target, CENTRED)
+        assert full.shape == (8, SIDE, SIDE) and torch.allclose(full.amax(dim=(1, 2)), torch.ones(8))
+        assert (full[other] == 0).all() and (full[mine] > 0).all()
+
+
+MISTAKES = {  # what a wrong Grad-CAM would compute in place of vggnet.cam._cam / _targets
+    "_cam: activations without gradient weights": lambda a, g, size: cam_module._normalised(a.detach().sum(1), size),
+    "_cam: the gradient's sign flipped": lambda a, g, size: cam_module._normalised(
+        (-g.mean(dim=(2, 3), keepdim=True) * a.detach()).sum(1).clamp(min=0), size
+    ),
+    "_targets: the other class's score": lambda target, logits: 1 - torch.as_tensor(target).expand(len(logits)),
+}
+
+
+@pytest.mark.parametrize("mistake", MISTAKES)
+def test_the_known_answer_fails_a_wrong_gradcam(colour_net, monkeypatch, mistake):
+    monkeypatch.setattr(cam_module, mistake.split(":")[0], MISTAKES[mistake])
+    x, red, _ = two_patches(4, torch.Generator().manual_seed(2))
+    assert not torch.equal(gradcam(colour_net, x, "relu3_1", 0, CENTRED, upsample=False), pooled(red, 4))
 
 
 def test_gradcam_is_the_gradient_weighted_sum_and_layers_share_one_pass():
@@ -99,12 +133,12 @@ def test_default_target_is_the_top_class_and_bad_arguments_are_one_line_errors()
         class_activation_map(model, x)
 
 
-def test_cam_of_the_gap_head_agrees_with_gradcam_at_the_pooled_layer(patch_net):
-    x, _, _ = patches(4, torch.Generator().manual_seed(2), classes=2)
-    x = F.interpolate(x, scale_factor=4)  # 128 px: a 4x4 final map, so the maps have somewhere to differ
-    cam = class_activation_map(patch_net, x, preprocessing=CENTRED, upsample=False)
-    grad = gradcam(patch_net, x, "pool5", preprocessing=CENTRED, upsample=False)
-    assert cam.shape == grad.shape == (4, 4, 4) and cam.min() == 0 and (cam.amax(dim=(1, 2)) == 1).all()
-    # for a linear head on global average pooling, both are w_c . A up to an offset and a scale
-    assert torch.equal(cam.flatten(1).argmax(1), grad.flatten(1).argmax(1))
-    assert class_activation_map(patch_net, x, preprocessing=CENTRED).shape == (4, 128, 128)
+def test_cam_of_the_gap_head_agrees_with_gradcam_at_the_pooled_layer(colour_net):
+    x, red, _ = two_patches(4, torch.Generator().manual_seed(3))
+    x = F.interpolate(x, scale_factor=2)  # 128 px: a 4x4 final map
+    cam = class_activation_map(colour_net, x, 0, preprocessing=CENTRED, upsample=False)
+    grad = gradcam(colour_net, x, "pool5", 0, preprocessing=CENTRED, upsample=False)
+    # for a linear head on global average pooling, both are w_c . A up to an offset and a scale: here channel 0
+    expected = pooled(F.interpolate(red[:, None].float(), scale_factor=2)[:, 0].bool(), 32)
+    assert cam.shape == grad.shape == (4, 4, 4) and torch.equal(cam, expected) and torch.equal(grad, expected)
+    assert class_activation_map(colour_net, x, preprocessing=CENTRED).shape == (4, 128, 128)
