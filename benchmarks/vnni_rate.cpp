@@ -1,7 +1,7 @@
 // How many vpdpbusd (AVX-512 VNNI, zmm) and vfmadd (zmm) one core retires per second with N independent
 // accumulators, N = 4 .. 28. Built and run by benchmarks/vnni_rate.py; the figures go to
 // benchmarks/results/vnni_rate.md. Why it exists: the int8 GEMM micro-kernel's shape (kRows in
-// src/vggnet/csrc/winograd_int8.cpp) depends on where this rate falls off.
+// src/vggnet/cpu/csrc/winograd_int8.cpp) depends on where this rate falls off.
 #include <immintrin.h>
 
 #include <chrono>

@@ -88,7 +88,7 @@ def optimize_for_inference(
 ) -> InferenceVGG:
     """The fast fp32 path for prediction: eval mode, BN folded, channels-last, optionally Winograd and torch.compile.
 
-    `winograd` runs the 3x3 convs where it pays (`vggnet.winograd.worth_it`) as Winograd F(4x4, 3x3) /
+    `winograd` runs the 3x3 convs where it pays (`vggnet.cpu.winograd.worth_it`) as Winograd F(4x4, 3x3) /
     F(2x2, 3x3) layers: 2.25-4x fewer multiplications, outputs equal to the direct convs within about
     1e-5 of their scale (fp32). It needs channels-last. The input model is not modified. Compilation
     happens on the first call of each new input shape.
@@ -100,7 +100,7 @@ def optimize_for_inference(
     if channels_last:
         base = base.to(memory_format=torch.channels_last)
     if winograd:
-        from .winograd import winogradify
+        from .cpu.winograd import winogradify
 
         base.features = winogradify(base.features)
     return InferenceVGG(base, channels_last, compile)
@@ -152,15 +152,15 @@ def quantize_int8(
     """Post-training static int8 quantisation for x86 CPUs, calibrated on `calibration_batches`.
 
     `calibration_batches`: a few batches of preprocessed images, as the model expects them. With
-    `winograd` (default: where the compiled kernel runs, `vggnet.int8.kernel_available()`) the 3x3 convs
-    become int8 Winograd F(2x2) layers (`vggnet.int8`, AVX-512 VNNI) and the FC layers `Int8Linear`s
+    `winograd` (default: where the compiled kernel runs, `vggnet.cpu.int8_conv.kernel_available()`) the 3x3 convs
+    become int8 Winograd F(2x2) layers (`vggnet.cpu.int8_conv`, AVX-512 VNNI) and the FC layers `Int8Linear`s
     (int8 weights, each input row rounded to u8 as the layer runs); otherwise FX graph mode quantisation (fbgemm/oneDNN): per-channel int8 weights, per-tensor
     uint8 activations. `keep_first_fp32` leaves conv1_1 in float: it sees the raw image (3 channels, 0.6%
     of VGG16's multiply-accumulates), and on the Imagenette nets of experiments/imagenette it raised the
     FX path's top-1 agreement with fp32 from 98.5% to 99.1% (A-LRN, width 1/4). `keep_last_fp32` leaves
     the class layer (FC8) in float: it decides the top-1 and holds 0.1% of VGG16's multiply-accumulates.
     """
-    from .int8 import kernel_available
+    from .cpu.int8_conv import kernel_available
 
     base = fold_batchnorm(model) if fold_bn else copy.deepcopy(model).eval()
     batches = iter(calibration_batches)
@@ -196,9 +196,9 @@ def quantize_int8(
 
 
 def _winograd_int8(base: VGG, batches: list[torch.Tensor], keep_first: bool, keep_last: bool) -> Int8VGG:
-    """quantize_int8's Winograd path: int8 F(2x2) convs (vggnet.int8) and FC layers (vggnet.linear)."""
-    from .int8 import int8_features
-    from .linear import int8_classifier, int8_net
+    """quantize_int8's Winograd path: int8 F(2x2) convs (vggnet.cpu.int8_conv) and FC layers (vggnet.cpu.fc_layers)."""
+    from .cpu.fc_layers import int8_classifier, int8_net
+    from .cpu.int8_conv import int8_features
 
     base = base.cpu().eval().to(memory_format=torch.channels_last)
     calibration = [b.contiguous(memory_format=torch.channels_last) for b in batches]

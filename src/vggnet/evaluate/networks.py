@@ -120,12 +120,12 @@ def load_networks(
     """Load every planned network onto `device`, prepared by `for_evaluation` (content hashes checked with `verify`).
 
     `fast` folds BatchNorm into the convs and, on the CPU, runs the 3x3 convs where it pays as Winograd
-    layers (`vggnet.winograd`); other devices keep their own convolution library. `backend` "onnxruntime"
+    layers (`vggnet.cpu.winograd`); other devices keep their own convolution library. `backend` "onnxruntime"
     or "openvino" runs each network's exported dense net in that runtime instead (`vggnet.backends`).
     """
     from ..backends import runtime_model
+    from ..cpu.winograd import winogradify
     from ..optimize import fold_batchnorm
-    from ..winograd import winogradify
 
     networks = []
     for f, _, scales in plan:

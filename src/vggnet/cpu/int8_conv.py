@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from . import direct, native
+from . import compiled, first_conv
 from .winograd import transforms
 
 POSITIONS = 16  # (2 + 2)^2 tile positions of F(2x2, 3x3)
@@ -30,7 +30,7 @@ ALPHA = 0.5  # SmoothQuant's migration strength for the channel scales (see int8
 
 def kernel_available() -> bool:
     """Whether the compiled int8 kernel runs here (built, and the CPU has AVX-512 VNNI)."""
-    k = native.kernels()
+    k = compiled.kernels()
     return k is not None and bool(k.cpu_has_vnni())
 
 
@@ -116,7 +116,7 @@ class Int8WinogradConv2d(nn.Module):
         x = self._padded(x).float().contiguous(memory_format=torch.channels_last)
         fused = self.pool and x.shape[2] % 2 == 0 and x.shape[3] % 2 == 0  # odd sizes: the pool as its own step
         args = (self.packed, self.comp, self.scale, self.inv_s, self.zero_point, self.bias, self.relu, fused)
-        y = native.kernels().conv3x3_f2_int8(x, *args, self.bias.numel(), 0, 0)
+        y = compiled.kernels().conv3x3_f2_int8(x, *args, self.bias.numel(), 0, 0)
         if y.shape[1] != self.out_channels:  # zero channels cut off, dense again for the next layer
             y = y[:, : self.out_channels].contiguous(memory_format=torch.channels_last)
         return F.max_pool2d(y, 2) if self.pool and not fused else y
@@ -146,7 +146,7 @@ class Int8WinogradConv2d(nn.Module):
 
 def quantizable(conv: nn.Module) -> bool:
     """A conv the int8 Winograd layer takes: 3x3, stride 1, padding 1, groups 1, dilation 1."""
-    return direct.vgg_3x3(conv)
+    return first_conv.vgg_3x3(conv)
 
 
 def int8_features(
@@ -155,7 +155,7 @@ def int8_features(
     """A copy of a VGG `features` stack (eval, BN folded), 3x3 convs as Int8WinogradConv2d (ReLU, max pool fused).
 
     The first `skip` convs stay fp32 (conv1_1 sees the raw image through 3 channels; where the compiled
-    kernels run, as `direct.SmallConv2d`). Each replaced conv's
+    kernels run, as `first_conv.SmallConv2d`). Each replaced conv's
     input is observed on the `calibration` batches (preprocessed images) for the range of its V.
     """
     mods = list(features)
@@ -192,9 +192,9 @@ def int8_features(
             # an Identity in place of each fused layer keeps the stack's indices (and feature_names) lined up
             layers += [nn.Identity()] * (relu + pool)
             i += relu + pool
-        elif direct.takes(mods[i]):  # conv1_1 in fp32, as the compiled direct conv (+ ReLU)
+        elif first_conv.takes(mods[i]):  # conv1_1 in fp32, as the compiled direct conv (+ ReLU)
             relu = i + 1 < len(mods) and isinstance(mods[i + 1], nn.ReLU)
-            layers += [direct.SmallConv2d(mods[i], relu=relu)] + [nn.Identity()] * relu
+            layers += [first_conv.SmallConv2d(mods[i], relu=relu)] + [nn.Identity()] * relu
             i += relu
         else:
             layers.append(mods[i])

@@ -1,6 +1,6 @@
 """The classifier of the int8 net: FC6 and FC7 in int8, FC8 in fp32, on the compiled kernels' own workers.
 
-`int8_net` puts it together with the int8 features (vggnet.int8) into one module, `Int8Net`, whose
+`int8_net` puts it together with the int8 features (vggnet.cpu.int8_conv) into one module, `Int8Net`, whose
 forward pass runs no torch kernel that wakes the OpenMP pool: the flatten reads the last feature map in
 its channels-last memory as it is (FC6's weights are permuted to match), and the average pool, which
 VGG's 224x224 input makes an identity, is skipped when it is one.
@@ -12,8 +12,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from . import native
-from .int8 import kernel_available
+from . import compiled
+from .int8_conv import kernel_available
 
 
 def kernels_run(x: torch.Tensor) -> bool:
@@ -51,7 +51,7 @@ class Int8Linear(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         _check(self, x)
         if kernels_run(x):
-            return native.kernels().linear_int8(x, self.packed, self.wsum, self.wscale, self.bias, self.relu)
+            return compiled.kernels().linear_int8(x, self.packed, self.wsum, self.wscale, self.bias, self.relu)
         return self.reference(x)
 
     def reference(self, x: torch.Tensor) -> torch.Tensor:
@@ -84,7 +84,7 @@ class Float32Linear(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         _check(self, x)
         if kernels_run(x):
-            return native.kernels().linear_f32(x, self.packed, self.bias, self.relu)
+            return compiled.kernels().linear_f32(x, self.packed, self.bias, self.relu)
         y = F.linear(x, self.weight.to(x), self.bias.to(x))
         return y.relu() if self.relu else y
 

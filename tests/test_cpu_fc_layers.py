@@ -1,4 +1,4 @@
-"""vggnet.linear: the int8 net's FC layers equal their integer reference, and Int8Net reads the map as it lies."""
+"""vggnet.cpu.fc_layers: the int8 net's FC layers equal their integer reference, and Int8Net reads the map as it lies."""
 
 import pytest
 import torch
@@ -7,7 +7,7 @@ from torch import nn
 
 from vggnet import build
 from vggnet.compress import factorise
-from vggnet.linear import Float32Linear, Int8Linear, Int8Net, _reads_channels_last, int8_classifier, kernels_run
+from vggnet.cpu.fc_layers import Float32Linear, Int8Linear, Int8Net, _reads_channels_last, int8_classifier, kernels_run
 from vggnet.optimize import quantize_int8
 
 needs_kernels = pytest.mark.skipif(

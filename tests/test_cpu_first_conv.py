@@ -1,14 +1,14 @@
-"""vggnet.direct: conv1_1 as the compiled direct conv equals torch's conv, and its output buffers come back."""
+"""vggnet.cpu.first_conv: conv1_1 as the compiled direct conv equals torch's conv, and its output buffers come back."""
 
 import pytest
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from vggnet import native
-from vggnet.direct import SmallConv2d, takes
+from vggnet.cpu import compiled
+from vggnet.cpu.first_conv import SmallConv2d, takes
 
-needs_kernels = pytest.mark.skipif(native.kernels() is None, reason=f"no compiled kernels: {native.why_not()}")
+needs_kernels = pytest.mark.skipif(compiled.kernels() is None, reason=f"no compiled kernels: {compiled.why_not()}")
 
 
 def reference(conv: nn.Conv2d, x: torch.Tensor, relu: bool) -> torch.Tensor:
@@ -53,7 +53,7 @@ def test_a_held_output_is_not_overwritten_and_a_freed_one_comes_back():
 
 
 def test_takes_only_small_3x3_convs():
-    assert takes(nn.Conv2d(3, 64, 3, padding=1)) == (native.kernels() is not None)
+    assert takes(nn.Conv2d(3, 64, 3, padding=1)) == (compiled.kernels() is not None)
     assert not takes(nn.Conv2d(16, 64, 3, padding=1))  # Winograd's layer
     assert not takes(nn.Conv2d(3, 60, 3, padding=1))  # K not a multiple of 16
     assert not takes(nn.Conv2d(3, 64, 3, padding=1, stride=2))

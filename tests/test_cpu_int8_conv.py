@@ -1,4 +1,4 @@
-"""vggnet.int8: int8 Winograd F(2x2, 3x3) layers against their float64 reference and the direct convolution."""
+"""vggnet.cpu.int8_conv: int8 Winograd F(2x2, 3x3) layers against their float64 reference and the direct convolution."""
 
 import pytest
 import torch
@@ -6,10 +6,18 @@ import torch.nn.functional as F
 from torch import nn
 
 from helpers import randomize_bn
-from vggnet import build, native
-from vggnet.int8 import Int8WinogradConv2d, input_tiles, int8_features, kernel_available, quantizable, tile_range
+from vggnet import build
+from vggnet.cpu import compiled
+from vggnet.cpu.int8_conv import (
+    Int8WinogradConv2d,
+    input_tiles,
+    int8_features,
+    kernel_available,
+    quantizable,
+    tile_range,
+)
+from vggnet.cpu.winograd import transforms
 from vggnet.optimize import fold_batchnorm
-from vggnet.winograd import transforms
 
 # One layer's int8 rounding (u8 V, int8 U), relative to the output's norm: measured 1.0-1.7% on random
 # weights and ReLU'd Gaussian inputs at 16-256 channels; 3% still fails for a wrong scale or zero point.
@@ -75,7 +83,7 @@ def test_reference_is_close_to_the_direct_convolution(n, c, k, h, w, relu):
 )
 def test_kernel_equals_its_reference(n, c, k, h, w, relu):
     if not kernel_available():
-        pytest.skip(f"no int8 kernel: {native.why_not() or 'the CPU lacks AVX-512 VNNI'}")
+        pytest.skip(f"no int8 kernel: {compiled.why_not() or 'the CPU lacks AVX-512 VNNI'}")
     conv, x, q = layer(n, c, k, h, w, relu, seed=h)
     out = q(x)
     assert out.shape == (n, k, h, w) and out.is_contiguous(memory_format=torch.channels_last)
@@ -84,19 +92,19 @@ def test_kernel_equals_its_reference(n, c, k, h, w, relu):
 
 def test_kernel_chunks_and_groups_do_not_change_the_result():
     if not kernel_available():
-        pytest.skip(f"no int8 kernel: {native.why_not() or 'the CPU lacks AVX-512 VNNI'}")
+        pytest.skip(f"no int8 kernel: {compiled.why_not() or 'the CPU lacks AVX-512 VNNI'}")
     _, x, q = layer(3, 64, 192, 11, 10, relu=True)
     x = x.contiguous(memory_format=torch.channels_last)
     args = (q.packed, q.comp, q.scale, q.inv_s, q.zero_point, q.bias, True, False, 192)
-    auto = native.kernels().conv3x3_f2_int8(x, *args, 0, 0)
+    auto = compiled.kernels().conv3x3_f2_int8(x, *args, 0, 0)
     for chunk, groups in [(1, 1), (7, 2), (6, 3), (1000, 1)]:
-        assert torch.equal(native.kernels().conv3x3_f2_int8(x, *args, chunk, groups), auto)
+        assert torch.equal(compiled.kernels().conv3x3_f2_int8(x, *args, chunk, groups), auto)
 
 
 @pytest.mark.parametrize(("h", "w"), [(12, 10), (28, 28), (2, 2), (9, 14), (7, 7)])
 def test_the_fused_max_pool_equals_pooling_after_the_layer(h, w):
     if not kernel_available():
-        pytest.skip(f"no int8 kernel: {native.why_not() or 'the CPU lacks AVX-512 VNNI'}")
+        pytest.skip(f"no int8 kernel: {compiled.why_not() or 'the CPU lacks AVX-512 VNNI'}")
     conv, x, q = layer(2, 32, 80, h, w, relu=True, seed=w, pool=True)  # odd sizes: pooled after the kernel
     ref = F.max_pool2d(Int8WinogradConv2d(conv, *tile_range(x), relu=True)(x), 2)
     out = q(x)
@@ -107,7 +115,7 @@ def test_the_fused_max_pool_equals_pooling_after_the_layer(h, w):
 
 def test_without_the_kernel_the_reference_runs(monkeypatch):
     conv, x, q = layer(1, 16, 32, 6, 6)
-    monkeypatch.setattr(native, "kernels", lambda: None)
+    monkeypatch.setattr(compiled, "kernels", lambda: None)
     assert torch.equal(q(x), q.reference(x))
 
 
@@ -133,7 +141,7 @@ def test_int8_features_replaces_the_convs_and_keeps_the_indices():
     int8 = [m for m in features if isinstance(m, Int8WinogradConv2d)]
     assert all(m.relu for m in int8)
     # conv1_1 stays fp32: the compiled direct conv with its ReLU where the kernels run, torch's conv elsewhere
-    assert kinds[:2] == (["SmallConv2d", "Identity"] if native.kernels() is not None else ["Conv2d", "ReLU"])
+    assert kinds[:2] == (["SmallConv2d", "Identity"] if compiled.kernels() is not None else ["Conv2d", "ReLU"])
     assert [m.pool for m in int8] == [True, False, True, False, True, False, True]  # A: conv2_1 .. conv5_2
     assert kinds.count("MaxPool2d") == 1  # after conv1_1, which stays fp32
     x = torch.randn(2, 3, 32, 32)
@@ -147,7 +155,7 @@ def test_int8_features_replaces_the_convs_and_keeps_the_indices():
 
 def test_the_kernel_gives_the_same_result_on_any_thread_count_and_from_several_threads():
     if not kernel_available():
-        pytest.skip(f"no int8 kernel: {native.why_not() or 'the CPU lacks AVX-512 VNNI'}")
+        pytest.skip(f"no int8 kernel: {compiled.why_not() or 'the CPU lacks AVX-512 VNNI'}")
     from concurrent.futures import ThreadPoolExecutor
 
     _, x, q = layer(2, 64, 128, 20, 18, relu=True, pool=True)

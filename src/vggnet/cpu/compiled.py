@@ -1,4 +1,4 @@
-"""The compiled kernels (csrc/*.cpp, AVX-512): built on first use with torch's extension tooling, then cached.
+"""The compiled kernels (cpu/csrc/*.cpp, AVX-512): built on first use with torch's extension tooling, then cached.
 
 `kernels()` returns the loaded extension, or None where it cannot be had: no AVX-512 CPU, no C++
 compiler or ninja, a failed build, or VGGNET_NATIVE=0 in the environment. Callers then take their
@@ -18,7 +18,7 @@ from types import ModuleType
 
 import torch
 
-from .io import report
+from ..io import report
 
 SOURCES = ("bindings.cpp", "winograd_f32.cpp", "winograd_int8.cpp", "conv_small.cpp", "linear.cpp")
 HEADERS = ("kernels.h",)
@@ -81,8 +81,8 @@ def _build() -> ModuleType:
     logging.getLogger("torch.utils.cpp_extension").setLevel(logging.ERROR)  # its note that CUDA is absent
     from torch.utils.cpp_extension import load
 
-    files = [resources.files("vggnet").joinpath("csrc", name) for name in SOURCES]
-    texts = [Path(str(resources.files("vggnet").joinpath("csrc", name))).read_bytes() for name in SOURCES + HEADERS]
+    files = [resources.files("vggnet.cpu").joinpath("csrc", name) for name in SOURCES]
+    texts = [Path(str(resources.files("vggnet.cpu").joinpath("csrc", name))).read_bytes() for name in SOURCES + HEADERS]
     key = hashlib.sha256(b"\0".join([*texts, torch.__version__.encode(), " ".join(FLAGS).encode()])).hexdigest()[:16]
     folder = cache_dir() / f"native-{key}"
     folder.mkdir(parents=True, exist_ok=True)

@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from . import native
+from . import compiled
 
 MAX_CHANNELS = 8  # input channels up to which the direct kernel is used (RGB, grey, RGBA)
 
@@ -36,7 +36,7 @@ def fits(conv: nn.Module) -> bool:
 
 def takes(conv: nn.Module) -> bool:
     """Whether `conv` becomes a SmallConv2d here: it fits the kernel, and the compiled kernels are built."""
-    return fits(conv) and native.kernels() is not None
+    return fits(conv) and compiled.kernels() is not None
 
 
 class SmallConv2d(nn.Module):
@@ -65,7 +65,7 @@ class SmallConv2d(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if x.shape[1] != self.in_channels:
             raise ValueError(f"SmallConv2d expects {self.in_channels} input channels, got {x.shape[1]}")
-        if x.device.type == "cpu" and x.dtype == torch.float32 and native.kernels() is not None:
-            return native.kernels().conv3x3_small(x, self.packed, self.bias, self.relu)  # any layout in, NHWC out
+        if x.device.type == "cpu" and x.dtype == torch.float32 and compiled.kernels() is not None:
+            return compiled.kernels().conv3x3_small(x, self.packed, self.bias, self.relu)  # any layout in, NHWC out
         y = F.conv2d(x, self.weight.to(x.dtype), self.bias.to(x.dtype), padding=1)
         return y.relu_() if self.relu else y

@@ -1,6 +1,6 @@
 // Winograd F(2x2, 3x3) with int8 GEMMs for VGG's 3x3 convolutions: AVX-512 VNNI, fp32 in and out.
 //
-// Quantised in the Winograd domain (vggnet/int8.py calibrates): each transformed input tile V = B^T d B
+// Quantised in the Winograd domain (vggnet/cpu/int8_conv.py calibrates): each transformed input tile V = B^T d B
 // (fp32) becomes u8, round(V[p][c] / s[p][c]) + z[p], with a scale per tile position p and input channel c
 // and a zero point per position; the transformed weights U = G g G^T, each input channel's row multiplied
 // by s[p][c], are int8 with one scale per (p, output channel). Per position, M[p] = V[p] U[p] is an

@@ -5,11 +5,12 @@ from torch import nn
 
 import vggnet.evaluate as ev
 from helpers import randomize_bn
-from vggnet import build, native
+from vggnet import build
 from vggnet.configs import EvalConfig
+from vggnet.cpu import compiled
+from vggnet.cpu.winograd import WinogradConv2d, choose_tile, transforms, winogradify, worth_it
 from vggnet.optimize import optimize_for_inference
 from vggnet.weights import save_weights
-from vggnet.winograd import WinogradConv2d, choose_tile, transforms, winogradify, worth_it
 
 # fp32 rounding in the transforms, relative to the output's largest value (measured: F(2x2) about 2e-6,
 # F(4x4) about 1e-5 at 64-512 channels)
@@ -24,10 +25,10 @@ def rel_error(got: torch.Tensor, ref: torch.Tensor) -> float:
 def path(request, monkeypatch):
     """Each test twice: with the compiled kernel (skipped where it cannot be built) and with the Python path."""
     if request.param == "compiled":
-        if native.kernels() is None:
-            pytest.skip(f"no compiled kernel: {native.why_not()}")
+        if compiled.kernels() is None:
+            pytest.skip(f"no compiled kernel: {compiled.why_not()}")
     else:
-        monkeypatch.setattr(native, "kernels", lambda: None)
+        monkeypatch.setattr(compiled, "kernels", lambda: None)
     return request.param
 
 
@@ -130,7 +131,7 @@ def test_optimized_winograd_vgg_matches_the_model_and_its_score_map(path):
 
 
 def test_evaluate_fast_gives_the_same_posteriors(tmp_path, monkeypatch):
-    monkeypatch.setattr(native, "kernels", lambda: None)  # the Python path's layer count below
+    monkeypatch.setattr(compiled, "kernels", lambda: None)  # the Python path's layer count below
     torch.manual_seed(0)
     model = randomize_bn(build("A_bn", width=1 / 4, num_classes=10, input_size=32)).eval()
     w = tmp_path / "w.safetensors"
@@ -162,8 +163,8 @@ def test_evaluate_fast_gives_the_same_posteriors(tmp_path, monkeypatch):
 )
 @pytest.mark.parametrize("relu", [False, True])
 def test_compiled_kernel_equals_the_direct_convolution(n, c, k, h, w, relu):
-    if native.kernels() is None:
-        pytest.skip(f"no compiled kernel: {native.why_not()}")
+    if compiled.kernels() is None:
+        pytest.skip(f"no compiled kernel: {compiled.why_not()}")
     direct = conv(c, k, seed=n + h)
     layer = WinogradConv2d(direct, relu=relu)
     x = torch.randn(n, c, h, w).contiguous(memory_format=torch.channels_last)
@@ -177,8 +178,8 @@ def test_compiled_kernel_equals_the_direct_convolution(n, c, k, h, w, relu):
 
 
 def test_the_kernel_takes_nchw_input_and_leaves_what_it_cannot_take_to_python(monkeypatch):
-    if native.kernels() is None:
-        pytest.skip(f"no compiled kernel: {native.why_not()}")
+    if compiled.kernels() is None:
+        pytest.skip(f"no compiled kernel: {compiled.why_not()}")
     direct = conv(16, 16)
     x = torch.randn(1, 16, 10, 11)  # NCHW memory: made channels-last for the kernel
     with torch.no_grad():
@@ -188,5 +189,5 @@ def test_the_kernel_takes_nchw_input_and_leaves_what_it_cannot_take_to_python(mo
     assert not WinogradConv2d(conv(24, 16)).compiled(x.new_zeros(1, 24, 4, 4))  # 24 channels: not a multiple of 16
     assert not WinogradConv2d(direct).compiled(x.double())
     calls = []
-    monkeypatch.setattr(native, "kernels", lambda: calls.append(1))  # None: the fallback, asked once per call
+    monkeypatch.setattr(compiled, "kernels", lambda: calls.append(1))  # None: the fallback, asked once per call
     assert rel_error(WinogradConv2d(direct)(x), ref) < RTOL[4] and calls == [1]

@@ -1,4 +1,4 @@
-// The compiled kernels of vggnet.native: declarations and what the kernels share.
+// The compiled kernels of vggnet.cpu.compiled: declarations and what the kernels share.
 #pragma once
 
 #include <ATen/ATen.h>

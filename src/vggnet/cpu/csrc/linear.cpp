@@ -77,7 +77,7 @@ void item(const Layer& L, int64_t o0, int32_t* acc) {
   }
 }
 
-// A row of x to u8 over its range [min(x, 0), max(x, 0)]: q = round(x * (1 / s)) + z, in fp32 as vggnet/int8.py's
+// A row of x to u8 over its range [min(x, 0), max(x, 0)]: q = round(x * (1 / s)) + z, in fp32 as vggnet/cpu/int8_conv.py's
 // reference computes it; s = (hi - lo) / 255 and z = round(-lo / s).
 void quantize_row(const float* x, int64_t kin, uint8_t* q, int32_t& zero, float& scale) {
   __m512 lo16 = _mm512_setzero_ps(), hi16 = _mm512_setzero_ps();

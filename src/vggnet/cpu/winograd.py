@@ -10,7 +10,7 @@ channel pair instead of 9 m^2: 2.25x fewer for m = 2, 4x fewer for m = 4. Per la
     M[p] = V[p] @ U[p]   for each of the (m+2)^2 tile positions p (a batched GEMM over channels)
     Y = A^T M A                                     (output transform)
 
-On an AVX-512 CPU the layer runs as one compiled kernel (csrc/winograd_f32.cpp, `vggnet.native`): the
+On an AVX-512 CPU the layer runs as one compiled kernel (csrc/winograd_f32.cpp, `vggnet.cpu.compiled`): the
 three steps fused per chunk of tiles, the transforms as a few vector additions, the GEMMs by a register-
 blocked micro-kernel. Elsewhere (or when it cannot be built) the Python path below writes both
 transforms as one small GEMM each (with the Kronecker product of the 1-D matrices), so the layer is
@@ -27,7 +27,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from . import direct, native
+from . import compiled, first_conv
 
 # The 1-D transforms of F(m, 3), interpolation points 0, 1, -1 (m = 2) and 0, 1, -1, 2, -2, infinity (m = 4).
 _MATRICES: dict[int, tuple[list[list[float]], list[list[float]], list[list[float]]]] = {
@@ -139,7 +139,7 @@ class WinogradConv2d(nn.Module):
             and self.m in (None, 4)
             and self.in_channels % 16 == 0
             and self.out_channels % 16 == 0
-            and native.kernels() is not None
+            and compiled.kernels() is not None
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -148,7 +148,7 @@ class WinogradConv2d(nn.Module):
             raise ValueError(f"WinogradConv2d expects {self.in_channels} input channels, got {c}")
         if self.compiled(x):
             x = x.contiguous(memory_format=torch.channels_last)
-            return native.kernels().conv3x3_f4(x, self.packed(), self.bias, self.relu, self.out_channels, 0, 0)
+            return compiled.kernels().conv3x3_f4(x, self.packed(), self.bias, self.relu, self.out_channels, 0, 0)
         m = self.m or choose_tile(h, w)
         u, bb, aa = self.transformed(m)
         t, k = m + 2, self.out_channels
@@ -189,7 +189,7 @@ def worth_it(conv: nn.Conv2d) -> bool:
     c, k = conv.in_channels, conv.out_channels
     if conv.kernel_size != (3, 3):
         return False
-    if c % 16 == 0 and k % 16 == 0 and native.kernels() is not None:
+    if c % 16 == 0 and k % 16 == 0 and compiled.kernels() is not None:
         return True
     return c * k / (c + k) >= 40
 
@@ -198,7 +198,7 @@ def winogradify(features: nn.Sequential, m: int | None = None) -> nn.Sequential:
     """A copy of a VGG `features` stack whose 3x3 convs (and the ReLU after each) run as Winograd layers.
 
     Only the convs where Winograd is faster (`worth_it`) are replaced; a conv on few input channels
-    (conv1_1) becomes the compiled direct conv where the kernels run (`direct.SmallConv2d`); the rest stay
+    (conv1_1) becomes the compiled direct conv where the kernels run (`first_conv.SmallConv2d`); the rest stay
     as they are. The ReLU after a replaced conv is fused into it and an `nn.Identity` keeps its place, so
     the stack's indices (and `VGG.feature_names`) still line up.
     """
@@ -213,9 +213,9 @@ def winogradify(features: nn.Sequential, m: int | None = None) -> nn.Sequential:
             if relu:
                 layers.append(nn.Identity())
                 i += 1
-        elif direct.takes(layer):  # conv1_1: few input channels, the compiled direct conv
+        elif first_conv.takes(layer):  # conv1_1: few input channels, the compiled direct conv
             relu = i + 1 < len(mods) and isinstance(mods[i + 1], nn.ReLU)
-            layers += [direct.SmallConv2d(layer, relu=relu)] + [nn.Identity()] * relu
+            layers += [first_conv.SmallConv2d(layer, relu=relu)] + [nn.Identity()] * relu
             i += relu
         else:
             layers.append(layer)
