@@ -87,6 +87,9 @@ SEEDS = (0, 1, 2)
 CORE = ("B", "B-5x5", "A", "D", "D-gap")
 EXTRA = ("E", "D-7x7")
 RUNS = [f"{arm}-s{seed}" for seed in SEEDS for arm in CORE] + [f"{arm}-s{seed}" for seed in SEEDS for arm in EXTRA]
+# Added 2026-12-07 (DESIGN.md): two more seeds where one bad seed left a comparison undecided.
+MORE_SEEDS, MORE_ARMS = (3, 4), ("A", "B", "B-5x5", "D", "D-7x7")
+RUNS += [f"{arm}-s{seed}" for seed in MORE_SEEDS for arm in MORE_ARMS]
 
 
 def arm_of(run: str) -> tuple[str, int]:
