@@ -101,7 +101,9 @@ def test_runs_are_named_by_arm_and_seed_and_share_one_recipe(tmp_path):
     assert run.arm_of("B-5x5-s2") == ("B-5x5", 2) and run.arm_of("D-gap-s0") == ("D-gap", 0)
     cfg = run.config("D-gap-s1", tmp_path, tmp_path / "stats.json")
     assert (cfg.arch, cfg.head, cfg.seed, cfg.width, cfg.epochs) == ("D_bn", "gap", 1, run.RECIPE["width"], 16)
-    assert {run.arm_of(r)[0] for r in run.RUNS} == set(run.ARMS) and len(run.RUNS) == len(run.ARMS) * len(run.SEEDS)
+    assert {run.arm_of(r)[0] for r in run.RUNS} == set(run.ARMS) and len(set(run.RUNS)) == len(run.RUNS)
+    assert len(run.RUNS) == len(run.ARMS) * len(run.SEEDS) + len(run.MORE_ARMS) * len(run.MORE_SEEDS) == 31
+    assert run.RUNS[21:26] == ["A-s3", "B-s3", "B-5x5-s3", "D-s3", "D-7x7-s3"]
 
 
 def outcome(cmp, seeds, gain, sd=0.5, b=300, c=100, p=1e-20):
