@@ -8,7 +8,14 @@ over rounds (order rotated each round) so load on the shared machine hits all al
 agreement of every int8 path with its fp32 model on the Imagenette validation photos (a trained net),
 and images/s of `vggnet evaluate --method dense --scales 256,384,512` per backend.
 
+With `--isa avx2` every contender runs as on an AVX2 machine where it can be made to: vggnet's AVX2 kernels
+(VGGNET_ISA), torch's own dispatch (ATEN_CPU_CAPABILITY), oneDNN in torch and OpenVINO (ONEDNN_MAX_CPU_ISA),
+MKL (MKL_ENABLE_INSTRUCTIONS) and fbgemm (FBGEMM_ENABLE_INSTRUCTIONS). ONNX Runtime's MLAS picks its kernels
+from CPUID and has no such switch; each row of the results says what it ran with.
+
 Run: PYTHONPATH=src python benchmarks/runtimes.py            (everything; a few minutes on 2 quiet cores)
+     PYTHONPATH=src python benchmarks/runtimes.py --isa avx2 --only "torchvision eager,ONNX Runtime fp32,\
+         OpenVINO fp32,vggnet fast fp32,vggnet int8" --skip agreement,dense --rounds 3   (runtimes_avx2)
      PYTHONPATH=src python benchmarks/runtimes.py --smoke    (a tiny net, one round: what the tests run)
 """
 
@@ -62,6 +69,17 @@ def main_checkout() -> Path:
 # the trained net of VGG16's depth that the project has
 TRAINED = main_checkout() / "runs" / "claims" / "D-s0" / "model.safetensors"
 SMOKE = {"arch": "A", "width": 1 / 16, "num_classes": 10, "input_size": 32}
+# what makes each library compute as on an AVX2 machine (`--isa avx2`); ONNX Runtime has no switch
+RESTRICT = {
+    "native": {},
+    "avx2": {
+        "VGGNET_ISA": "avx2",
+        "ATEN_CPU_CAPABILITY": "avx2",
+        "ONEDNN_MAX_CPU_ISA": "AVX2",
+        "MKL_ENABLE_INSTRUCTIONS": "AVX2",
+        "FBGEMM_ENABLE_INSTRUCTIONS": "AVX2",
+    },
+}
 
 
 def parse(argv: list[str] | None = None) -> argparse.Namespace:
@@ -82,13 +100,17 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--dense-scales", default="256,384,512", help="test scales of the dense evaluation")
     p.add_argument("--smoke", action="store_true", help="a tiny net, one round, generated images: seconds")
     p.add_argument("--out", type=Path, default=RESULTS, help=f"results folder (default: {RESULTS})")
-    p.add_argument("--name", default="runtimes", help="results file name (default: runtimes)")
+    p.add_argument(
+        "--isa", choices=list(RESTRICT), default="native", help="native, or avx2: as on an AVX2 machine (see above)"
+    )
+    p.add_argument("--name", help="results file name (default: runtimes, or runtimes_avx2 with --isa avx2)")
     p.add_argument(
         "--work", type=Path, help="keep the shared files (weights, exports, int8 models) here and reuse them"
     )
     p.add_argument("--child", help=argparse.SUPPRESS)  # internal: build and time one contender
     p.add_argument("--folder", type=Path, help=argparse.SUPPRESS)
     args = p.parse_args(argv)
+    args.name = args.name or ("runtimes" if args.isa == "native" else f"runtimes_{args.isa}")
     if args.smoke:
         args.batches, args.timed, args.warmup, args.rounds = "1,2", "2,1", 1, 1
         args.calibration, args.agreement_calibration, args.dense_images, args.dense_scales = 4, 4, 2, "32,48"
@@ -120,12 +142,40 @@ def child(args: argparse.Namespace) -> int:
             seconds.append(time.perf_counter() - start)
         timings[str(batch)] = seconds
     np.save(folder / f"logits-{_slug(name)}.npy", run(np.ascontiguousarray(inputs[: max(_ints(args.batches))])))
-    extra = {}
+    extra: dict[str, Any] = {"ran_with": ran_with(name, folder, args.threads)}
     if name.startswith("OpenVINO") and "int8" not in name:  # the precision it really ran at
         config = {"INFERENCE_PRECISION_HINT": "f32"} if "fp32" in name else {}
         extra["ran_at"] = c.openvino_precision(folder / c.ONNX, args.threads, **config)
     (folder / f"timings-{_slug(name)}.json").write_text(json.dumps({"seconds": timings, **extra}))
     return 0
+
+
+def ran_with(name: str, folder: Path, threads: int) -> str:
+    """The instruction set a contender's kernels ran with, as far as its library says."""
+    from vggnet.cpu import compiled
+
+    family = c.CONTENDERS[name].family
+    if family == "onnxruntime":  # MLAS dispatches on CPUID at start-up, with no switch to lower it
+        return f"MLAS by CPUID: {(compiled.cpu_isas() or ['no AVX2'])[0]}, not restrictable"
+    if family == "openvino":  # the kernels of its convolutions and FC layers, from the compiled model
+        import openvino as ov
+
+        path = folder / (c.OV_INT8 if "int8" in name else c.ONNX)
+        config = {"INFERENCE_PRECISION_HINT": "f32"} if "fp32" in name else {}
+        model = ov.Core().compile_model(str(path), "CPU", {"INFERENCE_NUM_THREADS": threads, **config})
+        kinds: dict[str, int] = {}
+        for op in model.get_runtime_model().get_ops():
+            info = op.get_rt_info()
+            if info["layerType"].astype(str) in ("Convolution", "FullyConnected"):
+                kind = info["primitiveType"].astype(str)
+                kinds[kind] = kinds.get(kind, 0) + 1
+        return ", ".join(f"{k} x{n}" for k, n in sorted(kinds.items()))
+    onednn = os.environ.get("ONEDNN_MAX_CPU_ISA", "best")
+    text = f"torch {torch.backends.cpu.get_cpu_capability()}, oneDNN {onednn}"
+    if name.startswith("vggnet"):
+        module = compiled.kernels()
+        text += f", vggnet kernels {module.isa if module is not None else 'none'}"
+    return text
 
 
 def _ints(text: str) -> list[int]:
@@ -157,7 +207,8 @@ def speed(args: argparse.Namespace, folder: Path, names: list[str]) -> dict[str,
                 str(args.threads),
             ]
             command += ["--batches", args.batches, "--timed", args.timed, "--warmup", str(args.warmup)]
-            done = subprocess.run(command, capture_output=True, text=True)
+            env = {**os.environ, **RESTRICT[args.isa]}
+            done = subprocess.run(command, capture_output=True, text=True, env=env)
             if done.returncode != 0:
                 raise RuntimeError(f"{name} failed (exit {done.returncode}): {done.stderr.strip()[-2000:]}")
             data = json.loads((folder / f"timings-{_slug(name)}.json").read_text())
@@ -204,6 +255,7 @@ def dense(args: argparse.Namespace, folder: Path) -> dict[str, Any]:
         command += ["--scales", args.dense_scales, "--limit", str(args.dense_images), "--backend", backend]
         command += ["--device", "cpu", "--quiet", "--out", str(out), *options]
         env = {**os.environ, "PYTHONPATH": str(REPO / "src"), "OMP_NUM_THREADS": str(args.threads)}
+        env.update(RESTRICT[args.isa])
         done = subprocess.run(command, capture_output=True, text=True, env=env)
         if done.returncode != 0:
             raise RuntimeError(f"dense evaluation, {label}: {done.stderr.strip()[-2000:]}")
@@ -223,6 +275,8 @@ def machine(threads: int) -> dict[str, Any]:
     """The CPU, its flags and every version that can move a figure."""
     from importlib.metadata import PackageNotFoundError, version
 
+    from vggnet.cpu import compiled
+
     versions = {}
     for package in ("torch", "torchvision", "onnxruntime", "onnx", "openvino", "nncf", "numpy"):
         try:
@@ -234,6 +288,7 @@ def machine(threads: int) -> dict[str, Any]:
         "cores": os.cpu_count(),
         "flags": cpu_flags(),
         "isa": torch.backends.cpu.get_cpu_capability(),
+        "cpu_isas": compiled.cpu_isas(),
         "threads": threads,
         "python": sys.version.split()[0],
         "versions": versions,
@@ -262,6 +317,8 @@ def main(argv: list[str] | None = None) -> int:
     results: dict[str, Any] = {
         "command": "PYTHONPATH=src python benchmarks/runtimes.py " + " ".join(sys.argv[1:] if argv is None else argv),
         "machine": machine(args.threads),
+        "isa": args.isa,
+        "restrict": RESTRICT[args.isa],
         "load_start": load(),
     }
     with tempfile.TemporaryDirectory(prefix="runtimes-") as tmp:

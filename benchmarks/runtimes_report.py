@@ -71,6 +71,7 @@ def _speed(r: dict[str, Any]) -> list[str]:
                 [
                     name,
                     precision,
+                    row.get("ran_with", ""),
                     f"{b['images_per_s']:.2f}",
                     f"{b['min']:.2f}-{b['max']:.2f}",
                     f"{rel[name]:.2f}x" if name in rel else "",
@@ -81,13 +82,14 @@ def _speed(r: dict[str, Any]) -> list[str]:
         header = [
             "contender",
             "precision",
+            "ran with",
             "images/s (median)",
             "min-max",
             "vs faster runtime",
             "per round",
             "rel. error",
         ]
-        lines += [f"### Batch {batch}", "", markdown_table(header, table, "llrrrrr"), ""]
+        lines += [f"### Batch {batch}", "", markdown_table(header, table, "lllrrrrr"), ""]
     return lines
 
 
@@ -127,14 +129,30 @@ def _dense(r: dict[str, Any]) -> list[str]:
     ]
 
 
+def _restricted(r: dict[str, Any]) -> list[str]:
+    """What `--isa` set in every contender's environment, and what could not be lowered."""
+    if r.get("isa", "native") == "native":
+        return []
+    settings = ", ".join(f"{k}={v}" for k, v in r["restrict"].items())
+    return [
+        f"**As on an {r['isa'].upper()} machine.** Every contender's process ran with {settings}: vggnet's "
+        f"{r['isa']} kernels, torch's own kernels, oneDNN (in torch and OpenVINO), MKL and fbgemm at that level. "
+        "ONNX Runtime's MLAS chooses its kernels from CPUID and has no switch, so it ran with this CPU's best "
+        "(the 'ran with' column), faster than it would on an AVX2 machine; OpenVINO's FC layers that it hands to "
+        "its own copy of MLAS (gemm_mlas) were not lowered either.",
+        "",
+    ]
+
+
 def markdown(r: dict[str, Any]) -> str:
     """The whole results page."""
     m = r["machine"]
     versions = ", ".join(f"{k} {v}" for k, v in m["versions"].items())
+    isas = f"; kernel builds it runs: {', '.join(m['cpu_isas'])}" if "cpu_isas" in m else ""
     lines = [
         "# CPU inference: vggnet against ONNX Runtime and OpenVINO, each as its users run it",
         "",
-        f"Machine: {m['cpu']}, {m['cores']} cores ({', '.join(m['flags'])}; torch's ISA level {m['isa']}), "
+        f"Machine: {m['cpu']}, {m['cores']} cores ({', '.join(m['flags'])}; torch's ISA level {m['isa']}{isas}), "
         f"{m['threads']} threads for every runtime. Python {m['python']}, {versions}.  ",
         f"Command: `{r['command']}` ({r['wall_s'] / 60:.1f} minutes). Load average at the start: {r['load_start']}; "
         f"at the end: {r['load_end']}.  ",
@@ -142,6 +160,7 @@ def markdown(r: dict[str, Any]) -> str:
         "calibration images shared by every int8 path.",
         "",
     ]
+    lines += _restricted(r)
     if "speed" in r:
         lines += _speed(r)
     if "agreement" in r:

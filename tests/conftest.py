@@ -22,3 +22,14 @@ IMAGENETTE = next(
 @pytest.fixture(autouse=True)
 def _seed() -> None:
     torch.manual_seed(0)
+
+
+@pytest.fixture(params=["avx512", "avx2"])
+def isa(request, monkeypatch) -> str:
+    """A test once per build of the compiled CPU kernels (VGGNET_ISA picks it), skipped where this CPU lacks it."""
+    from vggnet.cpu import compiled
+
+    monkeypatch.setenv("VGGNET_ISA", request.param)
+    if compiled.kernels() is None:
+        pytest.skip(f"no {request.param} kernels here: {compiled.why_not()}")
+    return request.param

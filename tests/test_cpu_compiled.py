@@ -1,14 +1,18 @@
-"""vggnet.cpu.compiled: the compiled kernels load where they can, and say why not where they cannot."""
+"""vggnet.cpu.compiled: the build of the CPU's best ISA loads (or the one VGGNET_ISA names), and says why not where none can."""
 
 import pytest
+import torch
 
 from vggnet.cpu import compiled
 
 
 @pytest.fixture
 def fresh(monkeypatch):
-    """A process that has not tried to load the kernels yet."""
+    """A process that has not tried to load the kernels yet, on a CPU with both ISAs unless a test says otherwise."""
     monkeypatch.setattr(compiled, "_state", {})
+    monkeypatch.delenv("VGGNET_NATIVE", raising=False)
+    monkeypatch.delenv("VGGNET_ISA", raising=False)
+    monkeypatch.setattr(compiled, "cpu_isas", lambda: ["avx512", "avx2"])
 
 
 def test_switched_off_by_the_environment(fresh, monkeypatch):
@@ -16,33 +20,88 @@ def test_switched_off_by_the_environment(fresh, monkeypatch):
     assert compiled.kernels() is None and compiled.why_not() == "VGGNET_NATIVE=0"
 
 
-def test_a_failed_build_is_a_reason_not_an_error(fresh, monkeypatch):
-    monkeypatch.delenv("VGGNET_NATIVE", raising=False)
-    monkeypatch.setattr(compiled, "_reason", lambda: None)
+def test_the_best_isa_unless_vggnet_isa_names_another(fresh, monkeypatch):
+    monkeypatch.setattr(compiled, "_build", lambda isa: isa)  # the module stands for its ISA
+    assert compiled.kernels() == "avx512" and compiled.why_not() is None
+    monkeypatch.setenv("VGGNET_ISA", "AVX2")
+    assert compiled.kernels() == "avx2" and compiled.why_not() is None
+    monkeypatch.setattr(compiled, "cpu_isas", lambda: ["avx2"])
+    monkeypatch.setenv("VGGNET_ISA", "")
+    compiled._state.clear()
+    assert compiled.kernels() == "avx2"
 
-    def broken():
+
+def test_an_isa_the_cpu_lacks_or_does_not_exist(fresh, monkeypatch):
+    monkeypatch.setattr(compiled, "cpu_isas", lambda: ["avx2"])
+    monkeypatch.setenv("VGGNET_ISA", "avx512")
+    assert compiled.kernels() is None
+    assert compiled.why_not() == "VGGNET_ISA=avx512, but this CPU lacks it (it runs: avx2)"
+    monkeypatch.setenv("VGGNET_ISA", "neon")
+    assert compiled.kernels() is None and compiled.why_not() == "VGGNET_ISA='neon' is not one of: avx512, avx2"
+
+
+def test_a_cpu_with_neither(fresh, monkeypatch):
+    monkeypatch.setattr(compiled, "cpu_isas", lambda: [])
+    monkeypatch.setattr(compiled.torch.backends.cpu, "get_cpu_capability", lambda: "DEFAULT")
+    assert compiled.kernels() is None
+    assert compiled.why_not() == "this CPU has neither AVX-512 nor AVX2 with FMA (torch sees DEFAULT)"
+
+
+def test_a_failed_build_is_a_reason_not_an_error(fresh, monkeypatch):
+    def broken(isa):
         raise RuntimeError("ninja: build stopped\nwinograd.cpp:12:3: error: 'foo' was not declared\nmore")
 
     monkeypatch.setattr(compiled, "_build", broken)
     assert compiled.kernels() is None
-    assert compiled.why_not() == "the build failed: winograd.cpp:12:3: error: 'foo' was not declared"
+    assert compiled.why_not() == "the avx512 build failed: winograd.cpp:12:3: error: 'foo' was not declared"
 
 
 def test_no_compiler(fresh, monkeypatch):
-    monkeypatch.delenv("VGGNET_NATIVE", raising=False)
-    monkeypatch.setattr(compiled.torch.backends.cpu, "get_cpu_capability", lambda: "AVX512")
     monkeypatch.setattr(compiled.shutil, "which", lambda name: None)
     assert compiled.kernels() is None and compiled.why_not() == "no C++ compiler (c++ or g++) on PATH"
 
 
-def test_no_avx512(fresh, monkeypatch):
-    monkeypatch.delenv("VGGNET_NATIVE", raising=False)
-    monkeypatch.setattr(compiled.torch.backends.cpu, "get_cpu_capability", lambda: "AVX2")
-    assert compiled.kernels() is None and compiled.why_not() == "this CPU lacks AVX-512 (torch sees AVX2)"
+def test_each_isa_has_its_own_build_folder():
+    folders = {isa: compiled.build_folder(isa) for isa in compiled.ISAS}
+    assert len(set(folders.values())) == len(compiled.ISAS) == 2
+    assert all(f.parent == compiled.cache_dir() and f.name.startswith("native-") for f in folders.values())
 
 
-def test_loaded_once_per_process():
+def test_status_names_the_reason(fresh, monkeypatch):
+    monkeypatch.setenv("VGGNET_NATIVE", "0")
+    s = compiled.status()
+    assert s.isa is None and s.folder is None and s.why_not == "VGGNET_NATIVE=0"
+    assert s.fp32 == "Winograd in PyTorch's GEMMs (no compiled kernels: VGGNET_NATIVE=0)"
+    assert s.int8.startswith("PyTorch's FX int8") and s.int8.endswith("(no compiled kernels: VGGNET_NATIVE=0)")
+
+
+def test_loaded_once_per_process_and_setting(isa):
     first = compiled.kernels()
-    assert compiled.kernels() is first
-    if first is not None:
-        assert compiled.why_not() is None and hasattr(first, "conv3x3_f4")
+    assert compiled.kernels() is first and compiled.why_not() is None
+    assert first.isa == isa and first.panel == {"avx512": 64, "avx2": 16}[isa]
+    assert first.cpu_has_vnni() == (isa == "avx512" and torch.cpu._is_vnni_supported())  # int8: avx512 VNNI only
+    s = compiled.status()
+    assert s.isa == isa and s.folder == str(compiled.build_folder(isa)) and s.fp32.startswith(f"compiled {isa} kernels")
+
+
+def test_vggnet_info_prints_the_kernels_and_the_reason(fresh, monkeypatch, capsys):
+    from vggnet.cli import main
+
+    monkeypatch.setenv("VGGNET_NATIVE", "0")
+    assert main(["info"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].startswith(f"CPU: {compiled.cpu_model()} (kernel builds it can run: avx512, avx2; torch dispatches")
+    assert lines[1] == "compiled kernels: none (VGGNET_NATIVE=0)"
+    assert lines[2] == (
+        "fp32, --fast / optimize_for_inference(winograd=True): Winograd in PyTorch's GEMMs "
+        "(no compiled kernels: VGGNET_NATIVE=0)"
+    )
+
+
+def test_vggnet_info_names_the_build_in_use(isa, capsys):
+    from vggnet.cli import main
+
+    assert main(["info"]) == 0
+    out = capsys.readouterr().out
+    assert f"compiled kernels: {isa} build, cached in {compiled.build_folder(isa)}\n" in out
+    assert f"optimize_for_inference(winograd=True): compiled {isa} kernels: Winograd F(4x4, 3x3) convs" in out

@@ -41,13 +41,15 @@ def test_int8_kernel_equals_its_reference_and_stays_near_fp32(n, kin, kout, relu
     assert rel(got, exact) < 0.02  # 8-bit rounding of weights and inputs
 
 
-@needs_kernels
-def test_float32_kernel_equals_torch():
-    torch.manual_seed(0)
-    linear = nn.Linear(4096, 1000)
-    x = torch.randn(9, 4096)
-    assert rel(Float32Linear(linear)(x), linear(x)) < 1e-5
-    assert rel(Float32Linear(linear, relu=True)(x), linear(x).relu()) < 1e-5
+@pytest.mark.parametrize("n, kin, kout", [(9, 4096, 1000), (1, 37, 70), (4, 1030, 64)])
+def test_float32_kernel_equals_a_float64_reference(isa, n, kin, kout):
+    torch.manual_seed(kin)
+    linear = nn.Linear(kin, kout)
+    x = torch.randn(n, kin)
+    assert kernels_run(x, int8=False)
+    ref = F.linear(x.double(), linear.weight.double(), linear.bias.double())
+    assert rel(Float32Linear(linear)(x), ref) < 1e-5
+    assert rel(Float32Linear(linear, relu=True)(x), ref.relu()) < 1e-5
 
 
 def test_the_reference_rounds_a_row_over_its_own_range():

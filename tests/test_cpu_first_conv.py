@@ -8,15 +8,12 @@ from torch import nn
 from vggnet.cpu import compiled
 from vggnet.cpu.first_conv import SmallConv2d, takes
 
-needs_kernels = pytest.mark.skipif(compiled.kernels() is None, reason=f"no compiled kernels: {compiled.why_not()}")
-
 
 def reference(conv: nn.Conv2d, x: torch.Tensor, relu: bool) -> torch.Tensor:
     y = F.conv2d(x.double(), conv.weight.double(), conv.bias.double(), padding=1)
     return y.relu() if relu else y
 
 
-@needs_kernels
 @pytest.mark.parametrize(
     "c, k, h, w, relu",
     [
@@ -24,11 +21,11 @@ def reference(conv: nn.Conv2d, x: torch.Tensor, relu: bool) -> torch.Tensor:
         (3, 64, 8, 6, False),  # exactly one block of 6 per row
         (3, 64, 5, 7, True),  # one block and a tail of one pixel
         (1, 16, 4, 5, True),  # narrower than a block: pixel by pixel
-        (4, 80, 9, 13, False),  # 64 output channels in a block, 16 in the tail
+        (4, 80, 9, 13, False),  # 64 output channels in a block (avx512), 16 in the tail
         (3, 48, 1, 1, True),  # a single pixel: every neighbour is padding
     ],
 )
-def test_equals_the_direct_conv(c, k, h, w, relu):
+def test_equals_the_direct_conv(isa, c, k, h, w, relu):
     torch.manual_seed(c * k + h * w)
     conv = nn.Conv2d(c, k, 3, padding=1)
     x = torch.randn(2, c, h, w).contiguous(memory_format=torch.channels_last)
@@ -38,8 +35,7 @@ def test_equals_the_direct_conv(c, k, h, w, relu):
     assert ((y.double() - ref).abs().max() / ref.abs().max()).item() < 1e-6  # fp32 rounding of 27 products
 
 
-@needs_kernels
-def test_a_held_output_is_not_overwritten_and_a_freed_one_comes_back():
+def test_a_held_output_is_not_overwritten_and_a_freed_one_comes_back(isa):
     conv = nn.Conv2d(3, 64, 3, padding=1)
     layer = SmallConv2d(conv, relu=True)
     a, b = (torch.randn(1, 3, 32, 32).contiguous(memory_format=torch.channels_last) for _ in range(2))

@@ -1,6 +1,7 @@
 import pytest
 import torch
 import torch.nn.functional as F
+import torchvision
 from torch import nn
 
 import vggnet.evaluate as ev
@@ -21,15 +22,16 @@ def rel_error(got: torch.Tensor, ref: torch.Tensor) -> float:
     return ((got - ref).abs().max() / ref.abs().max()).item()
 
 
-@pytest.fixture(params=["compiled", "python"])
+@pytest.fixture(params=["avx512", "avx2", "python"])
 def path(request, monkeypatch):
-    """Each test twice: with the compiled kernel (skipped where it cannot be built) and with the Python path."""
-    if request.param == "compiled":
-        if compiled.kernels() is None:
-            pytest.skip(f"no compiled kernel: {compiled.why_not()}")
-    else:
+    """Each test with each build of the compiled kernels (skipped where the CPU lacks it) and with the Python path."""
+    if request.param == "python":
         monkeypatch.setattr(compiled, "kernels", lambda: None)
-    return request.param
+        return "python"
+    monkeypatch.setenv("VGGNET_ISA", request.param)
+    if compiled.kernels() is None:
+        pytest.skip(f"no {request.param} kernels here: {compiled.why_not()}")
+    return "compiled"
 
 
 def conv(c: int, k: int, seed: int = 0, **kw) -> nn.Conv2d:
@@ -106,11 +108,13 @@ def test_winogradify_replaces_the_wide_convs_and_keeps_the_indices(path):
     # conv1_2 (64 -> 64) gains with the compiled kernel only
     direct = 1 if path == "compiled" else 2
     assert kinds.count("WinogradConv2d") == 13 - direct
-    if path == "compiled":
-        assert kinds[:2] == ["SmallConv2d", "Identity"] and kinds.count("Conv2d") == 0 and kinds.count("Identity") == 13
+    if path == "compiled":  # and the 5 max pools, each after a conv the kernel takes, fused into it
+        assert kinds[:2] == ["SmallConv2d", "Identity"] and kinds.count("Conv2d") == 0 and kinds.count("Identity") == 18
+        assert kinds.count("MaxPool2d") == 0 and features[2].pool and not features[5].pool
     else:
         assert kinds[:2] == ["Conv2d", "ReLU"] and kinds.count("Conv2d") == 2 and kinds.count("Identity") == 11
-    assert kinds[4] == "MaxPool2d" and kinds[5:7] == ["WinogradConv2d", "Identity"]
+        assert kinds[4] == "MaxPool2d" and kinds.count("MaxPool2d") == 5
+    assert kinds[5:7] == ["WinogradConv2d", "Identity"]
     worth = [worth_it(conv(c, k)) for c, k in [(3, 64), (64, 64), (64, 128), (512, 512), (24, 40)]]
     assert worth == ([False, True, True, True, False] if path == "compiled" else [False, False, True, True, False])
 
@@ -153,28 +157,32 @@ def test_evaluate_fast_gives_the_same_posteriors(tmp_path, monkeypatch):
 @pytest.mark.parametrize(
     "n, c, k, h, w",
     [
-        (1, 16, 32, 13, 17),  # odd sizes: partial tiles on both edges
+        (1, 16, 32, 13, 17),  # odd sizes: partial tiles on both edges, a pooled map rounded down
         (8, 16, 32, 13, 17),  # batch 8: tiles of several images in one chunk
         (1, 48, 16, 7, 9),  # K below one 64-wide panel
         (8, 64, 80, 5, 30),  # K not a multiple of 64: a zero-padded panel
-        (2, 32, 16, 1, 1),  # a single pixel: one tile, all padding but the centre
+        (2, 32, 16, 2, 3),  # one tile, mostly padding; one pooled pixel
         (1, 64, 64, 56, 56),  # many chunks of tiles
     ],
 )
-@pytest.mark.parametrize("relu", [False, True])
-def test_compiled_kernel_equals_the_direct_convolution(n, c, k, h, w, relu):
-    if compiled.kernels() is None:
-        pytest.skip(f"no compiled kernel: {compiled.why_not()}")
+@pytest.mark.parametrize("relu, pool", [(False, False), (True, False), (True, True)])
+def test_compiled_kernel_equals_the_direct_convolution(isa, n, c, k, h, w, relu, pool):
     direct = conv(c, k, seed=n + h)
-    layer = WinogradConv2d(direct, relu=relu)
+    layer = WinogradConv2d(direct, relu=relu, pool=pool)
     x = torch.randn(n, c, h, w).contiguous(memory_format=torch.channels_last)
     assert layer.compiled(x)
-    with torch.no_grad():
-        ref = F.conv2d(x, direct.weight, direct.bias, padding=1)
-        ref = F.relu(ref) if relu else ref
+    ref = F.conv2d(x.double(), direct.weight.double(), direct.bias.double(), padding=1)
+    ref = F.max_pool2d(F.relu(ref) if relu else ref, 2) if pool else (F.relu(ref) if relu else ref)
     out = layer(x)
     assert out.shape == ref.shape and out.is_contiguous(memory_format=torch.channels_last)
-    assert rel_error(out, ref) < RTOL[4]
+    assert rel_error(out.double(), ref) < RTOL[4]
+
+
+def test_a_pool_the_kernel_cannot_take_is_torchs(isa):
+    layer = WinogradConv2d(conv(16, 16), relu=True, pool=True)
+    x = torch.randn(1, 16, 1, 5).contiguous(memory_format=torch.channels_last)  # one row: nothing to pool
+    with pytest.raises(RuntimeError, match="Output size is too small"):
+        layer(x)
 
 
 def test_the_kernel_takes_nchw_input_and_leaves_what_it_cannot_take_to_python(monkeypatch):
@@ -191,3 +199,33 @@ def test_the_kernel_takes_nchw_input_and_leaves_what_it_cannot_take_to_python(mo
     calls = []
     monkeypatch.setattr(compiled, "kernels", lambda: calls.append(1))  # None: the fallback, asked once per call
     assert rel_error(WinogradConv2d(direct)(x), ref) < RTOL[4] and calls == [1]
+
+
+@pytest.mark.slow  # VGG16 at full size, 224x224: a few seconds per path
+def test_vgg16_fast_path_is_within_1e4_of_torchvision(path):
+    torch.manual_seed(0)
+    tv = torchvision.models.vgg16().eval()
+    ours = build("vgg16")
+    ours.load_state_dict(tv.state_dict(), strict=True)
+    fast = optimize_for_inference(ours, winograd=True)
+    x = torch.randn(2, 3, 224, 224)
+    with torch.inference_mode():
+        ref = tv(x)
+    assert rel_error(fast(x), ref) < 1e-4
+
+
+def test_the_fast_path_says_once_when_it_runs_without_the_kernels(monkeypatch, capsys):
+    import vggnet.io
+
+    monkeypatch.setattr(vggnet.io, "_told", set())
+    monkeypatch.setattr(compiled, "kernels", lambda: None)
+    monkeypatch.setattr(compiled, "why_not", lambda: "no C++ compiler (c++ or g++) on PATH")
+    with torch.device("meta"):
+        features = build("A", width=1 / 16).features
+    winogradify(features)
+    winogradify(features)
+    err = capsys.readouterr().err
+    assert err == (
+        "vggnet: no compiled CPU kernels (no C++ compiler (c++ or g++) on PATH): "
+        "the fast path runs its slower PyTorch form\n"
+    )

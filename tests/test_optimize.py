@@ -1,3 +1,4 @@
+import warnings
 from collections import Counter
 
 import pytest
@@ -160,3 +161,30 @@ def test_quantize_int8_errors():
     q = quantize_int8(model, [torch.randn(2, 3, 64, 64)])
     with pytest.raises(ValueError, match="smaller than 32x32"):
         q(torch.randn(1, 3, 16, 16))
+
+
+def test_quantize_int8_warns_where_its_kernel_cannot_run(monkeypatch):
+    model = build("A", width=1 / 16, num_classes=3, input_size=32).eval()
+    monkeypatch.setenv("VGGNET_NATIVE", "0")
+    with pytest.warns(UserWarning) as caught:
+        quantize_int8(model, [torch.randn(2, 3, 32, 32)])
+    assert [str(w.message) for w in caught] == [
+        "quantize_int8: no int8 kernel here (VGGNET_NATIVE=0), so the int8 model runs on PyTorch's int8 ops, slower "
+        "than the fast fp32 path, optimize_for_inference(model, winograd=True) (--fast); "
+        "benchmarks/results/runtimes_avx2.md has the measured factor"
+    ]
+
+
+def test_quantize_int8_warns_on_the_avx2_kernels_only(isa):
+    from vggnet.cpu.int8_conv import kernel_available
+
+    model = build("A", width=1 / 16, num_classes=3, input_size=32).eval()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        quantize_int8(model, [torch.randn(2, 3, 32, 32)])
+    told = [str(w.message) for w in caught if str(w.message).startswith("quantize_int8: no int8 kernel here")]
+    assert kernel_available() == (isa == "avx512" and torch.cpu._is_vnni_supported())
+    if kernel_available():
+        assert told == []
+    else:
+        assert len(told) == 1 and f"(it needs AVX-512 VNNI; the {isa} kernels run here)" in told[0]

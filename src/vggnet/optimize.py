@@ -168,6 +168,8 @@ def quantize_int8(
     if first is None:
         raise ValueError("quantize_int8 needs at least one calibration batch")
     model.check_input(first)
+    if not kernel_available():
+        warnings.warn(slower_than_fp32(), stacklevel=2)
     if kernel_available() if winograd is None else winograd:
         return _winograd_int8(base, [first, *batches], keep_first_fp32, keep_last_fp32)
     from torch.ao.quantization import get_default_qconfig_mapping
@@ -193,6 +195,19 @@ def quantize_int8(
                 prepared(batch)
         quantized = convert_fx(prepared)
     return Int8VGG(base, quantized)
+
+
+def slower_than_fp32() -> str:
+    """Why int8 is slower than fp32 on this machine: its compiled kernel does not run here (the CPU, or no build)."""
+    from .cpu import compiled
+
+    module = compiled.kernels()
+    why = f"it needs AVX-512 VNNI; the {module.isa} kernels run here" if module is not None else compiled.why_not()
+    return (
+        f"quantize_int8: no int8 kernel here ({why}), so the int8 model runs on PyTorch's int8 ops, slower than "
+        "the fast fp32 path, optimize_for_inference(model, winograd=True) (--fast); "
+        "benchmarks/results/runtimes_avx2.md has the measured factor"
+    )
 
 
 def _winograd_int8(base: VGG, batches: list[torch.Tensor], keep_first: bool, keep_last: bool) -> Int8VGG:

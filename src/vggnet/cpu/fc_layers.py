@@ -16,9 +16,13 @@ from . import compiled
 from .int8_conv import kernel_available
 
 
-def kernels_run(x: torch.Tensor) -> bool:
-    """Whether x goes to the compiled kernels: fp32 on the CPU, the kernels built, the CPU with VNNI."""
-    return x.device.type == "cpu" and x.dtype == torch.float32 and kernel_available()
+def kernels_run(x: torch.Tensor, int8: bool = True) -> bool:
+    """Whether x goes to the compiled kernels: fp32 on the CPU, the kernels built (and for `int8`, with VNNI)."""
+    return (
+        x.device.type == "cpu"
+        and x.dtype == torch.float32
+        and (kernel_available() if int8 else bool(compiled.kernels()))
+    )
 
 
 class Int8Linear(nn.Module):
@@ -83,7 +87,7 @@ class Float32Linear(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         _check(self, x)
-        if kernels_run(x):
+        if kernels_run(x, int8=False):
             return compiled.kernels().linear_f32(x, self.packed, self.bias, self.relu)
         y = F.linear(x, self.weight.to(x), self.bias.to(x))
         return y.relu() if self.relu else y

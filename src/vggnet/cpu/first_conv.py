@@ -29,6 +29,14 @@ def vgg_3x3(conv: nn.Module) -> bool:
     )
 
 
+def vgg_pool(m: nn.Module) -> bool:
+    """Whether `m` is VGG's max pool: 2x2, stride 2, no padding, dilation 1, rounding down (what the kernels fuse)."""
+    if not isinstance(m, nn.MaxPool2d) or m.ceil_mode:
+        return False
+    pairs = [v if isinstance(v, tuple) else (v, v) for v in (m.kernel_size, m.stride, m.padding, m.dilation)]
+    return pairs == [(2, 2), (2, 2), (0, 0), (1, 1)]
+
+
 def fits(conv: nn.Module) -> bool:
     """Whether the kernel computes `conv`: a VGG 3x3 conv with few input channels and K a multiple of 16."""
     return vgg_3x3(conv) and conv.in_channels <= MAX_CHANNELS and conv.out_channels % 16 == 0

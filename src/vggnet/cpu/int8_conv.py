@@ -187,7 +187,7 @@ def int8_features(
     while i < len(mods):
         if i in ranges:
             relu = i + 1 < len(mods) and isinstance(mods[i + 1], nn.ReLU)
-            pool = relu and i + 2 < len(mods) and _is_vgg_pool(mods[i + 2])
+            pool = relu and i + 2 < len(mods) and first_conv.vgg_pool(mods[i + 2])
             layers.append(Int8WinogradConv2d(mods[i], *ranges[i], relu=relu, pool=pool, alpha=alpha))
             # an Identity in place of each fused layer keeps the stack's indices (and feature_names) lined up
             layers += [nn.Identity()] * (relu + pool)
@@ -200,11 +200,3 @@ def int8_features(
             layers.append(mods[i])
         i += 1
     return nn.Sequential(*layers)
-
-
-def _is_vgg_pool(m: nn.Module) -> bool:
-    """VGG's max pool: 2x2, stride 2, no padding, dilation 1, rounding down."""
-    if not isinstance(m, nn.MaxPool2d) or m.ceil_mode:
-        return False
-    pairs = [v if isinstance(v, tuple) else (v, v) for v in (m.kernel_size, m.stride, m.padding, m.dilation)]
-    return pairs == [(2, 2), (2, 2), (0, 0), (1, 1)]

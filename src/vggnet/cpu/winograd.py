@@ -10,8 +10,8 @@ channel pair instead of 9 m^2: 2.25x fewer for m = 2, 4x fewer for m = 4. Per la
     M[p] = V[p] @ U[p]   for each of the (m+2)^2 tile positions p (a batched GEMM over channels)
     Y = A^T M A                                     (output transform)
 
-On an AVX-512 CPU the layer runs as one compiled kernel (csrc/winograd_f32.cpp, `vggnet.cpu.compiled`): the
-three steps fused per chunk of tiles, the transforms as a few vector additions, the GEMMs by a register-
+On a CPU with AVX-512 or AVX2 the layer runs as one compiled kernel (csrc/winograd_f32.cpp, `vggnet.cpu.compiled`):
+the three steps fused per chunk of tiles, the transforms as a few vector additions, the GEMMs by a register-
 blocked micro-kernel. Elsewhere (or when it cannot be built) the Python path below writes both
 transforms as one small GEMM each (with the Kronecker product of the 1-D matrices), so the layer is
 three GEMMs and two copies in PyTorch's own kernels. Either equals the direct convolution up to fp32
@@ -27,6 +27,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..io import report_once
 from . import compiled, first_conv
 
 # The 1-D transforms of F(m, 3), interpolation points 0, 1, -1 (m = 2) and 0, 1, -1, 2, -2, infinity (m = 4).
@@ -75,15 +76,16 @@ def choose_tile(h: int, w: int) -> int:
 
 
 class WinogradConv2d(nn.Module):
-    """A 3x3, stride-1, padding-1 convolution (optionally + ReLU) computed with Winograd F(m x m, 3 x 3).
+    """A 3x3, stride-1, padding-1 convolution (optionally + ReLU, + VGG's 2x2 max pool) as Winograd F(m x m, 3 x 3).
 
     Built from a trained `nn.Conv2d`; inference only (no gradients). The tile size m is chosen per
     input size (`choose_tile`) or fixed by `m`; the transformed weights of each m are computed on
     first use, in float64, and cached. Input and output are NCHW tensors in channels-last memory,
-    as the optimised path keeps them.
+    as the optimised path keeps them. With `pool` the compiled kernel pools each 4x4 output tile as it
+    makes it; the Python path pools afterwards.
     """
 
-    def __init__(self, conv: nn.Conv2d, m: int | None = None, relu: bool = False) -> None:
+    def __init__(self, conv: nn.Conv2d, m: int | None = None, relu: bool = False, pool: bool = False) -> None:
         super().__init__()
         if conv.kernel_size != (3, 3) or conv.stride != (1, 1) or conv.padding != (1, 1) or conv.groups != 1:
             raise ValueError(
@@ -94,18 +96,18 @@ class WinogradConv2d(nn.Module):
             raise ValueError(f"Winograd needs dilation 1; got {conv.dilation}")
         if m is not None:
             transforms(m)  # rejects an unsupported m now rather than at the first forward
-        self.m, self.relu = m, relu
+        self.m, self.relu, self.pool = m, relu, pool
         self.in_channels, self.out_channels = conv.in_channels, conv.out_channels
         self.register_buffer("weight", conv.weight.detach().clone())
         bias = conv.bias.detach() if conv.bias is not None else torch.zeros(conv.out_channels)
         self.register_buffer("bias", bias.clone().to(conv.weight.dtype))
         self.chunk_bytes = 8 << 20  # transformed tiles per step (see forward)
         self._cache: dict[tuple, tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = {}
-        self._packed: torch.Tensor | None = None  # U for the compiled kernel, (36, K/64, C, 64)
+        self._packed: dict[int, torch.Tensor] = {}  # U for the compiled kernel by panel width (see packed)
 
     def extra_repr(self) -> str:
         tile = f"F({self.m}x{self.m}, 3x3)" if self.m else "F(4x4 or 2x2, 3x3)"
-        return f"{self.in_channels}, {self.out_channels}, {tile}, relu={self.relu}"
+        return f"{self.in_channels}, {self.out_channels}, {tile}, relu={self.relu}, pool={self.pool}"
 
     def transformed(self, m: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """(U, B^T kron B^T, A^T kron A^T) for tile m, in the weight's dtype and device (cached)."""
@@ -122,24 +124,24 @@ class WinogradConv2d(nn.Module):
             )
         return self._cache[key]
 
-    def packed(self) -> torch.Tensor:
-        """U of F(4x4) laid out for the compiled kernel: (36, K/64, C, 64), K zero-padded to a multiple of 64 (cached)."""
-        if self._packed is None:
+    def packed(self, panel: int) -> torch.Tensor:
+        """U of F(4x4) laid out for the compiled kernel: (36, K/panel, C, panel), K zero-padded to a multiple of panel.
+
+        `panel` is the build's (`kernels().panel`: 64 for AVX-512, 16 for AVX2); each layout is cached.
+        """
+        if panel not in self._packed:
             u = self.transformed(4)[0].cpu()  # (36, C, K)
-            kp = -(-self.out_channels // 64) * 64
-            u = F.pad(u, (0, kp - self.out_channels)).view(36, self.in_channels, kp // 64, 64)
-            self._packed = u.permute(0, 2, 1, 3).contiguous()
-        return self._packed
+            kp = -(-self.out_channels // panel) * panel
+            u = F.pad(u, (0, kp - self.out_channels)).view(36, self.in_channels, kp // panel, panel)
+            self._packed[panel] = u.permute(0, 2, 1, 3).contiguous()
+        return self._packed[panel]
 
     def compiled(self, x: torch.Tensor) -> bool:
         """Whether this input goes to the compiled kernel: fp32 on the CPU, F(4x4), channels multiples of 16."""
         return (
             x.device.type == "cpu"
             and x.dtype == torch.float32
-            and self.m in (None, 4)
-            and self.in_channels % 16 == 0
-            and self.out_channels % 16 == 0
-            and compiled.kernels() is not None
+            and kernel_takes(self.in_channels, self.out_channels, self.m)
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -148,7 +150,10 @@ class WinogradConv2d(nn.Module):
             raise ValueError(f"WinogradConv2d expects {self.in_channels} input channels, got {c}")
         if self.compiled(x):
             x = x.contiguous(memory_format=torch.channels_last)
-            return compiled.kernels().conv3x3_f4(x, self.packed(), self.bias, self.relu, self.out_channels, 0, 0)
+            k = compiled.kernels()
+            pool = self.pool and h >= 2 and w >= 2  # smaller: torch's max pool gives its own error below
+            y = k.conv3x3_f4(x, self.packed(k.panel), self.bias, self.relu, pool, self.out_channels, 0, 0)
+            return y if pool == self.pool else F.max_pool2d(y, 2)
         m = self.m or choose_tile(h, w)
         u, bb, aa = self.transformed(m)
         t, k = m + 2, self.out_channels
@@ -175,7 +180,8 @@ class WinogradConv2d(nn.Module):
                 torch.add(y[: y1 - y0, :w], self.bias, out=out[i, y0:y1])
         if self.relu:
             out.relu_()
-        return out.permute(0, 3, 1, 2)  # NCHW shape, channels-last memory
+        out = out.permute(0, 3, 1, 2)  # NCHW shape, channels-last memory
+        return F.max_pool2d(out, 2) if self.pool else out
 
 
 def worth_it(conv: nn.Conv2d) -> bool:
@@ -189,9 +195,12 @@ def worth_it(conv: nn.Conv2d) -> bool:
     c, k = conv.in_channels, conv.out_channels
     if conv.kernel_size != (3, 3):
         return False
-    if c % 16 == 0 and k % 16 == 0 and compiled.kernels() is not None:
-        return True
-    return c * k / (c + k) >= 40
+    return kernel_takes(c, k) or c * k / (c + k) >= 40
+
+
+def kernel_takes(c: int, k: int, m: int | None = None) -> bool:
+    """Whether the compiled kernel computes a c -> k layer of tile m: F(4x4), channels multiples of 16, kernels built."""
+    return m in (None, 4) and c % 16 == 0 and k % 16 == 0 and compiled.kernels() is not None
 
 
 def winogradify(features: nn.Sequential, m: int | None = None) -> nn.Sequential:
@@ -199,22 +208,26 @@ def winogradify(features: nn.Sequential, m: int | None = None) -> nn.Sequential:
 
     Only the convs where Winograd is faster (`worth_it`) are replaced; a conv on few input channels
     (conv1_1) becomes the compiled direct conv where the kernels run (`first_conv.SmallConv2d`); the rest stay
-    as they are. The ReLU after a replaced conv is fused into it and an `nn.Identity` keeps its place, so
-    the stack's indices (and `VGG.feature_names`) still line up.
+    as they are. The ReLU after a replaced conv is fused into it, and where the compiled kernel takes the
+    layer so is the max pool after that ReLU; an `nn.Identity` keeps the place of each fused layer, so the
+    stack's indices (and `VGG.feature_names`) still line up. Without the compiled kernels it says so, once.
     """
+    if compiled.kernels() is None:
+        report_once(
+            f"vggnet: no compiled CPU kernels ({compiled.why_not()}): the fast path runs its slower PyTorch form"
+        )
     layers: list[nn.Module] = []
     mods = list(features)
     i = 0
     while i < len(mods):
         layer = mods[i]
+        relu = i + 1 < len(mods) and isinstance(mods[i + 1], nn.ReLU)
         if isinstance(layer, nn.Conv2d) and worth_it(layer):
-            relu = i + 1 < len(mods) and isinstance(mods[i + 1], nn.ReLU)
-            layers.append(WinogradConv2d(layer, m=m, relu=relu))
-            if relu:
-                layers.append(nn.Identity())
-                i += 1
+            pool = relu and kernel_takes(layer.in_channels, layer.out_channels, m) and i + 2 < len(mods)
+            pool = pool and first_conv.vgg_pool(mods[i + 2])
+            layers += [WinogradConv2d(layer, m=m, relu=relu, pool=pool)] + [nn.Identity()] * (relu + pool)
+            i += relu + pool
         elif first_conv.takes(layer):  # conv1_1: few input channels, the compiled direct conv
-            relu = i + 1 < len(mods) and isinstance(mods[i + 1], nn.ReLU)
             layers += [first_conv.SmallConv2d(layer, relu=relu)] + [nn.Identity()] * relu
             i += relu
         else:

@@ -1,14 +1,16 @@
 // A direct 3x3 conv (stride 1, padding 1) + bias (+ ReLU) for layers with few input channels: VGG's conv1_1,
 // which sees the RGB image. Winograd gains nothing there (3 input channels) and the GEMM libraries pad 3
-// channels out to a vector; here each output pixel is 9 C broadcasts times K/16 FMAs, six pixels at a time.
+// channels out to a vector; here each output pixel is 9 C broadcasts times K/L FMAs (L floats a vector, simd.h),
+// six pixels at a time.
 // fp32; the input in any memory layout (an NCHW image needs no copy to channels-last first), the output
 // NHWC. Work items are output rows.
 
-#include <immintrin.h>
-
 #include "kernels.h"
+#include "simd.h"
 
 namespace {
+
+using namespace vggnet::simd;
 
 struct Layer {
   const float* x;     // (N, C, H, W), strides sn, sc, sh, sw
@@ -19,15 +21,15 @@ struct Layer {
   bool relu;
 };
 
-constexpr int kPixels = 6;
+constexpr int kPixels = kRows;  // pixels x kVectors accumulators: the GEMM micro-kernel's blocking (simd.h)
 
 // R output pixels (x0 .. x0+R-1) of row y, V vectors of output channels from k0. Edge: some input pixels
 // of the 3x3 windows lie outside the image (the zero padding); they are skipped.
 template <int R, int V, bool Edge>
 inline void pixels(const Layer& L, int64_t img, int64_t y, int64_t x0, int64_t k0) {
-  __m512 acc[R][V];
+  vec acc[R][V];
   for (int j = 0; j < V; ++j) {
-    const __m512 b = _mm512_loadu_ps(L.bias + k0 + 16 * j);
+    const vec b = load(L.bias + k0 + kLanes * j);
     for (int r = 0; r < R; ++r) acc[r][j] = b;
   }
   for (int dy = 0; dy < 3; ++dy) {
@@ -37,21 +39,21 @@ inline void pixels(const Layer& L, int64_t img, int64_t y, int64_t x0, int64_t k
     for (int dx = 0; dx < 3; ++dx) {
       for (int64_t ci = 0; ci < L.c; ++ci) {
         const float* wk = L.w + ((dy * 3 + dx) * L.c + ci) * L.k + k0;
-        __m512 wv[V];
-        for (int j = 0; j < V; ++j) wv[j] = _mm512_loadu_ps(wk + 16 * j);
+        vec wv[V];
+        for (int j = 0; j < V; ++j) wv[j] = load(wk + kLanes * j);
         for (int r = 0; r < R; ++r) {
           const int64_t xx = x0 + r + dx - 1;
           if (Edge && (xx < 0 || xx >= L.w_)) continue;
-          const __m512 a = _mm512_set1_ps(row[xx * L.sw + ci * L.sc]);
-          for (int j = 0; j < V; ++j) acc[r][j] = _mm512_fmadd_ps(a, wv[j], acc[r][j]);
+          const vec a = set1(row[xx * L.sw + ci * L.sc]);
+          for (int j = 0; j < V; ++j) acc[r][j] = fmadd(a, wv[j], acc[r][j]);
         }
       }
     }
   }
-  const __m512 zero = _mm512_setzero_ps();
+  const vec z = zero();
   float* out = L.y + ((img * L.h + y) * L.w_ + x0) * L.k + k0;
   for (int r = 0; r < R; ++r)
-    for (int j = 0; j < V; ++j) _mm512_storeu_ps(out + r * L.k + 16 * j, L.relu ? _mm512_max_ps(acc[r][j], zero) : acc[r][j]);
+    for (int j = 0; j < V; ++j) store(out + r * L.k + kLanes * j, L.relu ? max(acc[r][j], z) : acc[r][j]);
 }
 
 template <int V>
@@ -80,8 +82,8 @@ at::Tensor vggnet::conv3x3_small(const at::Tensor& x, const at::Tensor& w, const
   vggnet::for_each_item(n * h, [&](int64_t i, int64_t) {
     const int64_t img = i / h, yy = i % h;
     int64_t k0 = 0;
-    for (; k0 + 64 <= k; k0 += 64) row<4>(L, img, yy, k0);
-    for (; k0 < k; k0 += 16) row<1>(L, img, yy, k0);
+    for (; k0 + kPanel <= k; k0 += kPanel) row<kVectors>(L, img, yy, k0);
+    for (; k0 < k; k0 += kLanes) row<1>(L, img, yy, k0);
   });
   return y;
 }

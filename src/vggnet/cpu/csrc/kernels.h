@@ -1,4 +1,5 @@
-// The compiled kernels of vggnet.cpu.compiled: declarations and what the kernels share.
+// The compiled kernels of vggnet.cpu.compiled: declarations and what the kernels share (the vector type of
+// each build is in simd.h).
 #pragma once
 
 #include <ATen/ATen.h>
@@ -16,9 +17,9 @@
 
 namespace vggnet {
 
-// 3x3 conv + bias (+ ReLU) as Winograd F(4x4, 3x3) in fp32 (winograd_f32.cpp).
-at::Tensor conv3x3_f4(const at::Tensor& x, const at::Tensor& u, const at::Tensor& bias, bool relu, int64_t k,
-                      int64_t chunk, int64_t groups);
+// 3x3 conv + bias (+ ReLU) (+ 2x2 max pool) as Winograd F(4x4, 3x3) in fp32 (winograd_f32.cpp).
+at::Tensor conv3x3_f4(const at::Tensor& x, const at::Tensor& u, const at::Tensor& bias, bool relu, bool pool,
+                      int64_t k, int64_t chunk, int64_t groups);
 
 // 3x3 conv + bias (+ ReLU) (+ 2x2 max pool) as Winograd F(2x2, 3x3) with int8 GEMMs in the Winograd domain
 // (winograd_int8.cpp).
@@ -36,7 +37,7 @@ at::Tensor linear_int8(const at::Tensor& x, const at::Tensor& w, const at::Tenso
 // y = x W^T + bias (+ ReLU) in fp32, W packed (Kout_p / 16, Kin, 16) (linear.cpp).
 at::Tensor linear_f32(const at::Tensor& x, const at::Tensor& w, const at::Tensor& bias, bool relu);
 
-// Whether this CPU has AVX-512 VNNI (vpdpbusd), which the int8 kernel needs.
+// Whether the int8 kernels run here: this is the AVX-512 build and the CPU has AVX-512 VNNI (vpdpbusd).
 bool cpu_has_vnni();
 
 // Grow-only scratch of the calling thread, 64-byte aligned: large buffers allocated once, not per call
@@ -116,14 +117,17 @@ struct Split {
 
 // A chunk's transformed tiles (tile_bytes each) take about 1 MB, so they stay in one core's L2 between the
 // three steps. Every chunk reads all of U (u_bytes): where U is too large for the L3, chunks grow to 12 MB
-// so there are fewer of them. With fewer than two chunks a thread (the deep layers at batch 1), each
-// chunk's output channels are split between the threads instead, so U is still read about once.
-// chunk and groups > 0 override the choice (tests).
-inline Split split(int64_t tiles, int64_t tile_bytes, int64_t u_bytes, int64_t panels, int64_t chunk, int64_t groups) {
+// so there are fewer of them. A chunk is a whole number of the GEMM micro-kernel's `rows`: a remainder runs
+// with fewer accumulators, too few to hide the FMA latency. With fewer than two chunks a thread (the deep
+// layers at batch 1), each chunk's output channels are split between the threads instead, so U is still read
+// about once. chunk and groups > 0 override the choice (tests).
+inline Split split(int64_t tiles, int64_t tile_bytes, int64_t u_bytes, int64_t panels, int64_t chunk, int64_t groups,
+                   int64_t rows) {
   const int64_t threads = at::get_num_threads();
   if (chunk <= 0) {
-    chunk = std::max<int64_t>(6, (int64_t(1) << 20) / tile_bytes);
+    chunk = std::max<int64_t>(rows, (int64_t(1) << 20) / tile_bytes);
     if (u_bytes > (int64_t(12) << 20)) chunk = std::max<int64_t>(chunk, (int64_t(12) << 20) / tile_bytes);
+    chunk = (chunk + rows - 1) / rows * rows;
   }
   chunk = std::min(chunk, tiles);
   const int64_t chunks = (tiles + chunk - 1) / chunk;

@@ -1,22 +1,79 @@
 // The FC layers of the int8 net. FC6 and FC7 in int8: y = x W^T + b (+ ReLU) with W int8 (a scale per output),
 // x rounded to u8 per row (its own scale and zero point, from the row's range), the products summed by
-// vpdpbusd (AVX-512 VNNI). FC8 in fp32 (FMA). At batch 1 these layers read each weight once per call, so
-// they run at the speed of memory; the kernels stream the weights once for up to 4 rows at a time, K in
-// slices that stay in the core's L2 while the next rows reuse them. They run on the kernels' own workers
-// (kernels.h), so a forward pass of the int8 net never wakes torch's OpenMP pool, whose threads spin for a
-// while after every parallel region and take a core from the next layer.
+// vpdpbusd (AVX-512 VNNI; the AVX2 build has no int8 layer). FC8 in fp32 (FMA, AVX-512 or AVX2: simd.h). At
+// batch 1 these layers read each weight once per call, so they run at the speed of memory; the kernels stream
+// the weights once for up to 4 rows at a time, K in slices that stay in the core's L2 while the next rows reuse
+// them. They run on the kernels' own workers (kernels.h), so a forward pass of the int8 net never wakes torch's
+// OpenMP pool, whose threads spin for a while after every parallel region and take a core from the next layer.
 
 #include <immintrin.h>
 
 #include <cmath>
 
 #include "kernels.h"
+#include "simd.h"
 
 namespace {
 
 constexpr int kBlock = 64;     // outputs per work item: 4 vectors of 16
 constexpr int kRows = 4;       // rows per pass: 4 x 4 = 16 accumulators (see winograd_int8.cpp)
 constexpr int64_t kSlice = 1024;  // inputs per slice: 64 KB of weights per item, reused by every row pass
+
+// The fp32 layer (FC8): acc[R x kF32 columns from oc] (fp32, in memory between slices, rows kBlock apart) +=
+// x[rows, k0:k1] . W[oc:oc+kF32, k0:k1]^T, W packed (Kout_p / 16, Kin, 16).
+namespace simd = vggnet::simd;
+constexpr int kF32 = 4 * simd::kLanes;                 // columns per pass: 4 vectors (64 with AVX-512, 32 with AVX2)
+constexpr int kF32Rows = simd::kLanes == 16 ? 4 : 2;  // rows x 4 accumulators + 4 weights + 1 broadcast in registers
+
+template <int R>
+inline void slice_f32(const float* x, int64_t kin, const float* w, int64_t row0, int64_t oc, int64_t k0, int64_t k1,
+                      float* acc) {
+  simd::vec a[R][4];
+  for (int r = 0; r < R; ++r)
+    for (int j = 0; j < 4; ++j) a[r][j] = simd::load(acc + r * kBlock + simd::kLanes * j);
+  const float* wj[4];  // the vector's 16-wide group of outputs, at its offset within the group
+  for (int j = 0; j < 4; ++j) {
+    const int64_t col = oc + simd::kLanes * j;
+    wj[j] = w + (col / 16) * kin * 16 + col % 16;
+  }
+  for (int64_t k = k0; k < k1; ++k) {
+    simd::vec wv[4];
+    for (int j = 0; j < 4; ++j) wv[j] = simd::load(wj[j] + k * 16);
+    for (int r = 0; r < R; ++r) {
+      const simd::vec xv = simd::set1(x[(row0 + r) * kin + k]);
+      for (int j = 0; j < 4; ++j) a[r][j] = simd::fmadd(xv, wv[j], a[r][j]);
+    }
+  }
+  for (int r = 0; r < R; ++r)
+    for (int j = 0; j < 4; ++j) simd::store(acc + r * kBlock + simd::kLanes * j, a[r][j]);
+}
+
+void item_f32(const float* x, int64_t n, int64_t kin, const float* w, const float* bias, int64_t kout, bool relu,
+              float* y, int64_t o0, float* acc) {
+  for (int64_t row0 = 0; row0 < n; row0 += kF32Rows) {
+    const int64_t rows = std::min<int64_t>(kF32Rows, n - row0);
+    std::fill(acc, acc + rows * kBlock, 0.f);
+    for (int64_t k0 = 0; k0 < kin; k0 += kSlice) {
+      const int64_t k1 = std::min(kin, k0 + kSlice);
+      for (int64_t oc = o0; oc < o0 + kBlock; oc += kF32) {
+        float* part = acc + (oc - o0);
+        switch (rows) {
+          case 4: slice_f32<4>(x, kin, w, row0, oc, k0, k1, part); break;
+          case 3: slice_f32<3>(x, kin, w, row0, oc, k0, k1, part); break;
+          case 2: slice_f32<2>(x, kin, w, row0, oc, k0, k1, part); break;
+          default: slice_f32<1>(x, kin, w, row0, oc, k0, k1, part); break;
+        }
+      }
+    }
+    for (int64_t r = 0; r < rows; ++r)
+      for (int64_t o = o0; o < std::min(kout, o0 + kBlock); ++o) {
+        const float v = acc[r * kBlock + (o - o0)] + bias[o];
+        y[(row0 + r) * kout + o] = relu ? std::max(v, 0.f) : v;
+      }
+  }
+}
+
+#if defined(__AVX512F__)
 
 struct Layer {
   const uint8_t* xq;     // (N, Kin4) u8
@@ -105,47 +162,7 @@ void quantize_row(const float* x, int64_t kin, uint8_t* q, int32_t& zero, float&
   }
 }
 
-// The fp32 layer (FC8): acc[R x 64] (fp32, in memory between slices) += x[rows, k0:k1] . W[o0:o0+64, k0:k1]^T,
-// W packed (Kout_p / 16, Kin, 16).
-template <int R>
-inline void slice_f32(const float* x, int64_t kin, const float* w, int64_t row0, int64_t o0, int64_t k0, int64_t k1,
-                      float* acc) {
-  __m512 a[R][4];
-  for (int r = 0; r < R; ++r)
-    for (int j = 0; j < 4; ++j) a[r][j] = _mm512_loadu_ps(acc + r * kBlock + 16 * j);
-  for (int64_t k = k0; k < k1; ++k) {
-    __m512 wv[4];
-    for (int j = 0; j < 4; ++j) wv[j] = _mm512_loadu_ps(w + ((o0 / 16 + j) * kin + k) * 16);
-    for (int r = 0; r < R; ++r) {
-      const __m512 xv = _mm512_set1_ps(x[(row0 + r) * kin + k]);
-      for (int j = 0; j < 4; ++j) a[r][j] = _mm512_fmadd_ps(xv, wv[j], a[r][j]);
-    }
-  }
-  for (int r = 0; r < R; ++r)
-    for (int j = 0; j < 4; ++j) _mm512_storeu_ps(acc + r * kBlock + 16 * j, a[r][j]);
-}
-
-void item_f32(const float* x, int64_t n, int64_t kin, const float* w, const float* bias, int64_t kout, bool relu,
-              float* y, int64_t o0, float* acc) {
-  for (int64_t row0 = 0; row0 < n; row0 += kRows) {
-    const int64_t rows = std::min<int64_t>(kRows, n - row0);
-    std::fill(acc, acc + rows * kBlock, 0.f);
-    for (int64_t k0 = 0; k0 < kin; k0 += kSlice) {
-      const int64_t k1 = std::min(kin, k0 + kSlice);
-      switch (rows) {
-        case 4: slice_f32<4>(x, kin, w, row0, o0, k0, k1, acc); break;
-        case 3: slice_f32<3>(x, kin, w, row0, o0, k0, k1, acc); break;
-        case 2: slice_f32<2>(x, kin, w, row0, o0, k0, k1, acc); break;
-        default: slice_f32<1>(x, kin, w, row0, o0, k0, k1, acc); break;
-      }
-    }
-    for (int64_t r = 0; r < rows; ++r)
-      for (int64_t o = o0; o < std::min(kout, o0 + kBlock); ++o) {
-        const float v = acc[r * kBlock + (o - o0)] + bias[o];
-        y[(row0 + r) * kout + o] = relu ? std::max(v, 0.f) : v;
-      }
-  }
-}
+#endif  // __AVX512F__
 
 }  // namespace
 
@@ -160,16 +177,20 @@ at::Tensor vggnet::linear_f32(const at::Tensor& x, const at::Tensor& w, const at
   const at::Tensor xc = x.contiguous();
   auto y = at::empty({n, kout}, x.options());
   const int64_t threads = std::max<int64_t>(1, at::get_num_threads());
-  auto* acc = static_cast<float*>(vggnet::scratch(threads * kRows * kBlock * sizeof(float)));
+  auto* acc = static_cast<float*>(vggnet::scratch(threads * kF32Rows * kBlock * sizeof(float)));
   vggnet::for_each_item(w.size(0) / 4, [&](int64_t i, int64_t slot) {
     item_f32(xc.data_ptr<float>(), n, kin, w.data_ptr<float>(), bias.data_ptr<float>(), kout, relu,
-             y.data_ptr<float>(), i * kBlock, acc + slot * kRows * kBlock);
+             y.data_ptr<float>(), i * kBlock, acc + slot * kF32Rows * kBlock);
   });
   return y;
 }
 
 at::Tensor vggnet::linear_int8(const at::Tensor& x, const at::Tensor& w, const at::Tensor& wsum,
                                const at::Tensor& wscale, const at::Tensor& bias, bool relu) {
+#if !defined(__AVX512F__)
+  TORCH_CHECK(false, "linear_int8 needs the AVX-512 VNNI build of the kernels; this is the ", vggnet::simd::kIsa, " build");
+  return {};
+#else
   TORCH_CHECK(x.dim() == 2 && x.scalar_type() == at::kFloat, "x must be a float (N, K) tensor");
   TORCH_CHECK(w.scalar_type() == at::kChar && w.is_contiguous() && w.dim() == 4 && w.size(2) == 16 && w.size(3) == 4 &&
                   w.size(0) % 4 == 0,
@@ -194,4 +215,5 @@ at::Tensor vggnet::linear_int8(const at::Tensor& x, const at::Tensor& w, const a
   auto* acc = static_cast<int32_t*>(vggnet::scratch(threads * kRows * kBlock * sizeof(int32_t)));
   vggnet::for_each_item(kout_p / kBlock, [&](int64_t i, int64_t slot) { item(L, i * kBlock, acc + slot * kRows * kBlock); });
   return y;
+#endif
 }

@@ -1,4 +1,5 @@
-// Winograd F(2x2, 3x3) with int8 GEMMs for VGG's 3x3 convolutions: AVX-512 VNNI, fp32 in and out.
+// Winograd F(2x2, 3x3) with int8 GEMMs for VGG's 3x3 convolutions: AVX-512 VNNI, fp32 in and out. The AVX2 build
+// of the kernels (simd.h) has no int8 conv: there conv3x3_f2_int8 refuses, and vggnet.cpu.int8_conv does not call it.
 //
 // Quantised in the Winograd domain (vggnet/cpu/int8_conv.py calibrates): each transformed input tile V = B^T d B
 // (fp32) becomes u8, round(V[p][c] / s[p][c]) + z[p], with a scale per tile position p and input channel c
@@ -16,6 +17,9 @@
 #include <algorithm>
 
 #include "kernels.h"
+#include "simd.h"
+
+#if defined(__AVX512F__)
 
 namespace {
 
@@ -174,10 +178,18 @@ void run_item(const Layer& L, int64_t t0, int64_t tc, int64_t kb0, int64_t kb1, 
 
 }  // namespace
 
+#endif  // __AVX512F__
+
 at::Tensor vggnet::conv3x3_f2_int8(const at::Tensor& x, const at::Tensor& u, const at::Tensor& comp,
                                    const at::Tensor& scale, const at::Tensor& inv_s, const at::Tensor& zero_point,
                                    const at::Tensor& bias, bool relu, bool pool, int64_t k, int64_t chunk,
                                    int64_t groups) {
+#if !defined(__AVX512F__)
+  TORCH_CHECK(false, "conv3x3_f2_int8 needs the AVX-512 VNNI build of the kernels; this is the ", vggnet::simd::kIsa,
+              " build");
+  return {};
+#else
+
   TORCH_CHECK(x.dim() == 4 && x.scalar_type() == at::kFloat, "x must be a float (N, C, H, W) tensor");
   TORCH_CHECK(x.is_contiguous(at::MemoryFormat::ChannelsLast), "x must be channels-last");
   const int64_t n = x.size(0), c = x.size(1), h = x.size(2), w = x.size(3);
@@ -201,7 +213,7 @@ at::Tensor vggnet::conv3x3_f2_int8(const at::Tensor& x, const at::Tensor& u, con
           inv_s.data_ptr<float>(), zero_point.data_ptr<float>(), bias.data_ptr<float>(), y.data_ptr<float>(),
           n, h, w, c, k, kp, (h + kOut - 1) / kOut, (w + kOut - 1) / kOut, relu, pool};
   const int64_t tiles = n * L.th * L.tw, panels = kp / kPanel;
-  const auto s = vggnet::split(tiles, kPositions * (c + 4 * kp), kPositions * c * kp, panels, chunk, groups);
+  const auto s = vggnet::split(tiles, kPositions * (c + 4 * kp), kPositions * c * kp, panels, chunk, groups, kRows);
   const int64_t v_bytes = (kPositions * s.chunk * c + 63) / 64 * 64, per_slot = v_bytes + kPositions * s.chunk * kp * 4;
   const int64_t per_group = (panels + s.groups - 1) / s.groups;
   char* buf = static_cast<char*>(vggnet::scratch(per_slot * at::get_num_threads()));
@@ -213,4 +225,5 @@ at::Tensor vggnet::conv3x3_f2_int8(const at::Tensor& x, const at::Tensor& u, con
              reinterpret_cast<uint8_t*>(mine), reinterpret_cast<float*>(mine + v_bytes));
   });
   return y;
+#endif
 }
