@@ -7,7 +7,15 @@ from torch import nn
 
 from vggnet import build
 from vggnet.compress import factorise
-from vggnet.cpu.fc_layers import Float32Linear, Int8Linear, Int8Net, _reads_channels_last, int8_classifier, kernels_run
+from vggnet.cpu.fc_layers import (
+    Float32Linear,
+    Int8Linear,
+    Int8Net,
+    _reads_channels_last,
+    float32_classifier,
+    int8_classifier,
+    kernels_run,
+)
 from vggnet.optimize import quantize_int8
 
 needs_kernels = pytest.mark.skipif(
@@ -50,6 +58,18 @@ def test_float32_kernel_equals_a_float64_reference(isa, n, kin, kout):
     ref = F.linear(x.double(), linear.weight.double(), linear.bias.double())
     assert rel(Float32Linear(linear)(x), ref) < 1e-5
     assert rel(Float32Linear(linear, relu=True)(x), ref.relu()) < 1e-5
+
+
+def test_float32_classifier_keeps_the_indices_and_the_weights():
+    torch.manual_seed(0)
+    head = nn.Sequential(nn.Linear(12, 8), nn.ReLU(), nn.Dropout(), nn.Linear(8, 70)).eval()
+    fast = float32_classifier(head)
+    assert [type(m).__name__ for m in fast] == ["Float32Linear", "Identity", "Dropout", "Float32Linear"]
+    assert fast[0].relu and not fast[3].relu
+    assert torch.equal(fast[0].weight, head[0].weight) and torch.equal(fast[3].weight, head[3].weight)
+    x = torch.randn(3, 12, dtype=torch.float64)  # not fp32: torch's Linear on the unpacked weights
+    with torch.no_grad():
+        assert torch.allclose(fast(x), head.double()(x))
 
 
 def test_the_reference_rounds_a_row_over_its_own_range():

@@ -9,6 +9,7 @@ from helpers import randomize_bn
 from vggnet import build
 from vggnet.configs import EvalConfig
 from vggnet.cpu import compiled
+from vggnet.cpu.fc_layers import Float32Linear
 from vggnet.cpu.winograd import WinogradConv2d, choose_tile, transforms, winogradify, worth_it
 from vggnet.optimize import optimize_for_inference
 from vggnet.weights import save_weights
@@ -201,16 +202,24 @@ def test_the_kernel_takes_nchw_input_and_leaves_what_it_cannot_take_to_python(mo
     assert rel_error(WinogradConv2d(direct)(x), ref) < RTOL[4] and calls == [1]
 
 
-@pytest.mark.slow  # VGG16 at full size, 224x224: a few seconds per path
-def test_vgg16_fast_path_is_within_1e4_of_torchvision(path):
+@pytest.fixture(scope="module")
+def vgg16_and_torchvisions_logits():
+    """VGG16 with torchvision's weights (its own init, seed 0), an input and torchvision's logits for it."""
     torch.manual_seed(0)
     tv = torchvision.models.vgg16().eval()
     ours = build("vgg16")
     ours.load_state_dict(tv.state_dict(), strict=True)
-    fast = optimize_for_inference(ours, winograd=True)
-    x = torch.randn(2, 3, 224, 224)
+    x = torch.randn(1, 3, 224, 224)
     with torch.inference_mode():
-        ref = tv(x)
+        return ours, x, tv(x)
+
+
+@pytest.mark.slow  # VGG16 at full size, 224x224: a few seconds per path
+def test_vgg16_fast_path_is_within_1e4_of_torchvision(path, vgg16_and_torchvisions_logits):
+    model, x, ref = vgg16_and_torchvisions_logits
+    fast = optimize_for_inference(model, winograd=True)
+    fc = [type(m).__name__ for m in fast.model.classifier if isinstance(m, (nn.Linear, Float32Linear))]
+    assert fc == ["Float32Linear" if path == "compiled" else "Linear"] * 3  # FC6-FC8 on the kernels where they run
     assert rel_error(fast(x), ref) < 1e-4
 
 

@@ -90,7 +90,8 @@ def optimize_for_inference(
 
     `winograd` runs the 3x3 convs where it pays (`vggnet.cpu.winograd.worth_it`) as Winograd F(4x4, 3x3) /
     F(2x2, 3x3) layers: 2.25-4x fewer multiplications, outputs equal to the direct convs within about
-    1e-5 of their scale (fp32). It needs channels-last. The input model is not modified. Compilation
+    1e-5 of their scale (fp32); where the compiled kernels run, the FC layers too (`Float32Linear`). It
+    needs channels-last. The input model is not modified. Compilation
     happens on the first call of each new input shape.
     """
     if winograd and not channels_last:
@@ -100,9 +101,13 @@ def optimize_for_inference(
     if channels_last:
         base = base.to(memory_format=torch.channels_last)
     if winograd:
+        from .cpu import compiled
+        from .cpu.fc_layers import float32_classifier
         from .cpu.winograd import winogradify
 
         base.features = winogradify(base.features)
+        if compiled.kernels() is not None:  # the FC layers on the kernels' own threads too
+            base.classifier = float32_classifier(base.classifier)
     return InferenceVGG(base, channels_last, compile)
 
 

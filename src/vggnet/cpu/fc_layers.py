@@ -71,16 +71,24 @@ class Int8Linear(nn.Module):
 
 
 class Float32Linear(nn.Module):
-    """A Linear (+ ReLU) in fp32 on the compiled kernels' workers (FC8 of the int8 net); torch's Linear elsewhere."""
+    """A Linear (+ ReLU) in fp32 on the compiled kernels' workers (the fast fp32 path's FC layers, the int8 net's FC8).
+
+    The weights are kept only as the kernel reads them (FC6 of VGG16 alone is 411 MB); torch's Linear on
+    the unpacked weights runs where the kernel cannot.
+    """
 
     def __init__(self, linear: nn.Linear, relu: bool = False) -> None:
         super().__init__()
         self.in_features, self.out_features, self.relu = linear.in_features, linear.out_features, relu
-        self.register_buffer("weight", linear.weight.detach().cpu().float().clone())
         self.register_buffer("bias", _bias(linear))
         kout_p = -(-self.out_features // 64) * 64
-        w = F.pad(self.weight, (0, 0, 0, kout_p - self.out_features))  # (Kout_p, Kin)
+        w = F.pad(linear.weight.detach().cpu().float(), (0, 0, 0, kout_p - self.out_features))  # (Kout_p, Kin)
         self.register_buffer("packed", w.view(kout_p // 16, 16, self.in_features).transpose(1, 2).contiguous())
+
+    @property
+    def weight(self) -> torch.Tensor:
+        """(Kout, Kin), unpacked (a copy)."""
+        return self.packed.transpose(1, 2).reshape(-1, self.in_features)[: self.out_features]
 
     def extra_repr(self) -> str:
         return f"{self.in_features}, {self.out_features}, fp32, relu={self.relu}"
@@ -101,6 +109,20 @@ def _bias(linear: nn.Linear) -> torch.Tensor:
 def _check(layer: Int8Linear | Float32Linear, x: torch.Tensor) -> None:
     if x.dim() != 2 or x.shape[1] != layer.in_features:
         raise ValueError(f"{type(layer).__name__} expects (N, {layer.in_features}) inputs, got {tuple(x.shape)}")
+
+
+def float32_classifier(classifier: nn.Sequential) -> nn.Sequential:
+    """A copy of a VGG classifier whose Linears (and the ReLU after each) are Float32Linears; the indices line up."""
+    mods, layers, i = list(classifier), [], 0
+    while i < len(mods):
+        if isinstance(mods[i], nn.Linear):
+            relu = i + 1 < len(mods) and isinstance(mods[i + 1], nn.ReLU)
+            layers += [Float32Linear(mods[i], relu=relu)] + [nn.Identity()] * relu
+            i += relu
+        else:
+            layers.append(mods[i])
+        i += 1
+    return nn.Sequential(*layers)
 
 
 def int8_classifier(

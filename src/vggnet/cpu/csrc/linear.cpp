@@ -1,10 +1,11 @@
-// The FC layers of the int8 net. FC6 and FC7 in int8: y = x W^T + b (+ ReLU) with W int8 (a scale per output),
+// The FC layers. FC6 and FC7 of the int8 net in int8: y = x W^T + b (+ ReLU) with W int8 (a scale per output),
 // x rounded to u8 per row (its own scale and zero point, from the row's range), the products summed by
-// vpdpbusd (AVX-512 VNNI; the AVX2 build has no int8 layer). FC8 in fp32 (FMA, AVX-512 or AVX2: simd.h). At
-// batch 1 these layers read each weight once per call, so they run at the speed of memory; the kernels stream
-// the weights once for up to 4 rows at a time, K in slices that stay in the core's L2 while the next rows reuse
-// them. They run on the kernels' own workers (kernels.h), so a forward pass of the int8 net never wakes torch's
-// OpenMP pool, whose threads spin for a while after every parallel region and take a core from the next layer.
+// vpdpbusd (AVX-512 VNNI; the AVX2 build has no int8 layer). Its FC8, and all three FC layers of the fast fp32
+// path, in fp32 (FMA, AVX-512 or AVX2: simd.h). At batch 1 these layers read each weight once per call, so
+// they run at the speed of memory; the kernels stream the weights once for a few rows at a time, K in slices
+// that stay in the core's cache while the next rows reuse them. They run on the kernels' own workers
+// (kernels.h), so a forward pass never wakes torch's OpenMP pool, whose threads spin for a while after every
+// parallel region and take a core from the next layer, and wait at its end for a thread the OS has not run.
 
 #include <immintrin.h>
 
@@ -19,11 +20,13 @@ constexpr int kBlock = 64;     // outputs per work item: 4 vectors of 16
 constexpr int kRows = 4;       // rows per pass: 4 x 4 = 16 accumulators (see winograd_int8.cpp)
 constexpr int64_t kSlice = 1024;  // inputs per slice: 64 KB of weights per item, reused by every row pass
 
-// The fp32 layer (FC8): acc[R x kF32 columns from oc] (fp32, in memory between slices, rows kBlock apart) +=
-// x[rows, k0:k1] . W[oc:oc+kF32, k0:k1]^T, W packed (Kout_p / 16, Kin, 16).
+// The fp32 layers: acc[R x kF32 columns from oc] (fp32, in memory between slices, rows kBlock apart) +=
+// x[rows, k0:k1] . W[oc:oc+kF32, k0:k1]^T, W packed (Kout_p / 16, Kin, 16). A slice of an item's weights is
+// 32 KB, so the row passes after the first read it from L1.
 namespace simd = vggnet::simd;
 constexpr int kF32 = 4 * simd::kLanes;                 // columns per pass: 4 vectors (64 with AVX-512, 32 with AVX2)
 constexpr int kF32Rows = simd::kLanes == 16 ? 4 : 2;  // rows x 4 accumulators + 4 weights + 1 broadcast in registers
+constexpr int64_t kF32Slice = 128;                     // inputs per slice: 128 x 64 floats
 
 template <int R>
 inline void slice_f32(const float* x, int64_t kin, const float* w, int64_t row0, int64_t oc, int64_t k0, int64_t k1,
@@ -53,8 +56,8 @@ void item_f32(const float* x, int64_t n, int64_t kin, const float* w, const floa
   for (int64_t row0 = 0; row0 < n; row0 += kF32Rows) {
     const int64_t rows = std::min<int64_t>(kF32Rows, n - row0);
     std::fill(acc, acc + rows * kBlock, 0.f);
-    for (int64_t k0 = 0; k0 < kin; k0 += kSlice) {
-      const int64_t k1 = std::min(kin, k0 + kSlice);
+    for (int64_t k0 = 0; k0 < kin; k0 += kF32Slice) {
+      const int64_t k1 = std::min(kin, k0 + kF32Slice);
       for (int64_t oc = o0; oc < o0 + kBlock; oc += kF32) {
         float* part = acc + (oc - o0);
         switch (rows) {
