@@ -163,6 +163,7 @@ def ran_with(name: str, folder: Path, threads: int) -> str:
         path = folder / (c.OV_INT8 if "int8" in name else c.ONNX)
         config = {"INFERENCE_PRECISION_HINT": "f32"} if "fp32" in name else {}
         model = ov.Core().compile_model(str(path), "CPU", {"INFERENCE_NUM_THREADS": threads, **config})
+        model.create_infer_request().infer({0: np.load(folder / c.INPUTS)[:1]})  # a dynamic batch: picked at first run
         kinds: dict[str, int] = {}
         for op in model.get_runtime_model().get_ops():
             info = op.get_rt_info()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import contenders as c
@@ -9,27 +10,33 @@ import contenders as c
 from vggnet.tables import markdown_table
 
 
-def best_runtime(rows: dict[str, Any], batch: str, precision: str) -> tuple[str, float] | None:
-    """(name, median images/s) of the faster of ONNX Runtime and OpenVINO at `precision`, if either ran."""
+def best_runtime(
+    rows: dict[str, Any], batch: str, precision: str, only: Callable[[dict[str, Any]], bool] = lambda row: True
+) -> tuple[str, float] | None:
+    """(name, median images/s) of the faster of ONNX Runtime and OpenVINO at `precision` (those `only` keeps)."""
     found = [
         (name, row["batches"][batch]["images_per_s"])
         for name, row in rows.items()
-        if row["family"] in c.RUNTIMES and row["precision"] == precision
+        if row["family"] in c.RUNTIMES and row["precision"] == precision and only(row)
     ]
     return max(found, key=lambda f: f[1]) if found else None
 
 
-def ratios(rows: dict[str, Any], batch: str) -> dict[str, float]:
+def ratios(
+    rows: dict[str, Any], batch: str, only: Callable[[dict[str, Any]], bool] = lambda row: True
+) -> dict[str, float]:
     """Each contender's median against the faster runtime of its precision (fp32 for the default-precision row)."""
     out = {}
     for name, row in rows.items():
-        best = best_runtime(rows, batch, "int8" if row["precision"] == "int8" else "fp32")
+        best = best_runtime(rows, batch, "int8" if row["precision"] == "int8" else "fp32", only)
         if best:
             out[name] = row["batches"][batch]["images_per_s"] / best[1]
     return out
 
 
-def round_ratios(rows: dict[str, Any], batch: str) -> dict[str, list[float]]:
+def round_ratios(
+    rows: dict[str, Any], batch: str, only: Callable[[dict[str, Any]], bool] = lambda row: True
+) -> dict[str, list[float]]:
     """Per round, each contender against the faster runtime of its precision in that same round."""
     out = {}
     for name, row in rows.items():
@@ -37,11 +44,28 @@ def round_ratios(rows: dict[str, Any], batch: str) -> dict[str, list[float]]:
         peers = [
             r["batches"][batch]["per_round"]
             for r in rows.values()
-            if r["family"] in c.RUNTIMES and r["precision"] == precision
+            if r["family"] in c.RUNTIMES and r["precision"] == precision and only(r)
         ]
         if peers:
             out[name] = [mine / max(p[i] for p in peers) for i, mine in enumerate(row["batches"][batch]["per_round"])]
     return out
+
+
+def lowered(row: dict[str, Any]) -> bool:
+    """Whether a runtime's kernels could be lowered to the ISA of an `--isa` run (ONNX Runtime's cannot)."""
+    return "not restrictable" not in row.get("ran_with", "")
+
+
+def _int8_vs_fp32(rows: dict[str, Any], batch: str) -> str:
+    """vggnet int8 against vggnet's fast fp32 path: the ratio of the medians and its range over the rounds."""
+    if "vggnet int8" not in rows or "vggnet fast fp32" not in rows:
+        return ""
+    int8, fp32 = (rows[n]["batches"][batch] for n in ("vggnet int8", "vggnet fast fp32"))
+    per_round = [a / b for a, b in zip(int8["per_round"], fp32["per_round"], strict=True)]
+    return (
+        f"vggnet int8 against vggnet fast fp32 at batch {batch}: {int8['images_per_s'] / fp32['images_per_s']:.2f}x "
+        f"(per round {min(per_round):.2f}-{max(per_round):.2f}x)."
+    )
 
 
 def _speed(r: dict[str, Any]) -> list[str]:
@@ -60,25 +84,30 @@ def _speed(r: dict[str, Any]) -> list[str]:
         f"the timed batch. Load average (1, 5, 15 min) before: {s['load_before']}; after: {s['load_after']}.",
         "",
     ]
+    restricted = r.get("isa", "native") != "native"
     for batch in batches:
         rel, per_round = ratios(rows, batch), round_ratios(rows, batch)
+        rel_low, per_round_low = ratios(rows, batch, lowered), round_ratios(rows, batch, lowered)
         table = []
         for name, row in rows.items():
             b = row["batches"][batch]
             precision = row["precision"] + (f" (ran {row['ran_at']})" if "ran_at" in row else "")
             err = row.get("max_rel_error_vs_torchvision")
-            table.append(
-                [
-                    name,
-                    precision,
-                    row.get("ran_with", ""),
-                    f"{b['images_per_s']:.2f}",
-                    f"{b['min']:.2f}-{b['max']:.2f}",
-                    f"{rel[name]:.2f}x" if name in rel else "",
-                    f"{min(per_round[name]):.2f}-{max(per_round[name]):.2f}x" if name in per_round else "",
-                    f"{err:.1e}" if err is not None else "",
+            cells = [
+                name,
+                precision,
+                row.get("ran_with", ""),
+                f"{b['images_per_s']:.2f}",
+                f"{b['min']:.2f}-{b['max']:.2f}",
+                f"{rel[name]:.2f}x" if name in rel else "",
+                f"{min(per_round[name]):.2f}-{max(per_round[name]):.2f}x" if name in per_round else "",
+            ]
+            if restricted:
+                cells += [
+                    f"{rel_low[name]:.2f}x" if name in rel_low else "",
+                    f"{min(per_round_low[name]):.2f}-{max(per_round_low[name]):.2f}x" if name in per_round_low else "",
                 ]
-            )
+            table.append([*cells, f"{err:.1e}" if err is not None else ""])
         header = [
             "contender",
             "precision",
@@ -87,9 +116,14 @@ def _speed(r: dict[str, Any]) -> list[str]:
             "min-max",
             "vs faster runtime",
             "per round",
-            "rel. error",
         ]
-        lines += [f"### Batch {batch}", "", markdown_table(header, table, "lllrrrrr"), ""]
+        if restricted:
+            header += [f"vs runtimes lowered to {r['isa']}", "per round"]
+        header.append("rel. error")
+        align = "lll" + "r" * (len(header) - 3)
+        lines += [f"### Batch {batch}", "", markdown_table(header, table, align), ""]
+        if _int8_vs_fp32(rows, batch):
+            lines += [_int8_vs_fp32(rows, batch), ""]
     return lines
 
 

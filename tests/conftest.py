@@ -33,3 +33,14 @@ def isa(request, monkeypatch) -> str:
     if compiled.kernels() is None:
         pytest.skip(f"no {request.param} kernels here: {compiled.why_not()}")
     return request.param
+
+
+@pytest.fixture(params=["avx512", "avxvnni"])
+def int8_isa(request, monkeypatch) -> str:
+    """A test once per build of the int8 kernels: AVX-512 VNNI, AVX-VNNI; skipped where this CPU lacks it."""
+    from vggnet.cpu import compiled
+
+    monkeypatch.setenv("VGGNET_ISA", request.param)
+    if compiled.int8_why_not() is not None:
+        pytest.skip(f"no {request.param} int8 kernels here: {compiled.int8_why_not()}")
+    return request.param

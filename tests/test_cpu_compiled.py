@@ -1,5 +1,8 @@
 """vggnet.cpu.compiled: the build of the CPU's best ISA loads (or the one VGGNET_ISA names), and says why not where none can."""
 
+import types
+from pathlib import Path
+
 import pytest
 import torch
 
@@ -31,13 +34,34 @@ def test_the_best_isa_unless_vggnet_isa_names_another(fresh, monkeypatch):
     assert compiled.kernels() == "avx2"
 
 
+def test_int8_runs_where_the_cpu_has_the_builds_vnni(fresh, monkeypatch):
+    def build(isa, vnni):
+        return types.SimpleNamespace(isa=isa, cpu_has_vnni=lambda: vnni)
+
+    monkeypatch.setattr(compiled, "_build", lambda isa: build(isa, True))
+    assert compiled.int8_why_not() is None and compiled.kernels().isa == "avx512"
+    monkeypatch.setenv("VGGNET_ISA", "avxvnni")  # the avx2 build with its int8 kernels
+    assert compiled.int8_why_not() is None and compiled.kernels().isa == "avx2"
+    monkeypatch.setenv("VGGNET_ISA", "avx2")  # the same build, as on a CPU without AVX-VNNI
+    assert compiled.kernels().isa == "avx2"
+    assert compiled.int8_why_not() == "VGGNET_ISA=avx2: as on a CPU without AVX-VNNI"
+    compiled._state.clear()
+    monkeypatch.setattr(compiled, "_build", lambda isa: build(isa, False))
+    monkeypatch.setenv("VGGNET_ISA", "")
+    assert compiled.int8_why_not() == "they need AVX-512 VNNI, which this CPU lacks"
+    monkeypatch.setenv("VGGNET_ISA", "avxvnni")
+    assert compiled.int8_why_not() == "they need AVX-VNNI, which this CPU lacks"
+    monkeypatch.setenv("VGGNET_NATIVE", "0")
+    assert compiled.int8_why_not() == "no compiled kernels: VGGNET_NATIVE=0"
+
+
 def test_an_isa_the_cpu_lacks_or_does_not_exist(fresh, monkeypatch):
     monkeypatch.setattr(compiled, "cpu_isas", lambda: ["avx2"])
     monkeypatch.setenv("VGGNET_ISA", "avx512")
     assert compiled.kernels() is None
     assert compiled.why_not() == "VGGNET_ISA=avx512, but this CPU lacks it (it runs: avx2)"
     monkeypatch.setenv("VGGNET_ISA", "neon")
-    assert compiled.kernels() is None and compiled.why_not() == "VGGNET_ISA='neon' is not one of: avx512, avx2"
+    assert compiled.kernels() is None and compiled.why_not() == "VGGNET_ISA='neon' is not one of: avx512, avxvnni, avx2"
 
 
 def test_a_cpu_with_neither(fresh, monkeypatch):
@@ -79,7 +103,10 @@ def test_loaded_once_per_process_and_setting(isa):
     first = compiled.kernels()
     assert compiled.kernels() is first and compiled.why_not() is None
     assert first.isa == isa and first.panel == {"avx512": 64, "avx2": 16}[isa]
-    assert first.cpu_has_vnni() == (isa == "avx512" and torch.cpu._is_vnni_supported())  # int8: avx512 VNNI only
+    if isa == "avx512":
+        assert first.cpu_has_vnni() == torch.cpu._is_vnni_supported()
+    elif Path("/proc/cpuinfo").is_file():
+        assert first.cpu_has_vnni() == ("avx_vnni" in Path("/proc/cpuinfo").read_text().split())
     s = compiled.status()
     assert s.isa == isa and s.folder == str(compiled.build_folder(isa)) and s.fp32.startswith(f"compiled {isa} kernels")
 

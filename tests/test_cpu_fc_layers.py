@@ -18,26 +18,21 @@ from vggnet.cpu.fc_layers import (
 )
 from vggnet.optimize import quantize_int8
 
-needs_kernels = pytest.mark.skipif(
-    not kernels_run(torch.zeros(1)), reason="needs the compiled kernels and AVX-512 VNNI"
-)
-
 
 def rel(got: torch.Tensor, ref: torch.Tensor) -> float:
     return ((got.double() - ref.double()).abs().max() / ref.double().abs().max()).item()
 
 
-@needs_kernels
 @pytest.mark.parametrize(
     "n, kin, kout, relu, signed",
     [
         (1, 4096, 4096, True, False),  # FC7 at batch 1: post-ReLU inputs, zero point 0
-        (8, 3136, 256, True, False),  # two passes of 4 rows, 4 slices of K
+        (8, 3136, 256, True, False),  # passes of 4 rows (2 with AVX-VNNI), 4 slices of K
         (5, 37, 70, False, True),  # K not a multiple of 4, outputs not of 64, negative inputs (zero point > 0)
         (3, 1030, 1000, True, True),  # a slice of 1024 and a remainder
     ],
 )
-def test_int8_kernel_equals_its_reference_and_stays_near_fp32(n, kin, kout, relu, signed):
+def test_int8_kernel_equals_its_reference_and_stays_near_fp32(int8_isa, n, kin, kout, relu, signed):
     torch.manual_seed(kin + kout)
     linear = nn.Linear(kin, kout)
     x = torch.randn(n, kin) if signed else torch.randn(n, kin).relu()
@@ -119,8 +114,7 @@ def test_int8net_pools_only_when_the_map_is_not_yet_pooled():
     assert net(torch.randn(1, 3, 4, 6)).shape == (1, 4) and CountingPool.calls == 1
 
 
-@needs_kernels
-def test_a_factorised_fc6_keeps_torchs_flatten_order():
+def test_a_factorised_fc6_keeps_torchs_flatten_order(int8_isa):
     torch.manual_seed(2)
     model = build("A", width=1 / 8, num_classes=6, input_size=64).eval()
     small = factorise(model, {"fc6": 8})

@@ -12,7 +12,6 @@ from vggnet.cpu.int8_conv import (
     Int8WinogradConv2d,
     input_tiles,
     int8_features,
-    kernel_available,
     quantizable,
     tile_range,
 )
@@ -81,30 +80,24 @@ def test_reference_is_close_to_the_direct_convolution(n, c, k, h, w, relu):
         (2, 8, 24, 7, 6),  # 8 in, 24 out (width 1/8): both padded, the output cut back to 24
     ],
 )
-def test_kernel_equals_its_reference(n, c, k, h, w, relu):
-    if not kernel_available():
-        pytest.skip(f"no int8 kernel: {compiled.why_not() or 'the CPU lacks AVX-512 VNNI'}")
+def test_kernel_equals_its_reference(int8_isa, n, c, k, h, w, relu):
     conv, x, q = layer(n, c, k, h, w, relu, seed=h)
     out = q(x)
     assert out.shape == (n, k, h, w) and out.is_contiguous(memory_format=torch.channels_last)
     assert rel_max(out, q.reference(x)) < KERNEL_RTOL
 
 
-def test_kernel_chunks_and_groups_do_not_change_the_result():
-    if not kernel_available():
-        pytest.skip(f"no int8 kernel: {compiled.why_not() or 'the CPU lacks AVX-512 VNNI'}")
+def test_kernel_chunks_and_groups_do_not_change_the_result(int8_isa):
     _, x, q = layer(3, 64, 192, 11, 10, relu=True)
     x = x.contiguous(memory_format=torch.channels_last)
-    args = (q.packed, q.comp, q.scale, q.inv_s, q.zero_point, q.bias, True, False, 192)
+    args = (q.packed(compiled.kernels().panel), q.comp, q.scale, q.inv_s, q.zero_point, q.bias, True, False, 192)
     auto = compiled.kernels().conv3x3_f2_int8(x, *args, 0, 0)
     for chunk, groups in [(1, 1), (7, 2), (6, 3), (1000, 1)]:
         assert torch.equal(compiled.kernels().conv3x3_f2_int8(x, *args, chunk, groups), auto)
 
 
 @pytest.mark.parametrize(("h", "w"), [(12, 10), (28, 28), (2, 2), (9, 14), (7, 7)])
-def test_the_fused_max_pool_equals_pooling_after_the_layer(h, w):
-    if not kernel_available():
-        pytest.skip(f"no int8 kernel: {compiled.why_not() or 'the CPU lacks AVX-512 VNNI'}")
+def test_the_fused_max_pool_equals_pooling_after_the_layer(int8_isa, h, w):
     conv, x, q = layer(2, 32, 80, h, w, relu=True, seed=w, pool=True)  # odd sizes: pooled after the kernel
     ref = F.max_pool2d(Int8WinogradConv2d(conv, *tile_range(x), relu=True)(x), 2)
     out = q(x)
@@ -153,9 +146,7 @@ def test_int8_features_replaces_the_convs_and_keeps_the_indices():
         int8_features(model.features, [])
 
 
-def test_the_kernel_gives_the_same_result_on_any_thread_count_and_from_several_threads():
-    if not kernel_available():
-        pytest.skip(f"no int8 kernel: {compiled.why_not() or 'the CPU lacks AVX-512 VNNI'}")
+def test_the_kernel_gives_the_same_result_on_any_thread_count_and_from_several_threads(int8_isa):
     from concurrent.futures import ThreadPoolExecutor
 
     _, x, q = layer(2, 64, 128, 20, 18, relu=True, pool=True)

@@ -169,13 +169,14 @@ def test_quantize_int8_warns_where_its_kernel_cannot_run(monkeypatch):
     with pytest.warns(UserWarning) as caught:
         quantize_int8(model, [torch.randn(2, 3, 32, 32)])
     assert [str(w.message) for w in caught] == [
-        "quantize_int8: no int8 kernel here (VGGNET_NATIVE=0), so the int8 model runs on PyTorch's int8 ops, slower "
-        "than the fast fp32 path, optimize_for_inference(model, winograd=True) (--fast); "
+        "quantize_int8: no int8 kernel here (no compiled kernels: VGGNET_NATIVE=0), so the int8 model runs on PyTorch's "
+        "int8 ops, slower than the fast fp32 path, optimize_for_inference(model, winograd=True) (--fast); "
         "benchmarks/results/runtimes_avx2.md has the measured factor"
     ]
 
 
-def test_quantize_int8_warns_on_the_avx2_kernels_only(isa):
+def test_quantize_int8_warns_exactly_where_the_int8_kernels_do_not_run(isa):
+    from vggnet.cpu import compiled
     from vggnet.cpu.int8_conv import kernel_available
 
     model = build("A", width=1 / 16, num_classes=3, input_size=32).eval()
@@ -187,4 +188,5 @@ def test_quantize_int8_warns_on_the_avx2_kernels_only(isa):
     if kernel_available():
         assert told == []
     else:
-        assert len(told) == 1 and f"(it needs AVX-512 VNNI; the {isa} kernels run here)" in told[0]
+        assert len(told) == 1 and f"({compiled.int8_why_not()})" in told[0]
+    assert isa == "avx512" or compiled.int8_why_not() == "VGGNET_ISA=avx2: as on a CPU without AVX-VNNI"
