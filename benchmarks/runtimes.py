@@ -10,7 +10,8 @@ and images/s of `vggnet evaluate --method dense --scales 256,384,512` per backen
 
 With `--isa avx2` every contender runs as on an AVX2 machine where it can be made to: vggnet's AVX2 kernels
 (VGGNET_ISA), torch's own dispatch (ATEN_CPU_CAPABILITY), oneDNN in torch and OpenVINO (ONEDNN_MAX_CPU_ISA),
-MKL (MKL_ENABLE_INSTRUCTIONS) and fbgemm (FBGEMM_ENABLE_INSTRUCTIONS). ONNX Runtime's MLAS picks its kernels
+MKL (MKL_ENABLE_INSTRUCTIONS) and fbgemm (FBGEMM_ENABLE_INSTRUCTIONS); `--isa avxvnni` as on one with
+AVX-VNNI too (vggnet's int8 kernels on it, oneDNN at AVX2_VNNI). ONNX Runtime's MLAS picks its kernels
 from CPUID and has no such switch; each row of the results says what it ran with.
 
 Run: PYTHONPATH=src python benchmarks/runtimes.py            (everything; a few minutes on 2 quiet cores)
@@ -80,6 +81,8 @@ RESTRICT = {
         "FBGEMM_ENABLE_INSTRUCTIONS": "AVX2",
     },
 }
+# AVX2 with AVX-VNNI (Intel's client cores since the 12th generation): vggnet's int8 kernels in the avx2 build
+RESTRICT["avxvnni"] = {**RESTRICT["avx2"], "VGGNET_ISA": "avxvnni", "ONEDNN_MAX_CPU_ISA": "AVX2_VNNI"}
 
 
 def parse(argv: list[str] | None = None) -> argparse.Namespace:
@@ -101,7 +104,10 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--smoke", action="store_true", help="a tiny net, one round, generated images: seconds")
     p.add_argument("--out", type=Path, default=RESULTS, help=f"results folder (default: {RESULTS})")
     p.add_argument(
-        "--isa", choices=list(RESTRICT), default="native", help="native, or avx2: as on an AVX2 machine (see above)"
+        "--isa",
+        choices=list(RESTRICT),
+        default="native",
+        help="native, or avx2 / avxvnni: as on an AVX2 machine without / with AVX-VNNI (see above)",
     )
     p.add_argument("--name", help="results file name (default: runtimes, or runtimes_avx2 with --isa avx2)")
     p.add_argument(
@@ -176,6 +182,8 @@ def ran_with(name: str, folder: Path, threads: int) -> str:
     if name.startswith("vggnet"):
         module = compiled.kernels()
         text += f", vggnet kernels {module.isa if module is not None else 'none'}"
+        if "int8" in name:
+            text += ", int8 on them" if compiled.int8_why_not() is None else ", int8 on PyTorch's FX"
     return text
 
 

@@ -80,8 +80,9 @@ def _speed(r: dict[str, Any]) -> list[str]:
         "of batches, and gives one images/s figure per batch size. Median over the processes, min-max beside it. "
         "The ratio is against the faster of ONNX Runtime and OpenVINO at the same precision (fp32 for fp32 and "
         "the default-precision row, int8 for int8): the ratio of the medians, and beside it the range of the "
-        "ratios within each round (against the faster runtime of that round). Error: max |logits - torchvision's| / max |torchvision's| on "
-        f"the timed batch. Load average (1, 5, 15 min) before: {s['load_before']}; after: {s['load_after']}.",
+        "ratios within each round (against the faster runtime of that round). Error: max |logits - torchvision's| / "
+        f"max |torchvision's| on the timed batch. Load average (1, 5, 15 min) before: {s['load_before']}; "
+        f"after: {s['load_after']}.",
         "",
     ]
     restricted = r.get("isa", "native") != "native"
@@ -168,9 +169,10 @@ def _restricted(r: dict[str, Any]) -> list[str]:
     if r.get("isa", "native") == "native":
         return []
     settings = ", ".join(f"{k}={v}" for k, v in r["restrict"].items())
+    machine = {"avx2": "AVX2", "avxvnni": "AVX2 + AVX-VNNI"}.get(r["isa"], r["isa"])
     return [
-        f"**As on an {r['isa'].upper()} machine.** Every contender's process ran with {settings}: vggnet's "
-        f"{r['isa']} kernels, torch's own kernels, oneDNN (in torch and OpenVINO), MKL and fbgemm at that level. "
+        f"**As on an {machine} machine.** Every contender's process ran with {settings}: vggnet's "
+        "kernels, torch's own kernels, oneDNN (in torch and OpenVINO), MKL and fbgemm at that level. "
         "ONNX Runtime's MLAS chooses its kernels from CPUID and has no switch, so it ran with this CPU's best "
         "(the 'ran with' column), faster than it would on an AVX2 machine; OpenVINO's FC layers that it hands to "
         "its own copy of MLAS (gemm_mlas) were not lowered either.",

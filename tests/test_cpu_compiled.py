@@ -1,4 +1,4 @@
-"""vggnet.cpu.compiled: the build of the CPU's best ISA loads (or the one VGGNET_ISA names), and says why not where none can."""
+"""vggnet.cpu.compiled: the best build the CPU runs loads (or the one VGGNET_ISA names), or it says why none can."""
 
 import types
 from pathlib import Path

@@ -1,4 +1,4 @@
-"""vggnet.cpu.fc_layers: the int8 net's FC layers equal their integer reference, and Int8Net reads the map as it lies."""
+"""vggnet.cpu.fc_layers: the FC layers equal their (integer) references, and Int8Net reads the map as it lies."""
 
 import pytest
 import torch

@@ -157,12 +157,13 @@ def quantize_int8(
     """Post-training static int8 quantisation for x86 CPUs, calibrated on `calibration_batches`.
 
     `calibration_batches`: a few batches of preprocessed images, as the model expects them. With
-    `winograd` (default: where the compiled kernel runs, `vggnet.cpu.int8_conv.kernel_available()`) the 3x3 convs
-    become int8 Winograd F(2x2) layers (`vggnet.cpu.int8_conv`, AVX-512 VNNI) and the FC layers `Int8Linear`s
-    (int8 weights, each input row rounded to u8 as the layer runs); otherwise FX graph mode quantisation (fbgemm/oneDNN): per-channel int8 weights, per-tensor
-    uint8 activations. `keep_first_fp32` leaves conv1_1 in float: it sees the raw image (3 channels, 0.6%
-    of VGG16's multiply-accumulates), and on the Imagenette nets of experiments/imagenette it raised the
-    FX path's top-1 agreement with fp32 from 98.5% to 99.1% (A-LRN, width 1/4). `keep_last_fp32` leaves
+    `winograd` (default: where the compiled kernel runs, `vggnet.cpu.int8_conv.kernel_available()`) the 3x3
+    convs become int8 Winograd F(2x2) layers (`vggnet.cpu.int8_conv`, AVX-512 VNNI or AVX-VNNI) and the FC
+    layers `Int8Linear`s (int8 weights, each input row rounded to u8 as the layer runs); otherwise FX graph
+    mode quantisation (fbgemm/oneDNN): per-channel int8 weights, per-tensor uint8 activations.
+    `keep_first_fp32` leaves conv1_1 in float: it sees the raw image (3 channels, 0.6% of VGG16's
+    multiply-accumulates), and on the Imagenette nets of experiments/imagenette it raised the FX path's
+    top-1 agreement with fp32 from 98.5% to 99.1% (A-LRN, width 1/4). `keep_last_fp32` leaves
     the class layer (FC8) in float: it decides the top-1 and holds 0.1% of VGG16's multiply-accumulates.
     """
     from .cpu.int8_conv import kernel_available
@@ -203,14 +204,12 @@ def quantize_int8(
 
 
 def slower_than_fp32() -> str:
-    """Why int8 is slower than fp32 on this machine: its compiled kernel does not run here (the CPU, or no build)."""
+    """Why int8 is slower than fp32 on this machine: its compiled kernels do not run here (the CPU, or no build)."""
     from .cpu import compiled
 
-    module = compiled.kernels()
-    why = f"it needs AVX-512 VNNI; the {module.isa} kernels run here" if module is not None else compiled.why_not()
     return (
-        f"quantize_int8: no int8 kernel here ({why}), so the int8 model runs on PyTorch's int8 ops, slower than "
-        "the fast fp32 path, optimize_for_inference(model, winograd=True) (--fast); "
+        f"quantize_int8: no int8 kernel here ({compiled.int8_why_not()}), so the int8 model runs on PyTorch's int8 "
+        "ops, slower than the fast fp32 path, optimize_for_inference(model, winograd=True) (--fast); "
         "benchmarks/results/runtimes_avx2.md has the measured factor"
     )
 

@@ -1,4 +1,4 @@
-"""CPU inference: VGG's layers on compiled kernels, each with a Python path where the kernels cannot run.
+"""CPU inference: VGG's layers on compiled kernels (AVX-512 or AVX2), each with a Python path where they cannot run.
 
 `vggnet.optimize` is the entry point; these modules hold the pieces it puts together:
 

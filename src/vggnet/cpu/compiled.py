@@ -1,13 +1,15 @@
 """The compiled kernels (cpu/csrc/*.cpp): built on first use with torch's extension tooling, then cached.
 
-The same sources build for two machine classes (csrc/simd.h): AVX-512 (with the int8 kernels, which need
-VNNI) and AVX2 + FMA (the fp32 kernels: Winograd F(4x4), conv1_1, the fp32 FC layer). `kernels()` loads the
-build of the best ISA this CPU has, or returns None where none can be had: a CPU with neither, no C++
-compiler or ninja, a failed build, or VGGNET_NATIVE=0. Callers then take their Python path; `why_not()`
-says which reason applied. VGGNET_ISA=avx2 (or avx512) picks a build by hand, so that the AVX2 kernels can
-be tested and timed on an AVX-512 machine. Each build (about a minute) lands in $VGGNET_CACHE (default
-~/.cache/vggnet)/native-<key>, the key hashing the sources, torch's version and the ISA's flags, so a
-changed source or torch builds afresh and every later process loads it in milliseconds.
+The same sources build for two machine classes (csrc/simd.h): AVX-512 and AVX2 + FMA. Each holds the fp32
+kernels (Winograd F(4x4), conv1_1, the FC layers) and the int8 ones, which run where the CPU has that build's
+VNNI: AVX-512 VNNI, or AVX-VNNI (Intel's client cores since the 12th generation). `kernels()` loads the build
+of the best ISA this CPU has, or returns None where none can be had: a CPU with neither, no C++ compiler or
+ninja, a failed build, or VGGNET_NATIVE=0. Callers then take their Python path; `why_not()` says which reason
+applied. VGGNET_ISA picks by hand, so that the AVX2 kernels can be tested and timed on an AVX-512 machine:
+avx512, avxvnni (the avx2 build with its int8 kernels) or avx2 (the avx2 build as on a CPU without AVX-VNNI).
+Each build (about a minute) lands in $VGGNET_CACHE (default ~/.cache/vggnet)/native-<key>, the key hashing the
+sources, torch's version and the ISA's flags, so a changed source or torch builds afresh and every later
+process loads it in milliseconds.
 """
 
 from __future__ import annotations
@@ -32,6 +34,9 @@ ISAS: dict[str, list[str]] = {
     "avx512": ["-mavx512f", "-mavx512bw", "-mavx512dq", "-mavx512vl", "-mavx512vnni", "-mfma"],
     "avx2": ["-mavx2", "-mfma"],
 }
+
+# VGGNET_ISA's values: the build each loads
+LEVELS = {"avx512": "avx512", "avxvnni": "avx2", "avx2": "avx2"}
 
 _state: dict[tuple[str, str], tuple[ModuleType | None, str | None]] = {}
 
@@ -65,10 +70,10 @@ def _choose() -> tuple[str | None, str | None]:
     """(the ISA to build, None) or (None, why no build is tried)."""
     if os.environ.get("VGGNET_NATIVE", "1") == "0":
         return None, "VGGNET_NATIVE=0"
-    isas, wanted = cpu_isas(), os.environ.get("VGGNET_ISA", "").strip().lower()
-    if wanted and wanted not in ISAS:
-        return None, f"VGGNET_ISA={wanted!r} is not one of: {', '.join(ISAS)}"
-    if wanted and wanted not in isas:
+    isas, wanted = cpu_isas(), requested()
+    if wanted and wanted not in LEVELS:
+        return None, f"VGGNET_ISA={wanted!r} is not one of: {', '.join(LEVELS)}"
+    if wanted and LEVELS[wanted] not in isas:
         return None, f"VGGNET_ISA={wanted}, but this CPU lacks it (it runs: {', '.join(isas) or 'neither'})"
     if not isas:
         return (
@@ -82,7 +87,24 @@ def _choose() -> tuple[str | None, str | None]:
     except ImportError:
         if not shutil.which("ninja"):
             return None, "ninja is not installed (pip install ninja)"
-    return wanted or isas[0], None
+    return LEVELS[wanted] if wanted else isas[0], None
+
+
+def requested() -> str:
+    """VGGNET_ISA, lower case ('' when unset)."""
+    return os.environ.get("VGGNET_ISA", "").strip().lower()
+
+
+def int8_why_not() -> str | None:
+    """Why the compiled int8 kernels do not run here (None when they do)."""
+    module = kernels()
+    if module is None:
+        return f"no compiled kernels: {why_not()}"
+    if requested() == "avx2":
+        return "VGGNET_ISA=avx2: as on a CPU without AVX-VNNI"
+    if not module.cpu_has_vnni():
+        return f"they need {'AVX-512 VNNI' if module.isa == 'avx512' else 'AVX-VNNI'}, which this CPU lacks"
+    return None
 
 
 def kernels() -> ModuleType | None:
@@ -162,10 +184,11 @@ def status() -> Status:
         fp32 = f"compiled {isa} kernels: Winograd F(4x4, 3x3) convs, conv1_1 as a direct conv"
     else:
         fp32 = f"Winograd in PyTorch's GEMMs (no compiled kernels: {why_not()})"
-    if module is not None and module.cpu_has_vnni():
-        int8 = "compiled avx512 VNNI kernels: Winograd F(2x2, 3x3) with int8 GEMMs, int8 FC6-FC7"
+    lack = int8_why_not()
+    if lack is None:
+        vnni = "AVX-512 VNNI" if isa == "avx512" else "AVX-VNNI"
+        int8 = f"compiled {isa} kernels with {vnni}: Winograd F(2x2, 3x3) with int8 GEMMs, int8 FC6-FC7"
     else:
-        lack = "the int8 kernels need AVX-512 VNNI" if module is not None else f"no compiled kernels: {why_not()}"
         int8 = f"PyTorch's FX int8 (fbgemm/oneDNN), slower than the fp32 path; quantize_int8 warns ({lack})"
     return Status(
         cpu=cpu_model(),

@@ -30,8 +30,8 @@ class Int8Linear(nn.Module):
 
     The weights are int8 with a scale per output (max |w| / 127); each input row is rounded to u8 over its
     own range, [min(x, 0), max(x, 0)], with a zero point, as the layer runs (dynamic quantisation), and
-    the products are summed in int32 (csrc/linear.cpp, AVX-512 VNNI). Elsewhere a float64 reference of
-    the same integer arithmetic runs.
+    the products are summed in int32 (csrc/linear.cpp, AVX-512 VNNI or AVX-VNNI). Elsewhere a float64
+    reference of the same integer arithmetic runs.
     """
 
     def __init__(self, linear: nn.Linear, relu: bool = False) -> None:

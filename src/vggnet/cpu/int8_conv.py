@@ -1,8 +1,8 @@
 """int8 VGG convolutions as Winograd F(2x2, 3x3) with the GEMMs in int8 (Winograd-domain quantisation).
 
 A 3x3 conv is V = B^T d B per 4x4 input tile, M[p] = V[p] U[p] per tile position p (16 of them), then
-Y = A^T M A. Here the 16 GEMMs run in int8 (AVX-512 VNNI, csrc/winograd_int8.cpp): 2.25x fewer
-multiplications than a direct int8 conv, each a quarter of an fp32 multiply's cost. V is rounded to u8
+Y = A^T M A. Here the 16 GEMMs run in int8 (vpdpbusd: AVX-512 VNNI or AVX-VNNI; csrc/winograd_int8.cpp):
+2.25x fewer multiplications than a direct int8 conv, each a quarter of an fp32 multiply's cost. V is rounded to u8
 with a zero point per position and a scale per (position, input channel); U = G g G^T, each input
 channel's row multiplied by that channel's scale (so V U is unchanged), to int8 with a scale per
 (position, output channel). The channel scales are SmoothQuant's (Xiao et al., 2023), max|V|^alpha /
@@ -29,9 +29,8 @@ ALPHA = 0.5  # SmoothQuant's migration strength for the channel scales (see int8
 
 
 def kernel_available() -> bool:
-    """Whether the compiled int8 kernel runs here (built, and the CPU has AVX-512 VNNI)."""
-    k = compiled.kernels()
-    return k is not None and bool(k.cpu_has_vnni())
+    """Whether the compiled int8 kernel runs here: built, and the CPU has its VNNI (`compiled.int8_why_not`)."""
+    return compiled.int8_why_not() is None
 
 
 def input_tiles(x: torch.Tensor) -> torch.Tensor:
@@ -97,16 +96,25 @@ class Int8WinogradConv2d(nn.Module):
         self.register_buffer("zero_point", zero.float())  # (16,)
         self.register_buffer("bias", F.pad(conv.bias.detach().cpu().float(), (0, k - conv.out_channels)))
         padded = F.pad(uq, (0, kp - k)).to(torch.int8)  # (16, C, Kp)
-        # (16, Kp/64, C/4, 64, 4): 4 consecutive channels of one output channel side by side (vpdpbusd's operand)
-        self.register_buffer(
-            "packed", padded.view(POSITIONS, c // 4, 4, kp // 64, 64).permute(0, 3, 1, 4, 2).contiguous()
-        )
+        self._packed: dict[int, torch.Tensor] = {}  # U for the compiled kernel by panel width (see packed)
         # the GEMM starts from -z sum_c U, so that the zero point of the u8 inputs cancels
         self.register_buffer("comp", (zero[:, None].long() * padded.long().sum(dim=1)).int().contiguous())  # (16, Kp)
         self.register_buffer("scale", F.pad(step[:, None] * s_u, (0, kp - k)).float().contiguous())  # (16, Kp)
 
     def extra_repr(self) -> str:
         return f"{self.in_channels}, {self.out_channels}, int8 F(2x2, 3x3), relu={self.relu}, pool={self.pool}"
+
+    def packed(self, panel: int) -> torch.Tensor:
+        """U as the kernel reads it: (16, Kp/panel, C/4, panel, 4), 4 consecutive channels of one output channel
+        side by side (vpdpbusd's operand); `panel` is the build's (64 for AVX-512, 16 for AVX2), each layout cached.
+        """
+        if panel not in self._packed:
+            c, kp = self.uq.shape[1], self.scale.shape[1]
+            padded = F.pad(self.uq, (0, kp - self.uq.shape[2]))  # (16, C, Kp)
+            self._packed[panel] = (
+                padded.view(POSITIONS, c // 4, 4, kp // panel, panel).permute(0, 3, 1, 4, 2).contiguous()
+            )
+        return self._packed[panel]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if x.shape[1] != self.in_channels:
@@ -115,8 +123,9 @@ class Int8WinogradConv2d(nn.Module):
             return self.reference(x)
         x = self._padded(x).float().contiguous(memory_format=torch.channels_last)
         fused = self.pool and x.shape[2] % 2 == 0 and x.shape[3] % 2 == 0  # odd sizes: the pool as its own step
-        args = (self.packed, self.comp, self.scale, self.inv_s, self.zero_point, self.bias, self.relu, fused)
-        y = compiled.kernels().conv3x3_f2_int8(x, *args, self.bias.numel(), 0, 0)
+        kernels = compiled.kernels()
+        args = (self.packed(kernels.panel), self.comp, self.scale, self.inv_s, self.zero_point, self.bias, self.relu)
+        y = kernels.conv3x3_f2_int8(x, *args, fused, self.bias.numel(), 0, 0)
         if y.shape[1] != self.out_channels:  # zero channels cut off, dense again for the next layer
             y = y[:, : self.out_channels].contiguous(memory_format=torch.channels_last)
         return F.max_pool2d(y, 2) if self.pool and not fused else y

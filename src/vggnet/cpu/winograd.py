@@ -199,7 +199,7 @@ def worth_it(conv: nn.Conv2d) -> bool:
 
 
 def kernel_takes(c: int, k: int, m: int | None = None) -> bool:
-    """Whether the compiled kernel computes a c -> k layer of tile m: F(4x4), channels multiples of 16, kernels built."""
+    """Whether the compiled kernel computes a c -> k layer of tile m: F(4x4), channels multiples of 16, built."""
     return m in (None, 4) and c % 16 == 0 and k % 16 == 0 and compiled.kernels() is not None
 
 

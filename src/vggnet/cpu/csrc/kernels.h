@@ -37,7 +37,7 @@ at::Tensor linear_int8(const at::Tensor& x, const at::Tensor& w, const at::Tenso
 // y = x W^T + bias (+ ReLU) in fp32, W packed (Kout_p / 16, Kin, 16) (linear.cpp).
 at::Tensor linear_f32(const at::Tensor& x, const at::Tensor& w, const at::Tensor& bias, bool relu);
 
-// Whether the int8 kernels run here: this is the AVX-512 build and the CPU has AVX-512 VNNI (vpdpbusd).
+// Whether the int8 kernels run here: the CPU has the vpdpbusd of this build (AVX-512 VNNI, or AVX-VNNI).
 bool cpu_has_vnni();
 
 // Grow-only scratch of the calling thread, 64-byte aligned: large buffers allocated once, not per call

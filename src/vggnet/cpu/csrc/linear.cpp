@@ -1,6 +1,6 @@
 // The FC layers. FC6 and FC7 of the int8 net in int8: y = x W^T + b (+ ReLU) with W int8 (a scale per output),
 // x rounded to u8 per row (its own scale and zero point, from the row's range), the products summed by
-// vpdpbusd (AVX-512 VNNI; the AVX2 build has no int8 layer). Its FC8, and all three FC layers of the fast fp32
+// vpdpbusd (AVX-512 VNNI, or AVX-VNNI in the avx2 build: simd.h). Its FC8, and all three FC layers of the fast fp32
 // path, in fp32 (FMA, AVX-512 or AVX2: simd.h). At batch 1 these layers read each weight once per call, so
 // they run at the speed of memory; the kernels stream the weights once for a few rows at a time, K in slices
 // that stay in the core's cache while the next rows reuse them. They run on the kernels' own workers
@@ -16,16 +16,15 @@
 
 namespace {
 
-constexpr int kBlock = 64;     // outputs per work item: 4 vectors of 16
-constexpr int kRows = 4;       // rows per pass: 4 x 4 = 16 accumulators (see winograd_int8.cpp)
-constexpr int64_t kSlice = 1024;  // inputs per slice: 64 KB of weights per item, reused by every row pass
+constexpr int kBlock = 64;        // outputs per work item: four 16-wide groups of the packed weights
+constexpr int64_t kSlice = 1024;  // int8 inputs per slice: 64 KB of weights per item, reused by every row pass
 
-// The fp32 layers: acc[R x kF32 columns from oc] (fp32, in memory between slices, rows kBlock apart) +=
-// x[rows, k0:k1] . W[oc:oc+kF32, k0:k1]^T, W packed (Kout_p / 16, Kin, 16). A slice of an item's weights is
+// The fp32 layers: acc[R x kCols columns from oc] (fp32, in memory between slices, rows kBlock apart) +=
+// x[rows, k0:k1] . W[oc:oc+kCols, k0:k1]^T, W packed (Kout_p / 16, Kin, 16). A slice of an item's weights is
 // 32 KB, so the row passes after the first read it from L1.
 namespace simd = vggnet::simd;
-constexpr int kF32 = 4 * simd::kLanes;                 // columns per pass: 4 vectors (64 with AVX-512, 32 with AVX2)
-constexpr int kF32Rows = simd::kLanes == 16 ? 4 : 2;  // rows x 4 accumulators + 4 weights + 1 broadcast in registers
+constexpr int kCols = 4 * simd::kLanes;                 // columns per pass: 4 vectors (64 with AVX-512, 32 with AVX2)
+constexpr int kPassRows = simd::kLanes == 16 ? 4 : 2;  // rows x 4 accumulators + 4 weights + 1 broadcast in registers
 constexpr int64_t kF32Slice = 128;                     // inputs per slice: 128 x 64 floats
 
 template <int R>
@@ -53,12 +52,12 @@ inline void slice_f32(const float* x, int64_t kin, const float* w, int64_t row0,
 
 void item_f32(const float* x, int64_t n, int64_t kin, const float* w, const float* bias, int64_t kout, bool relu,
               float* y, int64_t o0, float* acc) {
-  for (int64_t row0 = 0; row0 < n; row0 += kF32Rows) {
-    const int64_t rows = std::min<int64_t>(kF32Rows, n - row0);
+  for (int64_t row0 = 0; row0 < n; row0 += kPassRows) {
+    const int64_t rows = std::min<int64_t>(kPassRows, n - row0);
     std::fill(acc, acc + rows * kBlock, 0.f);
     for (int64_t k0 = 0; k0 < kin; k0 += kF32Slice) {
       const int64_t k1 = std::min(kin, k0 + kF32Slice);
-      for (int64_t oc = o0; oc < o0 + kBlock; oc += kF32) {
+      for (int64_t oc = o0; oc < o0 + kBlock; oc += kCols) {
         float* part = acc + (oc - o0);
         switch (rows) {
           case 4: slice_f32<4>(x, kin, w, row0, oc, k0, k1, part); break;
@@ -76,7 +75,10 @@ void item_f32(const float* x, int64_t n, int64_t kin, const float* w, const floa
   }
 }
 
-#if defined(__AVX512F__)
+}  // namespace
+
+VGGNET_INT8_BEGIN
+namespace {
 
 struct Layer {
   const uint8_t* xq;     // (N, Kin4) u8
@@ -91,39 +93,46 @@ struct Layer {
   bool relu;
 };
 
-// acc[R x 64] (int32, in memory between slices) += xq[rows, k0:k1] . W[o0:o0+64, k0:k1]^T
+// acc[R x kCols columns from oc] (int32, in memory between slices, rows kBlock apart) += xq[rows, k0:k1] .
+// W[oc:oc+kCols, k0:k1]^T; a vector holds kLanes outputs x 4 inputs, a 16-wide group of W one or two vectors.
 template <int R>
-inline void slice(const Layer& L, int64_t row0, int64_t o0, int64_t k0, int64_t k1, int32_t* acc) {
-  __m512i a[R][4];
+inline void slice(const Layer& L, int64_t row0, int64_t oc, int64_t k0, int64_t k1, int32_t* acc) {
+  simd::ivec a[R][4];
   for (int r = 0; r < R; ++r)
-    for (int j = 0; j < 4; ++j) a[r][j] = _mm512_loadu_si512(acc + r * kBlock + 16 * j);
+    for (int j = 0; j < 4; ++j) a[r][j] = simd::iload(acc + r * kBlock + simd::kLanes * j);
   const int8_t* w[4];
-  for (int j = 0; j < 4; ++j) w[j] = L.w + ((o0 / 16 + j) * (L.kin4 / 4)) * 64;
+  for (int j = 0; j < 4; ++j) {
+    const int64_t col = oc + simd::kLanes * j;
+    w[j] = L.w + (col / 16) * (L.kin4 / 4) * 64 + (col % 16) * 4;
+  }
   for (int64_t k = k0; k < k1; k += 4) {
-    __m512i wv[4];
-    for (int j = 0; j < 4; ++j) wv[j] = _mm512_loadu_si512(w[j] + k * 16);
+    simd::ivec wv[4];
+    for (int j = 0; j < 4; ++j) wv[j] = simd::iload(w[j] + k * 16);
     for (int r = 0; r < R; ++r) {
       int32_t four;
       __builtin_memcpy(&four, L.xq + (row0 + r) * L.kin4 + k, 4);
-      const __m512i x = _mm512_set1_epi32(four);
-      for (int j = 0; j < 4; ++j) a[r][j] = _mm512_dpbusd_epi32(a[r][j], x, wv[j]);
+      const simd::ivec x = simd::iset1(four);
+      for (int j = 0; j < 4; ++j) a[r][j] = simd::dpbusd(a[r][j], x, wv[j]);
     }
   }
   for (int r = 0; r < R; ++r)
-    for (int j = 0; j < 4; ++j) _mm512_storeu_si512(acc + r * kBlock + 16 * j, a[r][j]);
+    for (int j = 0; j < 4; ++j) simd::istore(acc + r * kBlock + simd::kLanes * j, a[r][j]);
 }
 
 void item(const Layer& L, int64_t o0, int32_t* acc) {
-  for (int64_t row0 = 0; row0 < L.n; row0 += kRows) {
-    const int64_t rows = std::min<int64_t>(kRows, L.n - row0);
+  for (int64_t row0 = 0; row0 < L.n; row0 += kPassRows) {
+    const int64_t rows = std::min<int64_t>(kPassRows, L.n - row0);
     std::fill(acc, acc + rows * kBlock, 0);
     for (int64_t k0 = 0; k0 < L.kin4; k0 += kSlice) {
       const int64_t k1 = std::min(L.kin4, k0 + kSlice);
-      switch (rows) {
-        case 4: slice<4>(L, row0, o0, k0, k1, acc); break;
-        case 3: slice<3>(L, row0, o0, k0, k1, acc); break;
-        case 2: slice<2>(L, row0, o0, k0, k1, acc); break;
-        default: slice<1>(L, row0, o0, k0, k1, acc); break;
+      for (int64_t oc = o0; oc < o0 + kBlock; oc += kCols) {
+        int32_t* part = acc + (oc - o0);
+        switch (rows) {
+          case 4: slice<4>(L, row0, oc, k0, k1, part); break;
+          case 3: slice<3>(L, row0, oc, k0, k1, part); break;
+          case 2: slice<2>(L, row0, oc, k0, k1, part); break;
+          default: slice<1>(L, row0, oc, k0, k1, part); break;
+        }
       }
     }
     for (int64_t r = 0; r < rows; ++r) {
@@ -137,37 +146,33 @@ void item(const Layer& L, int64_t o0, int32_t* acc) {
   }
 }
 
-// A row of x to u8 over its range [min(x, 0), max(x, 0)]: q = round(x * (1 / s)) + z, in fp32 as vggnet/cpu/int8_conv.py's
-// reference computes it; s = (hi - lo) / 255 and z = round(-lo / s).
+// A row of x to u8 over its range [min(x, 0), max(x, 0)]: q = round(x * (1 / s)) + z, in fp32 as
+// vggnet/cpu/fc_layers.py's reference computes it; s = (hi - lo) / 255 and z = round(-lo / s).
 void quantize_row(const float* x, int64_t kin, uint8_t* q, int32_t& zero, float& scale) {
-  __m512 lo16 = _mm512_setzero_ps(), hi16 = _mm512_setzero_ps();
+  constexpr int n = simd::kLanes;
+  simd::vec lov = simd::zero(), hiv = simd::zero();
   int64_t k = 0;
-  for (; k + 16 <= kin; k += 16) {
-    const __m512 v = _mm512_loadu_ps(x + k);
-    lo16 = _mm512_min_ps(lo16, v), hi16 = _mm512_max_ps(hi16, v);
+  for (; k + n <= kin; k += n) {
+    const simd::vec v = simd::load(x + k);
+    lov = simd::min(lov, v), hiv = simd::max(hiv, v);
   }
-  float lo = _mm512_reduce_min_ps(lo16), hi = _mm512_reduce_max_ps(hi16);
+  alignas(64) float lanes[2][n];
+  simd::store(lanes[0], lov), simd::store(lanes[1], hiv);
+  float lo = *std::min_element(lanes[0], lanes[0] + n), hi = *std::max_element(lanes[1], lanes[1] + n);
   for (int64_t t = k; t < kin; ++t) lo = std::min(lo, x[t]), hi = std::max(hi, x[t]);
   scale = hi > lo ? (hi - lo) / 255.f : 1.f;
   zero = static_cast<int32_t>(std::nearbyint(-lo / scale));
   const float inv = 1.f / scale;
-  const __m512 inv16 = _mm512_set1_ps(inv), z16 = _mm512_set1_ps(static_cast<float>(zero));
-  for (k = 0; k + 16 <= kin; k += 16) {
-    const __m512 v = _mm512_add_ps(
-        _mm512_roundscale_ps(_mm512_mul_ps(_mm512_loadu_ps(x + k), inv16), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC),
-        z16);
-    const __m512i i = _mm512_max_epi32(_mm512_cvtps_epi32(v), _mm512_setzero_si512());
-    _mm_storeu_si128(reinterpret_cast<__m128i*>(q + k), _mm512_cvtusepi32_epi8(i));
-  }
+  const simd::vec invv = simd::set1(inv), zv = simd::set1(static_cast<float>(zero));
+  for (k = 0; k + n <= kin; k += n) simd::store_u8(q + k, simd::add(simd::round(simd::mul(simd::load(x + k), invv)), zv));
   for (; k < kin; ++k) {
     const float v = std::nearbyint(x[k] * inv) + static_cast<float>(zero);
     q[k] = static_cast<uint8_t>(std::min(255.f, std::max(0.f, v)));
   }
 }
 
-#endif  // __AVX512F__
-
 }  // namespace
+VGGNET_INT8_END
 
 at::Tensor vggnet::linear_f32(const at::Tensor& x, const at::Tensor& w, const at::Tensor& bias, bool relu) {
   TORCH_CHECK(x.dim() == 2 && x.scalar_type() == at::kFloat, "x must be a float (N, K) tensor");
@@ -180,20 +185,17 @@ at::Tensor vggnet::linear_f32(const at::Tensor& x, const at::Tensor& w, const at
   const at::Tensor xc = x.contiguous();
   auto y = at::empty({n, kout}, x.options());
   const int64_t threads = std::max<int64_t>(1, at::get_num_threads());
-  auto* acc = static_cast<float*>(vggnet::scratch(threads * kF32Rows * kBlock * sizeof(float)));
+  auto* acc = static_cast<float*>(vggnet::scratch(threads * kPassRows * kBlock * sizeof(float)));
   vggnet::for_each_item(w.size(0) / 4, [&](int64_t i, int64_t slot) {
     item_f32(xc.data_ptr<float>(), n, kin, w.data_ptr<float>(), bias.data_ptr<float>(), kout, relu,
-             y.data_ptr<float>(), i * kBlock, acc + slot * kF32Rows * kBlock);
+             y.data_ptr<float>(), i * kBlock, acc + slot * kPassRows * kBlock);
   });
   return y;
 }
 
 at::Tensor vggnet::linear_int8(const at::Tensor& x, const at::Tensor& w, const at::Tensor& wsum,
                                const at::Tensor& wscale, const at::Tensor& bias, bool relu) {
-#if !defined(__AVX512F__)
-  TORCH_CHECK(false, "linear_int8 needs the AVX-512 VNNI build of the kernels; this is the ", vggnet::simd::kIsa, " build");
-  return {};
-#else
+  TORCH_CHECK(vggnet::cpu_has_vnni(), "linear_int8 needs VNNI, which this CPU lacks (", vggnet::simd::kIsa, " build)");
   TORCH_CHECK(x.dim() == 2 && x.scalar_type() == at::kFloat, "x must be a float (N, K) tensor");
   TORCH_CHECK(w.scalar_type() == at::kChar && w.is_contiguous() && w.dim() == 4 && w.size(2) == 16 && w.size(3) == 4 &&
                   w.size(0) % 4 == 0,
@@ -215,8 +217,8 @@ at::Tensor vggnet::linear_int8(const at::Tensor& x, const at::Tensor& w, const a
   const Layer L{xq.data(), zero.data(), xscale.data(), w.data_ptr<int8_t>(), wsum.data_ptr<int32_t>(),
                 wscale.data_ptr<float>(), bias.data_ptr<float>(), y.data_ptr<float>(), n, kin4, kout, relu};
   const int64_t threads = std::max<int64_t>(1, at::get_num_threads());
-  auto* acc = static_cast<int32_t*>(vggnet::scratch(threads * kRows * kBlock * sizeof(int32_t)));
-  vggnet::for_each_item(kout_p / kBlock, [&](int64_t i, int64_t slot) { item(L, i * kBlock, acc + slot * kRows * kBlock); });
+  auto* acc = static_cast<int32_t*>(vggnet::scratch(threads * kPassRows * kBlock * sizeof(int32_t)));
+  vggnet::for_each_item(kout_p / kBlock,
+                        [&](int64_t i, int64_t slot) { item(L, i * kBlock, acc + slot * kPassRows * kBlock); });
   return y;
-#endif
 }

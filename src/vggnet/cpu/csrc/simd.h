@@ -25,6 +25,8 @@ inline vec add(vec a, vec b) { return _mm512_add_ps(a, b); }
 inline vec sub(vec a, vec b) { return _mm512_sub_ps(a, b); }
 inline vec mul(vec a, vec b) { return _mm512_mul_ps(a, b); }
 inline vec max(vec a, vec b) { return _mm512_max_ps(a, b); }
+inline vec min(vec a, vec b) { return _mm512_min_ps(a, b); }
+inline vec round(vec v) { return _mm512_roundscale_ps(v, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC); }
 inline vec fmadd(vec a, vec b, vec c) { return _mm512_fmadd_ps(a, b, c); }     // a b + c
 inline vec fnmadd(vec a, vec b, vec c) { return _mm512_fnmadd_ps(a, b, c); }   // c - a b
 
@@ -43,6 +45,8 @@ inline vec add(vec a, vec b) { return _mm256_add_ps(a, b); }
 inline vec sub(vec a, vec b) { return _mm256_sub_ps(a, b); }
 inline vec mul(vec a, vec b) { return _mm256_mul_ps(a, b); }
 inline vec max(vec a, vec b) { return _mm256_max_ps(a, b); }
+inline vec min(vec a, vec b) { return _mm256_min_ps(a, b); }
+inline vec round(vec v) { return _mm256_round_ps(v, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC); }  // to even
 inline vec fmadd(vec a, vec b, vec c) { return _mm256_fmadd_ps(a, b, c); }
 inline vec fnmadd(vec a, vec b, vec c) { return _mm256_fnmadd_ps(a, b, c); }
 
@@ -54,3 +58,55 @@ constexpr int kPanel = kLanes * kVectors;  // output channels per packed weight 
 constexpr int kRows = 6;                   // rows (tiles, pixels) per GEMM micro-kernel call
 
 }  // namespace vggnet::simd
+
+// The int8 kernels' vector: kLanes int32 lanes, each summing 4 u8 x s8 products (vpdpbusd): AVX-512 VNNI in the
+// avx512 build, AVX-VNNI (the same instruction on 256-bit vectors) in the avx2 build. The avx2 build compiles
+// the int8 code, and only it, for AVX-VNNI (between VGGNET_INT8_BEGIN and VGGNET_INT8_END), and runs it only
+// where the CPU has it (cpu_has_vnni).
+#if defined(__AVX512F__)
+#define VGGNET_INT8_BEGIN
+#define VGGNET_INT8_END
+#else
+#define VGGNET_INT8_BEGIN _Pragma("GCC push_options") _Pragma("GCC target(\"avxvnni\")")
+#define VGGNET_INT8_END _Pragma("GCC pop_options")
+#endif
+
+VGGNET_INT8_BEGIN
+namespace vggnet::simd {
+
+#if defined(__AVX512F__)
+
+using ivec = __m512i;
+inline ivec dpbusd(ivec acc, ivec a, ivec b) { return _mm512_dpbusd_epi32(acc, a, b); }
+inline ivec iload(const void* p) { return _mm512_loadu_si512(p); }
+inline void istore(void* p, ivec v) { _mm512_storeu_si512(p, v); }
+inline ivec iset1(int v) { return _mm512_set1_epi32(v); }
+inline ivec ineg(ivec v) { return _mm512_sub_epi32(_mm512_setzero_si512(), v); }
+inline vec to_float(ivec v) { return _mm512_cvtepi32_ps(v); }
+// kLanes floats rounded to the nearest (even) integer, saturated to 0 .. 255, stored as kLanes bytes.
+inline void store_u8(unsigned char* p, vec v) {
+  const __m512i q = _mm512_max_epi32(_mm512_cvtps_epi32(v), _mm512_setzero_si512());
+  _mm_storeu_si128(reinterpret_cast<__m128i*>(p), _mm512_cvtusepi32_epi8(q));
+}
+
+#else
+
+using ivec = __m256i;
+inline ivec dpbusd(ivec acc, ivec a, ivec b) { return _mm256_dpbusd_avx_epi32(acc, a, b); }
+inline ivec iload(const void* p) { return _mm256_loadu_si256(static_cast<const __m256i*>(p)); }
+inline void istore(void* p, ivec v) { _mm256_storeu_si256(static_cast<__m256i*>(p), v); }
+inline ivec iset1(int v) { return _mm256_set1_epi32(v); }
+inline ivec ineg(ivec v) { return _mm256_sub_epi32(_mm256_setzero_si256(), v); }
+inline vec to_float(ivec v) { return _mm256_cvtepi32_ps(v); }
+inline void store_u8(unsigned char* p, vec v) {
+  const __m256i q = _mm256_min_epi32(_mm256_max_epi32(_mm256_cvtps_epi32(v), _mm256_setzero_si256()),
+                                     _mm256_set1_epi32(255));
+  const __m256i b = _mm256_packus_epi16(_mm256_packus_epi32(q, q), _mm256_setzero_si256());  // in each 128-bit half
+  _mm_storel_epi64(reinterpret_cast<__m128i*>(p),
+                   _mm_unpacklo_epi32(_mm256_castsi256_si128(b), _mm256_extracti128_si256(b, 1)));
+}
+
+#endif
+
+}  // namespace vggnet::simd
+VGGNET_INT8_END

@@ -1,5 +1,6 @@
-// Winograd F(2x2, 3x3) with int8 GEMMs for VGG's 3x3 convolutions: AVX-512 VNNI, fp32 in and out. The AVX2 build
-// of the kernels (simd.h) has no int8 conv: there conv3x3_f2_int8 refuses, and vggnet.cpu.int8_conv does not call it.
+// Winograd F(2x2, 3x3) with int8 GEMMs for VGG's 3x3 convolutions, fp32 in and out: AVX-512 VNNI in the avx512
+// build, AVX-VNNI (the same vpdpbusd on 256-bit vectors, Intel's client cores since the 12th generation) in the
+// avx2 build. Either runs only where the CPU has it (cpu_has_vnni); vggnet.cpu.int8_conv asks first.
 //
 // Quantised in the Winograd domain (vggnet/cpu/int8_conv.py calibrates): each transformed input tile V = B^T d B
 // (fp32) becomes u8, round(V[p][c] / s[p][c]) + z[p], with a scale per tile position p and input channel c
@@ -19,18 +20,21 @@
 #include "kernels.h"
 #include "simd.h"
 
-#if defined(__AVX512F__)
-
+VGGNET_INT8_BEGIN
 namespace {
 
-// kRows tiles x 4 vectors of 16 output channels: 16 int32 accumulators. On Zen 4, vpdpbusd on zmm registers
-// keeps its full rate only while at most 16 accumulators are live (benchmarks/vnni_rate.cpp measures it);
-// 24 (6 rows) ran the GEMMs at about half speed.
-constexpr int kTile = 4, kOut = 2, kPositions = 16, kPanel = 64, kRows = 4;
+using namespace vggnet::simd;
+
+// kIntRows tiles x kVectors vectors of output channels. AVX-512: 4 x 4 = 16 int32 accumulators; on Zen 4,
+// vpdpbusd on zmm registers keeps its full rate only while at most 16 are live (benchmarks/vnni_rate.cpp
+// measures it), and 24 (6 rows) ran the GEMMs at about half speed. AVX2: 6 x 2 = 12, with 2 weight vectors and
+// a broadcast in the 16 registers.
+constexpr int kIntRows = kLanes == 16 ? 4 : 6;
+constexpr int kTile = 4, kOut = 2, kPositions = 16;
 
 struct Layer {
   const float* x;        // (N, H, W, C)
-  const int8_t* u;       // (16, K/64, C/4, 64, 4) packed
+  const int8_t* u;       // (16, Kp/P, C/4, P, 4) packed, P = kPanel (simd.h)
   const int32_t* comp;   // (16, Kp): z[p] sum_c U[p][c][k]
   const float* scale;    // (16, Kp): the scale of M[p][.][k]
   const float* inv_s;    // (16, C): 1 / s[p][c]
@@ -42,11 +46,11 @@ struct Layer {
 };
 
 // B^T d of F(2, 3) (points 0, 1, -1).
-inline void input_1d(const __m512 d[4], __m512 t[4]) {
-  t[0] = _mm512_sub_ps(d[0], d[2]);
-  t[1] = _mm512_add_ps(d[1], d[2]);
-  t[2] = _mm512_sub_ps(d[2], d[1]);
-  t[3] = _mm512_sub_ps(d[1], d[3]);
+inline void input_1d(const vec d[4], vec t[4]) {
+  t[0] = sub(d[0], d[2]);
+  t[1] = add(d[1], d[2]);
+  t[2] = sub(d[2], d[1]);
+  t[3] = sub(d[1], d[3]);
 }
 
 // V[p][t][c] as u8: round(v / s[p][c] + z[p]), saturated to 0..255.
@@ -55,30 +59,27 @@ void input_transform(const Layer& L, int64_t tile, int64_t t, uint8_t* V, int64_
   const int64_t y0 = (rest / L.tw) * kOut - 1, x0 = (rest % L.tw) * kOut - 1;
   const bool inside = y0 >= 0 && x0 >= 0 && y0 + kTile <= L.h && x0 + kTile <= L.w;
   const float* base = L.x + img * L.h * L.w * L.c;
-  const __m512i zero = _mm512_setzero_si512();
-  for (int64_t cv = 0; cv < L.c; cv += 16) {
-    __m512 bd[4][4];  // bd[i][j] = (B^T d)[i][j]
+  for (int64_t cv = 0; cv < L.c; cv += kLanes) {
+    vec bd[4][4];  // bd[i][j] = (B^T d)[i][j]
     for (int j = 0; j < kTile; ++j) {
-      __m512 d[4], col[4];
+      vec d[4], col[4];
       const int64_t xx = x0 + j;
       for (int i = 0; i < kTile; ++i) {
         const int64_t yy = y0 + i;
         if (inside || (yy >= 0 && yy < L.h && xx >= 0 && xx < L.w))
-          d[i] = _mm512_loadu_ps(base + (yy * L.w + xx) * L.c + cv);
+          d[i] = load(base + (yy * L.w + xx) * L.c + cv);
         else
-          d[i] = _mm512_setzero_ps();
+          d[i] = zero();
       }
       input_1d(d, col);
       for (int i = 0; i < kTile; ++i) bd[i][j] = col[i];
     }
     for (int i = 0; i < kTile; ++i) {
-      __m512 v[4];
+      vec v[4];
       input_1d(bd[i], v);
       for (int j = 0; j < kTile; ++j) {
         const int p = i * kTile + j;
-        const __m512 scaled = _mm512_fmadd_ps(v[j], _mm512_loadu_ps(L.inv_s + p * L.c + cv), _mm512_set1_ps(L.zp[p]));
-        const __m512i q = _mm512_max_epi32(_mm512_cvtps_epi32(scaled), zero);  // rounded to nearest even
-        _mm_storeu_si128(reinterpret_cast<__m128i*>(V + p * vs + t * L.c + cv), _mm512_cvtusepi32_epi8(q));
+        store_u8(V + p * vs + t * L.c + cv, fmadd(v[j], load(L.inv_s + p * L.c + cv), set1(L.zp[p])));
       }
     }
   }
@@ -90,65 +91,59 @@ void output_transform(const Layer& L, int64_t tile, int64_t t, const float* M, i
   const int64_t y0 = (rest / L.tw) * kOut, x0 = (rest % L.tw) * kOut;
   const int64_t rows = std::min<int64_t>(kOut, L.h - y0), cols = std::min<int64_t>(kOut, L.w - x0);
   float* base = L.y + img * L.h * L.w * L.k;
-  const __m512 zero = _mm512_setzero_ps();
-  for (int64_t kv = k0; kv < k1; kv += 16) {
-    __m512 m[4][4];
-    for (int p = 0; p < kPositions; ++p) m[p / 4][p % 4] = _mm512_loadu_ps(M + p * ms + t * L.kp + kv);
-    __m512 s[2][4];  // A^T m: o0 = m0 + m1 + m2, o1 = m1 - m2 - m3 (points 0, 1, -1, infinity)
+  const vec z = zero();
+  for (int64_t kv = k0; kv < k1; kv += kLanes) {
+    vec m[4][4];
+    for (int p = 0; p < kPositions; ++p) m[p / 4][p % 4] = load(M + p * ms + t * L.kp + kv);
+    vec s[2][4];  // A^T m: o0 = m0 + m1 + m2, o1 = m1 - m2 - m3 (points 0, 1, -1, infinity)
     for (int j = 0; j < kTile; ++j) {
-      s[0][j] = _mm512_add_ps(_mm512_add_ps(m[0][j], m[1][j]), m[2][j]);
-      s[1][j] = _mm512_sub_ps(_mm512_sub_ps(m[1][j], m[2][j]), m[3][j]);
+      s[0][j] = add(add(m[0][j], m[1][j]), m[2][j]);
+      s[1][j] = sub(sub(m[1][j], m[2][j]), m[3][j]);
     }
-    const __m512 b = _mm512_loadu_ps(L.bias + kv);
+    const vec b = load(L.bias + kv);
     if (L.pool) {  // max over the 2x2 tile, then bias and ReLU (both monotone, so the order does not matter)
-      const __m512 top = _mm512_max_ps(_mm512_add_ps(_mm512_add_ps(s[0][0], s[0][1]), s[0][2]),
-                                       _mm512_sub_ps(_mm512_sub_ps(s[0][1], s[0][2]), s[0][3]));
-      const __m512 bottom = _mm512_max_ps(_mm512_add_ps(_mm512_add_ps(s[1][0], s[1][1]), s[1][2]),
-                                          _mm512_sub_ps(_mm512_sub_ps(s[1][1], s[1][2]), s[1][3]));
-      __m512 v = _mm512_add_ps(_mm512_max_ps(top, bottom), b);
-      if (L.relu) v = _mm512_max_ps(v, zero);
-      _mm512_storeu_ps(L.y + ((img * L.th + y0 / 2) * L.tw + x0 / 2) * L.k + kv, v);
+      const vec top = max(add(add(s[0][0], s[0][1]), s[0][2]), sub(sub(s[0][1], s[0][2]), s[0][3]));
+      const vec bottom = max(add(add(s[1][0], s[1][1]), s[1][2]), sub(sub(s[1][1], s[1][2]), s[1][3]));
+      vec v = add(max(top, bottom), b);
+      if (L.relu) v = max(v, z);
+      store(L.y + ((img * L.th + y0 / 2) * L.tw + x0 / 2) * L.k + kv, v);
       continue;
     }
     for (int i = 0; i < rows; ++i) {
-      __m512 o[2] = {_mm512_add_ps(_mm512_add_ps(s[i][0], s[i][1]), s[i][2]),
-                     _mm512_sub_ps(_mm512_sub_ps(s[i][1], s[i][2]), s[i][3])};
+      vec o[2] = {add(add(s[i][0], s[i][1]), s[i][2]), sub(sub(s[i][1], s[i][2]), s[i][3])};
       for (int j = 0; j < cols; ++j) {
-        __m512 v = _mm512_add_ps(o[j], b);
-        if (L.relu) v = _mm512_max_ps(v, zero);
-        _mm512_storeu_ps(base + ((y0 + i) * L.w + x0 + j) * L.k + kv, v);
+        vec v = add(o[j], b);
+        if (L.relu) v = max(v, z);
+        store(base + ((y0 + i) * L.w + x0 + j) * L.k + kv, v);
       }
     }
   }
 }
 
-// Cm[R x 64] = (A[R x C] (u8) . B[C x 64] (s8) - comp) * scale, as fp32; B packed (C/4, 64, 4).
+// Cm[R x kPanel] = (A[R x C] (u8) . B[C x kPanel] (s8) - comp) * scale, as fp32; B packed (C/4, kPanel, 4).
 template <int R>
 inline void micro(const uint8_t* A, int64_t lda, const int8_t* B, int64_t C, const int32_t* comp, const float* scale,
                   float* Cm, int64_t ldc) {
-  __m512i acc[R][4];
-  for (int j = 0; j < 4; ++j) {
-    const __m512i start = _mm512_sub_epi32(_mm512_setzero_si512(), _mm512_loadu_si512(comp + 16 * j));
+  ivec acc[R][kVectors];
+  for (int j = 0; j < kVectors; ++j) {
+    const ivec start = ineg(iload(comp + kLanes * j));
     for (int r = 0; r < R; ++r) acc[r][j] = start;
   }
 #pragma GCC unroll 2
   for (int64_t c = 0; c < C; c += 4) {
     const int8_t* b = B + c * kPanel;
-    __m512i b0 = _mm512_loadu_si512(b), b1 = _mm512_loadu_si512(b + 64), b2 = _mm512_loadu_si512(b + 128),
-            b3 = _mm512_loadu_si512(b + 192);
+    ivec bv[kVectors];
+    for (int j = 0; j < kVectors; ++j) bv[j] = iload(b + 4 * kLanes * j);
     for (int r = 0; r < R; ++r) {
       int32_t four;  // channels c .. c+3 of row r, broadcast to every lane
       __builtin_memcpy(&four, A + r * lda + c, 4);
-      const __m512i a = _mm512_set1_epi32(four);
-      acc[r][0] = _mm512_dpbusd_epi32(acc[r][0], a, b0);
-      acc[r][1] = _mm512_dpbusd_epi32(acc[r][1], a, b1);
-      acc[r][2] = _mm512_dpbusd_epi32(acc[r][2], a, b2);
-      acc[r][3] = _mm512_dpbusd_epi32(acc[r][3], a, b3);
+      const ivec a = iset1(four);
+      for (int j = 0; j < kVectors; ++j) acc[r][j] = dpbusd(acc[r][j], a, bv[j]);
     }
   }
-  for (int j = 0; j < 4; ++j) {
-    const __m512 s = _mm512_loadu_ps(scale + 16 * j);
-    for (int r = 0; r < R; ++r) _mm512_storeu_ps(Cm + r * ldc + 16 * j, _mm512_mul_ps(_mm512_cvtepi32_ps(acc[r][j]), s));
+  for (int j = 0; j < kVectors; ++j) {
+    const vec s = load(scale + kLanes * j);
+    for (int r = 0; r < R; ++r) store(Cm + r * ldc + kLanes * j, mul(to_float(acc[r][j]), s));
   }
 }
 
@@ -159,8 +154,10 @@ void gemm(const Layer& L, int64_t p, int64_t kb, int64_t tc, const uint8_t* V, i
   const float* scale = L.scale + p * L.kp + kb * kPanel;
   float* Cm = M + p * ms + kb * kPanel;
   int64_t t = 0;
-  for (; t + kRows <= tc; t += kRows) micro<kRows>(A + t * L.c, L.c, B, L.c, comp, scale, Cm + t * L.kp, L.kp);
+  for (; t + kIntRows <= tc; t += kIntRows) micro<kIntRows>(A + t * L.c, L.c, B, L.c, comp, scale, Cm + t * L.kp, L.kp);
   switch (tc - t) {
+    case 5: micro<5>(A + t * L.c, L.c, B, L.c, comp, scale, Cm + t * L.kp, L.kp); break;
+    case 4: micro<4>(A + t * L.c, L.c, B, L.c, comp, scale, Cm + t * L.kp, L.kp); break;
     case 3: micro<3>(A + t * L.c, L.c, B, L.c, comp, scale, Cm + t * L.kp, L.kp); break;
     case 2: micro<2>(A + t * L.c, L.c, B, L.c, comp, scale, Cm + t * L.kp, L.kp); break;
     case 1: micro<1>(A + t * L.c, L.c, B, L.c, comp, scale, Cm + t * L.kp, L.kp); break;
@@ -177,26 +174,21 @@ void run_item(const Layer& L, int64_t t0, int64_t tc, int64_t kb0, int64_t kb1, 
 }
 
 }  // namespace
-
-#endif  // __AVX512F__
+VGGNET_INT8_END
 
 at::Tensor vggnet::conv3x3_f2_int8(const at::Tensor& x, const at::Tensor& u, const at::Tensor& comp,
                                    const at::Tensor& scale, const at::Tensor& inv_s, const at::Tensor& zero_point,
                                    const at::Tensor& bias, bool relu, bool pool, int64_t k, int64_t chunk,
                                    int64_t groups) {
-#if !defined(__AVX512F__)
-  TORCH_CHECK(false, "conv3x3_f2_int8 needs the AVX-512 VNNI build of the kernels; this is the ", vggnet::simd::kIsa,
-              " build");
-  return {};
-#else
-
+  TORCH_CHECK(vggnet::cpu_has_vnni(), "conv3x3_f2_int8 needs VNNI, which this CPU lacks (", vggnet::simd::kIsa,
+              " build)");
   TORCH_CHECK(x.dim() == 4 && x.scalar_type() == at::kFloat, "x must be a float (N, C, H, W) tensor");
   TORCH_CHECK(x.is_contiguous(at::MemoryFormat::ChannelsLast), "x must be channels-last");
   const int64_t n = x.size(0), c = x.size(1), h = x.size(2), w = x.size(3);
   TORCH_CHECK(c % 16 == 0 && k % 16 == 0, "channels must be multiples of 16");
   TORCH_CHECK(u.scalar_type() == at::kChar && u.is_contiguous() && u.dim() == 5 && u.size(0) == kPositions &&
                   u.size(2) * 4 == c && u.size(3) == kPanel && u.size(4) == 4 && u.size(1) * kPanel >= k,
-              "u must be int8 packed (16, K/64, C/4, 64, 4)");
+              "u must be int8 packed (16, K/", kPanel, ", C/4, ", kPanel, ", 4) for this build");
   const int64_t kp = u.size(1) * kPanel;
   TORCH_CHECK(comp.scalar_type() == at::kInt && comp.is_contiguous() && comp.numel() == kPositions * kp,
               "comp must be int32 (16, Kp)");
@@ -213,7 +205,7 @@ at::Tensor vggnet::conv3x3_f2_int8(const at::Tensor& x, const at::Tensor& u, con
           inv_s.data_ptr<float>(), zero_point.data_ptr<float>(), bias.data_ptr<float>(), y.data_ptr<float>(),
           n, h, w, c, k, kp, (h + kOut - 1) / kOut, (w + kOut - 1) / kOut, relu, pool};
   const int64_t tiles = n * L.th * L.tw, panels = kp / kPanel;
-  const auto s = vggnet::split(tiles, kPositions * (c + 4 * kp), kPositions * c * kp, panels, chunk, groups, kRows);
+  const auto s = vggnet::split(tiles, kPositions * (c + 4 * kp), kPositions * c * kp, panels, chunk, groups, kIntRows);
   const int64_t v_bytes = (kPositions * s.chunk * c + 63) / 64 * 64, per_slot = v_bytes + kPositions * s.chunk * kp * 4;
   const int64_t per_group = (panels + s.groups - 1) / s.groups;
   char* buf = static_cast<char*>(vggnet::scratch(per_slot * at::get_num_threads()));
@@ -225,5 +217,4 @@ at::Tensor vggnet::conv3x3_f2_int8(const at::Tensor& x, const at::Tensor& u, con
              reinterpret_cast<uint8_t*>(mine), reinterpret_cast<float*>(mine + v_bytes));
   });
   return y;
-#endif
 }
