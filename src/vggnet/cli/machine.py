@@ -15,7 +15,9 @@ def cmd_info(args: argparse.Namespace) -> int:
     )
     print(f"fp32, --fast / optimize_for_inference(winograd=True): {s.fp32}")
     print(f"int8, quantize_int8: {s.int8}")
-    print("VGGNET_ISA=avx2 or avx512 picks a build, VGGNET_NATIVE=0 turns the kernels off")
+    print(
+        "VGGNET_ISA=avx512, avxvnni or avx2 picks the kernels (avx2: without AVX-VNNI), VGGNET_NATIVE=0 turns them off"
+    )
     return 0
 
 
