@@ -48,7 +48,9 @@ sys.exit(status)
 ADDRESS_SPACE = 6 << 30  # bytes: importing torch maps about 3.3 GB of address space, little of it resident
 
 
-def run_capped(args: list[str], env: dict[str, str] | None = None, cap: int = ADDRESS_SPACE) -> tuple[int, str, str, int]:
+def run_capped(
+    args: list[str], env: dict[str, str] | None = None, cap: int = ADDRESS_SPACE
+) -> tuple[int, str, str, int]:
     """(exit status, stdout, stderr, peak resident bytes or -1) of `vggnet ARGS` with its address space capped."""
     import os
     import subprocess

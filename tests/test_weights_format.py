@@ -96,7 +96,9 @@ def test_crafted_metadata_is_refused_in_one_line_naming_the_field(tmp_path, caps
 
     assert set(META_REFUSALS) == set(META_EDITS)
     good = tmp_path / "w.safetensors"
-    save_weights(build("A", width=W, num_classes=5, input_size=32), good, class_names=list("abcde"), extra={"scale": 40})
+    save_weights(
+        build("A", width=W, num_classes=5, input_size=32), good, class_names=list("abcde"), extra={"scale": 40}
+    )
     read_meta(good)  # the document the edits start from passes
     Image.new("RGB", (48, 40)).save(tmp_path / "x.png")
     for name, edit in META_EDITS.items():

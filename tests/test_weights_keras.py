@@ -89,6 +89,7 @@ def test_hdf5_that_reads_outside_the_file_is_refused(tmp_path, capsys, trick, re
     assert not out.exists()
 
 
+@pytest.mark.slow
 def test_hdf5_declaring_more_than_it_holds_is_refused_before_reading(tmp_path):
     from helpers import one_line_refusal, run_capped
     from hostile_files import hostile_h5

@@ -100,7 +100,9 @@ def test_pickled_payload_is_refused_as_code_and_never_runs(tmp_path, capsys, pay
     marker = tmp_path / "pwned"
     path = tmp_path / "evil.pth"
     torch.save({"features.0.weight": torch.zeros(4, 3, 3, 3), "extra": payload(str(marker))}, path)
-    with pytest.raises(ValueError, match=rf"evil.pth: refused: its pickle would run code when loaded \(it calls {called}\)"):
+    with pytest.raises(
+        ValueError, match=rf"evil.pth: refused: its pickle would run code when loaded \(it calls {called}\)"
+    ):
         read_torch_state(path)
     assert main(["convert", str(path), str(tmp_path / "out.safetensors")]) == 2
     err = capsys.readouterr().err.strip()
@@ -126,6 +128,7 @@ def test_torch_refusals_of_a_global_are_recognised_in_each_wording(message, name
     assert REFUSED_GLOBAL.search("Weights only load failed ... Unsupported operand 255") is None  # damaged, not code
 
 
+@pytest.mark.slow
 def test_a_zip_bombed_checkpoint_is_refused_before_it_inflates(tmp_path, monkeypatch):
     from helpers import one_line_refusal, run_capped
     from hostile_files import zip_bomb_pth

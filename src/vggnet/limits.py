@@ -62,7 +62,8 @@ WEIGHTS_BYTES = Limit("VGGNET_MAX_WEIGHTS_BYTES", GIB, "the tensors a weights fi
 # twice) and the random states: VGG19 with Adam is 1.7 GB.
 CHECKPOINT_BYTES = Limit("VGGNET_MAX_CHECKPOINT_BYTES", 4 * GIB, "the tensors a checkpoint declares")
 
-# A forward pass holds a layer's input and output at once (a backward pass every layer's output).
-# A normal photo at the paper's largest scale (683x512 at Q=512) needs 0.2 GB in VGG16 with flips;
-# a 100x1 sliver rescaled to Q=256 is a 25600x256 input: 3.4 GB.
+# A forward pass holds a layer's input and output at once, a backward pass every layer's output
+# (analysis.activation_bytes). In VGG16 a 4:3 photo at the paper's largest scale (683x512 at Q=512)
+# needs 0.17 GiB forward (twice that with flips), 0.76 GiB for Grad-CAM's backward pass; a
+# 100x1 sliver rescaled to Q=256 is a 25600x256 input: 3.1 GiB forward.
 ACTIVATION_BYTES = Limit("VGGNET_MAX_ACTIVATION_BYTES", 2 * GIB, "the activations of one image")

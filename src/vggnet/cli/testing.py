@@ -41,7 +41,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
             print(f"  folder: {pred.folder_class}, rank {pred.folder_rank}")
         if pred.heatmap:
             print(f"  heat map: {pred.heatmap}")
-    if skipped:
+    if skipped and predictions:  # each skipped image already has its line; this sums them up after the results
         print(f"{len(skipped)} unreadable images skipped: {', '.join(skipped)}", file=sys.stderr)
     return 0 if predictions else 2
 
