@@ -29,52 +29,68 @@ from weights_files import keras_layers, write_keras_h5
 H5_TRICKS = ("external storage", "virtual dataset", "soft link", "external link", "declared", "strings")
 
 
-def hostile_h5(path: Path, model: torch.nn.Module, trick: str, secret: Path, declared: int = 64 << 30) -> Path:
-    """A Keras weights file of `model` whose first kernel is replaced by `trick`.
+def hostile_h5(
+    path: Path,
+    model: torch.nn.Module,
+    trick: str,
+    secret: Path,
+    declared: int = 64 << 30,
+    target: str = "block1_conv1/block1_conv1/kernel:0",
+    dtype: str = "f4",
+    ndim: int = 1,
+) -> Path:
+    """A Keras weights file of `model` whose dataset `target` (default: the first kernel) is replaced by `trick`.
 
     external storage / virtual dataset / external link: the data comes from `secret` (a local file, or
-    an HDF5 file made beside it); soft link: the kernel points at another dataset of the file;
-    declared: a float32 dataset of `declared` bytes that is never written; strings: text, not numbers.
+    an HDF5 file made beside it); soft link: the dataset points at another one of the file; declared: a
+    `dtype` dataset of `ndim` dimensions and about `declared` bytes that is never written; strings: text.
     """
     write_keras_h5(path, keras_layers(model), "keras2")
-    name = "block1_conv1/block1_conv1/kernel:0"
     with h5py.File(path, "a") as f:
-        shape, dtype = f[name].shape, f[name].dtype
-        del f[name]
+        names = h5_datasets(f)
+        shape, kind = f[target].shape, f[target].dtype
+        del f[target]
         if trick == "external storage":
-            nbytes = int(np.prod(shape)) * dtype.itemsize
-            f.create_dataset(name, shape=shape, dtype=dtype, external=[(str(secret), 0, nbytes)])
-        elif trick == "virtual dataset":
+            nbytes = int(np.prod(shape)) * kind.itemsize
+            f.create_dataset(target, shape=shape, dtype=kind, external=[(str(secret), 0, nbytes)])
+        elif trick in ("virtual dataset", "external link"):
             other = secret.with_suffix(".h5")
             with h5py.File(other, "w") as o:
-                o.create_dataset("x", data=np.ones(shape, dtype))
-            layout = h5py.VirtualLayout(shape=shape, dtype=dtype)
-            layout[...] = h5py.VirtualSource(str(other), "x", shape=shape)
-            f.create_virtual_dataset(name, layout)
-        elif trick == "external link":
-            other = secret.with_suffix(".h5")
-            with h5py.File(other, "w") as o:
-                o.create_dataset("x", data=np.ones(shape, dtype))
-            f[name] = h5py.ExternalLink(str(other), "/x")
+                o.create_dataset("x", data=np.ones(shape, kind))
+            if trick == "external link":
+                f[target] = h5py.ExternalLink(str(other), "/x")
+            else:
+                layout = h5py.VirtualLayout(shape=shape, dtype=kind)
+                layout[...] = h5py.VirtualSource(str(other), "x", shape=shape)
+                f.create_virtual_dataset(target, layout)
         elif trick == "soft link":
-            f[name] = h5py.SoftLink("/block1_conv2/block1_conv2/kernel:0")
+            f[target] = h5py.SoftLink("/" + next(n for n in names if n != target))
         elif trick == "declared":
-            side = int(np.sqrt(declared // 4 // (shape[2] * shape[3]))) or 1
-            f.create_dataset(name, shape=(side, side, shape[2], shape[3]), dtype="f4")  # never written
+            count = max(1, declared // np.dtype(dtype).itemsize)
+            side = max(1, round(count ** (1 / ndim)))
+            dims = (side,) * (ndim - 1) + (max(1, count // side ** (ndim - 1)),)
+            f.create_dataset(target, shape=dims, dtype=dtype)  # never written: HDF5 stores nothing
         elif trick == "strings":
-            f.create_dataset(name, data=np.array([b"x" * 8] * 4))
+            f.create_dataset(target, data=np.array([b"x" * 8] * 4))
         else:
             raise ValueError(trick)
     return path
 
 
+def h5_datasets(f: h5py.File) -> list[str]:
+    """Every dataset of an HDF5 file, by path."""
+    found: list[str] = []
+    f.visititems(lambda name, obj: found.append(name) if isinstance(obj, h5py.Dataset) else None)
+    return found
+
+
 # -- torch zip records -----------------------------------------------------------------------------
 
 
-def zip_bomb_pth(path: Path, inflated: int) -> Path:
-    """A torch file of a small state dict whose tensor record is replaced by `inflated` bytes of zeros, deflated.
+def zip_bomb_pth(path: Path, inflated: int, record: str = "data/0") -> Path:
+    """A torch file of a small state dict whose record `record` is replaced by `inflated` bytes of zeros, deflated.
 
-    The deflate stream repeats one fully flushed 16 MiB block, so a gigabyte costs a few kilobytes and no
+    The deflate stream repeats one fully flushed 16 MiB block, so a gigabyte costs a megabyte and no
     compression time. Its CRC is left 0: a reader finds out only after inflating all of it.
     """
     import io
@@ -83,14 +99,14 @@ def zip_bomb_pth(path: Path, inflated: int) -> Path:
     buf = io.BytesIO()
     torch.save({"features.0.weight": torch.zeros(4, 3, 3, 3)}, buf)
     records = {i.filename: zipfile.ZipFile(buf).read(i.filename) for i in zipfile.ZipFile(buf).infolist()}
-    chunk = 16 << 20
+    chunk = min(16 << 20, inflated)
     squeeze = zlib.compressobj(9, zlib.DEFLATED, -15)
     block = squeeze.compress(bytes(chunk)) + squeeze.flush(zlib.Z_FULL_FLUSH)
     count = -(-inflated // chunk)
     end = zlib.compressobj(9, zlib.DEFLATED, -15).flush()  # an empty final block
     local, central = bytearray(), bytearray()
     for name, data in records.items():
-        bomb = name.endswith("/data/0")
+        bomb = name.endswith("/" + record)
         stored = block * count + end if bomb else data
         size, crc, method = (count * chunk, 0, 8) if bomb else (len(data), zlib.crc32(data), 0)
         offset = len(local)
@@ -161,15 +177,20 @@ def thin_png(path: Path, width: int, height: int = 1) -> Path:
 
 def caffe_disagreeing_conv(path: Path, model: torch.nn.Module, bias: int) -> Path:
     """A Caffe V2 net of `model` whose first convolution's bias holds `bias` values (its weight disagrees)."""
+    return caffe_reshaped_blob(path, model, 0, 1, [bias])
+
+
+def caffe_reshaped_blob(path: Path, model: torch.nn.Module, layer: int, blob: int, dims: list[int]) -> Path:
+    """A Caffe V2 net of `model` whose `layer`-th layer with blobs has blob `blob` of shape `dims` (values 0.5)."""
     from weights_files import caffe_messages, write_caffemodel
 
     write_caffemodel(path, model, "v2")
     net = caffe_messages()()
     net.ParseFromString(path.read_bytes())
-    blob = net.layer[0].blobs[1]
-    del blob.shape.dim[:]
-    blob.shape.dim.append(bias)
-    del blob.data[:]
-    blob.data.extend([0.5] * bias)
+    target = [entry for entry in net.layer if entry.blobs][layer].blobs[blob]
+    del target.shape.dim[:]
+    target.shape.dim.extend(dims)
+    del target.data[:]
+    target.data.extend([0.5] * int(np.prod(dims)))
     path.write_bytes(net.SerializeToString())
     return path

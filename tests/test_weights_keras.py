@@ -72,7 +72,7 @@ def test_a_damaged_layer_index_is_one_line_naming_the_file(tmp_path):
         ("virtual dataset", "is a virtual dataset; refused: it would read data from outside this file"),
         ("external link", "is a ExternalLink (it could lead outside the file); only hard links are read"),
         ("soft link", "is a SoftLink (it could lead outside the file); only hard links are read"),
-        ("strings", "holds |S8, not numbers"),
+        ("strings", "holds (4,) |S8, not an array of numbers"),
     ],
 )
 def test_hdf5_that_reads_outside_the_file_is_refused(tmp_path, capsys, trick, refusal):

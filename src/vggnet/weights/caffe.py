@@ -188,7 +188,7 @@ def caffe_state(layers: list[CaffeLayer], where: str) -> dict[str, torch.Tensor]
         bias = bias.reshape(-1)
         out = bias.numel()
         if layer.type == "Convolution":  # (out, in, kh, kw), in both blob layouts
-            agree = weight.dim() == 4 and weight.shape[0] == out
+            agree = weight.dim() == 4 and weight.shape[0] == out and weight.numel() > 0
         else:  # (out, in), or legacy (1, 1, out, in)
             agree = out > 0 and weight.numel() > 0 and weight.numel() % out == 0
         if not agree:

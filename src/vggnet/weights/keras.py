@@ -78,8 +78,8 @@ def _dataset(group: Any, name: str, path: os.PathLike[str]) -> Any:
     if d.is_virtual or d.id.get_create_plist().get_external_count():
         kind = "a virtual dataset" if d.is_virtual else "stored in an external file"
         raise ValueError(f"{path}: dataset {d.name!r} is {kind}; refused: it would read data from outside this file")
-    if d.shape is None or d.dtype.kind not in "fiu" or d.dtype.itemsize > 8:
-        raise ValueError(f"{path}: dataset {d.name!r} holds {d.dtype}, not numbers")
+    if d.shape is None or d.dtype.kind not in "fiu" or d.dtype.itemsize > 8 or d.size == 0:
+        raise ValueError(f"{path}: dataset {d.name!r} holds {d.shape} {d.dtype}, not an array of numbers")
     return d
 
 

@@ -133,7 +133,7 @@ def _integer(value: Any, field: str, low: int, high: int) -> int:
 
 
 def _number(value: Any, field: str, low: float, high: float, low_open: bool = False) -> None:
-    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+    ok = isinstance(value, int) and not isinstance(value, bool) or isinstance(value, float) and math.isfinite(value)
     if not ok or not (low < value if low_open else low <= value) or value > high:
         bound = f"over {low:g}" if low_open else f"from {low:g}"
         raise SchemaError(f"{field}: expected a finite number {bound} up to {high:g}, got {_shown(value)}")

@@ -62,10 +62,8 @@ def torch_load(path: Path, limit: Limit, unreadable: str, map_location: str | to
                 f"{path}: refused: its pickle would run code when loaded (it calls {found.group(1)}); nothing was "
                 "executed. Only tensors are loaded: re-save it as a state dict or as .safetensors"
             ) from None
-        lines = [line.strip() for line in text.splitlines() if line.strip()]
-        if "WeightsUnpickler error:" in text:  # torch's paragraphs about weights_only, then the reason
-            lines = [text.split("WeightsUnpickler error:")[1].strip()]
-        reason = (lines or [type(e).__name__])[0].split(". ")[0]
+        text = text.split("WeightsUnpickler error:")[-1]  # after torch's paragraphs about weights_only: the reason
+        reason = ([line.strip() for line in text.splitlines() if line.strip()] or [type(e).__name__])[0].split(". ")[0]
         raise ValueError(f"{path}: {unreadable} ({reason})") from None
 
 
