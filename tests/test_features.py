@@ -183,3 +183,19 @@ def test_a_killed_features_write_leaves_no_temporary_file_behind(tmp_path):
     assert main(args) == 0 and out.exists()
     assert hidden() == []  # the next write to f.npz removed the dead writer's file
     assert np.load(out)["relu1_1"].shape == (1, 4, 224, 224)
+
+
+def test_images_kept_at_their_size_are_refused_past_the_activation_budget(tmp_path, capsys, monkeypatch):
+    from helpers import one_line_refusal
+
+    weights = tmp_path / "w.safetensors"
+    save_weights(build("A", width=W, num_classes=3, input_size=32), weights)
+    Image.new("RGB", (1000, 600), (10, 90, 200)).save(tmp_path / "big.png")
+    out = tmp_path / "f.npz"
+    args = ["features", str(tmp_path / "big.png"), "--weights", str(weights), "--layers", "relu1_1", "--out", str(out)]
+    monkeypatch.setenv("VGGNET_MAX_ACTIVATION_BYTES", str(16 << 20))  # a narrow net's budget, scaled down
+    status = main([*args, "--size", "0"])
+    expected = f"{tmp_path / 'big.png'}: 1 image(s) of 1000x600 in a batch (resize them with --size): their activations need 18.3 MiB"
+    one_line_refusal(status, capsys.readouterr().err, "features", expected, "VGGNET_MAX_ACTIVATION_BYTES")
+    assert not out.exists()
+    assert main(args) == 0 and np.load(out)["relu1_1"].shape == (1, 4, 224, 224)  # resized, as by default
