@@ -170,8 +170,11 @@ def fuzz_hostile(folder: Path, seed: int, count: int) -> dict:
     files["secret"].write_bytes(b"root:x:0:0:secret\n" * 4096)
     files["photo"] = folder / "photo.png"
     Image.effect_noise((48, 40), 60).convert("RGB").save(files["photo"])
-    summary: dict[str, dict] = {shape: {"counts": {}, "examples": {}} for shape in SHAPES}
+    summary: dict[str, Any] = {shape: {"counts": {}, "examples": {}} for shape in SHAPES}
+    summary["peak rss rises"] = []  # the cases that raised the peak by more than 32 MiB: where memory went
+    summary["rss before the cases"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
     for i in range(count):
+        before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
         shape = SHAPES[i % len(SHAPES)]
         print(f"case hostile {shape} {i}", flush=True)
         rng = random.Random(f"{seed}/hostile/{i}")
@@ -183,5 +186,8 @@ def fuzz_hostile(folder: Path, seed: int, count: int) -> dict:
         found["counts"][kind] = found["counts"].get(kind, 0) + 1
         if kind == "broken" or kind not in found["examples"]:
             found["examples"].setdefault(kind, f"#{i} {drawn}: {detail}"[:600])
+        rise = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 - before
+        if rise > 32 << 20:
+            summary["peak rss rises"].append(f"#{i} {shape} ({drawn[:120]}): +{rise >> 20} MiB")
     summary["peak rss"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
     return summary
