@@ -42,7 +42,9 @@ cap = int(sys.argv[1])
 resource.setrlimit(resource.RLIMIT_AS, (cap, cap))
 from vggnet.cli import main
 status = main(sys.argv[2:])
-print(f"peak-rss-kib {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss}")
+# VmHWM: this program's own peak. ru_maxrss would also count the parent's pages the child held before exec.
+hwm = [line.split()[1] for line in open("/proc/self/status") if line.startswith("VmHWM:")]
+print(f"peak-rss-kib {hwm[0]}")
 sys.exit(status)
 """
 ADDRESS_SPACE = 6 << 30  # bytes: importing torch maps about 3.3 GB of address space, little of it resident
