@@ -167,9 +167,9 @@ def fetch(
     base = mirror()
     sources = [f"{base}/{dest.name}"] if base else list(urls)
     hint = f"put the file from {sources[0]} ({hash_text(hashes)}) at {dest}"
+    dest.parent.mkdir(parents=True, exist_ok=True)  # made even offline: it is where the message says to put the file
     if offline() and not all(is_local_url(u) for u in sources):
         raise DownloadError(f"cannot get {what}: offline (VGGNET_OFFLINE or HF_HUB_OFFLINE) and not cached; {hint}")
-    dest.parent.mkdir(parents=True, exist_ok=True)
     part = dest.with_name(dest.name + ".part")
     reasons = []
     for url in sources:
