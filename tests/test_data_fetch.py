@@ -109,7 +109,9 @@ def test_an_unknown_dataset_name_gives_the_closest_names(isolated_cache):
     with pytest.raises(FileNotFoundError) as caught:
         open_dataset("imagenete")
     message = str(caught.value)
-    assert message.startswith("imagenete: no such dataset folder (or use the built-in 'digits', or a name to download: ")
+    assert message.startswith(
+        "imagenete: no such dataset folder (or use the built-in 'digits', or a name to download: "
+    )
     assert "imagenette-160" in message and "imagenette-320" in message and "cifar" not in message
 
 
