@@ -153,7 +153,7 @@ def test_offline_opens_no_socket(isolated_cache, file_server, monkeypatch, switc
         WATCH[0] = False
     assert OPENED == [] and file_server.requests == []
     assert "offline (VGGNET_OFFLINE or HF_HUB_OFFLINE) and not cached; put the file from" in one_line(caught.value)
-    dest.parent.mkdir(parents=True)
+    assert dest.parent.is_dir()  # made for the file the message asks for
     dest.write_bytes(DATA)  # put there by hand, as the message says: used offline
     assert fetch([url], dest, {"sha256": SHA}, what="w", progress=False) == SHA
 
@@ -185,3 +185,10 @@ def test_a_mirror_replaces_the_publishers(isolated_cache, file_server, monkeypat
     assert [p for _, p, _ in file_server.requests] == ["/site/w.bin"]
     with pytest.raises(DownloadError, match=r"put the file from http://127\.0\.0\.1:\d+/site/other\.bin"):
         fetch([publisher], isolated_cache / "other.bin", {"sha256": SHA}, what="o", progress=False)
+
+
+def test_the_progress_bar_shows_bytes_rate_and_time_left(isolated_cache, file_server, capsys):
+    url = file_server.add("w.bin", DATA, delay=0.01)
+    fetch([url], isolated_cache / "w.bin", {"sha256": SHA}, what="w", progress=True)
+    bar = capsys.readouterr().err
+    assert "w.bin:" in bar and "293k" in bar and "B/s" in bar and "<" in bar  # 293k of 293k, rate, elapsed<left

@@ -65,6 +65,9 @@ def test_a_name_is_fetched_checked_converted_once_then_loaded_from_the_cache(iso
     assert file_server.gets("models/tiny-abc.pth") == [None]  # once
     assert main(["weights", "list"]) == 0
     assert [line.split()[-1] for line in capsys.readouterr().out.splitlines() if line.startswith("tiny ")] == ["yes"]
+    assert main(["weights", "fetch", "tiny"]) == 0  # already there: its path, no request
+    assert capsys.readouterr().out == f"tiny: {isolated_cache / 'weights' / 'tiny.safetensors'}\n"
+    assert file_server.gets("models/tiny-abc.pth") == [None]
 
 
 def test_a_peers_cached_file_is_used_with_no_request_when_its_hash_matches(isolated_cache, file_server, tiny, tmp_path, monkeypatch):  # fmt: skip
