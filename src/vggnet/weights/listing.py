@@ -27,7 +27,7 @@ def weights_rows() -> list[dict[str, Any]]:
             "name": e.name,
             "publisher": e.publisher,
             "config": _config(e),
-            "size": f"{e.facts['size_mib']:g} MiB" if e.facts.get("size_mib") else "",
+            "size": f"{e.facts['size_mib']:.1f} MiB" if e.facts.get("size_mib") else "",
             "top-1": _percent(e.facts.get("top1")),
             "top-5": _percent(e.facts.get("top5")),
             "cached": "yes" if cached_weights(e) else "no",
