@@ -26,8 +26,9 @@ def _row(cells: Sequence[object]) -> str:
     return "|" + "|".join(" " if v is None else f" {cell_text(v)} " for v in cells) + "|"
 
 
-# What would end a cell or a row, or open raw HTML, in a cell's text (a class folder may be named `a|b`).
-_CELL_ESCAPES = str.maketrans({"\\": "\\\\", "|": "\\|", "<": "&lt;", "\n": " ", "\r": " "})
+# What would end a cell or a row in a cell's text (a class folder may be named `a|b`). Inline HTML stays:
+# cells may mean it (`<br>`), and renderers that show reports sanitise it.
+_CELL_ESCAPES = str.maketrans({"\\": "\\\\", "|": "\\|", "\n": " ", "\r": " "})
 
 
 def cell_text(value: object) -> str:
