@@ -2,15 +2,29 @@
 
 from __future__ import annotations
 
+import dataclasses
 import shutil
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
 from .analysis import format_table2, table2
-from .configs import TABLE1, TrainConfig
+from .configs import TABLE1, EvalConfig, TrainConfig
 from .model import VGG, count_parameters
+
+
+@dataclass(frozen=True)
+class Geometry:
+    """Sizes of the demo's digits: the crop (the network's input), stage 1's fixed S, stage 2's [Smin, Smax]."""
+
+    crop: int = 32
+    fixed: int = 37
+    jitter: tuple[int, int] = (37, 73)
+
+
+DEMO_GEOMETRY = Geometry()
 
 
 def run_demo(quick: bool = False, out: str | Path = "runs/demo") -> int:
@@ -38,22 +52,30 @@ def run_demo(quick: bool = False, out: str | Path = "runs/demo") -> int:
     return 0
 
 
-def demo_configs(quick: bool, out: Path) -> tuple[TrainConfig, TrainConfig]:
-    """The demo's two runs: fixed S, then scale jittering fine-tuned from it (section 3.1, in the paper's ratios).
+def demo_configs(
+    quick: bool, out: Path, geometry: Geometry = DEMO_GEOMETRY, seed: int = 0
+) -> tuple[TrainConfig, TrainConfig]:
+    """The demo's two runs: fixed S, then scale jittering fine-tuned from it (section 3.1).
 
-    The crop is 32 pixels, so S=256 -> 37 and [256, 512] -> [37, 73]. Differences from the paper, and why:
-    width 1/8; batch 32 (1,437 training images); Kaiming init (std 0.01 does not train a narrow 11-layer net);
-    no flips (mirrored digits are other shapes); the S=384 middle step is skipped.
+    Differences from the paper, and why: width 1/8; batch 32 (1,437 training images); Kaiming init
+    (std 0.01 does not train a narrow 11-layer net); no flips (mirrored digits are other shapes); no middle
+    step. Each run draws its digits at its largest S, as `vggnet evaluate` does, so training and testing
+    rescale the same images.
     """
-    crop = 32
-    smin, smax = round(crop * 256 / 224), round(crop * 512 / 224)
+    g = geometry
+    smin, smax = g.jitter
     common = dict(
-        data="digits", digits_size=32, model="A", width=1 / 16 if quick else 1 / 8, crop=crop, batch=64 if quick else 32,
+        data="digits", model="A", width=1 / 16 if quick else 1 / 8, crop=g.crop, batch=64 if quick else 32,
         init="kaiming", flip=False, patience=3, workers=1, threads=1, stats_samples=300 if quick else 10000,
+        seed=seed, quiet=quick,
     )  # fmt: skip
-    fixed = TrainConfig(**common, scale=[smin], lr=1e-2, epochs=2 if quick else 30, out=str(out / f"fixed-S{smin}"))
+    fixed = TrainConfig(
+        **common, digits_size=g.fixed, scale=[g.fixed], lr=1e-2, epochs=2 if quick else 30,
+        out=str(out / f"fixed-S{g.fixed}"),
+    )  # fmt: skip
     jittered = TrainConfig(
         **common,
+        digits_size=smax,
         scale=[smin, smax],
         lr=1e-3,  # the paper's LR for fine-tuning a net at a new scale
         epochs=1 if quick else 10,
@@ -63,46 +85,55 @@ def demo_configs(quick: bool, out: Path) -> tuple[TrainConfig, TrainConfig]:
     return fixed, jittered
 
 
-def train_digits(quick: bool, out: Path) -> dict[str, float]:
-    """Train narrow net A with scale jittering on the built-in digits; print and return its validation errors."""
-    from .data import EvalTransform, Transformed, collate_skipping, open_dataset
-    from .train import best_record, train, validate
-    from .weights import load_weights
+def train_stages(fixed: TrainConfig, jittered: TrainConfig) -> tuple[Path, Path]:
+    """Train stage 1 (fixed S) then stage 2 (jittered, from stage 1's weights); print each best error."""
+    from .train import best_record, train
 
-    fixed, jittered = demo_configs(quick, out)
     for cfg in (fixed, jittered):
         shutil.rmtree(cfg.out, ignore_errors=True)  # the demo's own runs, rewritten each time
+    runs = []
+    for n, cfg, what in (
+        (1, fixed, f"fixed S={fixed.scale[0]}"),
+        (2, jittered, f"scale jittering S in [{jittered.scale[0]}, {jittered.scale[1]}], fine-tuned from 1"),
+    ):
+        print(f"  {n}. {what} -> {cfg.out}")
+        runs.append(train(cfg))
+        best = best_record(runs[-1])
+        print(f"     best validation top-1 error {best['val_top1']:.2f}% (epoch {best['epoch']})")
+    return runs[0], runs[1]
+
+
+def protocol_results(fixed_run: Path, jittered_run: Path, limit: int = 0) -> list:
+    """Section 3.2 on both runs: centre crop beside dense at Q=S (Table 3), and multi-scale dense (Table 4)."""
+    from .evaluate import evaluate
+
+    base = EvalConfig(flip=False, limit=limit, device="cpu")  # no flips: mirrored digits are other shapes
+    settings = [
+        (fixed_run, "center", "single"),
+        (fixed_run, "dense", "single"),
+        (jittered_run, "center", "single"),
+        (jittered_run, "dense", "single"),
+        (jittered_run, "dense", "paper"),
+    ]
+    return [
+        evaluate([run], "digits", dataclasses.replace(base, method=m, scales=s), progress=False)
+        for run, m, s in settings
+    ]
+
+
+def train_digits(quick: bool, out: Path, geometry: Geometry = DEMO_GEOMETRY) -> dict[str, float]:
+    """Train narrow net A on the built-in digits, fixed S then jittered; print the testing protocol's table."""
+    from .evaluate import results_table
+
+    fixed, jittered = demo_configs(quick, out, geometry)
     torch.set_num_threads(1)
     print(f"Training narrow net A (width {fixed.width}) on the built-in digits, {fixed.crop}x{fixed.crop} crops:")
     start = time.perf_counter()
-    print(f"  1. fixed S={fixed.scale[0]} -> {fixed.out}")
-    best = best_record(train(fixed))
-    print(f"     best validation top-1 error {best['val_top1']:.2f}% (epoch {best['epoch']})")
-    print(f"  2. scale jittering S in [{jittered.scale[0]}, {jittered.scale[1]}], fine-tuned from 1 -> {jittered.out}")
-    run = train(jittered)
-    best = best_record(run)
-    print(f"     best validation top-1 error {best['val_top1']:.2f}% (epoch {best['epoch']})")
-    seconds = time.perf_counter() - start
-
-    model, meta = load_weights(run / "model.safetensors")
-    smin, crop = meta.extra["scale"][0], meta.extra["crop"]
-    val = Transformed(
-        open_dataset("digits", "val", jittered.digits_size), EvalTransform(smin, crop, meta.preprocessing.mean)
-    )
-    loader = torch.utils.data.DataLoader(val, batch_size=100, collate_fn=collate_skipping)
-    result = validate(model, loader)
+    fixed_run, jittered_run = train_stages(fixed, jittered)
     print(
-        f"Validation ({int(result['images'])} digits, centre {crop}x{crop} crop at S={smin}): "
-        f"top-1 error {result['top1']:.2f}%, top-5 error {result['top5']:.2f}%  "
-        f"(training took {seconds:.0f} s; run directory {run}, plot {run / 'metrics.png'})"
+        f"  (training took {time.perf_counter() - start:.0f} s; plots {fixed_run / 'metrics.png'} and {jittered_run / 'metrics.png'})"
     )
-    # Section 3.2 on the same run: dense evaluation at one scale beside three (Tables 3 and 4).
-    from .configs import EvalConfig
-    from .evaluate import scale_report
-
-    _, table = scale_report([run], "digits", EvalConfig(method="dense", flip=False, limit=40 if quick else 0))
-    print(
-        "Testing protocol (section 3.2), dense evaluation (no flips: mirrored digits are other shapes), one scale vs three:"
-    )
-    print(table)
-    return result
+    results = protocol_results(fixed_run, jittered_run, limit=40 if quick else 0)
+    print("Testing protocol (section 3.2) on the 360 validation digits, no flips (mirrored digits are other shapes):")
+    print(results_table(results))
+    return {"fixed_center": results[0].top1_error}

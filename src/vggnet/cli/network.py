@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 
 from ..configs import HEADS, ModelConfig, config_names
+from ..lang import DEFAULT as DEFAULT_LANG
+from ..lang import languages
 from .options import UsageError
 
 
@@ -30,7 +32,7 @@ def cmd_summary(args: argparse.Namespace) -> int:
 def cmd_explain(args: argparse.Namespace) -> int:
     from ..explain import report_figures, write_report
 
-    path = write_report(args.out, network=args.network)
+    path = write_report(args.out, network=args.network, lang=args.lang)
     figures = report_figures(path)
     print(f"wrote {path} with {len(figures)} figures: {', '.join(figures)}")
     return 0
@@ -40,7 +42,13 @@ def cmd_view(args: argparse.Namespace) -> int:
     from ..view import write_view
 
     path = write_view(
-        args.out, args.network, batch_norm=args.bn, head=args.head, weights=args.weights, images=args.images
+        args.out,
+        args.network,
+        batch_norm=args.bn,
+        head=args.head,
+        weights=args.weights,
+        images=args.images,
+        lang=args.lang,
     )
     print(f"wrote {path} ({path.stat().st_size / 1e6:.1f} MB): open it in a browser, no server needed")
     return 0
@@ -68,6 +76,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--out", default="docs/explain", help="output folder for README.md and figures (default: docs/explain)"
     )
     p.add_argument("--network", default="D", help="network for the block diagram and per-layer table (default: D)")
+    p.add_argument("--lang", default=DEFAULT_LANG, help=f"language of the report: {', '.join(languages())}")
     p.set_defaults(func=cmd_explain)
 
     p = sub.add_parser("view", help="one self-contained HTML page: the network, its numbers, what it sees in photos")
@@ -77,6 +86,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--head", choices=HEADS, help="classifier head (default: fc, or the weights' own)")
     p.add_argument("--weights", help="weights file (any source `convert` reads); needed for photos")
     p.add_argument("--out", required=True, help="output .html")
+    p.add_argument("--lang", default=DEFAULT_LANG, help=f"language of the page: {', '.join(languages())}")
     p.set_defaults(func=cmd_view)
 
     p = sub.add_parser("demo", help="the main job on built-in data")

@@ -20,16 +20,23 @@ from pathlib import Path
 from ..analysis import compare_kernels, table2
 from ..configs import TABLE1, resolve
 from ..io import needs, write_text
+from ..lang import DEFAULT, Strings
 from .layers import CHANNELS, FEATURED, HEADS_COMPARED, INPUT, SHALLOW_PAIRS, STACK_DEPTHS, Net, table1_columns
 from .svg import block_diagram_svg, table1_svg
 from .text import report_markdown
 
 
-def write_report(out_dir: str | Path, network: str = "D") -> Path:
-    """Write README.md and its figures to `out_dir`; returns the Markdown path.
+def docs_folder(lang: str = DEFAULT) -> str:
+    """Where the repository keeps the report in `lang`: docs/explain, docs/explain/zh, ..."""
+    return "docs/explain" if lang == DEFAULT else f"docs/explain/{lang}"
+
+
+def write_report(out_dir: str | Path, network: str = "D", lang: str = DEFAULT) -> Path:
+    """Write README.md and its figures to `out_dir`, in language `lang`; returns the Markdown path.
 
     Needs matplotlib (`pip install 'vggnet[plots]'`); without it, fails before anything is written.
     """
+    s = Strings(lang, "explain")  # an unknown language fails first
     out = Path(out_dir)
     if out.exists() and not out.is_dir():
         raise NotADirectoryError(f"{out} exists and is not a directory")
@@ -55,9 +62,11 @@ def write_report(out_dir: str | Path, network: str = "D") -> Path:
     plots.plot_memory(nets, out / "memory.png")
     plots.plot_heads(heads, out / "heads.png")
     plots.plot_table2(t2, out / "table2.png")
-    return write_text(
-        out / "README.md", report_markdown(columns, chosen, block_file, nets, kernels, heads, t2, shallow)
-    )
+    folder = docs_folder(lang)  # the report names the command that writes the committed copy, and links from it
+    command = "vggnet explain" + ("" if lang == DEFAULT else f" --lang {lang}") + f" --out {folder}"
+    claims = "../" * len(Path(folder).parts) + "experiments/claims/RESULTS.md"
+    text = report_markdown(columns, chosen, block_file, nets, kernels, heads, t2, shallow, s, command, claims)
+    return write_text(out / "README.md", text)
 
 
 def report_figures(markdown: Path) -> list[str]:

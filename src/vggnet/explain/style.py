@@ -37,11 +37,6 @@ def kib(n: int) -> str:
     return f"{n / 2**10:,.1f}"
 
 
-def listing(items: list[str]) -> str:
-    """a, b and c."""
-    return items[0] if len(items) == 1 else ", ".join(items[:-1]) + " and " + items[-1]
-
-
 def percent(part: float, whole: float) -> str:
     """A share with one decimal and a percent sign."""
     return f"{100 * part / whole:.1f}%"
