@@ -8,7 +8,7 @@ ATEN_CPU_CAPABILITY, VGGNET_NATIVE). experiments/results/digits_demo_geometry.md
     PYTHONPATH=src python experiments/digits_demo_geometry.py 32:37:37-73 32:32:32-40 --seeds 0,1
     PYTHONPATH=src python experiments/digits_demo_geometry.py --render   # the .md from the .jsonl alone
 
-A candidate is CROP:FIXED:SMIN-SMAX, optionally :scratch (stage 2 from scratch at LR 1e-2, 30 epochs at most,
+A candidate is CROP:FIXED:SMIN-SMAX, optionally :wN (width 1/N instead of 1/8) and :scratch (stage 2 from scratch at LR 1e-2, 30 epochs at most,
 instead of fine-tuned from stage 1 at LR 1e-3).
 """
 
@@ -43,11 +43,12 @@ def cpu_setting() -> str:
 
 
 def parse_candidate(text: str) -> tuple[Geometry, bool]:
-    """CROP:FIXED:SMIN-SMAX[:scratch] -> (geometry, stage 2 from scratch)."""
+    """CROP:FIXED:SMIN-SMAX[:wN][:scratch] -> (geometry, stage 2 from scratch); wN: width 1/N (default 1/8)."""
     parts = text.split(":")
     crop, fixed = int(parts[0]), int(parts[1])
     smin, smax = (int(v) for v in parts[2].split("-"))
-    return Geometry(crop, fixed, (smin, smax)), parts[3:] == ["scratch"]
+    width = next((1 / int(p[1:]) for p in parts[3:] if p.startswith("w")), 1 / 8)
+    return Geometry(crop, fixed, (smin, smax), width), "scratch" in parts[3:]
 
 
 def run_candidate(text: str, seed: int) -> dict:

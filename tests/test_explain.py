@@ -326,3 +326,64 @@ def test_shallow_variants_table_equals_the_analysis(report):
         assert float(gmacs) == round(sum(r.macs for r in conv_rows) / 1e9, 3)
         assert int(field) == stack[-1].rf  # pool5
     assert [r[2] for r in rows] == ["3×3", "5×5", "3×3", "5×5, 7×7"]
+
+
+# -- the report in Chinese ---------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def both_languages():
+    from vggnet.explain import Analysis, report_text
+
+    a = Analysis.of("C")
+    return report_text(a, "en"), report_text(a, "zh")
+
+
+def test_chinese_report_has_the_english_tables_numbers_and_figures(both_languages):
+    en, zh = both_languages
+    assert re.findall(r"!\[[^\]]*\]\(([^)]+)\)", zh) == re.findall(r"!\[[^\]]*\]\(([^)]+)\)", en)
+    en_tables, zh_tables = tables(en), tables(zh)
+    assert len(zh_tables) == len(en_tables) == 5
+    for (en_head, en_rows), (zh_head, zh_rows) in zip(en_tables, zh_tables, strict=True):
+        assert len(zh_head) == len(en_head) and zh_head != en_head  # translated headers, same columns
+        for en_row, zh_row in zip(en_rows, zh_rows, strict=True):
+            assert numbers(" ".join(zh_row)) == numbers(" ".join(en_row))
+    en_captions = captions(en)
+    zh_captions = dict((int(n), t) for n, t in re.findall(r"^\*图 (\d+)：(.+)\*$", zh, re.M))
+    assert sorted(zh_captions) == sorted(en_captions) == list(range(1, 9))
+    for n, text in en_captions.items():  # the same numbers, in the order Chinese puts them
+        assert sorted(numbers(zh_captions[n])) == sorted(numbers(text)), n
+
+
+def test_chinese_report_prose_is_chinese_with_the_papers_terms(both_languages):
+    _, zh = both_languages
+    prose = re.sub(r"`[^`]*`|\*Very Deep[^*]*\*|!\[[^\]]*\]\([^)]*\)|\([^)]*\.md\)", "", zh)
+    english = re.findall(r"\b(?:the|and|of|with|per|each|layers?)\b", prose)
+    assert english == [], english[:10]
+    for term in ("卷积层", "感受野", "全连接层", "参数量", "计算量", "最大池化", "跳距"):
+        assert term in zh, term
+    assert "[experiments/claims](../../../experiments/claims/RESULTS.md)" in zh  # from docs/explain/zh
+    assert "`vggnet explain --lang zh --out docs/explain/zh`" in zh
+
+
+def test_terms_are_translated_the_same_way_everywhere():
+    """Wherever an English string uses a glossary term, its translation uses the term's translation."""
+    from vggnet.lang import languages, strings
+
+    for lang in languages():
+        terms = strings(lang, "terms")
+        for section in ("view", "explain"):
+            en, other = strings("en", section), strings(lang, section)
+            for key, text in en.items():
+                for term, translated in terms.items():
+                    words = re.sub(r"\{[a-z_0-9]+\}", "", text)  # words, not placeholders
+                    if re.search(r"\b" + re.escape(term) + r"(?:s|ies|y)?\b", words):
+                        assert translated in other[key], (lang, section, key, term)
+
+
+@pytest.mark.skipif(not (DOCS / "zh").is_dir(), reason="docs/explain/zh is not in this checkout")
+def test_committed_chinese_report_is_what_the_command_writes(both_languages):
+    from vggnet.explain import Analysis, report_text
+
+    zh = report_text(Analysis.of("D"), "zh")
+    assert (DOCS / "zh" / "README.md").read_text(encoding="utf-8") == zh

@@ -3,7 +3,6 @@
 import base64
 import io
 import json
-import os
 import re
 import shutil
 import tempfile
@@ -354,22 +353,7 @@ def test_browser_kernel_argument_equals_compare_kernels(loaded):
         }  # fmt: skip
 
 
-def test_browser_phone_layout_has_no_sideways_scrolling_and_a_screenshot_is_written(loaded, tmp_path):
-    from selenium.webdriver.common.action_chains import ActionChains
-
-    _by(loaded, '#diagram .layer[data-name="conv3_1"]')[0].click()
-    img = _by(loaded, "#maps img")[1]
-    ActionChains(loaded).move_to_element_with_offset(img, -10, -20).click().perform()
-    shot = tmp_path / "view.png"
-    loaded.set_window_size(1280, 1900)  # the diagram, a photo with a receptive field, its maps
-    loaded.execute_script("window.scrollTo(0, 0)")
-    loaded.save_screenshot(str(shot))
-    assert Image.open(shot).size[0] >= 1024
-    docs = os.environ.get("VGGNET_VIEW_SCREENSHOT")  # e.g. docs/view.png: a small copy for the documentation
-    if docs:
-        image = Image.open(shot).convert("RGB")
-        image = image.resize((960, round(image.height * 960 / image.width)), Image.LANCZOS)
-        image.quantize(colors=128).save(docs, optimize=True)
+def test_browser_phone_layout_has_no_sideways_scrolling(loaded):
     loaded.set_window_size(390, 844)  # a phone
     inner, scroll, client = loaded.execute_script(
         "const d = document.documentElement; return [window.innerWidth, d.scrollWidth, d.clientWidth]"

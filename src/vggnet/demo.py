@@ -17,11 +17,12 @@ from .model import VGG, count_parameters
 
 @dataclass(frozen=True)
 class Geometry:
-    """Sizes of the demo's digits: the crop (the network's input), stage 1's fixed S, stage 2's [Smin, Smax]."""
+    """Sizes of the demo's digits: the crop (the network's input), stage 1's fixed S, stage 2's [Smin, Smax]; width."""
 
     crop: int = 32
     fixed: int = 37
     jitter: tuple[int, int] = (37, 73)
+    width: float = 1 / 8
 
 
 DEMO_GEOMETRY = Geometry()
@@ -65,7 +66,7 @@ def demo_configs(
     g = geometry
     smin, smax = g.jitter
     common = dict(
-        data="digits", model="A", width=1 / 16 if quick else 1 / 8, crop=g.crop, batch=64 if quick else 32,
+        data="digits", model="A", width=g.width / 2 if quick else g.width, crop=g.crop, batch=64 if quick else 32,
         init="kaiming", flip=False, patience=3, workers=1, threads=1, stats_samples=300 if quick else 10000,
         seed=seed, quiet=quick,
     )  # fmt: skip
@@ -121,6 +122,25 @@ def protocol_results(fixed_run: Path, jittered_run: Path, limit: int = 0) -> lis
     ]
 
 
+def write_digits_view(run: Path, out: Path, count: int = 3) -> Path:
+    """The viewer page (`vggnet view`) of a run's net on the first `count` validation digits, saved beside it."""
+    from .data import open_dataset
+    from .evaluate.networks import train_scale
+    from .runs import weights_file
+    from .view import write_view
+    from .weights import read_meta
+
+    weights = weights_file(run)
+    data = open_dataset("digits", "val", size=train_scale(read_meta(weights))[1])  # as `vggnet evaluate` draws them
+    photos = []
+    for i in range(count):
+        image, label = data[i]
+        photos.append(out / "digits" / f"val{i}-{label}.png")
+        photos[-1].parent.mkdir(parents=True, exist_ok=True)
+        image.save(photos[-1])
+    return write_view(out / "view.html", weights=weights, images=photos)
+
+
 def train_digits(quick: bool, out: Path, geometry: Geometry = DEMO_GEOMETRY) -> dict[str, float]:
     """Train narrow net A on the built-in digits, fixed S then jittered; print the testing protocol's table."""
     from .evaluate import results_table
@@ -136,4 +156,6 @@ def train_digits(quick: bool, out: Path, geometry: Geometry = DEMO_GEOMETRY) -> 
     results = protocol_results(fixed_run, jittered_run, limit=40 if quick else 0)
     print("Testing protocol (section 3.2) on the 360 validation digits, no flips (mirrored digits are other shapes):")
     print(results_table(results))
+    page = write_digits_view(jittered_run, out)
+    print(f"The trained net in the viewer, on three validation digits: open {page.resolve().as_uri()} in a browser")
     return {"fixed_center": results[0].top1_error}

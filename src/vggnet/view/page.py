@@ -31,6 +31,7 @@ from ..configs import ALIASES, ModelConfig, resolve
 from ..data import open_image
 from ..evaluate import class_names_of
 from ..features import features_at
+from ..imagenet import imagenet_classes, wnid_indices
 from ..io import write_text
 from ..lang import DEFAULT, Strings
 from ..model import VGG
@@ -272,7 +273,7 @@ def photo_records(model: VGG, meta: WeightsMeta, photos: list[tuple[str, Image.I
     ]
     if evidence is None:
         return records
-    names = class_names_of(meta)
+    names = readable_names(class_names_of(meta))
     ranks = range(evidence.classes.shape[1])
     cams = None
     if model.cfg.head == "gap":
@@ -287,6 +288,14 @@ def photo_records(model: VGG, meta: WeightsMeta, photos: list[tuple[str, Image.I
         }
         rec["cam"] = cams and [heat_png(cams[k][i]) for k in ranks]
     return records
+
+
+def readable_names(names: list[str]) -> list[str]:
+    """Class names to show: a WordNet id (an Imagenette folder, n03445777) gets its ImageNet name before it."""
+    indices = wnid_indices(names)
+    if indices is None:
+        return names
+    return [f"{imagenet_classes()[i]} ({wnid})" for i, wnid in zip(indices, names, strict=True)]
 
 
 def strongest_maps(act: torch.Tensor) -> list[dict[str, Any]]:
