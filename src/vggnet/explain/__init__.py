@@ -92,7 +92,7 @@ def write_report(out_dir: str | Path, network: str = "D", lang: str = DEFAULT) -
 
     Needs matplotlib (`pip install 'vggnet[plots]'`); without it, fails before anything is written.
     """
-    Strings(lang, "explain")  # an unknown language fails first
+    s = Strings(lang, "figures")  # an unknown language fails first
     out = Path(out_dir)
     if out.exists() and not out.is_dir():
         raise NotADirectoryError(f"{out} exists and is not a directory")
@@ -102,14 +102,15 @@ def write_report(out_dir: str | Path, network: str = "D", lang: str = DEFAULT) -
 
     a = Analysis.of(network)
     text = report_text(a, lang)
-    write_text(out / "table1.svg", table1_svg(a.columns))
-    write_text(out / a.block_file, block_diagram_svg(a.chosen.model, a.chosen.rows))
-    plots.plot_receptive_fields(a.nets, out / "receptive_field.png")
-    plots.plot_small_kernels(a.kernels, out / "small_kernels.png")
-    plots.plot_params_macs(a.nets, out / "params_macs.png")
-    plots.plot_memory(a.nets, out / "memory.png")
-    plots.plot_heads(a.heads, out / "heads.png")
-    plots.plot_table2(a.t2, out / "table2.png")
+    with plots.drawing_fonts(s):  # a missing CJK font fails here, before anything is written
+        write_text(out / "table1.svg", table1_svg(a.columns, s=s))
+        write_text(out / a.block_file, block_diagram_svg(a.chosen.model, a.chosen.rows, s=s))
+        plots.plot_receptive_fields(a.nets, out / "receptive_field.png", s)
+        plots.plot_small_kernels(a.kernels, out / "small_kernels.png", s)
+        plots.plot_params_macs(a.nets, out / "params_macs.png", s)
+        plots.plot_memory(a.nets, out / "memory.png", s)
+        plots.plot_heads(a.heads, out / "heads.png", s)
+        plots.plot_table2(a.t2, out / "table2.png", s)
     return write_text(out / "README.md", text)
 
 
