@@ -7,6 +7,11 @@ ATEN_CPU_CAPABILITY, VGGNET_NATIVE). experiments/results/digits_demo_geometry.md
 
     PYTHONPATH=src python experiments/digits_demo_geometry.py 32:37:37-73 32:32:32-40 --seeds 0,1
     PYTHONPATH=src python experiments/digits_demo_geometry.py --render   # the .md from the .jsonl alone
+    PYTHONPATH=src python experiments/digits_demo_geometry.py 32:32:32-40 --keep runs/geometry
+    PYTHONPATH=src python experiments/digits_demo_geometry.py --windows runs/geometry/jittered-S32-40
+
+`--windows RUN` shows where dense evaluation looks: the run's error at each test scale Q for the centre crop, the
+crop at the top-left corner and dense evaluation, written to experiments/results/digits_dense_windows.md.
 
 A candidate is CROP:FIXED:SMIN-SMAX, optionally :wN (width 1/N instead of 1/8) and :scratch (stage 2 from scratch at LR 1e-2, 30 epochs at most,
 instead of fine-tuned from stage 1 at LR 1e-3).
@@ -32,6 +37,7 @@ from vggnet.runs import read_history
 
 RESULTS = Path(__file__).resolve().parent / "results"
 LINES, TABLE = RESULTS / "digits_demo_geometry.jsonl", RESULTS / "digits_demo_geometry.md"
+WINDOWS = RESULTS / "digits_dense_windows.md"
 COLUMNS = ["fixed centre", "fixed dense", "jit centre", "jit dense", "jit multi", "jit train"]
 
 
@@ -51,12 +57,12 @@ def parse_candidate(text: str) -> tuple[Geometry, bool]:
     return Geometry(crop, fixed, (smin, smax), width), "scratch" in parts[3:]
 
 
-def run_candidate(text: str, seed: int) -> dict:
-    """Both stages and the protocol table of one candidate; the errors (%) as one record."""
+def run_candidate(text: str, seed: int, keep: str = "") -> dict:
+    """Both stages and the protocol table of one candidate; the errors (%) as one record (runs kept in `keep`)."""
     geometry, scratch = parse_candidate(text)
     start = time.perf_counter()
     with tempfile.TemporaryDirectory() as tmp:
-        fixed, jittered = demo_configs(False, Path(tmp), geometry, seed)
+        fixed, jittered = demo_configs(False, Path(keep or tmp), geometry, seed)
         fixed, jittered = dataclasses.replace(fixed, quiet=True), dataclasses.replace(jittered, quiet=True)
         if scratch:
             jittered = dataclasses.replace(jittered, init_from="", lr=1e-2, epochs=30)
@@ -73,6 +79,31 @@ def run_candidate(text: str, seed: int) -> dict:
         "seconds": round(time.perf_counter() - start),
         **dict(zip(COLUMNS, (round(e, 2) for e in errors), strict=True)),
     }
+
+
+def windows(run: str, qs: list[int]) -> str:
+    """Top-1 error (%) of a run at each Q: centre crop, top-left crop, dense; as a Markdown table."""
+    from vggnet.data import open_dataset, rescale, to_uint8_tensor
+    from vggnet.evaluate.networks import for_evaluation, train_scale
+    from vggnet.evaluate.protocol import softmax_posteriors
+    from vggnet.weights import load_weights
+
+    model, meta = load_weights(Path(run) / "model.safetensors")
+    model, pre, side = for_evaluation(model), meta.preprocessing, meta.model.input_size
+    data = open_dataset("digits", "val", size=train_scale(meta)[1])  # as `vggnet evaluate` draws them
+    images, labels = zip(*(data[i] for i in range(len(data))), strict=True)
+    labels = torch.tensor(labels)
+
+    def error(x: torch.Tensor, dense: bool = False) -> float:
+        return 100 * (softmax_posteriors(model, pre, x, dense=dense).argmax(1) != labels).float().mean().item()
+
+    lines = ["| test Q | centre crop | top-left crop | dense |", "|---:|---:|---:|---:|"]
+    for q in qs:
+        x = torch.stack([to_uint8_tensor(rescale(im, q)) for im in images])
+        c = int((q - side) / 2 + 0.5)  # vggnet.evaluate.protocol.crop_offset
+        centre, corner = x[:, :, c : c + side, c : c + side], x[:, :, :side, :side]
+        lines.append(f"| {q} | {error(centre):.1f} | {error(corner):.1f} | {error(x, dense=True):.1f} |")
+    return "\n".join(lines)
 
 
 def render(records: list[dict]) -> str:
@@ -100,18 +131,37 @@ def main() -> None:
     parser.add_argument("candidates", nargs="*", help="CROP:FIXED:SMIN-SMAX[:scratch]")
     parser.add_argument("--seeds", default="0", help="comma-separated training seeds")
     parser.add_argument("--render", action="store_true", help="only rewrite the .md from the .jsonl")
+    parser.add_argument("--keep", default="", help="keep the candidate's two run folders in this folder")
+    parser.add_argument("--windows", metavar="RUN", help="where dense evaluation looks: a run's errors per Q")
+    parser.add_argument("--qs", default="32,34,36,38,40,48,64", help="test scales for --windows")
     args = parser.parse_args()
     RESULTS.mkdir(parents=True, exist_ok=True)
+    if args.windows:
+        torch.set_num_threads(1)
+        table = windows(args.windows, [int(q) for q in args.qs.split(",")])
+        WINDOWS.write_text(WINDOWS_HEADER.format(run=args.windows, qs=args.qs) + table + "\n")
+        print(table)
+        return
     if not args.render:
         for text in args.candidates:
             for seed in (int(s) for s in args.seeds.split(",")):
-                record = run_candidate(text, seed)
+                record = run_candidate(text, seed, args.keep)
                 print(json.dumps(record), flush=True)
                 with LINES.open("a") as f:
                     f.write(json.dumps(record) + "\n")
     records = [json.loads(line) for line in LINES.read_text().splitlines() if line.strip()] if LINES.exists() else []
     TABLE.write_text(HEADER + render(records) + "\n")
 
+
+WINDOWS_HEADER = """# Where dense evaluation looks on the digits
+
+Top-1 error (%) on the 360 validation digits, no flips, of the jittered net in `{run}` at each test scale Q:
+the centre crop of the input size, the crop at the top-left corner, and dense evaluation (the whole image through
+the fully convolutional net, its score map averaged). Below Q = crop + 32 the score map has one cell, whose window
+the pools align with the top-left corner: dense evaluation follows the corner crop, not the centre one. Produced by
+`PYTHONPATH=src python experiments/digits_demo_geometry.py --windows {run} --qs {qs}`.
+
+"""
 
 HEADER = """# Which digit geometry shows section 3.2 as the paper does
 
