@@ -176,6 +176,13 @@ def test_gap_head_adds_cam_and_features_only_weights_show_no_classes(tmp_path, p
     assert [t["label"] for t in data["photos"][0]["top"]] in (["class 0", "class 1"], ["class 1", "class 0"])
 
 
+def test_wordnet_ids_are_shown_with_their_imagenet_names():
+    from vggnet.view.page import readable_names
+
+    assert readable_names(["n03028079", "n03888257"]) == ["church (n03028079)", "parachute (n03888257)"]
+    assert readable_names(["cat", "n03028079"]) == ["cat", "n03028079"]  # not all wnids: the names as they are
+
+
 # -- bad input: one line, exit 2, nothing written --------------------------------------------------------
 
 
@@ -193,6 +200,7 @@ def bad_inputs(tmp_path, tiny, photos):
         "broken weights": (["--weights", str(garbage)], "broken.pth"),
         "unknown network": (["--network", "vgg17"], "unknown VGG configuration 'vgg17'"),
         "photos without weights": ([str(photos[0])], "photos need weights (--weights)"),
+        "unknown language": (["--lang", "fr"], "--lang 'fr': accepted en, zh"),
     }
 
 
@@ -206,6 +214,7 @@ def bad_inputs(tmp_path, tiny, photos):
         "broken weights",
         "unknown network",
         "photos without weights",
+        "unknown language",
     ],
 )
 def test_bad_input_is_one_line_exit_2_and_nothing_written(case, bad_inputs, tmp_path, capsys):
