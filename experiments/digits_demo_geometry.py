@@ -168,11 +168,13 @@ HEADER = """# Which digit geometry shows section 3.2 as the paper does
 Narrow VGG-A (width 1/8) trained by `vggnet demo`'s own two stages on the 1,437 training digits: stage 1 at a
 fixed S, stage 2 with S jittered in [Smin, Smax] (fine-tuned from stage 1 at LR 1e-3, or `scratch`: from scratch at
 LR 1e-2); top-1 error (%) on the 360 validation digits, no flips, each cell the mean over the seeds with the range in
-brackets. Candidate: CROP:FIXED:SMIN-SMAX. Columns: the fixed-S net's centre crop and dense evaluation at Q=S; the
+brackets. Candidate: CROP:FIXED:SMIN-SMAX, `:w16` for width 1/16. Columns: the fixed-S net's centre crop and dense evaluation at Q=S; the
 jittered net's centre crop and dense at Q=(Smin+Smax)/2 (Table 3), dense over Q in {Smin, mid, Smax} (Table 4); the
 jittered stage's training error in its last epoch. Produced by `PYTHONPATH=src python
-experiments/digits_demo_geometry.py CANDIDATE ... --seeds ...` (2-core machine, one compute thread per run; the CPU
-setting is the environment's ATEN_CPU_CAPABILITY and VGGNET_NATIVE).
+experiments/digits_demo_geometry.py CANDIDATE ... --seeds ...` on a 2-core Intel Xeon with AVX-512, one compute
+thread per run; the CPU setting is the environment's ATEN_CPU_CAPABILITY (`avx2`: torch computes as on an AVX2-only
+CPU, with ONEDNN_MAX_CPU_ISA=AVX2) and VGGNET_NATIVE. s/run is wall time on that machine shared with other jobs
+(load average about 15), not a benchmark.
 
 """
 
