@@ -7,7 +7,7 @@ import argparse
 from ..configs import HEADS, ModelConfig, config_names
 from ..lang import DEFAULT as DEFAULT_LANG
 from ..lang import languages
-from .options import UsageError
+from .options import UsageError, add_sha256_flag, with_sha256
 
 
 def cmd_summary(args: argparse.Namespace) -> int:
@@ -42,14 +42,9 @@ def cmd_view(args: argparse.Namespace) -> int:
     from ..view import write_view
 
     path = write_view(
-        args.out,
-        args.network,
-        batch_norm=args.bn,
-        head=args.head,
-        weights=args.weights,
-        images=args.images,
-        lang=args.lang,
-    )
+        args.out, args.network, batch_norm=args.bn, head=args.head, images=args.images, lang=args.lang,
+        weights=with_sha256([args.weights], args.sha256)[0] if args.weights else None,
+    )  # fmt: skip
     print(f"wrote {path} ({path.stat().st_size / 1e6:.1f} MB): open it in a browser, no server needed")
     return 0
 
@@ -84,7 +79,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--network", help="configuration (default: D, or the weights' own; must match them)")
     p.add_argument("--bn", action="store_true", help="batch-normalised variant")
     p.add_argument("--head", choices=HEADS, help="classifier head (default: fc, or the weights' own)")
-    p.add_argument("--weights", help="weights file (any source `convert` reads); needed for photos")
+    p.add_argument(
+        "--weights",
+        help="weights file (any source `convert` reads), run folder, catalogue name or URL; needed for photos",
+    )
+    add_sha256_flag(p)
     p.add_argument("--out", required=True, help="output .html")
     p.add_argument("--lang", default=DEFAULT_LANG, help=f"language of the page: {', '.join(languages())}")
     p.set_defaults(func=cmd_view)

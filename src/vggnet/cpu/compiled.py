@@ -18,6 +18,7 @@ from types import ModuleType
 
 import torch
 
+from ..download import cache_root
 from ..io import report
 
 SOURCES = ("bindings.cpp", "winograd_f32.cpp", "winograd_int8.cpp", "conv_small.cpp", "linear.cpp")
@@ -25,11 +26,6 @@ HEADERS = ("kernels.h",)
 FLAGS = ["-O3", "-fopenmp", "-mavx512f", "-mavx512bw", "-mavx512dq", "-mavx512vl", "-mavx512vnni", "-mfma"]
 
 _state: dict[str, object] = {}
-
-
-def cache_dir() -> Path:
-    """Where builds are kept: $VGGNET_CACHE or ~/.cache/vggnet."""
-    return Path(os.environ.get("VGGNET_CACHE") or Path.home() / ".cache" / "vggnet")
 
 
 def _reason() -> str | None:
@@ -84,7 +80,7 @@ def _build() -> ModuleType:
     files = [resources.files("vggnet.cpu").joinpath("csrc", name) for name in SOURCES]
     texts = [Path(str(resources.files("vggnet.cpu").joinpath("csrc", name))).read_bytes() for name in SOURCES + HEADERS]
     key = hashlib.sha256(b"\0".join([*texts, torch.__version__.encode(), " ".join(FLAGS).encode()])).hexdigest()[:16]
-    folder = cache_dir() / f"native-{key}"
+    folder = cache_root() / f"native-{key}"  # beside the downloads (weights/, datasets/)
     folder.mkdir(parents=True, exist_ok=True)
     if not any(folder.glob("*.so")):  # the first process pays for the build: say why it pauses
         report(f"vggnet: building the compiled kernels once (about a minute) into {folder}")

@@ -16,8 +16,7 @@ import torch
 
 from ..configs import EvalConfig
 from ..model import VGG
-from ..runs import weights_file
-from ..weights import WeightsMeta, has_low_rank, load_weights, read_meta
+from ..weights import WeightsMeta, has_low_rank, load_weights, read_meta, resolve_weights
 from .protocol import method_posteriors
 
 
@@ -83,7 +82,7 @@ def read_networks(
     """Metadata and test scales of each network, checked before any tensor is read."""
     if not weights_or_runs:
         raise ValueError("no weights given: pass a run folder or a weights file (several for an ensemble)")
-    files = [weights_file(p) for p in weights_or_runs]
+    files = [resolve_weights(p) for p in weights_or_runs]  # files, run folders, catalogue names, URLs
     plan = []
     for f in files:
         meta = read_meta(f, verify)
