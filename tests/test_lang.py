@@ -9,7 +9,7 @@ from vggnet.lang import DEFAULT, Strings, check_lang, fill, languages, strings
 
 # Keys whose text may read the same in another language: numbers and units, Table 1's notation, layer names
 SAME_IN_EVERY_LANGUAGE = {
-    "view": {"rf_value", "label_dropout"},
+    "view": {"title", "rf_value", "label_dropout"},
     "explain": {"col_n", "col_c", "col_macs", "col_gmacs", "col_gflops"},
 }
 

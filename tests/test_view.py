@@ -402,6 +402,7 @@ def test_chinese_page_carries_the_same_numbers_and_translated_text(page, page_zh
     assert labels["pool1"] == "最大池化 2x2，步长 2" and labels["conv1_1"] == "conv3-4" and labels["fc6"] == "FC-256"
     assert '<html lang="zh-CN">' in zh and '<h2 id="network-heading">逐层看网络</h2>' in zh
     assert "{{" not in zh and "{{" not in en  # every static string filled in
+    assert "<title>VGG D (width 1/16)</title>" in en and "<title>VGG D（宽度 1/16）</title>" in zh
 
 
 def _cjk_installed() -> bool:

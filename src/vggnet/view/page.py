@@ -27,7 +27,7 @@ from torch import nn
 
 from ..analysis import LayerInfo, layer_table, totals
 from ..cam import class_activation_map, top_gradcams
-from ..configs import ALIASES, ModelConfig, resolve
+from ..configs import ALIASES, ModelConfig, fraction, resolve
 from ..data import open_image
 from ..evaluate import class_names_of
 from ..features import features_at
@@ -94,6 +94,11 @@ def view_data(
     data: dict[str, Any] = {
         "network": {
             "name": cfg.display_name(with_width=True),
+            "title": s(
+                "title",
+                name=cfg.display_name(),
+                width=s("width_note", width=fraction(cfg.width)) if cfg.width != 1 else "",
+            ),
             "alias": alias and alias + ("_bn" if cfg.batch_norm else ""),
             "head": cfg.head,
             "classes": cfg.num_classes,
@@ -120,7 +125,7 @@ def render(data: dict[str, Any]) -> str:
     html, css, js = (here.joinpath(f"page.{ext}").read_text(encoding="utf-8") for ext in ("html", "css", "js"))
     text = json.dumps(data, separators=(",", ":"), allow_nan=False)
     text = text.replace("<", "\\u003c")  # no "</script>" can end the data block early
-    title = _escape(f"VGG {data['network']['name']}")
+    title = _escape(data["network"]["title"])
     # the static text in the page's language; keys ending in _html are our own markup, the rest is escaped
     strings = data["strings"]
     html = re.sub(
