@@ -24,6 +24,35 @@ def _seed() -> None:
     torch.manual_seed(0)
 
 
+@pytest.fixture
+def file_server():
+    """A real HTTP server on 127.0.0.1 serving files the test adds (tests/http_files.py); stopped afterwards."""
+    from http_files import FileServer
+
+    server = FileServer()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def isolated_cache(tmp_path, monkeypatch):
+    """$VGGNET_CACHE and every peer's cache (torch hub, Keras, Hugging Face) in tmp_path; online, no mirror.
+
+    Afterwards no compiled-kernel build may have landed in the temporary cache: these tests load weights but
+    never run the fast path, which would build the kernels there.
+    """
+    cache = tmp_path / "cache"
+    monkeypatch.setenv("VGGNET_CACHE", str(cache))
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+    monkeypatch.setenv("KERAS_HOME", str(tmp_path / "keras"))
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
+    monkeypatch.setenv("VGGNET_TIMEOUT", "5")
+    for name in ("HF_HUB_CACHE", "VGGNET_OFFLINE", "HF_HUB_OFFLINE", "VGGNET_MIRROR", "VGGNET_CATALOGUE"):
+        monkeypatch.delenv(name, raising=False)
+    yield cache
+    assert not list(cache.glob("native-*")), "a test built the compiled kernels in its temporary cache"
+
+
 @pytest.fixture(params=["avx512", "avx2"])
 def isa(request, monkeypatch) -> str:
     """A test once per build of the compiled CPU kernels (VGGNET_ISA picks it), skipped where this CPU lacks it."""

@@ -5,6 +5,7 @@ interpreter crash, a hang or a decompression bomb shows as a failed test, not a 
 
     python tests/fuzz.py weights --seed 0 --count 30 --dir DIR
     python tests/fuzz.py images --seed 0 --count 48 --dir DIR
+    python tests/fuzz.py hostile --seed 0 --count 60 --dir DIR   # crafted files (tests/fuzz_hostile.py)
 
 Each case prints "case <what> <i>" before it runs (the last one names a crash); the last line is a
 JSON summary. Mutation i of a file is drawn from random.Random(f"{seed}/{what}/{i}"): any case
@@ -321,7 +322,7 @@ def fuzz_images(folder: Path, seed: int, count: int) -> dict:
 
 def main_(argv: list[str]) -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("part", choices=["weights", "images"])
+    parser.add_argument("part", choices=["weights", "images", "hostile"])
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--count", type=int, default=30)
     parser.add_argument("--dir", required=True)
@@ -330,7 +331,10 @@ def main_(argv: list[str]) -> None:
     torch.set_num_threads(1)
     folder = Path(args.dir)
     folder.mkdir(parents=True, exist_ok=True)
-    summary = (fuzz_weights if args.part == "weights" else fuzz_images)(folder, args.seed, args.count)
+    from fuzz_hostile import fuzz_hostile
+
+    part = {"weights": fuzz_weights, "images": fuzz_images, "hostile": fuzz_hostile}[args.part]
+    summary = part(folder, args.seed, args.count)
     print(json.dumps(summary))
 
 

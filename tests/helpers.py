@@ -32,3 +32,46 @@ def randomize_bn(model: nn.Module, shift: float = 0.2, var: tuple[float, float] 
             m.weight.data.uniform_(0.5, 1.5)
             m.bias.data.uniform_(-shift, shift)
     return model
+
+
+# `vggnet ARGS` in a child process whose address space is capped, so a regression that allocates from a
+# declared size fails fast instead of eating the machine; the child reports its peak resident memory.
+CAPPED_CLI = """
+import resource, sys
+cap = int(sys.argv[1])
+resource.setrlimit(resource.RLIMIT_AS, (cap, cap))
+from vggnet.cli import main
+status = main(sys.argv[2:])
+# VmHWM: this program's own peak. ru_maxrss would also count the parent's pages the child held before exec.
+hwm = [line.split()[1] for line in open("/proc/self/status") if line.startswith("VmHWM:")]
+print(f"peak-rss-kib {hwm[0]}")
+sys.exit(status)
+"""
+ADDRESS_SPACE = 6 << 30  # bytes: importing torch maps about 3.3 GB of address space, little of it resident
+
+
+def run_capped(
+    args: list[str], env: dict[str, str] | None = None, cap: int = ADDRESS_SPACE
+) -> tuple[int, str, str, int]:
+    """(exit status, stdout, stderr, peak resident bytes or -1) of `vggnet ARGS` with its address space capped."""
+    import os
+    import subprocess
+
+    src = str(Path(__file__).resolve().parents[1] / "src")
+    child_env = {**os.environ, "PYTHONPATH": src, "OMP_NUM_THREADS": "1", **(env or {})}
+    proc = subprocess.run(
+        [sys.executable, "-c", CAPPED_CLI, str(cap), *args], capture_output=True, text=True, env=child_env, timeout=300
+    )
+    lines = proc.stdout.splitlines()
+    peak = int(lines.pop().split()[1]) * 1024 if lines and lines[-1].startswith("peak-rss-kib ") else -1
+    return proc.returncode, "\n".join(lines), proc.stderr, peak
+
+
+def one_line_refusal(status: int, err: str, command: str, *needles: str) -> str:
+    """Assert a refusal as the CLI must give it: exit 2 and one stderr line naming what it should; returns it."""
+    lines = err.strip().splitlines()
+    assert status == 2 and len(lines) == 1, (status, err[-3000:])
+    assert lines[0].startswith(f"vggnet {command}: error: "), lines
+    for needle in needles:
+        assert needle in lines[0], (needle, lines[0])
+    return lines[0]

@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from vggnet.cpu import compiled
+from vggnet.download import cache_root
 
 
 @pytest.fixture
@@ -88,7 +89,7 @@ def test_no_compiler(fresh, monkeypatch):
 def test_each_isa_has_its_own_build_folder():
     folders = {isa: compiled.build_folder(isa) for isa in compiled.ISAS}
     assert len(set(folders.values())) == len(compiled.ISAS) == 2
-    assert all(f.parent == compiled.cache_dir() and f.name.startswith("native-") for f in folders.values())
+    assert all(f.parent == cache_root() and f.name.startswith("native-") for f in folders.values())
 
 
 def test_status_names_the_reason(fresh, monkeypatch):

@@ -292,7 +292,30 @@ def test_cli_regenerates_the_committed_report(tmp_path, capsys):
     # the committed copy is what the command writes today (PNG bytes may vary across matplotlib builds)
     for name in ("README.md", "table1.svg", "block_D.svg"):
         assert (tmp_path / name).read_text(encoding="utf-8") == (DOCS / name).read_text(encoding="utf-8"), name
-    assert sorted(p.name for p in DOCS.iterdir()) == sorted(p.name for p in tmp_path.iterdir())
+    committed = sorted(p.name for p in DOCS.iterdir() if p.is_file())  # docs/explain/zh/ holds the Chinese report
+    assert committed == sorted(p.name for p in tmp_path.iterdir())
+
+
+@pytest.mark.skipif(not (DOCS / "zh").is_dir(), reason="docs/explain/zh is not in this checkout")
+@pytest.mark.slow
+def test_cli_regenerates_the_committed_chinese_report_with_chinese_figures(tmp_path, capsys):
+    from vggnet.explain.style import installed_fonts
+    from vggnet.lang import Strings
+
+    try:
+        installed_fonts(Strings("zh", "figures"))
+    except ValueError as e:
+        pytest.skip(str(e))
+    assert main(["explain", "--lang", "zh", "--out", str(tmp_path)]) == 0
+    assert capsys.readouterr().out.startswith(f"wrote {tmp_path / 'README.md'} with 8 figures")
+    for name in ("README.md", "table1.svg", "block_D.svg"):
+        text = (tmp_path / name).read_text(encoding="utf-8")
+        assert text == (DOCS / "zh" / name).read_text(encoding="utf-8"), name
+    words = [w for w, _ in svg_texts(tmp_path / "block_D.svg")]
+    assert [f"卷积块 {i}" for i in range(1, 6)] + ["分类器"] == [
+        w for w in words if re.fullmatch(r"卷积块 \d|分类器", w)
+    ]
+    assert sorted(p.name for p in (DOCS / "zh").iterdir()) == sorted(p.name for p in tmp_path.iterdir())
 
 
 @pytest.mark.parametrize(
@@ -326,3 +349,58 @@ def test_shallow_variants_table_equals_the_analysis(report):
         assert float(gmacs) == round(sum(r.macs for r in conv_rows) / 1e9, 3)
         assert int(field) == stack[-1].rf  # pool5
     assert [r[2] for r in rows] == ["3×3", "5×5", "3×3", "5×5, 7×7"]
+
+
+# -- the report in Chinese ---------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def both_languages():
+    from vggnet.explain import Analysis, report_text
+
+    a = Analysis.of("C")
+    return report_text(a, "en"), report_text(a, "zh")
+
+
+def test_chinese_report_has_the_english_tables_numbers_and_figures(both_languages):
+    en, zh = both_languages
+    assert re.findall(r"!\[[^\]]*\]\(([^)]+)\)", zh) == re.findall(r"!\[[^\]]*\]\(([^)]+)\)", en)
+    en_tables, zh_tables = tables(en), tables(zh)
+    assert len(zh_tables) == len(en_tables) == 5
+    for (en_head, en_rows), (zh_head, zh_rows) in zip(en_tables, zh_tables, strict=True):
+        assert len(zh_head) == len(en_head) and zh_head != en_head  # translated headers, same columns
+        for en_row, zh_row in zip(en_rows, zh_rows, strict=True):
+            assert numbers(" ".join(zh_row)) == numbers(" ".join(en_row))
+    en_captions = captions(en)
+    zh_captions = dict((int(n), t) for n, t in re.findall(r"^\*图 (\d+)：(.+)\*$", zh, re.M))
+    assert sorted(zh_captions) == sorted(en_captions) == list(range(1, 9))
+    for n, text in en_captions.items():  # the same numbers, in the order Chinese puts them
+        assert sorted(numbers(zh_captions[n])) == sorted(numbers(text)), n
+
+
+def test_chinese_report_prose_is_chinese_with_the_papers_terms(both_languages):
+    _, zh = both_languages
+    prose = re.sub(r"`[^`]*`|\*Very Deep[^*]*\*|!\[[^\]]*\]\([^)]*\)|\([^)]*\.md\)", "", zh)
+    english = re.findall(r"\b(?:the|and|of|with|per|each|layers?)\b", prose)
+    assert english == [], english[:10]
+    for term in ("卷积层", "感受野", "全连接层", "参数量", "计算量", "最大池化", "跳距"):
+        assert term in zh, term
+    assert "[experiments/claims](../../../experiments/claims/RESULTS.md)" in zh  # from docs/explain/zh
+    assert "`vggnet explain --lang zh --out docs/explain/zh`" in zh
+
+
+def test_terms_are_translated_the_same_way_everywhere():
+    """Wherever an English string uses a glossary term, its translation uses the term's translation."""
+    from vggnet.lang import languages, strings
+
+    for lang in languages():
+        terms = strings(lang, "terms")
+        for section in ("view", "explain", "figures"):
+            en, other = strings("en", section), strings(lang, section)
+            for key, text in en.items():
+                if not isinstance(text, str):  # a font list
+                    continue
+                for term, translated in terms.items():
+                    words = re.sub(r"\{[a-z_0-9]+\}", "", text)  # words, not placeholders
+                    if re.search(r"\b" + re.escape(term) + r"(?:s|ies|y)?\b", words):
+                        assert translated in other[key], (lang, section, key, term)

@@ -139,3 +139,63 @@ def test_cli_features_writes_npz_and_skips_unreadable(tmp_path, capsys):
     assert [p.rsplit("/", 1)[-1] for p in data["paths"]] == ["im0.png", "im1.png"]
     assert main(["features", str(paths[0]), "--weights", str(weights), "--layers", "relu9_9", "--out", str(out)]) == 2
     assert "unknown layer(s) ['relu9_9']" in capsys.readouterr().err
+
+
+# `vggnet features` in a child whose .npz writer dies after writing part of the file, by SIGKILL or SIGTERM.
+DYING_WRITE = """
+import os, signal, sys
+import numpy as np
+def dying(f, *args, **kwargs):
+    f.write(b"half an npz" * 1000)
+    f.flush()
+    os.kill(os.getpid(), getattr(signal, sys.argv[1]))
+np.savez = dying
+from vggnet.cli import main
+sys.exit(main(sys.argv[2:]))
+"""
+
+
+@pytest.mark.slow
+def test_a_killed_features_write_leaves_no_temporary_file_behind(tmp_path):
+    import os
+    import signal
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    weights = tmp_path / "w.safetensors"
+    save_weights(build("A", width=W, num_classes=3, input_size=32), weights)
+    Image.new("RGB", (40, 40), (10, 90, 200)).save(tmp_path / "x.png")
+    out = tmp_path / "f.npz"
+    args = ["features", str(tmp_path / "x.png"), "--weights", str(weights), "--layers", "relu1_1", "--out", str(out)]
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1] / "src"), "OMP_NUM_THREADS": "1"}
+
+    def hidden() -> list[str]:
+        return sorted(p.name for p in tmp_path.glob(".f.npz.*"))
+
+    terminated = subprocess.run([sys.executable, "-c", DYING_WRITE, "SIGTERM", *args], env=env, capture_output=True)
+    assert terminated.returncode == 128 + signal.SIGTERM and not out.exists()
+    assert hidden() == []  # the terminated write removed its own temporary file
+    killed = subprocess.run([sys.executable, "-c", DYING_WRITE, "SIGKILL", *args], env=env, capture_output=True)
+    assert killed.returncode == -signal.SIGKILL and not out.exists()
+    left = hidden()
+    assert len(left) == 1 and left[0].endswith(".tmp")  # nothing can clean up after a SIGKILL at once
+    assert main(args) == 0 and out.exists()
+    assert hidden() == []  # the next write to f.npz removed the dead writer's file
+    assert np.load(out)["relu1_1"].shape == (1, 4, 224, 224)
+
+
+def test_images_kept_at_their_size_are_refused_past_the_activation_budget(tmp_path, capsys, monkeypatch):
+    from helpers import one_line_refusal
+
+    weights = tmp_path / "w.safetensors"
+    save_weights(build("A", width=W, num_classes=3, input_size=32), weights)
+    Image.new("RGB", (1000, 600), (10, 90, 200)).save(tmp_path / "big.png")
+    out = tmp_path / "f.npz"
+    args = ["features", str(tmp_path / "big.png"), "--weights", str(weights), "--layers", "relu1_1", "--out", str(out)]
+    monkeypatch.setenv("VGGNET_MAX_ACTIVATION_BYTES", str(16 << 20))  # a narrow net's budget, scaled down
+    status = main([*args, "--size", "0"])
+    expected = f"{tmp_path / 'big.png'}: 1 image(s) of 1000x600 in a batch (resize them with --size): their activations need 18.3 MiB"
+    one_line_refusal(status, capsys.readouterr().err, "features", expected, "VGGNET_MAX_ACTIVATION_BYTES")
+    assert not out.exists()
+    assert main(args) == 0 and np.load(out)["relu1_1"].shape == (1, 4, 224, 224)  # resized, as by default

@@ -7,6 +7,8 @@ without a reference hash are counted too: their formats carry no checksum, so so
 other weights ("silent"), which is what --sha256 is for. Images: mutated JPEG, PNG, 16-bit, CMYK and
 palette images, bomb headers and a sliver through predict, evaluate, features and the training data
 path: each file read or skipped and counted, the same files skipped everywhere, no traceback.
+Hostile files (issue 33): seeded variants of crafted files through convert, predict and view, each refused in
+one line or harmless, the shapes that are never a VGG refused every time, in bounded memory.
 Run with -s to see the counts.
 """
 
@@ -20,7 +22,7 @@ import pytest
 
 FUZZ = str(Path(__file__).resolve().parent / "fuzz.py")
 SRC = str(Path(__file__).resolve().parents[1] / "src")
-SEED, WEIGHTS_CASES, IMAGE_CASES = 0, 30, 48
+SEED, WEIGHTS_CASES, IMAGE_CASES, HOSTILE_CASES = 0, 30, 48, 60
 
 
 def start(part: str, count: int, folder: Path) -> subprocess.Popen:
@@ -79,3 +81,25 @@ def test_mutated_weights_and_images_are_refused_or_skipped_never_a_crash(tmp_pat
         assert skipped == undecodable | ({"sliver.png"} if name != "training data" else set()), name
     assert {"bomb.png", "bomb.jpg", "bomb-warning.png", "empty.jpg", "text.png"} <= undecodable
     assert 0 < len(undecodable) < images["files"] - 5
+
+
+@pytest.mark.slow
+def test_hostile_variants_are_refused_in_one_line_in_bounded_memory(tmp_path):
+    from fuzz_hostile import ALWAYS_REFUSED, SHAPES
+
+    found = finish(start("hostile", HOSTILE_CASES, tmp_path / "hostile"), 300)
+    peak, rises, start_rss = found.pop("peak rss"), found.pop("peak rss rises"), found.pop("rss before the cases")
+    print(
+        f"\nfuzz, seed {SEED}: {HOSTILE_CASES} hostile variants, peak memory {peak / 2**20:.0f} MiB "
+        f"({start_rss / 2**20:.0f} MiB before the first: the interpreter, torch, the reference files)"
+    )
+    assert set(found) == set(SHAPES)
+    for shape, result in found.items():
+        counts = result["counts"]
+        print(f"  {shape:12s} " + ", ".join(f"{k} {v}" for k, v in sorted(counts.items())))
+        assert "broken" not in counts, (shape, result["examples"])
+        assert sum(counts.values()) == HOSTILE_CASES // len(SHAPES)
+        assert counts.get("refused", 0) == sum(counts.values()) if shape in ALWAYS_REFUSED else counts["refused"] > 0
+    # The budgets are lowered to 64 MiB of weights and 8 MiB of activations, and a variant within them holds a
+    # few copies of what it declares; one allocating from a declared size instead of refusing takes gigabytes.
+    assert peak - start_rss < 512 << 20, rises

@@ -3,7 +3,6 @@
 import base64
 import io
 import json
-import os
 import re
 import shutil
 import tempfile
@@ -177,6 +176,13 @@ def test_gap_head_adds_cam_and_features_only_weights_show_no_classes(tmp_path, p
     assert [t["label"] for t in data["photos"][0]["top"]] in (["class 0", "class 1"], ["class 1", "class 0"])
 
 
+def test_wordnet_ids_are_shown_with_their_imagenet_names():
+    from vggnet.view.page import readable_names
+
+    assert readable_names(["n03028079", "n03888257"]) == ["church (n03028079)", "parachute (n03888257)"]
+    assert readable_names(["cat", "n03028079"]) == ["cat", "n03028079"]  # not all wnids: the names as they are
+
+
 # -- bad input: one line, exit 2, nothing written --------------------------------------------------------
 
 
@@ -194,6 +200,7 @@ def bad_inputs(tmp_path, tiny, photos):
         "broken weights": (["--weights", str(garbage)], "broken.pth"),
         "unknown network": (["--network", "vgg17"], "unknown VGG configuration 'vgg17'"),
         "photos without weights": ([str(photos[0])], "photos need weights (--weights)"),
+        "unknown language": (["--lang", "fr"], "--lang 'fr': accepted en, zh"),
     }
 
 
@@ -207,6 +214,7 @@ def bad_inputs(tmp_path, tiny, photos):
         "broken weights",
         "unknown network",
         "photos without weights",
+        "unknown language",
     ],
 )
 def test_bad_input_is_one_line_exit_2_and_nothing_written(case, bad_inputs, tmp_path, capsys):
@@ -354,24 +362,123 @@ def test_browser_kernel_argument_equals_compare_kernels(loaded):
         }  # fmt: skip
 
 
-def test_browser_phone_layout_has_no_sideways_scrolling_and_a_screenshot_is_written(loaded, tmp_path):
-    from selenium.webdriver.common.action_chains import ActionChains
-
-    _by(loaded, '#diagram .layer[data-name="conv3_1"]')[0].click()
-    img = _by(loaded, "#maps img")[1]
-    ActionChains(loaded).move_to_element_with_offset(img, -10, -20).click().perform()
-    shot = tmp_path / "view.png"
-    loaded.set_window_size(1280, 1900)  # the diagram, a photo with a receptive field, its maps
-    loaded.execute_script("window.scrollTo(0, 0)")
-    loaded.save_screenshot(str(shot))
-    assert Image.open(shot).size[0] >= 1024
-    docs = os.environ.get("VGGNET_VIEW_SCREENSHOT")  # e.g. docs/view.png: a small copy for the documentation
-    if docs:
-        image = Image.open(shot).convert("RGB")
-        image = image.resize((960, round(image.height * 960 / image.width)), Image.LANCZOS)
-        image.quantize(colors=128).save(docs, optimize=True)
+def test_browser_phone_layout_has_no_sideways_scrolling(loaded):
     loaded.set_window_size(390, 844)  # a phone
     inner, scroll, client = loaded.execute_script(
         "const d = document.documentElement; return [window.innerWidth, d.scrollWidth, d.clientWidth]"
     )
     assert inner <= 400 and scroll <= client
+
+
+def test_browser_overlay_is_off_by_default_and_the_protocol_is_named(loaded):
+    """Issue 36: the photo is not hidden under the class evidence, and the top-5 says what produced it."""
+    overlay = loaded.find_element("id", "overlay")
+    assert overlay.get_attribute("hidden") is not None and not overlay.is_displayed()
+    assert loaded.find_element("id", "protocol").text.startswith("Probabilities from one 224×224 centre crop")
+    loaded.find_element("id", "cam-show").click()
+    assert overlay.is_displayed() and float(overlay.value_of_css_property("opacity")) == pytest.approx(0.5)
+    strength = loaded.find_element("id", "cam-strength")
+    loaded.execute_script("arguments[0].value = 20; arguments[0].dispatchEvent(new Event('input'))", strength)
+    assert float(overlay.value_of_css_property("opacity")) == pytest.approx(0.2)
+
+
+# -- the page in Chinese ---------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def page_zh(tiny, photos, tmp_path_factory) -> Path:
+    return write_view(tmp_path_factory.mktemp("page_zh") / "view.html", weights=tiny, images=photos, lang="zh")
+
+
+def test_chinese_page_carries_the_same_numbers_and_translated_text(page, page_zh):
+    en, zh = page.read_text(encoding="utf-8"), page_zh.read_text(encoding="utf-8")
+    data_en, data_zh = embedded(en), embedded(zh)
+    numbers = ("name", "kind", "shape", "params", "macs", "rf", "jump", "first", "memory")
+    assert [{k: r[k] for k in numbers} for r in data_zh["layers"]] == [
+        {k: r[k] for k in numbers} for r in data_en["layers"]
+    ]
+    assert data_zh["totals"] == data_en["totals"] and data_zh["photos"] == data_en["photos"]
+    labels = {r["name"]: r["label"] for r in data_zh["layers"]}
+    assert labels["pool1"] == "最大池化 2x2，步长 2" and labels["conv1_1"] == "conv3-4" and labels["fc6"] == "FC-256"
+    assert '<html lang="zh-CN">' in zh and '<h2 id="network-heading">逐层看网络</h2>' in zh
+    assert "{{" not in zh and "{{" not in en  # every static string filled in
+    assert "<title>VGG D (width 1/16)</title>" in en and "<title>VGG D（宽度 1/16）</title>" in zh
+
+
+def _cjk_installed() -> bool:
+    import subprocess
+
+    fc_list = shutil.which("fc-list")
+    return bool(fc_list) and "Noto Sans CJK SC" in subprocess.run([fc_list], capture_output=True, text=True).stdout
+
+
+# Characters of the page's text (text nodes, by the font of the element they sit in) that no installed font
+# draws: rendered on a canvas, such a character gives the same pixels as a code point no font has.
+MISSING_GLYPHS = r"""
+const reference = "\u{10FFFD}";  // a private-use code point: no font draws it
+const canvas = document.createElement("canvas"); canvas.width = canvas.height = 48;
+const g = canvas.getContext("2d");
+const draw = (font, s) => { g.clearRect(0, 0, 48, 48); g.font = font; g.fillText(s, 4, 36); return g.getImageData(0, 0, 48, 48).data.join(); };
+const missing = (font, ch) => draw(font, ch) === draw(font, reference);
+const extra = arguments[0] || [];
+const seen = new Map();
+const walker = document.createTreeWalker(document.body, NodeFilter.SHOW_TEXT);
+for (let n = walker.nextNode(); n; n = walker.nextNode()) {
+  const style = getComputedStyle(n.parentElement);
+  const font = `${style.fontStyle} ${style.fontWeight} 24px ${style.fontFamily}`;
+  for (const ch of n.textContent) if (ch.codePointAt(0) > 127) seen.set(font + "\u0000" + ch, [font, ch]);
+}
+const font = `24px ${getComputedStyle(document.body).fontFamily}`;
+for (const ch of extra) seen.set(font + "\u0000" + ch, [font, ch]);
+const chars = [...seen.values()];
+return [chars.length, chars.filter(([f, ch]) => missing(f, ch)).map(([, ch]) => ch)];
+"""
+
+
+@pytest.fixture
+def loaded_zh(browser, page_zh):
+    if not _cjk_installed():
+        pytest.skip("no Noto Sans CJK SC font (Debian: apt-get install fonts-noto-cjk)")
+    browser.set_window_size(1280, 1000)
+    browser.get(page_zh.as_uri())
+    return browser
+
+
+def test_browser_chinese_page_has_no_console_error_and_no_missing_glyph(loaded_zh):
+    assert [e for e in loaded_zh.get_log("browser") if e["level"] in ("SEVERE", "WARNING")] == []
+    _by(loaded_zh, '#diagram .layer[data-name="conv3_1"]')[0].click()
+    _by(loaded_zh, "#maps img")[0].click()  # the receptive-field text too
+    count, missing = loaded_zh.execute_script(
+        MISSING_GLYPHS, ["\U0010fffc", "卷"]
+    )  # a known-missing one, a known-present one
+    assert count > 200  # the page's Chinese characters were looked at (241 distinct with their fonts when written)
+    assert missing == ["\U0010fffc"]  # the check finds a missing glyph, and the page has none
+    # and the headings are drawn by the CJK font the stylesheet names first for Chinese
+    loaded_zh.execute_cdp_cmd("DOM.enable", {})
+    loaded_zh.execute_cdp_cmd("CSS.enable", {})
+    root = loaded_zh.execute_cdp_cmd("DOM.getDocument", {"depth": 1})["root"]["nodeId"]
+    node = loaded_zh.execute_cdp_cmd("DOM.querySelector", {"nodeId": root, "selector": "#network-heading"})["nodeId"]
+    fonts = loaded_zh.execute_cdp_cmd("CSS.getPlatformFontsForNode", {"nodeId": node})["fonts"]
+    assert [f["familyName"] for f in fonts] == ["Noto Sans CJK SC"]
+
+
+def test_browser_chinese_layer_panel_shows_the_english_pages_numbers(browser, page, page_zh):
+    """Each layer's panel: the same data values, and the same numbers in its text, in either language."""
+    shown = "return [...document.querySelectorAll('#details [data-field]')].map(e => [e.dataset.field, e.dataset.value, e.textContent])"
+
+    def panels(path: Path) -> list[dict]:
+        browser.get(path.as_uri())
+        out = []
+        for node in _by(browser, "#diagram .layer"):
+            node.click()
+            out.append(
+                {
+                    key: (value, sorted(re.findall(r"\d+(?:,\d{3})*(?:\.\d+)?", text)))
+                    for key, value, text in browser.execute_script(shown)
+                }
+            )
+        return out
+
+    en, zh = panels(page), panels(page_zh)
+    assert len(en) == len(zh) == len(embedded(page.read_text(encoding="utf-8"))["layers"]) and en == zh
+    assert browser.find_element("id", "details").text.count("参数量") == 1  # the Chinese panel is in Chinese

@@ -37,3 +37,22 @@ def test_caffemodel_blobs_are_copied_exactly(tmp_path):
     model, _ = import_weights(tmp_path / "b.caffemodel")
     for (k, a), (_, b) in zip(model.state_dict().items(), source.state_dict().items(), strict=True):
         assert torch.equal(a, b), k
+
+
+@pytest.mark.parametrize("bias", [5, 8, 2])  # not a divisor of the weight's 108 values; a multiple; a divisor
+def test_a_convolution_whose_weight_and_bias_disagree_is_one_line(tmp_path, capsys, bias):
+    from PIL import Image
+
+    from helpers import one_line_refusal
+    from hostile_files import caffe_disagreeing_conv
+    from vggnet.cli import main
+
+    path = caffe_disagreeing_conv(tmp_path / "c.caffemodel", build("A", width=W, num_classes=3), bias)
+    Image.new("RGB", (40, 40)).save(tmp_path / "x.png")
+    expected = f"layer conv1_1 (Convolution) has a weight of shape (4, 3, 3, 3) and {bias} biases: its blobs disagree"
+    for command, out in (
+        ("convert", [str(path), str(tmp_path / "out.safetensors")]),
+        ("features", [str(tmp_path / "x.png"), "--weights", str(path), "--layers", "relu1_1", "--out", str(tmp_path / "f.npz")]),
+    ):  # fmt: skip
+        one_line_refusal(main([command, *out]), capsys.readouterr().err, command, f"{path}: {expected}")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["c.caffemodel", "x.png"]  # nothing written

@@ -1,6 +1,7 @@
 """The project format: a round trip keeps outputs and metadata; bad files and mismatched tensors give clear errors."""
 
 import os
+import re
 
 import pytest
 import torch
@@ -58,3 +59,56 @@ def test_mismatched_layer_names_layer_and_both_shapes(tmp_path):
     torch.save(state, tmp_path / "twelve.pth")
     with pytest.raises(ValueError, match=r"12 convolutions .* match no Table 1 configuration"):
         import_weights(tmp_path / "twelve.pth")
+
+
+# The field each crafted document is refused for (the metadata hash recomputed, as anyone can).
+META_REFUSALS = {
+    "nested 200k deep": "JSON nested more than 16 levels deep",
+    "one class name for 5 classes": "class_names: 1 names for a model with 5 classes",
+    "class_names a number": "class_names: expected a list of strings, got int 5",
+    "a class name with a newline": "class_names[0]: control characters",
+    "preprocessing scale a string": "preprocessing.scale: expected a finite number",
+    "preprocessing std 0": "preprocessing.std[0]: expected a finite number over 0",
+    "preprocessing mean of 5": "preprocessing.mean: expected 3 numbers",
+    "preprocessing mean infinite": "preprocessing.mean[0]: expected a finite number",
+    "width a string": "model.width: expected a finite number",
+    "width negative": "model.width: expected a finite number over 0",
+    "arch a list": "model.arch: expected a string",
+    "arch unknown": "model.arch: unknown VGG configuration 'Z'",
+    "num_classes a float": "model.num_classes: expected an integer",
+    "num_classes a billion": "model.num_classes: expected an integer from 1 to 1000000",
+    "head unknown": "model.head: expected one of fc, conv, gap",
+    "input_size 0": "model.input_size: expected an integer from 32",
+    "include_top a string": "include_top: expected true or false",
+    "extra a list": "extra: expected an object",
+    "training scale infinite": "extra.scale: expected a finite number",
+    "model missing": "model: missing",
+    "unknown model field": "model: unknown fields ['layers']",
+}
+
+
+def test_crafted_metadata_is_refused_in_one_line_naming_the_field(tmp_path, capsys):
+    from PIL import Image
+
+    from helpers import one_line_refusal
+    from hostile_files import META_EDITS, rewrite_meta
+    from vggnet.cli import main
+
+    assert set(META_REFUSALS) == set(META_EDITS)
+    good = tmp_path / "w.safetensors"
+    save_weights(
+        build("A", width=W, num_classes=5, input_size=32), good, class_names=list("abcde"), extra={"scale": 40}
+    )
+    read_meta(good)  # the document the edits start from passes
+    Image.new("RGB", (48, 40)).save(tmp_path / "x.png")
+    for name, edit in META_EDITS.items():
+        bad = rewrite_meta(good, tmp_path / "bad.safetensors", edit)
+        expected = f"{bad}: damaged or foreign vggnet metadata: {META_REFUSALS[name]}"
+        with pytest.raises(ValueError, match="^" + re.escape(expected)):
+            read_meta(bad)
+        for command, args in (
+            ("predict", [str(tmp_path / "x.png"), "--weights", str(bad), "--heatmap", str(tmp_path / "h.png")]),
+            ("view", [str(tmp_path / "x.png"), "--weights", str(bad), "--out", str(tmp_path / "v.html")]),
+        ):
+            one_line_refusal(main([command, *args]), capsys.readouterr().err, command, expected)
+        assert not (tmp_path / "h.png").exists() and not (tmp_path / "v.html").exists(), name

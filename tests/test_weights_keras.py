@@ -63,3 +63,42 @@ def test_a_damaged_layer_index_is_one_line_naming_the_file(tmp_path):
         ValueError, match=r"k.h5: unreadable Keras HDF5 file \(truncated, damaged or not HDF5\): 'utf-8'"
     ):
         load_weights(path)
+
+
+@pytest.mark.parametrize(
+    "trick,refusal",
+    [
+        ("external storage", "is stored in an external file; refused: it would read data from outside this file"),
+        ("virtual dataset", "is a virtual dataset; refused: it would read data from outside this file"),
+        ("external link", "is a ExternalLink (it could lead outside the file); only hard links are read"),
+        ("soft link", "is a SoftLink (it could lead outside the file); only hard links are read"),
+        ("strings", "holds (4,) |S8, not an array of numbers"),
+    ],
+)
+def test_hdf5_that_reads_outside_the_file_is_refused(tmp_path, capsys, trick, refusal):
+    from helpers import one_line_refusal
+    from hostile_files import hostile_h5
+    from vggnet.cli import main
+
+    secret = tmp_path / "secret.txt"
+    secret.write_bytes(b"root:x:0:0:secret\n" * 64)
+    path = hostile_h5(tmp_path / "k.h5", build("A", width=W, num_classes=3), trick, secret)
+    out = tmp_path / "out.safetensors"
+    status = main(["convert", str(path), str(out)])
+    one_line_refusal(status, capsys.readouterr().err, "convert", f"{path}: ", refusal)
+    assert not out.exists()
+
+
+@pytest.mark.slow
+def test_hdf5_declaring_more_than_it_holds_is_refused_before_reading(tmp_path):
+    from helpers import one_line_refusal, run_capped
+    from hostile_files import hostile_h5
+
+    path = hostile_h5(tmp_path / "k.h5", build("A", width=W, num_classes=3), "declared", tmp_path, declared=64 << 30)
+    assert path.stat().st_size < 4 << 20  # the weights of a narrow net, and 64 GiB declared
+    out = tmp_path / "out.safetensors"
+    status, _, err, peak = run_capped(["convert", str(path), str(out)])
+    one_line_refusal(
+        status, err, "convert", "k.h5: its datasets declare, as float32, 64.0 GiB", "VGGNET_MAX_WEIGHTS_BYTES"
+    )
+    assert not out.exists() and 0 < peak < 1536 << 20  # the interpreter and torch, nothing of the 64 GiB

@@ -83,16 +83,66 @@ class Payload:
         return (open, (self.marker, "w"))
 
 
-def test_pickled_payload_is_refused_and_never_runs(tmp_path, capsys):
+class ShellPayload:
+    """Unpickling this object runs a shell command through os.system (a module torch's loader blocks by name)."""
+
+    def __init__(self, marker: str) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        import os
+
+        return (os.system, (f"touch {self.marker}",))
+
+
+@pytest.mark.parametrize("payload,called", [(Payload, "io.open"), (ShellPayload, "posix.system")])
+def test_pickled_payload_is_refused_as_code_and_never_runs(tmp_path, capsys, payload, called):
     marker = tmp_path / "pwned"
     path = tmp_path / "evil.pth"
-    torch.save({"features.0.weight": torch.zeros(4, 3, 3, 3), "extra": Payload(str(marker))}, path)
-    with pytest.raises(ValueError, match=r"evil.pth: refused: the checkpoint contains pickled non-tensor objects"):
+    torch.save({"features.0.weight": torch.zeros(4, 3, 3, 3), "extra": payload(str(marker))}, path)
+    with pytest.raises(
+        ValueError, match=rf"evil.pth: refused: its pickle would run code when loaded \(it calls {called}\)"
+    ):
         read_torch_state(path)
     assert main(["convert", str(path), str(tmp_path / "out.safetensors")]) == 2
     err = capsys.readouterr().err.strip()
-    assert err.count("\n") == 0 and "refused" in err and "nothing was executed" in err
+    assert err.count("\n") == 0 and "would run code" in err and "nothing was executed" in err
     assert not marker.exists() and not (tmp_path / "out.safetensors").exists()
     # The payload is live: an unsafe load does run it (which is what weights_only=True prevents).
     torch.load(path, weights_only=False)
     assert marker.exists()
+
+
+@pytest.mark.parametrize(
+    "message,name",
+    [
+        ("Weights only load failed. ...\n\nTrying to load unsupported GLOBAL posix.system whose module posix is blocked.", "posix.system"),
+        ("\tWeightsUnpickler error: Unsupported global: GLOBAL __main__.F was not an allowed global by default.", "__main__.F"),
+        ("UNSUPPORTED GLOBAL: builtins.eval", "builtins.eval"),
+    ],
+)  # fmt: skip
+def test_torch_refusals_of_a_global_are_recognised_in_each_wording(message, name):
+    from vggnet.weights.torchvision import REFUSED_GLOBAL
+
+    assert REFUSED_GLOBAL.search(message).group(1) == name
+    assert REFUSED_GLOBAL.search("Weights only load failed ... Unsupported operand 255") is None  # damaged, not code
+
+
+@pytest.mark.slow
+def test_a_zip_bombed_checkpoint_is_refused_before_it_inflates(tmp_path, monkeypatch):
+    from helpers import one_line_refusal, run_capped
+    from hostile_files import zip_bomb_pth
+
+    path = zip_bomb_pth(tmp_path / "bomb.pth", 1536 << 20)  # 1.5 MB on disk, 1.5 GiB inflated
+    out = tmp_path / "out.safetensors"
+    status, _, err, peak = run_capped(["convert", str(path), str(out)])
+    one_line_refusal(status, err, "convert", "bomb.pth: its zip records declare 1.5 GiB", "VGGNET_MAX_WEIGHTS_BYTES")
+    assert not out.exists()
+    assert 0 < peak < 1536 << 20  # the interpreter and torch, not the record: inflating it takes more than this
+
+    from vggnet.train import load_checkpoint
+
+    # Resume checkpoints have their own, larger budget; lowered here so the bomb can stay small.
+    monkeypatch.setenv("VGGNET_MAX_CHECKPOINT_BYTES", str(32 << 20))
+    with pytest.raises(ValueError, match=r"last.pt: its zip records declare 64.0 MiB.*VGGNET_MAX_CHECKPOINT_BYTES"):
+        load_checkpoint(zip_bomb_pth(tmp_path / "last.pt", 64 << 20), verify=False)

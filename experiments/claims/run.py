@@ -213,20 +213,31 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--report-only", action="store_true", help="only regenerate RESULTS.md and the figure")
     p.add_argument("--no-report", action="store_true", help="train and test only")
     p.add_argument("--max-minutes", type=float, default=0, help="start no new run after this many minutes")
-    p.add_argument("--data", default=str(DATA), help="the Imagenette image folder")
+    p.add_argument(
+        "--data",
+        default=imagenette.DEFAULT_DATA,
+        help="Imagenette: a folder, or a name fetched once (imagenette: 320 px, imagenette-160); default: the shared copy, else imagenette",
+    )
     p.add_argument("--root", default=str(REPO / "runs" / "claims"), help="where the runs go")
     p.add_argument("--out", default=str(HERE), help="where metrics/, probs/, RESULTS.md and the figure go")
     p.add_argument("--cache", default=str(CACHE), help="the decoded photos (built on first use)")
     args = p.parse_args(argv)
 
     sys.path.insert(0, str(HERE))
-    out_dir, data, root, cache = Path(args.out), Path(args.data), Path(args.root), Path(args.cache)
+    out_dir, root, cache = Path(args.out), Path(args.root), Path(args.cache)
     metrics_dir, probs_dir = out_dir / "metrics", out_dir / "probs"
     import report  # beside this file
 
     if args.report_only:
         print(report.write_results(metrics_dir, probs_dir, out_dir))
         return 0
+    from vggnet.data import dataset_folder
+
+    try:
+        data = dataset_folder(args.data)  # a folder, or a name fetched once
+    except (OSError, ValueError) as e:
+        print(f"run.py: error: {e}", file=sys.stderr)
+        return 2
     if not (data / "train").is_dir():
         print(f"run.py: error: {data}: no Imagenette train/ folder", file=sys.stderr)
         return 2

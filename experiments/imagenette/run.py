@@ -32,6 +32,7 @@ DATA = next(
     (p / "shared" / "data" / "imagenette" for p in REPO.parents if (p / "shared" / "data" / "imagenette").is_dir()),
     REPO.parent / "shared" / "data" / "imagenette",
 )
+DEFAULT_DATA = str(DATA) if DATA.is_dir() else "imagenette"  # elsewhere `--data imagenette`: downloaded once
 
 # The paper's geometry (crop 224, S = 256 or [256, 512], Q in {256, 384, 512}) times 2/7, rounded.
 GEOMETRY = {"factor": "2/7", "crop": 64, "fixed_s": 73, "jitter": [73, 146], "q": [73, 110, 146]}
@@ -433,7 +434,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--report-only", action="store_true", help="only regenerate RESULTS.md and plots")
     p.add_argument("--prepare-only", action="store_true", help="only build the decoded cache and the stats")
     p.add_argument("--no-report", action="store_true", help="write metrics only (for runs side by side)")
-    p.add_argument("--data", default=str(DATA), help="the Imagenette image folder")
+    p.add_argument(
+        "--data",
+        default=DEFAULT_DATA,
+        help="Imagenette: a folder, or a name fetched once (imagenette: 320 px, imagenette-160); default: the shared copy, else imagenette",
+    )
     p.add_argument("--root", default=str(REPO / "runs" / "imagenette"), help="where the runs go")
     p.add_argument("--out", default=str(HERE), help="where metrics/, RESULTS.md and the plots go")
     p.add_argument("--limit", type=int, default=EVAL_LIMIT, help="evaluate this many validation images (0: all)")
@@ -447,11 +452,18 @@ def main(argv: list[str] | None = None) -> int:
 
     out_dir = Path(args.out)
     metrics_dir = out_dir / "metrics"
-    data, root = Path(args.data), Path(args.root)
+    root = Path(args.root)
     if args.report_only:  # ensembles too, where this machine holds the members' posteriors
         write_ensembles(out_dir / "probs", metrics_dir)
         print(report.write_results(metrics_dir, out_dir, PREAMBLE))
         return 0
+    from vggnet.data import dataset_folder
+
+    try:
+        data = dataset_folder(args.data)  # a folder, or a name fetched once
+    except (OSError, ValueError) as e:
+        print(f"run.py: error: {e}", file=sys.stderr)
+        return 2
     if not (data / "train").is_dir():
         print(f"run.py: error: {data}: no Imagenette train/ folder", file=sys.stderr)
         return 2

@@ -296,13 +296,24 @@ def images_per_s(models: list[Any], pre: Any, crops: torch.Tensor) -> list[list[
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--report-only", action="store_true", help="only regenerate RESULTS.md from metrics/")
-    p.add_argument("--data", default=str(DATA), help="the Imagenette image folder")
+    p.add_argument(
+        "--data",
+        default=imagenette.DEFAULT_DATA,
+        help="Imagenette: a folder, or a name fetched once (imagenette: 320 px, imagenette-160); default: the shared copy, else imagenette",
+    )
     p.add_argument("--root", default=str(REPO / "runs" / "transfer"), help="where the runs and the photo cache go")
     p.add_argument("--out", default=str(HERE), help="where metrics/ and RESULTS.md go")
     args = p.parse_args(argv)
-    out_dir, root, data_root = Path(args.out), Path(args.root), Path(args.data)
+    out_dir, root = Path(args.out), Path(args.root)
     metrics = out_dir / "metrics"
     if not args.report_only:
+        from vggnet.data import dataset_folder
+
+        try:
+            data_root = dataset_folder(args.data)  # a folder, or a name fetched once
+        except (OSError, ValueError) as e:
+            print(f"run.py: error: {e}", file=sys.stderr)
+            return 2
         if not (data_root / "train").is_dir():
             print(f"run.py: error: {data_root}: no Imagenette train/ folder", file=sys.stderr)
             return 2

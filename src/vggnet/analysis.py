@@ -6,6 +6,7 @@ MACs count the multiply-accumulates of convolutions and linear layers (FLOPs = 2
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Iterable
 from dataclasses import dataclass
 
@@ -97,6 +98,13 @@ def layer_table(model: VGG, input_size: int | tuple[int, int] = 224) -> list[Lay
         else:
             add(name, m)
     return rows
+
+
+def activation_bytes(model: VGG, height: int, width: int, backward: bool = False) -> int:
+    """fp32 activation bytes of one height x width image: a forward pass holds a layer's input and output at
+    once (the largest such pair counts), a backward pass every layer's output (their sum)."""
+    sizes = [4 * model.cfg.in_channels * height * width] + [r.memory for r in layer_table(model, (height, width))]
+    return sum(sizes) if backward else max(a + b for a, b in itertools.pairwise(sizes))
 
 
 def totals(rows: list[LayerInfo]) -> dict[str, int]:

@@ -20,8 +20,15 @@ import torch
 from torch import nn
 
 from .model import VGG, count_parameters
-from .runs import weights_file
-from .weights import LowRankLinear, has_classifier, has_low_rank, load_weights, save_weights, stored_bytes
+from .weights import (
+    LowRankLinear,
+    has_classifier,
+    has_low_rank,
+    load_weights,
+    resolve_weights,
+    save_weights,
+    stored_bytes,
+)
 
 FACTORISABLE = ("fc6", "fc7")  # FC8 holds one row per class: small, and it decides the top-1
 
@@ -128,7 +135,7 @@ def compress(
 
     With none of rank, energy and target_size, only `int8` applies. The result loads with `load_weights`.
     """
-    path = weights_file(src)
+    path = resolve_weights(src)
     if Path(dst).resolve() == path.resolve():
         raise ValueError(f"{dst}: the output would overwrite the input")
     model, meta = load_weights(path)

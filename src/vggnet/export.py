@@ -221,7 +221,7 @@ def export_weights(
     optimize: bool = False,
     verify: bool = True,
 ) -> ExportReport:
-    """Load project-format weights, export the dense model to `out`, and check it at two input sizes.
+    """Load any weights (file, run folder, catalogue name, URL), export the dense model to `out`, check it at two sizes.
 
     `format` is "onnx" or "pt2"; by default it follows the suffix of `out` (.pt2, else ONNX). `verify=False`
     skips both checks: the weights' content hashes on load and the comparison of the export with PyTorch.

@@ -9,6 +9,7 @@ relu3_3 and relu4_3 (torchvision's features.3/8/15/22).
 from __future__ import annotations
 
 import copy
+import dataclasses
 import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -17,7 +18,9 @@ import numpy as np
 import torch
 from torch import nn
 
+from .analysis import activation_bytes
 from .data import open_rescalable
+from .limits import ACTIVATION_BYTES
 from .model import VGG
 from .weights import Preprocessing, has_classifier, load_weights
 
@@ -252,6 +255,20 @@ def load_images(
     return torch.stack(tensors), kept, skipped
 
 
+def _check_activations(model: VGG, shape: torch.Size, where: str) -> None:
+    """A one-line ValueError when a batch of `shape` (N, C, H, W) would pass the activation budget (images kept
+    at their own size: a large one feeds the network as many pixels)."""
+    n, _, h, w = shape
+    if min(h, w) < 32:  # smaller than any head takes: a few pixels, nothing to bound
+        return
+    with torch.device("meta"):  # shapes only; a gap head accepts any size
+        shapes = VGG(dataclasses.replace(model.cfg, head="gap"))
+    ACTIVATION_BYTES.check(
+        n * activation_bytes(shapes, h, w),
+        f"{where}: {n} image(s) of {w}x{h} in a batch (resize them with --size): their activations need",
+    )
+
+
 def extract_features(
     paths: Sequence[str | os.PathLike[str]],
     weights: str | os.PathLike[str],
@@ -281,6 +298,7 @@ def extract_features(
             continue
         kept_all += kept
         skipped_all += skipped
+        _check_activations(model, batch.shape, kept[0])
         with torch.inference_mode():
             out = features_at(model, batch.to(device), layers, preprocessing=meta.preprocessing)
         for name, value in out.items():

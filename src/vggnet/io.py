@@ -5,13 +5,19 @@ Nothing here imports the rest of vggnet, so every module can use it.
 
 from __future__ import annotations
 
+import contextlib
+import glob
+import hashlib
 import importlib
 import os
 import shutil
+import signal
+import socket
 import sys
 import tempfile
+import threading
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -24,31 +30,84 @@ def atomic_write(
     """Call `write(tmp)` on a temporary file beside `path`, then rename it over `path`.
 
     A reader sees the old file or the new one, never half of one (a killed run included); a failed
-    write leaves the old file as it was. `keep`: where the file being replaced stays (previous.pt).
+    write leaves the old file as it was, and no temporary file (one a SIGKILL left is removed by the
+    next write to `path`). `keep`: where the file being replaced stays (previous.pt).
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
+    remove_stale_temporaries(path)
+    with _terminate_as_exit():
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.{_HOST}-{os.getpid()}.", suffix=".tmp", dir=path.parent)
+        os.close(fd)
+        try:
+            write(tmp)
+            umask = os.umask(0)
+            os.umask(umask)
+            os.chmod(tmp, 0o666 & ~umask)  # mkstemp's file is private (0600): give it an ordinary file's mode
+            with open(tmp, "rb") as f:
+                os.fsync(f.fileno())
+            if keep is not None and path.exists():
+                _link_over(path, Path(keep))
+            os.replace(tmp, path)
+            _sync_folder(path.parent)
+        finally:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+
+
+# Temporary files are named .<name>.<host>-<pid>.<random>.tmp, so a later write to the same path can tell
+# a dead writer's leftover (a SIGKILL, a power cut) from a live writer's file and remove it.
+_HOST = hashlib.sha256(socket.gethostname().encode()).hexdigest()[:8]
+
+
+def remove_stale_temporaries(path: str | os.PathLike[str]) -> list[Path]:
+    """Remove the temporary files an earlier write to `path` left when its process died; returns them.
+
+    Only files of our own naming whose writer ran on this host and is gone are touched.
+    """
+    path = Path(path)
+    removed = []
+    for tmp in path.parent.glob(f".{glob.escape(path.name)}.{_HOST}-*.tmp"):
+        pid = tmp.name[len(path.name) + len(_HOST) + 3 :].split(".")[0]
+        if pid.isdigit() and int(pid) != os.getpid() and not _alive(int(pid)):
+            with contextlib.suppress(FileNotFoundError):
+                tmp.unlink()
+                removed.append(tmp)
+    return removed
+
+
+def _alive(pid: int) -> bool:
     try:
-        write(tmp)
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # mkstemp's file is private (0600): give it an ordinary file's mode
-        with open(tmp, "rb") as f:
-            os.fsync(f.fileno())
-        if keep is not None and path.exists():
-            _link_over(path, Path(keep))
-        os.replace(tmp, path)
-        _sync_folder(path.parent)
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    return True
+
+
+@contextlib.contextmanager
+def _terminate_as_exit() -> Iterator[None]:
+    """Within the block, SIGTERM (a `kill`, a job scheduler's timeout) exits through Python, so `finally`
+    blocks remove temporary files; outside the main thread, or with a handler already set, nothing changes."""
+    if threading.current_thread() is not threading.main_thread() or signal.getsignal(signal.SIGTERM) != signal.SIG_DFL:
+        yield
+        return
+
+    def exit_(signum: int, frame: object) -> None:
+        raise SystemExit(128 + signum)
+
+    signal.signal(signal.SIGTERM, exit_)
+    try:
+        yield
     finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
 
 
 def _link_over(src: Path, dst: Path) -> None:
     """Make `dst` another name of `src`'s file, atomically: `dst` is always a whole file, old or new."""
-    tmp = dst.with_name(f".{dst.name}.{os.getpid()}.tmp")
+    remove_stale_temporaries(dst)
+    tmp = dst.with_name(f".{dst.name}.{_HOST}-{os.getpid()}.link.tmp")
     if tmp.exists():
         tmp.unlink()
     try:

@@ -29,10 +29,9 @@ from .features import features_at, layer_names
 from .io import silently, write_text
 from .metrics import confusion_matrix, per_class_accuracy, topk_error
 from .model import VGG
-from .runs import weights_file
 from .tables import markdown_table, per_class_table
 from .train.finetune import check_class_sizes
-from .weights import Preprocessing, load_weights
+from .weights import Preprocessing, load_weights, resolve_weights
 
 
 @dataclass
@@ -139,7 +138,7 @@ def linear_probe(
         raise ValueError(
             f"c must be positive, batch_size at least 1 and workers at least 0; got {c}, {batch_size}, {workers}"
         )
-    path = weights_file(weights)
+    path = resolve_weights(weights)
     model, meta = load_weights(path, device=pick_device(device))
     names = layer_names(model)
     if layer not in names:

@@ -23,7 +23,17 @@ def per_class_table(class_names: Sequence[str], accuracy: Sequence[float | None]
 
 def _row(cells: Sequence[object]) -> str:
     """`| a | b |`; None gives a blank cell `| |` (an empty string keeps its padding: `|  |`)."""
-    return "|" + "|".join(" " if v is None else f" {v} " for v in cells) + "|"
+    return "|" + "|".join(" " if v is None else f" {cell_text(v)} " for v in cells) + "|"
+
+
+# What would end a cell or a row in a cell's text (a class folder may be named `a|b`). Inline HTML stays:
+# cells may mean it (`<br>`), and renderers that show reports sanitise it.
+_CELL_ESCAPES = str.maketrans({"\\": "\\\\", "|": "\\|", "\n": " ", "\r": " "})
+
+
+def cell_text(value: object) -> str:
+    """`value` as one Markdown table cell shows it: pipes and backslashes escaped, line breaks as spaces."""
+    return str(value).translate(_CELL_ESCAPES)
 
 
 def human_bytes(n: int) -> str:

@@ -5,7 +5,9 @@ from __future__ import annotations
 import argparse
 
 from ..configs import HEADS, ModelConfig, config_names
-from .options import UsageError
+from ..lang import DEFAULT as DEFAULT_LANG
+from ..lang import languages
+from .options import UsageError, add_sha256_flag, with_sha256
 
 
 def cmd_summary(args: argparse.Namespace) -> int:
@@ -30,7 +32,7 @@ def cmd_summary(args: argparse.Namespace) -> int:
 def cmd_explain(args: argparse.Namespace) -> int:
     from ..explain import report_figures, write_report
 
-    path = write_report(args.out, network=args.network)
+    path = write_report(args.out, network=args.network, lang=args.lang)
     figures = report_figures(path)
     print(f"wrote {path} with {len(figures)} figures: {', '.join(figures)}")
     return 0
@@ -40,8 +42,9 @@ def cmd_view(args: argparse.Namespace) -> int:
     from ..view import write_view
 
     path = write_view(
-        args.out, args.network, batch_norm=args.bn, head=args.head, weights=args.weights, images=args.images
-    )
+        args.out, args.network, batch_norm=args.bn, head=args.head, images=args.images, lang=args.lang,
+        weights=with_sha256([args.weights], args.sha256)[0] if args.weights else None,
+    )  # fmt: skip
     print(f"wrote {path} ({path.stat().st_size / 1e6:.1f} MB): open it in a browser, no server needed")
     return 0
 
@@ -68,6 +71,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--out", default="docs/explain", help="output folder for README.md and figures (default: docs/explain)"
     )
     p.add_argument("--network", default="D", help="network for the block diagram and per-layer table (default: D)")
+    p.add_argument("--lang", default=DEFAULT_LANG, help=f"language of the report: {', '.join(languages())}")
     p.set_defaults(func=cmd_explain)
 
     p = sub.add_parser("view", help="one self-contained HTML page: the network, its numbers, what it sees in photos")
@@ -75,8 +79,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--network", help="configuration (default: D, or the weights' own; must match them)")
     p.add_argument("--bn", action="store_true", help="batch-normalised variant")
     p.add_argument("--head", choices=HEADS, help="classifier head (default: fc, or the weights' own)")
-    p.add_argument("--weights", help="weights file (any source `convert` reads); needed for photos")
+    p.add_argument(
+        "--weights",
+        help="weights file (any source `convert` reads), run folder, catalogue name or URL; needed for photos",
+    )
+    add_sha256_flag(p)
     p.add_argument("--out", required=True, help="output .html")
+    p.add_argument("--lang", default=DEFAULT_LANG, help=f"language of the page: {', '.join(languages())}")
     p.set_defaults(func=cmd_view)
 
     p = sub.add_parser("demo", help="the main job on built-in data")

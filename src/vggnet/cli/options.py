@@ -71,3 +71,22 @@ def add_verify_flag(parser: argparse.ArgumentParser) -> None:
         default=True,
         help="check the weights' content hashes on load (default: on; docs/weights.md)",
     )
+
+
+def add_sha256_flag(parser: argparse.ArgumentParser) -> None:
+    """--sha256 HEX: what the weights file's (or URL's download's) sha256 must start with."""
+    parser.add_argument(
+        "--sha256",
+        metavar="HEX",
+        help="the sha256 the weights file or URL must have (its first 8 to 64 hex digits, as published); "
+        "with several weights, write URL#sha256=HEX for each instead",
+    )
+
+
+def with_sha256(weights: list[str], sha256: str | None) -> list[str]:
+    """The weights arguments with --sha256 attached (pip's URL#sha256=HEX), refused for an ensemble."""
+    if not sha256:
+        return weights
+    if len(weights) != 1:
+        raise UsageError("--sha256 names one file's hash; for several weights write each as URL#sha256=HEX")
+    return [f"{weights[0]}#sha256={sha256}"]

@@ -6,7 +6,7 @@ import argparse
 import sys
 
 from ..configs import EvalConfig
-from .options import add_dataclass_args, dataclass_from_args
+from .options import add_dataclass_args, add_sha256_flag, dataclass_from_args, with_sha256
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
@@ -14,7 +14,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
     from ..evaluate import evaluate, results_table, save_result
 
-    result = evaluate(args.weights, args.data, dataclass_from_args(EvalConfig, args), progress=not args.quiet)
+    weights = with_sha256(args.weights, args.sha256)
+    result = evaluate(weights, args.data, dataclass_from_args(EvalConfig, args), progress=not args.quiet)
     print(results_table([result]))
     print(f"top-1 error {result.top1_error:.2f}%, top-5 error {result.top5_error:.2f}% on {result.images} images")
     if result.skipped:
@@ -30,7 +31,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
     cfg = dataclass_from_args(EvalConfig, args)
     predictions, skipped = predict(
-        args.images, args.weights, cfg, top=args.top, heatmap=args.heatmap, cam=args.cam, layer=args.layer,
+        args.images, with_sha256(args.weights, args.sha256), cfg, top=args.top, heatmap=args.heatmap, cam=args.cam, layer=args.layer,
         progress=not args.quiet,
     )  # fmt: skip
     for pred in predictions:
@@ -41,7 +42,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
             print(f"  folder: {pred.folder_class}, rank {pred.folder_rank}")
         if pred.heatmap:
             print(f"  heat map: {pred.heatmap}")
-    if skipped:
+    if skipped and predictions:  # each skipped image already has its line; this sums them up after the results
         print(f"{len(skipped)} unreadable images skipped: {', '.join(skipped)}", file=sys.stderr)
     return 0 if predictions else 2
 
@@ -49,8 +50,18 @@ def cmd_predict(args: argparse.Namespace) -> int:
 def register(sub: argparse._SubParsersAction) -> None:
     """Add this module's commands to the `vggnet` parser."""
     p = sub.add_parser("evaluate", help="top-1/top-5 error with the paper's testing protocol (section 3.2)")
-    p.add_argument("weights", nargs="+", help="run folders or weights files; several are an ensemble")
-    p.add_argument("--data", default="digits", help="an image folder (ROOT/val used if present) or digits")
+    p.add_argument(
+        "weights",
+        nargs="+",
+        help="run folders, weights files, catalogue names (vgg16) or URLs; several are an ensemble",
+    )
+    p.add_argument(
+        "--data",
+        default="digits",
+        help="an image folder (ROOT/val used if present), digits, or a dataset name fetched once: imagenette, "
+        "imagenette-160, cifar10, cifar100 (default: digits)",
+    )
+    add_sha256_flag(p)
     p.add_argument("--out", help="folder for the JSON, Markdown and confusion PNG (default: RUN/eval for a run)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     add_dataclass_args(p, EvalConfig)
@@ -58,7 +69,13 @@ def register(sub: argparse._SubParsersAction) -> None:
 
     p = sub.add_parser("predict", help="top-5 classes of images, optionally a dense score-map heat map")
     p.add_argument("images", nargs="+", metavar="IMAGE")
-    p.add_argument("--weights", action="append", required=True, help="run folder or weights file (repeat: ensemble)")
+    p.add_argument(
+        "--weights",
+        action="append",
+        required=True,
+        help="run folder, weights file, catalogue name (vgg16; `vggnet weights list`) or URL (repeat: ensemble)",
+    )
+    add_sha256_flag(p)
     p.add_argument("--top", type=int, default=5, help="how many classes to list (default: 5)")
     p.add_argument("--heatmap", help="PNG path: the top class's map over the image (see --cam)")
     p.add_argument(

@@ -8,12 +8,14 @@ from __future__ import annotations
 import argparse
 import sys
 
+from .options import add_sha256_flag, with_sha256
+
 
 def cmd_probe(args: argparse.Namespace) -> int:
     from ..probe import linear_probe, probe_table, save_probe
 
     result = linear_probe(
-        args.weights, args.data, args.layer, c=args.c, scale=args.scale or None, batch_size=args.batch_size,
+        with_sha256([args.weights], args.sha256)[0], args.data, args.layer, c=args.c, scale=args.scale or None, batch_size=args.batch_size,
         workers=args.workers, device=args.device, progress=not args.quiet,
     )  # fmt: skip
     print(probe_table([result]))
@@ -32,7 +34,13 @@ def cmd_compress(args: argparse.Namespace) -> int:
     layers = tuple(n.strip() for n in args.layers.split(",") if n.strip())
     target = parse_size(args.target_size) if args.target_size else None
     r = compress(
-        args.weights, args.out, rank=args.rank, energy=args.energy, target_size=target, int8=args.int8, layers=layers
+        with_sha256([args.weights], args.sha256)[0],
+        args.out,
+        rank=args.rank,
+        energy=args.energy,
+        target_size=target,
+        int8=args.int8,
+        layers=layers,
     )
     done = [f"{n} rank {k} ({100 * r.energy[n]:.1f}% of the squared singular values)" for n, k in r.ranks.items()]
     done += ["int8 weights (float32 again on load)"] if r.int8 else []
@@ -50,7 +58,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     """Add this module's commands (`probe`, `compress`) to the `vggnet` parser."""
     p = sub.add_parser("probe", help="linear probe: a logistic regression on a frozen network's features at a layer")
     p.add_argument("data", help="an image folder with train/ and val/ (or digits, cifar10:PATH)")
-    p.add_argument("--weights", required=True, help="run folder or weights file (any source `convert` reads)")
+    p.add_argument(
+        "--weights", required=True, help="run folder, weights file (any source `convert` reads), catalogue name or URL"
+    )
+    add_sha256_flag(p)
     p.add_argument(
         "--layer", default="fc7", help="paper name of the layer: fc7, fc6, relu5_3 (pooled), ... (default: fc7)"
     )
@@ -64,8 +75,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=cmd_probe)
 
     p = sub.add_parser("compress", help="smaller weights: FC6/FC7 by truncated SVD and/or int8 storage")
-    p.add_argument("weights", help="run folder or weights file (any source `convert` reads)")
+    p.add_argument("weights", help="run folder, weights file (any source `convert` reads), catalogue name or URL")
     p.add_argument("out", help="output .safetensors (loads like any project weights file)")
+    add_sha256_flag(p)
     size = p.add_mutually_exclusive_group()
     size.add_argument("--rank", type=int, help="keep this many singular values of each factorised layer")
     size.add_argument("--energy", type=float, help="keep this fraction of the squared singular values (e.g. 0.9)")

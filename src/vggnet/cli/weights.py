@@ -1,10 +1,10 @@
-"""Commands on weights files: import from every source, features of images, export."""
+"""Commands on weights: the catalogue (`weights list`, `weights fetch`), import from every source, features, export."""
 
 from __future__ import annotations
 
 import argparse
 
-from .options import add_verify_flag
+from .options import add_sha256_flag, add_verify_flag, with_sha256
 
 
 def _read_class_names(path: str) -> list[str]:
@@ -13,13 +13,13 @@ def _read_class_names(path: str) -> list[str]:
 
 
 def cmd_convert(args: argparse.Namespace) -> int:
-    from ..weights import Preprocessing, convert
+    from ..weights import Preprocessing, convert, resolve_weights
 
     names = _read_class_names(args.class_names) if args.class_names else None
     pre = {"torchvision": Preprocessing.torchvision, "caffe": Preprocessing.caffe}.get(args.preprocessing)
+    src = resolve_weights(args.src, sha256=args.sha256)  # a file, run folder, catalogue name or URL
     meta = convert(
-        args.src, args.dst, args.source, head=args.head, class_names=names, preprocessing=pre and pre(),
-        verify=args.verify, sha256=args.sha256,
+        src, args.dst, args.source, head=args.head, class_names=names, preprocessing=pre and pre(), verify=args.verify
     )  # fmt: skip
     cfg, p = meta.model, meta.preprocessing
     name = cfg.display_name() + (f" width {cfg.width:g}" if cfg.width != 1 else "")
@@ -40,7 +40,13 @@ def cmd_features(args: argparse.Namespace) -> int:
     layers = [n.strip() for n in args.layers.split(",") if n.strip()]
     size = args.size or None
     result = extract_features(
-        args.images, args.weights, layers, size=size, device=args.device, progress=not args.quiet, verify=args.verify
+        args.images,
+        with_sha256([args.weights], args.sha256)[0],
+        layers,
+        size=size,
+        device=args.device,
+        progress=not args.quiet,
+        verify=args.verify,
     )
 
     def write(tmp: str) -> None:
@@ -57,7 +63,8 @@ def cmd_features(args: argparse.Namespace) -> int:
 def cmd_export(args: argparse.Namespace) -> int:
     from ..export import export_weights
 
-    report = export_weights(args.weights, args.out, format=args.format, optimize=args.optimize, verify=args.verify)
+    weights = with_sha256([args.weights], args.sha256)[0]
+    report = export_weights(weights, args.out, format=args.format, optimize=args.optimize, verify=args.verify)
     print(
         f"wrote {report.path} ({report.format}, dense net, dynamic batch/height/width{', BN folded' if report.optimized else ''})"
     )
@@ -66,10 +73,46 @@ def cmd_export(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_weights_list(args: argparse.Namespace) -> int:
+    from ..weights.listing import catalogue_markdown, dataset_rows, text_table, weights_rows
+
+    if args.markdown:
+        print(catalogue_markdown())
+        return 0
+    print(text_table(weights_rows()))
+    print("\ndatasets (vggnet train NAME, --data NAME):")
+    print(text_table(dataset_rows()))
+    return 0
+
+
+def cmd_weights_fetch(args: argparse.Namespace) -> int:
+    from ..catalogue import lookup
+    from ..data import fetch_dataset
+    from ..weights import resolve_weights
+
+    for name in args.names:
+        dataset = lookup(name, "datasets")
+        path = fetch_dataset(dataset) if dataset and not lookup(name) else resolve_weights(name)
+        print(f"{name}: {path}")
+    return 0
+
+
 def register(sub: argparse._SubParsersAction) -> None:
     """Add this module's commands to the `vggnet` parser."""
+    p = sub.add_parser("weights", help="the catalogue of published weights and datasets: list, fetch")
+    actions = p.add_subparsers(dest="action", metavar="ACTION")
+    actions.required = True
+    q = actions.add_parser("list", help="every name `--weights` and `--data` accept, and whether it is cached")
+    q.add_argument("--markdown", action="store_true", help="the Markdown table of docs/weights.md (no cached column)")
+    q.set_defaults(func=cmd_weights_list)
+    q = actions.add_parser("fetch", help="fetch names into the cache now (before going offline); prints each path")
+    q.add_argument("names", nargs="+", metavar="NAME", help="catalogue names: vgg16, vgg16_keras, imagenette, ...")
+    q.set_defaults(func=cmd_weights_fetch)
+
     p = sub.add_parser("convert", help="import torchvision / timm / Keras / Caffe weights into the project format")
-    p.add_argument("src", help="weights file: .pth/.pt, .safetensors, Keras .h5, .caffemodel")
+    p.add_argument(
+        "src", help="weights file (.pth/.pt, .safetensors, Keras .h5, .caffemodel), run folder, catalogue name or URL"
+    )
     p.add_argument("dst", help="output .safetensors (weights + metadata)")
     p.add_argument(
         "--from",
@@ -85,13 +128,16 @@ def register(sub: argparse._SubParsersAction) -> None:
         choices=["torchvision", "caffe"],
         help="override the input convention recorded (default: the source's: torchvision or caffe BGR 0-255)",
     )
-    p.add_argument("--sha256", help="the sha256 SRC must have (at least its first 8 hex digits), e.g. as published")
+    add_sha256_flag(p)
     add_verify_flag(p)
     p.set_defaults(func=cmd_convert)
 
     p = sub.add_parser("features", help="activations at named layers (relu1_2, ...) of images, to an .npz")
     p.add_argument("images", nargs="+", help="image files")
-    p.add_argument("--weights", required=True, help="weights file (any source `convert` reads)")
+    p.add_argument(
+        "--weights", required=True, help="weights file (any source `convert` reads), run folder, catalogue name or URL"
+    )
+    add_sha256_flag(p)
     p.add_argument("--layers", required=True, help="comma-separated layer names, e.g. relu1_2,relu2_2,relu3_3,relu4_3")
     p.add_argument("--out", required=True, help="output .npz: one array (N, C, H, W) per layer, plus `paths`")
     p.add_argument(
@@ -103,7 +149,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=cmd_features)
 
     p = sub.add_parser("export", help="export the dense net (section 3.2) to ONNX or torch.export, dynamic shapes")
-    p.add_argument("weights", help="weights in the project format (.safetensors)")
+    p.add_argument("weights", help="weights file (any source `convert` reads), run folder, catalogue name or URL")
+    add_sha256_flag(p)
     p.add_argument("out", help="output file (.onnx, or .pt2 for torch.export)")
     p.add_argument("--format", choices=("onnx", "pt2"), default=None, help="(default: from OUT's suffix, else onnx)")
     p.add_argument(

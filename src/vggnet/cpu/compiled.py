@@ -24,6 +24,7 @@ from types import ModuleType
 
 import torch
 
+from ..download import cache_root
 from ..io import report
 
 SOURCES = ("bindings.cpp", "winograd_f32.cpp", "winograd_int8.cpp", "conv_small.cpp", "linear.cpp")
@@ -39,11 +40,6 @@ ISAS: dict[str, list[str]] = {
 LEVELS = {"avx512": "avx512", "avxvnni": "avx2", "avx2": "avx2"}
 
 _state: dict[tuple[str, str], tuple[ModuleType | None, str | None]] = {}
-
-
-def cache_dir() -> Path:
-    """Where builds are kept: $VGGNET_CACHE or ~/.cache/vggnet."""
-    return Path(os.environ.get("VGGNET_CACHE") or Path.home() / ".cache" / "vggnet")
 
 
 def cpu_isas() -> list[str]:
@@ -139,7 +135,7 @@ def build_folder(isa: str) -> Path:
     texts = [Path(str(resources.files("vggnet.cpu").joinpath("csrc", name))).read_bytes() for name in SOURCES + HEADERS]
     flags = " ".join(COMMON_FLAGS + ISAS[isa])
     key = hashlib.sha256(b"\0".join([*texts, torch.__version__.encode(), flags.encode()])).hexdigest()[:16]
-    return cache_dir() / f"native-{key}"
+    return cache_root() / f"native-{key}"  # beside the downloads (weights/, datasets/)
 
 
 def _build(isa: str) -> ModuleType:

@@ -1,6 +1,7 @@
 """Images in, tensors out: datasets, the paper's training transforms and the training-set statistics.
 
 - `datasets`: image folders, CIFAR python batches, the built-in digits; items are (RGB PIL image or None, label)
+- `fetch`: datasets by name (imagenette, cifar10, ...), downloaded once and unpacked safely
 - `transforms`: section 3.1's rescale to S, random crop, flip, PCA colour shift, mean subtraction, seeded per image
 - `stats`: the mean RGB and RGB-covariance eigen-decomposition of a training set
 - `batched`: the same transforms on batches of JPEGs decoded with torch, on the CPU or a GPU (`--decode`)
@@ -22,6 +23,7 @@ from .datasets import (
     scan_image_folder,
     to_rgb,
 )
+from .fetch import dataset_folder, extract_tar, fetch_dataset
 from .stats import RGBStats, compute_stats
 from .transforms import (
     Draw,
@@ -61,6 +63,9 @@ __all__ = [
     "find_cifar",
     "item_name",
     "open_dataset",
+    "dataset_folder",
+    "extract_tar",
+    "fetch_dataset",
     "open_image",
     "read_cifar_batch",
     "rescale",

@@ -1,7 +1,8 @@
 """Datasets: image folders, CIFAR python batches and the built-in digits.
 
 Every dataset yields (8-bit RGB PIL image, or None if the file is unreadable, label) and has a
-`classes` list. Nothing is downloaded: the data is a folder the user has, or scikit-learn's digits.
+`classes` list. The data is a folder the user has, scikit-learn's digits, or a dataset named in the
+catalogue and fetched once (data/fetch.py).
 """
 
 from __future__ import annotations
@@ -15,6 +16,8 @@ from typing import Any
 import numpy as np
 import torch
 from PIL import Image, UnidentifiedImageError
+
+from .fetch import dataset_folder
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm")
 
@@ -219,7 +222,8 @@ def open_dataset(
     """A dataset of (PIL RGB image or None if unreadable, label) items with a `.classes` list.
 
     `spec` is "digits" (built in; `size` is its side in pixels), "cifar10:PATH" / "cifar100:PATH"
-    (python batches; a folder holding them is also recognised without the prefix) or an image
+    (python batches; a folder holding them is also recognised without the prefix), a dataset name
+    (`imagenette`, `imagenette-160`, `cifar10`, `cifar100`: downloaded once, data/fetch.py) or an image
     folder: ROOT/<split>/<class>/... when ROOT/<split> exists, else ROOT/<fallback>/... when that
     exists (training validates on ROOT/train without a val/), else ROOT/<class>/...
     """
@@ -228,9 +232,7 @@ def open_dataset(
     kind, _, path = spec.partition(":")
     if kind in CIFAR_LAYOUTS and path:
         return Cifar(path, kind, split)
-    root = Path(spec)
-    if not root.exists():
-        raise FileNotFoundError(f"{root}: no such dataset folder (or use the built-in 'digits')")
+    root = dataset_folder(spec)  # a folder, or a dataset name (imagenette, cifar10, ...) fetched once
     found = find_cifar(root)
     if found is not None:
         return Cifar(found[1], found[0], split)

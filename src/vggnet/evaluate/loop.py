@@ -20,7 +20,16 @@ from ..devices import pick_device
 from ..imagenet import imagenet_classes, is_imagenet_labelled, looks_like_wnids, wnid_indices
 from ..io import report, reporting_warnings
 from ..metrics import confusion_matrix, per_class_accuracy, topk_error
-from .networks import Plan, check_classes, ensemble_posteriors, load_networks, read_networks, train_scale
+from .networks import (
+    Network,
+    Plan,
+    check_activations,
+    check_classes,
+    ensemble_posteriors,
+    load_networks,
+    read_networks,
+    train_scale,
+)
 
 
 @dataclass
@@ -78,6 +87,16 @@ class _Rescaled(torch.utils.data.Dataset):
         except ValueError as e:  # a sliver that would rescale into a bomb
             report(f"skipping unusable image {item_name(self.dataset, j)}: {e}")
             return None, label, j
+
+
+def _fits(networks: Sequence[Network], images: dict[int, torch.Tensor], flip: bool, dataset: Any, j: int) -> bool:
+    """Whether the dense net's activations for an item's rescaled images stay within the budget; a line if not."""
+    try:
+        check_activations(networks, {q: (t.shape[-1], t.shape[-2]) for q, t in images.items()}, 2 if flip else 1)
+    except ValueError as e:  # a thin image rescales into a very wide input
+        report(f"skipping unusable image {item_name(dataset, j)}: {e}")
+        return False
+    return True
 
 
 def _spread(n: int, limit: int) -> list[int]:
@@ -149,8 +168,12 @@ def evaluate(
     bar = tqdm(total=len(indices), unit="img", desc=f"evaluate {cfg.method}", disable=not progress, file=sys.stderr)
     with torch.inference_mode():
         for batch in loader:
-            readable = [item for item in batch if item[0] is not None]
-            skipped += [item_name(dataset, j) for img, _, j in batch if img is None]
+            readable = []
+            for img, label, j in batch:
+                if img is not None and ("dense" not in cfg.method or _fits(networks, img, cfg.flip, dataset, j)):
+                    readable.append((img, label, j))
+                else:
+                    skipped.append(item_name(dataset, j))
             if readable:
                 images = {q: [item[0][q] for item in readable] for q in all_scales}
                 probs.append(ensemble_posteriors(networks, images, cfg))

@@ -7,17 +7,20 @@ is loaded; `network_posteriors` averages the protocol over a network's test scal
 
 from __future__ import annotations
 
+import dataclasses
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 
 import torch
 
+from ..analysis import activation_bytes
 from ..configs import EvalConfig
+from ..limits import ACTIVATION_BYTES
 from ..model import VGG
-from ..runs import weights_file
-from ..weights import WeightsMeta, has_low_rank, load_weights, read_meta
+from ..weights import WeightsMeta, has_low_rank, load_weights, read_meta, resolve_weights
 from .protocol import method_posteriors
 
 
@@ -73,6 +76,27 @@ class Network:
         """The paper's letter, with _bn and a width note: "D", "A_bn (width 1/16)"."""
         return self.meta.model.display_name(with_width=True)
 
+    @cached_property
+    def shapes(self) -> VGG:
+        """The network on the meta device (shapes, no weights) as testing runs it: fc layers as convolutions."""
+        cfg = self.meta.model
+        with torch.device("meta"):
+            return VGG(dataclasses.replace(cfg, head="conv") if cfg.head == "fc" else cfg)
+
+
+def check_activations(
+    networks: Sequence[Network], sizes: Mapping[int, tuple[int, int]], copies: int = 1, backward: bool = False
+) -> None:
+    """A one-line ValueError when one image, rescaled to each Q as `sizes` (width, height) say, would pass the
+    activation budget in one of `networks`; `copies`: images per pass (2 with flips); `backward`: Grad-CAM's."""
+    for net in networks:
+        for q in net.scales:
+            w, h = sizes[q]
+            ACTIVATION_BYTES.check(
+                copies * activation_bytes(net.shapes, h, w, backward),
+                f"rescaled to Q={q} ({w}x{h}), its activations in VGG {net.name}{' with gradients' if backward else ''} need",
+            )
+
 
 Plan = list[tuple[Path, WeightsMeta, list[int]]]  # (weights file, metadata, test scales) per network
 
@@ -83,7 +107,7 @@ def read_networks(
     """Metadata and test scales of each network, checked before any tensor is read."""
     if not weights_or_runs:
         raise ValueError("no weights given: pass a run folder or a weights file (several for an ensemble)")
-    files = [weights_file(p) for p in weights_or_runs]
+    files = [resolve_weights(p) for p in weights_or_runs]  # files, run folders, catalogue names, URLs
     plan = []
     for f in files:
         meta = read_meta(f, verify)

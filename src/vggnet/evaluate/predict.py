@@ -21,13 +21,13 @@ from tqdm import tqdm
 from ..cam import class_activation_map, gradcam
 from ..colormap import jet
 from ..configs import EvalConfig
-from ..data import open_rescalable, rescale, to_uint8_tensor
+from ..data import open_rescalable, rescale, rescaled_size, to_uint8_tensor
 from ..devices import pick_device
 from ..imagenet import imagenet_classes, imagenet_wnids, is_imagenet_labelled
-from ..io import atomic_write
+from ..io import atomic_write, report
 from ..model import VGG
 from ..weights import WeightsMeta
-from .networks import Network, ensemble_posteriors, load_networks, read_networks
+from .networks import Network, check_activations, ensemble_posteriors, load_networks, read_networks
 
 
 def class_names_of(meta: WeightsMeta) -> list[str]:
@@ -69,12 +69,21 @@ def check_conv_layer(model: VGG, layer: str) -> str:
     return layer
 
 
+# The heat map is coloured in floats at most at this many pixels, then resized as 8-bit RGB and blended:
+# a map at a 12000x12000 photo's own size would take gigabytes of float64 for what a 2048x2048 one shows.
+HEAT_PIXELS = 2048 * 2048
+
+
 def overlay(image: Image.Image, heat: torch.Tensor, alpha: float = 0.5) -> Image.Image:
     """An (H, W) map in [0, 1] drawn over the image in the jet colours (blue 0 -> red 1), resized to fit."""
-    m = F.interpolate(heat[None, None].float(), size=image.size[::-1], mode="bilinear", align_corners=False)[0, 0]
-    base = np.asarray(image.convert("RGB"), dtype=np.float64) / 255.0
-    blended = (1 - alpha) * base + alpha * jet(m.clamp(0, 1).numpy())  # (H, W, 3) in [0, 1]
-    return Image.fromarray(np.uint8(255 * blended))
+    w, h = image.size
+    shrink = max(1.0, (w * h / HEAT_PIXELS) ** 0.5)
+    size = (max(1, round(h / shrink)), max(1, round(w / shrink)))  # (H, W), at most about HEAT_PIXELS
+    m = F.interpolate(heat[None, None].float(), size=size, mode="bilinear", align_corners=False)[0, 0]
+    colour = Image.fromarray(np.uint8(255 * jet(m.clamp(0, 1).numpy()) + 0.5))  # (H', W', 3) jet colours
+    if colour.size != image.size:
+        colour = colour.resize(image.size, Image.BILINEAR)
+    return Image.blend(image.convert("RGB"), colour, alpha)
 
 
 def why_map(net: Network, img: Image.Image, index: int, q: int, cam: str, layer: str | None) -> torch.Tensor:
@@ -109,9 +118,24 @@ def heatmap_overlay(img: Image.Image, heat: torch.Tensor, q: int, window: int, a
     return blended.resize(img.size, Image.BILINEAR)
 
 
-def _heatmap_path(template: str, image: str, many: bool) -> Path:
+def heatmap_paths(template: str | os.PathLike[str], images: Sequence[str | os.PathLike[str]]) -> list[Path]:
+    """Where each image's heat map goes: `template` for one image, else <stem>_<image name><suffix>, with the
+    image's position appended where names repeat (c1/x.jpg and c2/x.jpg). A one-line error, before any work,
+    when two maps would still share a path or a map would overwrite one of the images."""
     t = Path(template)
-    return t.with_name(f"{t.stem}_{Path(image).stem}{t.suffix or '.png'}") if many else t
+    stems = [Path(p).stem for p in images]
+    paths = [
+        t.with_name(f"{t.stem}_{stem}{f'_{i}' if stems.count(stem) > 1 else ''}{t.suffix or '.png'}")
+        for i, stem in enumerate(stems, 1)
+    ] if len(images) > 1 else [t]  # fmt: skip
+    inputs = {Path(p).resolve() for p in images}
+    for i, out in enumerate(paths):
+        if out in paths[:i]:
+            first = images[paths.index(out)]
+            raise ValueError(f"--heatmap {template}: the heat maps of {first} and {images[i]} would both be {out}")
+        if out.resolve() in inputs:
+            raise ValueError(f"--heatmap {template}: the heat map of {images[i]} would overwrite the image {out}")
+    return paths
 
 
 def predict(
@@ -141,6 +165,7 @@ def predict(
         raise ValueError(f"--cam {cam} draws a heat map; give --heatmap PATH")
     if layer is not None and cam != "gradcam":
         raise ValueError("--layer chooses Grad-CAM's conv layer; use it with --cam gradcam")
+    outs = heatmap_paths(heatmap, images) if heatmap is not None else []
     plan = read_networks(weights_or_runs, cfg.scales, cfg.verify)
     networks = load_networks(plan, pick_device(cfg.device), cfg.fast, cfg.verify, cfg.backend)
     # Grad-CAM differentiates: --fast's Winograd layers hold inference-only tensors and another runtime's
@@ -158,8 +183,18 @@ def predict(
     predictions, skipped = [], []
     bar = tqdm(images, desc="predict", unit="img", disable=not progress or len(images) < 2, file=sys.stderr)
     with torch.inference_mode():
-        for path in bar:
+        for i, path in enumerate(bar):
             img = open_rescalable(path, all_scales)
+            try:  # before any forward pass: a thin image rescales into a very wide input
+                if img is not None:
+                    sizes = {q: rescaled_size(img.size, q) for q in all_scales}
+                    if "dense" in cfg.method:
+                        check_activations(networks, sizes, 2 if cfg.flip else 1)
+                    if heatmap is not None:
+                        check_activations([explained], sizes, backward=cam == "gradcam")
+            except ValueError as e:
+                report(f"skipping unusable image {path}: {e}")
+                img = None
             if img is None:
                 skipped.append(str(path))
                 continue
@@ -178,7 +213,7 @@ def predict(
                     drawn = heatmap_overlay(img, class_map(net, img, int(indices[0]), q), q, window)
                 else:
                     drawn = overlay(img, why_map(explained, img, int(indices[0]), q, cam, layer))
-                out = _heatmap_path(str(heatmap), str(path), len(images) > 1)
+                out = outs[i]
                 atomic_write(out, lambda tmp, o=drawn: o.save(tmp, format="PNG"))
                 pred.heatmap = str(out)
             predictions.append(pred)

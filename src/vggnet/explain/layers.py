@@ -169,9 +169,9 @@ class Unit:
 
 @dataclass
 class Group:
-    """A block between max-pools, or the classifier."""
+    """A block between max-pools (numbered from 1), or the classifier (block None)."""
 
-    title: str
+    block: int | None
     units: list[Unit]
 
     @property
@@ -191,11 +191,11 @@ def layer_groups(model: VGG, rows: list[LayerInfo]) -> list[Group]:
     """Blocks of the conv stack (split after each max-pool) and the classifier, from layer_table rows."""
     named = modules_by_name(model)
     features = set(model.feature_names)
-    groups = [Group("block 1", [])]
+    groups = [Group(1, [])]
     for row in rows:
         m = named[row.name]
-        if row.name not in features and groups[-1].title != "classifier":
-            groups.append(Group("classifier", []))
+        if row.name not in features and groups[-1].block is not None:
+            groups.append(Group(None, []))
         kind = module_kind(m, row.name)
         if kind is None:  # fold into the layer before: same shape, its params (BN) added
             unit = groups[-1].units[-1]
@@ -209,5 +209,5 @@ def layer_groups(model: VGG, rows: list[LayerInfo]) -> list[Group]:
             Unit(row.name, module_label(m, classifier), kind, row.shape[0], row.shape, row.params, row.macs)
         )
         if isinstance(m, nn.MaxPool2d) and row.name != model.feature_names[-1]:
-            groups.append(Group(f"block {len(groups) + 1}", []))
+            groups.append(Group(len(groups) + 1, []))
     return groups

@@ -1,11 +1,14 @@
 """The report's matplotlib figures: receptive fields, small kernels, parameters and MACs, memory, heads, Table 2.
 
 Figures are drawn by Agg without pyplot (no global state, no display) and saved without a Software stamp,
-so a regenerated PNG differs only when its content does.
+so a regenerated PNG differs only when its content does. Their words come from `vggnet.lang` (section
+"figures"); `drawing_fonts` puts a language's own fonts after DejaVu Sans for the glyphs it lacks.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from matplotlib.figure import Figure
@@ -14,9 +17,21 @@ from matplotlib.patches import Patch
 
 from ..analysis import KernelComparison, Table2Row, totals
 from ..io import atomic_write
+from ..lang import DEFAULT, Strings
 from ..tables import human_bytes, short
 from .layers import CHANNELS, INPUT, Net
-from .style import KIND_NAMES, PALETTE, mib, percent
+from .style import PALETTE, installed_fonts, kind_names, mib, percent
+
+EN = Strings(DEFAULT, "figures")
+
+
+@contextmanager
+def drawing_fonts(s: Strings) -> Iterator[None]:
+    """Draw with DejaVu Sans, then the language's font for the glyphs it lacks (a one-line error if none is installed)."""
+    import matplotlib
+
+    with matplotlib.rc_context({"font.family": ["DejaVu Sans", *installed_fonts(s)]}):
+        yield
 
 
 def new_figure(w: float, h: float) -> Figure:
@@ -31,7 +46,7 @@ def save(fig: Figure, path: Path) -> None:
     atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", dpi=150, metadata={"Software": None}))
 
 
-def plot_receptive_fields(nets: list[Net], path: Path) -> None:
+def plot_receptive_fields(nets: list[Net], path: Path, s: Strings = EN) -> None:
     """Receptive field side after every conv, LRN and pool, one panel per network."""
     fig = new_figure(10, 3.4 * len(nets))
     axes = fig.subplots(len(nets), 1, squeeze=False)[:, 0]
@@ -49,21 +64,21 @@ def plot_receptive_fields(nets: list[Net], path: Path) -> None:
             ax.annotate(str(r.rf), (i, r.rf), xytext=(-3, 6), textcoords="offset points", ha="right", fontsize=8)
             if net.kind(r) == "pool":  # the jump doubles here: mark the stage boundary
                 ax.axvline(i, color=PALETTE["pool"][1], lw=0.8, ls=":", zorder=0)
-                ax.text(i, 0.96, f"jump {r.jump}", transform=ax.get_xaxis_transform(), ha="center", va="top",
+                ax.text(i, 0.96, s("rf_jump", jump=r.jump), transform=ax.get_xaxis_transform(), ha="center", va="top",
                         fontsize=8, color=PALETTE["pool"][1], bbox={"fc": "white", "ec": "none", "pad": 1})  # fmt: skip
         ax.axhline(INPUT, ls="--", lw=1, color="#888")
-        ax.text(len(pts) * 0.3, INPUT + 4, f"input side, {INPUT} px", fontsize=9, color="#555", va="bottom")
+        ax.text(len(pts) * 0.3, INPUT + 4, s("rf_input", input=INPUT), fontsize=9, color="#555", va="bottom")
         ax.set_xticks(list(xs), [r.name for r in pts], rotation=90, fontsize=9)
-        ax.set_ylabel("receptive field (px)")
+        ax.set_ylabel(s("receptive_field_px"))
         ax.set_ylim(0, max(pts[-1].rf, INPUT) * 1.3)
         ax.set_xlim(-0.6, len(pts) + 0.3)
-        ax.set_title(f"VGG {net.name}: side of the input region one unit sees, after each layer", fontsize=10.5)
+        ax.set_title(s("rf_title", name=net.name), fontsize=10.5)
         ax.grid(axis="y", alpha=0.3)
-    legend_for(fig, ("conv", "conv1x1", "lrn", "pool"), nets, "marker")
+    legend_for(fig, ("conv", "conv1x1", "lrn", "pool"), nets, s, "marker")
     save(fig, path)
 
 
-def plot_small_kernels(table: dict[int, dict[int, KernelComparison]], path: Path) -> None:
+def plot_small_kernels(table: dict[int, dict[int, KernelComparison]], path: Path, s: Strings = EN) -> None:
     """Stacked 3x3 convs vs one large conv: weights per C², non-linearities, weights at each width."""
     fig = new_figure(10, 7.2)
     axes = fig.subplot_mosaic([["a", "b"], ["c", "c"]])
@@ -74,8 +89,8 @@ def plot_small_kernels(table: dict[int, dict[int, KernelComparison]], path: Path
     stacked = [table[n][c0].stacked_weights / c0**2 for n in ns]
     single = [table[n][c0].single_weights / c0**2 for n in ns]
     blue, orange = PALETTE["conv"][1], PALETTE["pool"][1]
-    ax1.plot(rfs, stacked, "o-", color=blue, label="n stacked 3×3 convs")
-    ax1.plot(rfs, single, "s-", color=orange, label="one (2n+1)×(2n+1) conv")
+    ax1.plot(rfs, stacked, "o-", color=blue, label=s("sk_stacked_line"))
+    ax1.plot(rfs, single, "s-", color=orange, label=s("sk_single_line"))
     for rf, a, b in zip(rfs, stacked, single, strict=True):
         ax1.annotate(
             f"{a:.0f}", (rf, a), xytext=(0, -13), textcoords="offset points", ha="center", fontsize=9, color=blue
@@ -84,22 +99,22 @@ def plot_small_kernels(table: dict[int, dict[int, KernelComparison]], path: Path
             f"{b:.0f}", (rf, b), xytext=(0, 6), textcoords="offset points", ha="center", fontsize=9, color=orange
         )
     ax1.set_xticks(rfs, [f"{r}×{r}\nn={n}" for r, n in zip(rfs, ns, strict=True)])
-    ax1.set_xlabel("receptive field (px)")
-    ax1.set_ylabel("weights / C²")
+    ax1.set_xlabel(s("receptive_field_px"))
+    ax1.set_ylabel(s("sk_weights_per_c2"))
     ax1.set_ylim(0, max(single) * 1.15)
-    ax1.set_title("Weights per C² (C channels in and out)", fontsize=10.5)
+    ax1.set_title(s("sk_title_weights"), fontsize=10.5)
     ax1.legend(fontsize=9, frameon=False, loc="upper left")
     ax1.grid(alpha=0.3)
 
     x = range(len(ns))
     bw = 0.38
-    ax2.bar([i - bw / 2 for i in x], [table[n][c0].stacked_relus for n in ns], bw, color=blue, label="stacked 3×3")
-    ax2.bar([i + bw / 2 for i in x], [table[n][c0].single_relus for n in ns], bw, color=orange, label="one large conv")
+    ax2.bar([i - bw / 2 for i in x], [table[n][c0].stacked_relus for n in ns], bw, color=blue, label=s("sk_stacked"))
+    ax2.bar([i + bw / 2 for i in x], [table[n][c0].single_relus for n in ns], bw, color=orange, label=s("sk_one_large"))
     ax2.set_xticks(list(x), [f"{r}×{r}" for r in rfs])
-    ax2.set_xlabel("receptive field (px)")
-    ax2.set_ylabel("ReLU non-linearities")
+    ax2.set_xlabel(s("receptive_field_px"))
+    ax2.set_ylabel(s("sk_relus"))
     ax2.set_yticks(range(0, max(ns) + 1))
-    ax2.set_title("Non-linearities on the way", fontsize=10.5)
+    ax2.set_title(s("sk_title_relus"), fontsize=10.5)
     ax2.legend(fontsize=9, frameon=False, loc="upper left")
     ax2.grid(axis="y", alpha=0.3)
 
@@ -108,21 +123,21 @@ def plot_small_kernels(table: dict[int, dict[int, KernelComparison]], path: Path
     x = range(len(CHANNELS))
     s_m = [r.stacked_weights / 1e6 for r in rows]
     l_m = [r.single_weights / 1e6 for r in rows]
-    ax3.bar([i - bw / 2 for i in x], s_m, bw, color=blue, label=f"{n7} stacked 3×3")
-    ax3.bar([i + bw / 2 for i in x], l_m, bw, color=orange, label=f"one {rows[0].rf}×{rows[0].rf}")
+    ax3.bar([i - bw / 2 for i in x], s_m, bw, color=blue, label=s("sk_n_stacked", n=n7))
+    ax3.bar([i + bw / 2 for i in x], l_m, bw, color=orange, label=s("sk_one", k=rows[0].rf))
     for i, (a, b) in enumerate(zip(s_m, l_m, strict=True)):
         ax3.text(i - bw / 2, a, f"{a:.2f}", ha="center", va="bottom", fontsize=8)
         ax3.text(i + bw / 2, b, f"{b:.2f}", ha="center", va="bottom", fontsize=8)
     ax3.set_xticks(list(x), [f"C={c}" for c in CHANNELS])
-    ax3.set_ylabel("weights (millions)")
+    ax3.set_ylabel(s("sk_weights_millions"))
     ax3.set_ylim(0, max(l_m) * 1.12)
-    ax3.set_title(f"Weights for a {rows[0].rf}×{rows[0].rf} field", fontsize=10.5)
+    ax3.set_title(s("sk_title_field", k=rows[0].rf), fontsize=10.5)
     ax3.legend(fontsize=9, frameon=False, loc="upper left")
     ax3.grid(axis="y", alpha=0.3)
     save(fig, path)
 
 
-def plot_params_macs(nets: list[Net], path: Path) -> None:
+def plot_params_macs(nets: list[Net], path: Path, s: Strings = EN) -> None:
     """Per weight layer: parameters (left) and multiply-accumulates (right), one row per network."""
     fig = new_figure(10, 3.5 * len(nets))
     axes = fig.subplots(len(nets), 2, squeeze=False)
@@ -136,28 +151,30 @@ def plot_params_macs(nets: list[Net], path: Path) -> None:
         ax_m.bar(xs, [r.macs / 1e9 for r in layers], color=colors)
         big = max(layers, key=lambda r: r.params)
         conv_p = sum(r.params for r in layers if net.kind(r) != "fc")
-        ax_p.text(0.02, 0.95, f"{big.name}: {big.params / 1e6:.1f} M = {percent(big.params, t['params'])} of "
-                  f"{t['params'] / 1e6:.1f} M\nconvolutions: {conv_p / 1e6:.1f} M = {percent(conv_p, t['params'])}",
-                  transform=ax_p.transAxes, ha="left", va="top", fontsize=9, fontweight="bold")  # fmt: skip
+        biggest = s("pm_biggest", name=big.name, m=f"{big.params / 1e6:.1f}", share=percent(big.params, t["params"]),
+                    total=f"{t['params'] / 1e6:.1f}")  # fmt: skip
+        convs = s("pm_convs", m=f"{conv_p / 1e6:.1f}", share=percent(conv_p, t["params"]))
+        ax_p.text(0.02, 0.95, f"{biggest}\n{convs}", transform=ax_p.transAxes, ha="left", va="top", fontsize=9,
+                  fontweight="bold")  # fmt: skip
         ax_p.set_ylim(0, big.params / 1e6 * 1.3)
         conv = sum(r.macs for r in layers if net.kind(r) != "fc")
-        ax_m.text(0.02, 0.95, f"convolutions: {percent(conv, t['macs'])} of {t['macs'] / 1e9:.2f} GMACs",
+        ax_m.text(0.02, 0.95, s("pm_convs_macs", share=percent(conv, t["macs"]), g=f"{t['macs'] / 1e9:.2f}"),
                   transform=ax_m.transAxes, ha="left", va="top", fontsize=9, fontweight="bold")  # fmt: skip
         for ax, ylabel, title in (
-            (ax_p, "parameters (millions)", "parameters per layer"),
-            (ax_m, "multiply-accumulates (G)", f"MACs per layer at {INPUT} × {INPUT}"),
+            (ax_p, s("params_millions"), s("pm_title_params")),
+            (ax_m, s("macs_g_long"), s("pm_title_macs", input=INPUT)),
         ):
             ax.set_xticks(list(xs), names, rotation=90, fontsize=8.5)
             ax.set_ylabel(ylabel)
-            ax.set_title(f"VGG {net.name}: {title}", fontsize=10.5)
+            ax.set_title(s("net_title", name=net.name, what=title), fontsize=10.5)
             ax.grid(axis="y", alpha=0.3)
             ax.set_xlim(-0.6, len(layers) - 0.4)
         ax_m.set_ylim(0, max(r.macs for r in layers) / 1e9 * 1.25)
-    legend_for(fig, ("conv", "conv1x1", "fc"), nets)
+    legend_for(fig, ("conv", "conv1x1", "fc"), nets, s)
     save(fig, path)
 
 
-def plot_memory(nets: list[Net], path: Path) -> None:
+def plot_memory(nets: list[Net], path: Path, s: Strings = EN) -> None:
     """Output activation size per layer for one image in fp32, one panel per network."""
     fig = new_figure(10, 3.3 * len(nets))
     axes = fig.subplots(len(nets), 1, squeeze=False)[:, 0]
@@ -171,83 +188,89 @@ def plot_memory(nets: list[Net], path: Path) -> None:
             )
         ax.set_ylim(0, max(r.memory for r in layers) / 2**20 * 1.45)
         total = sum(r.memory for r in layers)
-        ax.text(0.98, 0.93, f"sum over these layers: {mib(total)} MiB", transform=ax.transAxes, ha="right",
+        ax.text(0.98, 0.93, s("mem_sum", mib=mib(total)), transform=ax.transAxes, ha="right",
                 va="top", fontsize=9, fontweight="bold")  # fmt: skip
         ax.set_xticks(list(xs), [r.name for r in layers], rotation=90, fontsize=9)
-        ax.set_ylabel("activation (MiB, fp32)")
-        ax.set_title(f"VGG {net.name}: output size of each layer for one {INPUT} × {INPUT} image", fontsize=10.5)
+        ax.set_ylabel(s("mem_ylabel"))
+        ax.set_title(s("mem_title", name=net.name, input=INPUT), fontsize=10.5)
         ax.grid(axis="y", alpha=0.3)
         ax.set_xlim(-0.6, len(layers) - 0.4)
-    legend_for(fig, ("conv", "conv1x1", "lrn", "pool", "fc"), nets)
+    legend_for(fig, ("conv", "conv1x1", "lrn", "pool", "fc"), nets, s)
     save(fig, path)
 
 
-def plot_heads(heads: dict[str, dict[str, Net]], path: Path) -> None:
+def plot_heads(heads: dict[str, dict[str, Net]], path: Path, s: Strings = EN) -> None:
     """Feature-stack vs head share of parameters and MACs, fc head against gap head."""
     fig = new_figure(10, 4.0)
     ax_p, ax_m = fig.subplots(1, 2)
     bars = [(net, head) for net in heads for head in ("fc", "gap")]
-    labels = [f"{net}\n{head} head" for net, head in bars]
-    for ax, key, scale, unit in ((ax_p, "params", 1e6, "parameters (millions)"), (ax_m, "macs", 1e9, "MACs (G)")):
+    labels = [s("heads_bar", net=net, head=head) for net, head in bars]
+    for ax, key, scale, unit in ((ax_p, "params", 1e6, s("params_millions")), (ax_m, "macs", 1e9, s("macs_g"))):
         feat = [heads[n][h].split_head()[0][key] / scale for n, h in bars]
         head = [heads[n][h].split_head()[1][key] / scale for n, h in bars]
         ax.bar(range(len(bars)), feat, color=PALETTE["conv"][1])
         ax.bar(range(len(bars)), head, bottom=feat, color=PALETTE["fc"][1])
         for i, (a, b) in enumerate(zip(feat, head, strict=True)):
             ax.text(
-                i, a + b, f"{short((a + b) * scale)}\nhead {short(b * scale)}", ha="center", va="bottom", fontsize=8
+                i,
+                a + b,
+                f"{short((a + b) * scale)}\n" + s("heads_part", n=short(b * scale)),
+                ha="center",
+                va="bottom",
+                fontsize=8,
             )
         ax.set_xticks(range(len(bars)), labels, fontsize=9)
         ax.set_ylabel(unit)
         ax.set_ylim(0, max(a + b for a, b in zip(feat, head, strict=True)) * 1.25)
         ax.grid(axis="y", alpha=0.3)
-    fig.legend(handles=[Patch(color=PALETTE["conv"][1], label="conv stack"), Patch(color=PALETTE["fc"][1], label="head")],
+    fig.legend(handles=[Patch(color=PALETTE["conv"][1], label=s("conv_stack")), Patch(color=PALETTE["fc"][1], label=s("head"))],
                loc="outside lower center", ncols=2, fontsize=9, frameon=False)  # fmt: skip
-    ax_p.set_title("Parameters: the fc head is most of the network", fontsize=10.5)
-    ax_m.set_title(f"MACs at {INPUT} × {INPUT}: the heads barely differ", fontsize=10.5)
+    ax_p.set_title(s("heads_title_params"), fontsize=10.5)
+    ax_m.set_title(s("heads_title_macs", input=INPUT), fontsize=10.5)
     save(fig, path)
 
 
-def plot_table2(rows: list[Table2Row], path: Path) -> None:
+def plot_table2(rows: list[Table2Row], path: Path, s: Strings = EN) -> None:
     """Parameters (with the paper's Table 2) and MACs for every configuration."""
     fig = new_figure(10, 3.8)
     ax_p, ax_m = fig.subplots(1, 2)
     xs = range(len(rows))
     names = [r.config for r in rows]
-    ax_p.bar(xs, [r.params / 1e6 for r in rows], color=PALETTE["conv"][1], label="measured")
+    ax_p.bar(xs, [r.params / 1e6 for r in rows], color=PALETTE["conv"][1], label=s("t2_measured"))
     ax_p.scatter(xs, [r.paper_params_m for r in rows], color="black", marker="_", s=400, zorder=3,
-                 label="paper, Table 2")  # fmt: skip
+                 label=s("t2_paper"))  # fmt: skip
     for i, r in enumerate(rows):
         ax_p.text(i, r.params / 1e6 - 6, f"{r.params / 1e6:.1f}", ha="center", va="top", fontsize=9, color="white")
-    ax_p.set_ylabel("parameters (millions)")
+    ax_p.set_ylabel(s("params_millions"))
     ax_p.set_ylim(0, max(r.params for r in rows) / 1e6 * 1.2)
     ax_p.legend(fontsize=9, loc="upper left", frameon=False, ncols=2)
     ax_m.bar(xs, [r.gmacs for r in rows], color=PALETTE["pool"][1])
     for i, r in enumerate(rows):
         ax_m.text(i, r.gmacs, f"{r.gmacs:.2f}", ha="center", va="bottom", fontsize=9)
-    ax_m.set_ylabel(f"MACs at {INPUT} × {INPUT} (G)")
+    ax_m.set_ylabel(s("macs_at", input=INPUT))
     ax_m.set_ylim(0, max(r.gmacs for r in rows) * 1.12)
     first, last = rows[0], rows[-1]
-    ax_m.set_title(f"Compute: ×{last.gmacs / first.gmacs:.2f} from {first.config} to {last.config}", fontsize=10.5)
-    ax_p.set_title(
-        f"Parameters: +{100 * (last.params / first.params - 1):.0f}% from {first.config} to {last.config}", fontsize=11
-    )
+    ratio = f"{last.gmacs / first.gmacs:.2f}"
+    ax_m.set_title(s("t2_title_macs", ratio=ratio, first=first.config, last=last.config), fontsize=10.5)
+    pct = f"{100 * (last.params / first.params - 1):.0f}"
+    ax_p.set_title(s("t2_title_params", pct=pct, first=first.config, last=last.config), fontsize=11)
     for ax in (ax_p, ax_m):
         ax.set_xticks(list(xs), names)
-        ax.set_xlabel("configuration")
+        ax.set_xlabel(s("configuration"))
         ax.grid(axis="y", alpha=0.3)
     save(fig, path)
 
 
-def legend_for(fig: Figure, kinds: tuple[str, ...], nets: list[Net], style: str = "patch") -> None:
+def legend_for(fig: Figure, kinds: tuple[str, ...], nets: list[Net], s: Strings, style: str = "patch") -> None:
     """One legend for the whole figure, listing only the kinds drawn."""
     present = {net.kind(r) for net in nets for r in net.rows}
+    names = kind_names(s)
     if style == "marker":
         handles = [
-            Line2D([], [], ls="", marker="s" if k == "pool" else "o", color=PALETTE[k][1], label=KIND_NAMES[k])
+            Line2D([], [], ls="", marker="s" if k == "pool" else "o", color=PALETTE[k][1], label=names[k])
             for k in kinds
             if k in present
         ]
     else:
-        handles = [Patch(color=PALETTE[k][1], label=KIND_NAMES[k]) for k in kinds if k in present]
+        handles = [Patch(color=PALETTE[k][1], label=names[k]) for k in kinds if k in present]
     fig.legend(handles=handles, loc="outside lower center", ncols=len(handles), fontsize=9, frameon=False)

@@ -17,8 +17,10 @@ import numpy as np
 import torch
 
 from ..io import atomic_write
+from ..limits import CHECKPOINT_BYTES
 from ..runs import CHECKPOINT, PREVIOUS
 from ..weights.integrity import check, digest
+from ..weights.torchvision import torch_load
 
 
 @dataclass
@@ -95,11 +97,7 @@ def load_checkpoint(
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no resume checkpoint")
-    try:
-        state = torch.load(path, map_location=device, weights_only=True)
-    except Exception as e:  # torch raises RuntimeError, UnpicklingError, EOFError, KeyError... for damaged files
-        first = (str(e).strip().splitlines() or [type(e).__name__])[0].split(". ")[0]  # torch adds paragraphs
-        raise ValueError(f"{path}: unreadable checkpoint, truncated or damaged ({first})") from None
+    state = torch_load(path, CHECKPOINT_BYTES, "unreadable checkpoint, truncated or damaged", device)
     if not isinstance(state, dict) or "model" not in state:
         raise ValueError(f"{path}: not a vggnet resume checkpoint")
     recorded = state.pop("sha256", None)  # checkpoints written before hashes have none

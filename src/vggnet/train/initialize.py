@@ -19,8 +19,7 @@ from typing import Any
 
 from ..configs import ModelConfig, TrainConfig, resolve
 from ..model import VGG
-from ..runs import weights_file
-from ..weights import WeightsMeta, file_sha256, has_classifier, load_weights
+from ..weights import WeightsMeta, file_sha256, has_classifier, load_weights, resolve_weights
 
 # Section 3.1: deeper nets start from net A's first four conv layers and its three FC layers.
 NET_A_LAYERS = ("conv1_1", "conv2_1", "conv3_1", "conv3_2", "fc6", "fc7", "fc8")
@@ -65,9 +64,9 @@ class Pretrained:
 
 
 def open_pretrained(source: str | os.PathLike[str], verify: bool = True) -> Pretrained:
-    """A run folder's best weights or any weights file (project format, torchvision, timm, Keras, Caffe);
-    `verify`: check the content hashes the file records."""
-    path = weights_file(source)
+    """A run folder's best weights, any weights file (project format, torchvision, timm, Keras, Caffe), a catalogue
+    name or a URL; `verify`: check the content hashes the file records."""
+    path = resolve_weights(source)
     model, meta = load_weights(path, verify=verify)
     return Pretrained(model, meta, path)
 

@@ -8,10 +8,13 @@
   const LAYERS = DATA.layers;
   const TOTALS = DATA.totals;
   const SIDE = NET.input[1]; // the square input the numbers are computed for
+  const S = DATA.strings; // this page's language: src/vggnet/lang/<lang>.json, section "view"
+  // a template with its {name}s filled in, as vggnet.lang.fill does
+  const t = (key, vars) => S[key].replace(/\{([a-z_0-9]+)\}/g, (_, k) => String(vars[k]));
   const INDEX = {};
   LAYERS.forEach((l, i) => { INDEX[l.name] = i; });
 
-  const fmt = (n) => n.toLocaleString("en-US");
+  const fmt = (n) => n.toLocaleString("en-US"); // the same digits in every language
   const times = (s) => s.join(" \u00d7 ");
   function bytes(n) {
     return n >= 1048576 ? (n / 1048576).toFixed(1) + " MiB" : (n / 1024).toFixed(1) + " KiB";
@@ -42,12 +45,12 @@
   }
 
   // -- header ---------------------------------------------------------------------------------------
-  const heads = { fc: "fully connected head", conv: "fully convolutional head (section 3.2)", gap: "global-average-pooling head" };
-  let summary = `${NET.weight_layers} weight layers, ${heads[NET.head]}, ${fmt(NET.classes)} classes; ` +
-    `${fmt(TOTALS.params)} parameters, ${(TOTALS.macs / 1e9).toFixed(3)} GMACs and ${bytes(TOTALS.memory)} ` +
-    `of activations per ${SIDE}\u00d7${SIDE} image.`;
-  if (NET.alias) summary = `Also known as ${NET.alias}. ` + summary;
-  if (DATA.weights) summary += ` Weights: ${DATA.weights.file} (${DATA.weights.source}).`;
+  let summary = t("summary", {
+    layers: NET.weight_layers, head: S["head_" + NET.head], classes: fmt(NET.classes), params: fmt(TOTALS.params),
+    gmacs: (TOTALS.macs / 1e9).toFixed(3), memory: bytes(TOTALS.memory), side: SIDE,
+  });
+  if (NET.alias) summary = t("alias", { alias: NET.alias }) + summary;
+  if (DATA.weights) summary += t("weights", { file: DATA.weights.file, source: DATA.weights.source });
   $("summary").textContent = summary;
 
   // -- the diagram ------------------------------------------------------------------------------------
@@ -57,15 +60,15 @@
   let previousShape = NET.input;
   LAYERS.forEach((l, i) => {
     if (!block || block.dataset.block !== l.block) {
-      const title = l.block === "head" ? "classifier" : "block " + l.block;
+      const title = blockName(l.block);
       block = el("div", { class: "block", role: "group", "aria-label": title, "data-block": l.block });
       block.appendChild(el("h3", {}, title));
-      if (i === 0) block.appendChild(el("div", { class: "shape input", "aria-hidden": "true" }, "input " + times(NET.input)));
+      if (i === 0) block.appendChild(el("div", { class: "shape input", "aria-hidden": "true" }, t("input_shape", { shape: times(NET.input) })));
       diagram.appendChild(block);
     }
     const node = el("div", {
       class: "layer " + kindClass(l), role: "button", tabindex: "0", "aria-pressed": "false",
-      "data-name": l.name, "aria-label": `${l.name}, ${l.label}, output ${l.shape.join(" by ")}`,
+      "data-name": l.name, "aria-label": t("layer_aria", { name: l.name, label: l.label, shape: l.shape.join(S.shape_by) }),
     });
     node.appendChild(document.createTextNode(l.name));
     if (l.kind !== "ReLU") node.appendChild(el("small", {}, l.label));
@@ -85,7 +88,8 @@
     dd.appendChild(document.createTextNode(text));
     if (whole !== undefined) {
       const p = percent(value, whole);
-      dd.appendChild(el("span", { class: "share" }, ` (${p} of ${field === "memory" ? bytes(whole) : fmt(whole)})`));
+      const all = field === "memory" ? bytes(whole) : fmt(whole);
+      dd.appendChild(el("span", { class: "share" }, t("share", { part: p, whole: all })));
       const bar = el("div", { class: "bar", "aria-hidden": "true" });
       bar.style.width = Math.min(100, (100 * value) / whole) + "%";
       dd.appendChild(bar);
@@ -99,19 +103,18 @@
     const details = $("details");
     details.replaceChildren();
     details.appendChild(el("h3", { "data-field": "name" }, l.name));
-    details.appendChild(el("p", { class: "note" },
-      `${l.label} (${l.kind}), ${l.block === "head" ? "classifier" : "block " + l.block}`));
+    details.appendChild(el("p", { class: "note" }, t("details_note", { label: l.label, kind: l.kind, where: blockName(l.block) })));
     const dl = el("dl");
     const before = i === 0 ? NET.input : LAYERS[i - 1].shape;
     let input = times(before);
-    if (l.kind === "Linear" && before[1] * before[2] > 1) input += `, flattened to ${fmt(before[0] * before[1] * before[2])}`;
-    row(dl, "input", "input", null, input);
-    row(dl, "output", "shape", l.shape.join(","), times(l.shape));
-    row(dl, "parameters", "params", l.params, fmt(l.params), TOTALS.params);
-    row(dl, "MACs", "macs", l.macs, fmt(l.macs), TOTALS.macs);
-    row(dl, "receptive field", "rf", l.rf, l.rf === null ? "undefined (uneven pooling bins)" : `${l.rf} \u00d7 ${l.rf} px`);
-    row(dl, "jump", "jump", l.jump, l.jump === null ? "undefined" : `${l.jump} px between neighbouring units`);
-    row(dl, "activation memory", "memory", l.memory, bytes(l.memory) + " (fp32, one image)", TOTALS.memory);
+    if (l.kind === "Linear" && before[1] * before[2] > 1) input += t("flattened", { n: fmt(before[0] * before[1] * before[2]) });
+    row(dl, S.row_input, "input", null, input);
+    row(dl, S.row_output, "shape", l.shape.join(","), times(l.shape));
+    row(dl, S.row_params, "params", l.params, fmt(l.params), TOTALS.params);
+    row(dl, S.row_macs, "macs", l.macs, fmt(l.macs), TOTALS.macs);
+    row(dl, S.row_rf, "rf", l.rf, l.rf === null ? S.rf_undefined : t("rf_value", { rf: l.rf }));
+    row(dl, S.row_jump, "jump", l.jump, l.jump === null ? S.jump_undefined : t("jump_value", { jump: l.jump }));
+    row(dl, S.row_memory, "memory", l.memory, t("memory_value", { memory: bytes(l.memory) }), TOTALS.memory);
     details.appendChild(dl);
     const conv = convOf(l.name);
     if (fromDiagram && conv && DATA.photos.length) {
@@ -120,6 +123,10 @@
     }
   }
   selectLayer(0, false);
+
+  function blockName(b) {
+    return b === "head" ? S.classifier : t("block", { n: b });
+  }
 
   // conv3_1, bn3_1, relu3_1 -> conv3_1 (the conv whose maps the photo section shows)
   function convOf(name) {
@@ -144,6 +151,8 @@
     $("map-layer").value = CONVS[0];
     $("map-layer").addEventListener("change", () => { state.unit = null; showField(); renderMaps(); });
     for (const id of ["cam-show", "cam-class", "cam-layer"]) $(id).addEventListener("change", renderOverlay);
+    $("cam-strength").addEventListener("input", renderOverlay);
+    $("protocol").textContent = t("protocol", { side: SIDE });
     renderPhoto();
   }
 
@@ -152,30 +161,30 @@
     document.querySelectorAll("#photo-tabs button").forEach((b, k) => b.setAttribute("aria-selected", String(k === state.photo)));
     const img = $("photo");
     img.src = p.src;
-    img.alt = `${p.name} as the network sees it: shorter side scaled to ${SIDE} px, centre ${SIDE}\u00d7${SIDE} crop ` +
-      `(the file is ${p.size[0]}\u00d7${p.size[1]})`;
+    img.alt = t("photo_alt", { name: p.name, side: SIDE, w: p.size[0], h: p.size[1] });
     const top5 = $("top5");
     top5.replaceChildren();
-    p.top.forEach((t) => {
-      const li = el("li", { "data-index": t.index }, `${t.label} `);
-      li.appendChild(el("span", { class: "share" }, (100 * t.p).toFixed(1) + "%"));
+    p.top.forEach((c) => {
+      const li = el("li", { "data-index": c.index }, `${c.label} `);
+      li.appendChild(el("span", { class: "share" }, (100 * c.p).toFixed(1) + "%"));
       const bar = el("div", { class: "bar", "aria-hidden": "true" });
-      bar.style.width = 100 * t.p + "%";
+      bar.style.width = 100 * c.p + "%";
       li.appendChild(bar);
       top5.appendChild(li);
     });
     const hasTop = p.top.length > 0;
     $("no-top").hidden = hasTop;
     $("cam-controls").hidden = !hasTop;
+    $("protocol").hidden = !hasTop;
     if (hasTop) {
       const cls = $("cam-class");
       const keep = cls.value;
-      cls.replaceChildren(...p.top.map((t, k) => el("option", { value: k }, `${k + 1}. ${t.label}`)));
+      cls.replaceChildren(...p.top.map((c, k) => el("option", { value: k }, `${k + 1}. ${c.label}`)));
       cls.value = keep && Number(keep) < p.top.length ? keep : "0";
       const layer = $("cam-layer");
       const chosen = layer.value;
-      layer.replaceChildren(...CONVS.map((c) => el("option", { value: c }, "Grad-CAM at " + c)));
-      if (p.cam) layer.appendChild(el("option", { value: "cam" }, "CAM (the gap head's class map)"));
+      layer.replaceChildren(...CONVS.map((c) => el("option", { value: c }, t("cam_option", { layer: c }))));
+      if (p.cam) layer.appendChild(el("option", { value: "cam" }, S.cam_gap));
       layer.value = chosen && (chosen !== "cam" || p.cam) ? chosen : CONVS[CONVS.length - 1];
     }
     renderOverlay();
@@ -190,9 +199,10 @@
     const rank = Number($("cam-class").value);
     const layer = $("cam-layer").value;
     overlay.src = layer === "cam" ? p.cam[rank] : p.gradcam[layer][rank];
+    overlay.style.opacity = String(clampInput("cam-strength") / 100); // the photo stays visible below
     overlay.hidden = false;
-    const how = layer === "cam" ? "CAM" : "Grad-CAM at " + layer;
-    overlay.alt = `${how}: where ${p.name} holds evidence for "${p.top[rank].label}" (yellow: most)`;
+    const how = layer === "cam" ? "CAM" : t("cam_option", { layer });
+    overlay.alt = t("overlay_alt", { how, name: p.name, label: p.top[rank].label });
   }
 
   function renderMaps() {
@@ -206,7 +216,7 @@
       const cell = el("div", { class: "cell" });
       const img = el("img", {
         src: m.src, tabindex: "0", role: "button", "data-layer": conv, "data-channel": m.channel,
-        alt: `${conv} channel ${m.channel} of ${p.name}: ${l.shape[1]} by ${l.shape[2]} map, mean activation ${m.mean}`,
+        alt: t("map_alt", { layer: conv, channel: m.channel, name: p.name, h: l.shape[1], w: l.shape[2], mean: m.mean }),
       });
       img.addEventListener("click", (e) => {
         const r = img.getBoundingClientRect();
@@ -230,7 +240,7 @@
       cell.appendChild(img);
       cell.appendChild(el("div", { class: "unit", hidden: "" }));
       fig.appendChild(cell);
-      fig.appendChild(el("figcaption", {}, `channel ${m.channel}, mean ${m.mean}`));
+      fig.appendChild(el("figcaption", {}, t("map_caption", { channel: m.channel, mean: m.mean })));
       maps.appendChild(fig);
     });
     markUnit();
@@ -259,7 +269,7 @@
   function showField() {
     const box = $("rf");
     const u = state.unit;
-    if (!u) { box.hidden = true; $("rf-text").textContent = "Click a spot of a feature map below to see which pixels its unit sees."; return; }
+    if (!u) { box.hidden = true; $("rf-text").textContent = S.rf_prompt; return; }
     const l = LAYERS[INDEX[u.layer]];
     const y0 = l.first + u.i * l.jump, x0 = l.first + u.j * l.jump;
     const y1 = y0 + l.rf, x1 = x0 + l.rf; // exclusive
@@ -272,12 +282,10 @@
     box.style.height = (100 * (cy1 - cy0)) / SIDE + "%";
     box.classList.toggle("clipped", clipped);
     box.hidden = false;
-    let text = `${u.layer}, unit at row ${u.i}, column ${u.j} of its ${l.shape[1]}\u00d7${l.shape[2]} map: ` +
-      `a ${l.rf}\u00d7${l.rf} px receptive field, input rows ${y0} to ${y1 - 1}, columns ${x0} to ${x1 - 1}.`;
-    if (clipped) {
-      text += ` Clipped to the ${SIDE}\u00d7${SIDE} image (dashed): the part outside is zero padding, so the ` +
-        `unit sees ${cy1 - cy0}\u00d7${cx1 - cx0} real pixels.`;
-    }
+    let text = t("unit_text", {
+      layer: u.layer, i: u.i, j: u.j, h: l.shape[1], w: l.shape[2], rf: l.rf, y0, y1: y1 - 1, x0, x1: x1 - 1,
+    });
+    if (clipped) text += t("unit_clipped", { side: SIDE, rh: cy1 - cy0, rw: cx1 - cx0 });
     $("rf-text").textContent = text;
   }
 
@@ -296,23 +304,22 @@
     const n = clampInput("k-n"), c = clampInput("k-c");
     const rf = 2 * n + 1;
     const stacked = 9 * n * c * c, single = rf * rf * c * c;
-    $("k-head-stacked").textContent = `${n} stacked 3\u00d73`;
-    $("k-head-single").textContent = `one ${rf}\u00d7${rf}`;
+    $("k-head-stacked").textContent = t("k_head_stacked", { n });
+    $("k-head-single").textContent = t("k_head_single", { k: rf });
     cell("k-rf-stacked", rf, `${rf} \u00d7 ${rf}`);
     cell("k-rf-single", rf, `${rf} \u00d7 ${rf}`);
     cell("k-w-stacked", stacked, `${9 * n} C\u00b2 = ${fmt(stacked)}`);
     cell("k-w-single", single, `${rf * rf} C\u00b2 = ${fmt(single)}`);
     cell("k-relu-stacked", n, String(n));
     cell("k-relu-single", 1, "1");
-    $("k-verdict").textContent = n === 1
-      ? "With n = 1 both are the same 3\u00d73 layer."
-      : `The stack sees the same ${rf}\u00d7${rf} pixels with ${((100 * stacked) / single).toFixed(0)}% of the weights ` +
-        `(${(single / stacked).toFixed(2)}\u00d7 fewer) and ${n} non-linearities instead of 1.`;
+    $("k-verdict").textContent = n === 1 ? S.k_same : t("k_verdict", {
+      k: rf, pct: ((100 * stacked) / single).toFixed(0), ratio: (single / stacked).toFixed(2), n,
+    });
     // rings: layer k of the stack widens the field by one pixel on every side
     const pic = $("k-picture");
     const side = Math.min(rf, 31);
     pic.style.gridTemplateColumns = `repeat(${side}, 1fr)`;
-    pic.setAttribute("aria-label", `A ${rf} by ${rf} grid: the centre pixel and ${n} rings around it, one ring per 3 by 3 layer`);
+    pic.setAttribute("aria-label", t("k_picture", { k: rf, n }));
     pic.replaceChildren();
     const mid = (side - 1) / 2;
     for (let r = 0; r < side; r++) {

@@ -27,11 +27,13 @@ from torch import nn
 
 from ..analysis import LayerInfo, layer_table, totals
 from ..cam import class_activation_map, top_gradcams
-from ..configs import ALIASES, ModelConfig, resolve
+from ..configs import ALIASES, ModelConfig, fraction, resolve
 from ..data import open_image
 from ..evaluate import class_names_of
 from ..features import features_at
+from ..imagenet import imagenet_classes, wnid_indices
 from ..io import write_text
+from ..lang import DEFAULT, Strings
 from ..model import VGG
 from ..weights import load_weights
 
@@ -54,12 +56,15 @@ def write_view(
     head: str | None = None,
     weights: PathLike | None = None,
     images: Sequence[PathLike] = (),
+    lang: str = DEFAULT,
 ) -> Path:
     """Write the viewer for `network` (default D) or a weights file, with what its layers see in `images`.
 
-    Everything is checked and computed before the file is written: bad input leaves nothing behind.
+    `lang` picks the page's language (a file in `vggnet/lang`). Everything is checked and computed before
+    the file is written: bad input leaves nothing behind.
     """
-    return write_text(out, render(view_data(network, batch_norm=batch_norm, head=head, weights=weights, images=images)))
+    data = view_data(network, batch_norm=batch_norm, head=head, weights=weights, images=images, lang=lang)
+    return write_text(out, render(data))
 
 
 def view_data(
@@ -69,8 +74,10 @@ def view_data(
     head: str | None = None,
     weights: PathLike | None = None,
     images: Sequence[PathLike] = (),
+    lang: str = DEFAULT,
 ) -> dict[str, Any]:
-    """Everything the page shows, as JSON-ready data (pictures as data URIs)."""
+    """Everything the page shows, as JSON-ready data (pictures as data URIs), with its strings in `lang`."""
+    s = Strings(lang, "view")  # an unknown language is the first error
     if isinstance(images, (str, os.PathLike)):
         images = [images]
     if images and weights is None:
@@ -87,16 +94,23 @@ def view_data(
     data: dict[str, Any] = {
         "network": {
             "name": cfg.display_name(with_width=True),
+            "title": s(
+                "title",
+                name=cfg.display_name(),
+                width=s("width_note", width=fraction(cfg.width)) if cfg.width != 1 else "",
+            ),
             "alias": alias and alias + ("_bn" if cfg.batch_norm else ""),
             "head": cfg.head,
             "classes": cfg.num_classes,
             "input": [cfg.in_channels, cfg.input_size, cfg.input_size],
             "weight_layers": sum(r.kind in ("Conv2d", "Linear") for r in rows),
         },
-        "layers": layer_records(arch, rows),
+        "layers": layer_records(arch, rows, s),
         "totals": totals(rows),
         "weights": None,
         "photos": [],
+        "lang": lang,
+        "strings": s.table,
     }
     if meta is not None:
         data["weights"] = {"file": Path(weights).name, "source": meta.source, "classifier": meta.include_top}
@@ -111,7 +125,12 @@ def render(data: dict[str, Any]) -> str:
     html, css, js = (here.joinpath(f"page.{ext}").read_text(encoding="utf-8") for ext in ("html", "css", "js"))
     text = json.dumps(data, separators=(",", ":"), allow_nan=False)
     text = text.replace("<", "\\u003c")  # no "</script>" can end the data block early
-    title = f"VGG {data['network']['name']}".replace("&", "&amp;").replace("<", "&lt;")
+    title = _escape(data["network"]["title"])
+    # the static text in the page's language; keys ending in _html are our own markup, the rest is escaped
+    strings = data["strings"]
+    html = re.sub(
+        r"\{\{([a-z_0-9]+)\}\}", lambda m: strings[m[1]] if m[1].endswith("_html") else _escape(strings[m[1]]), html
+    )
     for key, value in (("TITLE", title), ("CSS", css), ("JS", js), ("DATA", text)):  # the data last: it is not ours
         html = html.replace(f"__VGGNET_{key}__", value)
     return html
@@ -146,7 +165,11 @@ def _model(
     return model, meta
 
 
-def layer_records(model: VGG, rows: list[LayerInfo]) -> list[dict[str, Any]]:
+def _escape(text: str) -> str:
+    return text.replace("&", "&amp;").replace("<", "&lt;").replace('"', "&quot;")
+
+
+def layer_records(model: VGG, rows: list[LayerInfo], s: Strings | None = None) -> list[dict[str, Any]]:
     """One record per row of `layer_table`, plus its Table 1 label, block and receptive-field offset.
 
     `first` is the input pixel (row or column) where unit 0's receptive field starts; unit i's field
@@ -156,6 +179,7 @@ def layer_records(model: VGG, rows: list[LayerInfo]) -> list[dict[str, Any]]:
     if model.cfg.head != "conv":
         modules["avgpool"] = modules["gap"] = model.avgpool
     modules.update(zip(model.classifier_names, model.classifier, strict=True))
+    s = s or Strings(DEFAULT, "view")
     records: list[dict[str, Any]] = []
     first: int | None = 0
     jump: int | None = 1
@@ -168,7 +192,7 @@ def layer_records(model: VGG, rows: list[LayerInfo]) -> list[dict[str, Any]]:
             {
                 "name": r.name,
                 "kind": r.kind,
-                "label": table1_label(r.name, m),
+                "label": table1_label(r.name, m, s),
                 "block": _block(r.name),
                 "shape": list(r.shape),
                 "params": r.params,
@@ -182,22 +206,25 @@ def layer_records(model: VGG, rows: list[LayerInfo]) -> list[dict[str, Any]]:
     return records
 
 
-def table1_label(name: str, m: nn.Module) -> str:
-    """A layer as the paper's Table 1 writes it: conv3-64, maxpool, FC-4096, ..."""
+def table1_label(name: str, m: nn.Module, s: Strings | None = None) -> str:
+    """A layer as the paper's Table 1 writes it: conv3-64, maxpool, FC-4096, ... (words in the strings' language)."""
+    s = s or Strings(DEFAULT, "view")
     if isinstance(m, nn.Conv2d):
         k = m.kernel_size[0]
-        return f"FC-{m.out_channels} as a {k}x{k} conv" if name.startswith("fc") else f"conv{k}-{m.out_channels}"
+        return s("label_fc_conv", n=m.out_channels, k=k) if name.startswith("fc") else f"conv{k}-{m.out_channels}"
     if isinstance(m, nn.Linear):
         return f"FC-{m.out_features}"
     if isinstance(m, nn.MaxPool2d):
-        return "maxpool 2x2, stride 2"
+        return s("label_maxpool")
     if isinstance(m, nn.LocalResponseNorm):
-        return f"LRN (size {m.size})"
+        return s("label_lrn", n=m.size)
     if isinstance(m, nn.Dropout):
-        return f"dropout {m.p:g}"
+        return s("label_dropout", p=f"{m.p:g}")
     if isinstance(m, nn.AdaptiveAvgPool2d):
-        return "global average pool" if name == "gap" else "adaptive average pool"
-    return {"ReLU": "ReLU", "BatchNorm2d": "batch norm"}.get(type(m).__name__, type(m).__name__)
+        return s("label_gap") if name == "gap" else s("label_avgpool")
+    if isinstance(m, nn.BatchNorm2d):
+        return s("label_bn")
+    return type(m).__name__
 
 
 def _block(name: str) -> str:
@@ -251,7 +278,7 @@ def photo_records(model: VGG, meta: WeightsMeta, photos: list[tuple[str, Image.I
     ]
     if evidence is None:
         return records
-    names = class_names_of(meta)
+    names = readable_names(class_names_of(meta))
     ranks = range(evidence.classes.shape[1])
     cams = None
     if model.cfg.head == "gap":
@@ -266,6 +293,14 @@ def photo_records(model: VGG, meta: WeightsMeta, photos: list[tuple[str, Image.I
         }
         rec["cam"] = cams and [heat_png(cams[k][i]) for k in ranks]
     return records
+
+
+def readable_names(names: list[str]) -> list[str]:
+    """Class names to show: a WordNet id (an Imagenette folder, n03445777) gets its ImageNet name before it."""
+    indices = wnid_indices(names)
+    if indices is None:
+        return names
+    return [f"{imagenet_classes()[i]} ({wnid})" for i, wnid in zip(indices, names, strict=True)]
 
 
 def strongest_maps(act: torch.Tensor) -> list[dict[str, Any]]:

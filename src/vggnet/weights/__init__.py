@@ -5,7 +5,8 @@
 - torchvision.py, timm.py, keras.py, caffe.py: one module per public source, each turning its
   files into torchvision-named tensors (the conventions are in PAPER.md, "Public implementations").
 - infer.py: the configuration (Table 1 column, BN, width, classes, head) read from the tensors.
-- sources.py: recognising a file's source, `load_weights`, `import_weights`, `convert`.
+- sources.py: recognising a file's source, `read_weights` (a local file), `import_weights`, `convert`.
+- resolve.py: the one resolver of a weights argument (file, run folder, catalogue name, URL) and `load_weights`.
 - compression.py: factorised (low-rank) FC layers and int8-stored weights, as files hold them.
 - integrity.py: content hashes (sha256 of tensors, of files), recorded on write and checked on read.
 
@@ -32,6 +33,7 @@ from .format import (
 from .infer import infer_config
 from .integrity import IntegrityError, digest, file_sha256
 from .keras import keras_state, read_keras_h5
+from .resolve import cached_weights, load_weights, resolve_weights
 from .sources import (
     SOURCE_PREPROCESSING,
     SOURCES,
@@ -39,7 +41,7 @@ from .sources import (
     convert,
     detect_source,
     import_weights,
-    load_weights,
+    read_weights,
 )
 from .timm import timm_state
 from .torchvision import read_torch_state
@@ -62,6 +64,7 @@ __all__ = [
     "WeightsMeta",
     "aligned",
     "caffe_state",
+    "cached_weights",
     "convert",
     "detect_source",
     "digest",
@@ -73,10 +76,12 @@ __all__ = [
     "keras_state",
     "load_state_checked",
     "load_weights",
+    "read_weights",
     "read_caffemodel",
     "read_keras_h5",
     "read_meta",
     "read_torch_state",
+    "resolve_weights",
     "save_weights",
     "stored_bytes",
     "timm_state",

@@ -187,6 +187,15 @@ def caffe_state(layers: list[CaffeLayer], where: str) -> dict[str, torch.Tensor]
         weight, bias = (torch.from_numpy(b) for b in layer.blobs)
         bias = bias.reshape(-1)
         out = bias.numel()
+        if layer.type == "Convolution":  # (out, in, kh, kw), in both blob layouts
+            agree = weight.dim() == 4 and weight.shape[0] == out and weight.numel() > 0
+        else:  # (out, in), or legacy (1, 1, out, in)
+            agree = out > 0 and weight.numel() > 0 and weight.numel() % out == 0
+        if not agree:
+            raise ValueError(
+                f"{where}: layer {layer.name} ({layer.type}) has a weight of shape {tuple(weight.shape)} and "
+                f"{out} biases: its blobs disagree"
+            )
         if layer.type == "Convolution":
             convs.append((weight.reshape(out, -1, *weight.shape[-2:]), bias))  # legacy blobs are 4D already
         else:

@@ -29,6 +29,7 @@ from ..io import atomic_write, report_once
 from ..model import VGG, count_parameters
 from .compression import dequantize_state, low_rank_ranks, make_low_rank, quantize_state
 from .integrity import check, digest, text_sha256
+from .schema import parse_meta
 
 # ImageNet statistics used by torchvision's weights (RGB, 0-1 scale).
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -116,7 +117,8 @@ class WeightsMeta:
 
     @classmethod
     def from_json(cls, text: str) -> WeightsMeta:
-        raw = json.loads(text)
+        """The metadata of a JSON text, checked against the schema (`schema.py`) first."""
+        raw = parse_meta(text)
         return cls(
             model=ModelConfig(**raw["model"]),
             preprocessing=Preprocessing(**raw.get("preprocessing", {})),
@@ -192,8 +194,8 @@ def read_meta(path: str | os.PathLike[str], verify: bool = True) -> WeightsMeta:
         check(text_sha256(text), header[HASH_KEY], path, "its metadata")
     try:
         return WeightsMeta.from_json(text)
-    except (ValueError, TypeError, KeyError, AttributeError) as e:  # bad JSON, fields or values
-        raise ValueError(f"{path}: damaged or foreign vggnet metadata ({type(e).__name__}: {e})") from None
+    except ValueError as e:  # the schema names the field
+        raise ValueError(f"{path}: damaged or foreign vggnet metadata: {e}") from None
 
 
 def load_project_weights(

@@ -48,7 +48,7 @@ TORCH_SUFFIXES = (".pth", ".pt", ".bin", ".ckpt", ".tar")
 # -- loading any weights file ------------------------------------------------------------------
 
 
-def load_weights(
+def read_weights(
     path: str | os.PathLike[str],
     device: str | torch.device = "cpu",
     source: str = "auto",
@@ -58,6 +58,7 @@ def load_weights(
 ) -> tuple[VGG, WeightsMeta]:
     """Rebuild the model stored in any supported weights file; returns (model in eval mode, metadata).
 
+    A local file only: names, URLs and run folders go through `resolve.load_weights`.
     Project-format files load as saved, their content hashes checked unless `verify` is False;
     torchvision, timm, Keras and Caffe files are imported in memory (see `import_weights`). `sha256`:
     what the file's own sha256 must start with (at least 8 hex digits), e.g. a published checksum.

@@ -1,14 +1,16 @@
 """torchvision state dicts, read safely: `features.N` / `classifier.0/3/6` tensors in torch's layouts.
 
-A `.pth` checkpoint is read with `weights_only=True`, so nothing pickled ever runs; a raw
-`.safetensors` state dict is read as it is. Training wrappers and key prefixes are undone.
-timm's files arrive the same way and are renamed afterwards (timm.py).
+A `.pth` checkpoint is read with `weights_only=True`, so nothing pickled ever runs, after the sizes its
+zip records declare are checked against a budget (a compressed record can inflate a small file into
+gigabytes); a raw `.safetensors` state dict is read as it is. Training wrappers and key prefixes are
+undone. timm's files arrive the same way and are renamed afterwards (timm.py).
 """
 
 from __future__ import annotations
 
 import os
 import re
+import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +18,7 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file
 
+from ..limits import WEIGHTS_BYTES, Limit
 from .format import existing_file
 
 # Where training scripts keep the model's tensors inside a checkpoint dict.
@@ -29,23 +32,57 @@ def read_torch_state(path: str | os.PathLike[str]) -> dict[str, torch.Tensor]:
     Wrappers ({"state_dict": ...}, {"model": ...}) and DataParallel's `module.` prefix are undone.
     """
     path = existing_file(path)
-    try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # torch raises UnpicklingError, RuntimeError, KeyError... for bad files
-        text = str(e)
-        if "Unsupported global" in text or "WeightsUnpickler" in text:
-            found = re.search(r"GLOBAL ([\w.]+)", text)
-            what = f" ({found.group(1)})" if found else ""
-            raise ValueError(
-                f"{path}: refused: the checkpoint contains pickled non-tensor objects{what}; nothing was "
-                "executed. Only tensors are loaded: re-save it as a state dict or as .safetensors"
-            ) from None
-        raise ValueError(f"{path}: not a readable PyTorch checkpoint (truncated or another format)") from None
+    obj = torch_load(path, WEIGHTS_BYTES, "not a readable PyTorch checkpoint, truncated or another format")
     state = _find_state_dict(obj)
     if state is None:
         shown = ", ".join(map(str, list(obj)[:5])) if isinstance(obj, dict) else type(obj).__name__
         raise ValueError(f"{path}: no state dict of tensors in this checkpoint (top level: {shown})")
     return _strip_prefixes(state)
+
+
+# torch names the global a weights-only load refused: "Unsupported global: GLOBAL __main__.F was not an
+# allowed global" or, for a module it blocks, "unsupported GLOBAL posix.system whose module posix is blocked".
+REFUSED_GLOBAL = re.compile(r"unsupported global:?\s*(?:global\s+)?([\w.]+)", re.IGNORECASE)
+
+
+def torch_load(path: Path, limit: Limit, unreadable: str, map_location: str | torch.device = "cpu") -> Any:
+    """`torch.load(weights_only=True)` of a file whose zip records declare at most `limit` bytes.
+
+    One-line ValueErrors: "PATH: refused: ..." for a pickle that would run code or a file over the
+    budget, "PATH: <unreadable> (<torch's reason>)" for a damaged one.
+    """
+    check_zip_records(path, limit, unreadable)
+    try:
+        return torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as e:  # torch raises UnpicklingError, RuntimeError, KeyError... for bad files
+        text = str(e)
+        found = REFUSED_GLOBAL.search(text)
+        if found:
+            raise ValueError(
+                f"{path}: refused: its pickle would run code when loaded (it calls {found.group(1)}); nothing was "
+                "executed. Only tensors are loaded: re-save it as a state dict or as .safetensors"
+            ) from None
+        text = text.split("WeightsUnpickler error:")[-1]  # after torch's paragraphs about weights_only: the reason
+        reason = ([line.strip() for line in text.splitlines() if line.strip()] or [type(e).__name__])[0].split(". ")[0]
+        raise ValueError(f"{path}: {unreadable} ({reason})") from None
+
+
+def check_zip_records(path: Path, limit: Limit, unreadable: str) -> None:
+    """Refuse a torch zip file whose records declare more than `limit` bytes uncompressed, before any is read.
+
+    torch writes its records uncompressed, so a real file declares about its own size; a compressed
+    record of zeros declares gigabytes in a few kilobytes. Legacy (pre-zip) files read their storages
+    from the file itself and are not checked.
+    """
+    with open(path, "rb") as f:
+        if f.read(4) != b"PK\x03\x04":
+            return
+    try:
+        with zipfile.ZipFile(path) as z:
+            declared = sum(info.file_size for info in z.infolist())
+    except (zipfile.BadZipFile, zipfile.LargeZipFile, OSError, ValueError, EOFError) as e:
+        raise ValueError(f"{path}: {unreadable} (not a readable zip archive: {e})") from None
+    limit.check(declared, f"{path}: its zip records declare")
 
 
 def read_safetensors_state(path: Path) -> dict[str, torch.Tensor]:
