@@ -24,10 +24,10 @@ test: $(VENV)/.test
 	$(VENV)/bin/ruff format --check .
 	$(PY) -m pytest -q
 
-# The suite again as an AVX2-only CPU computes it (torch's and oneDNN's kernels capped at AVX2, so the compiled
-# AVX-512 kernels stand down too): a test that holds only under one CPU's rounding fails here first.
+# The suite again as an AVX2-only CPU computes it (torch's and oneDNN's kernels capped at AVX2, vggnet's compiled
+# kernels the AVX2 build without AVX-VNNI): a test that holds only under one CPU's rounding fails here first.
 test-avx2: $(VENV)/.test
-	ATEN_CPU_CAPABILITY=avx2 ONEDNN_MAX_CPU_ISA=AVX2 $(PY) -m pytest -q
+	ATEN_CPU_CAPABILITY=avx2 ONEDNN_MAX_CPU_ISA=AVX2 VGGNET_ISA=avx2 $(PY) -m pytest -q
 
 format: $(VENV)/.test
 	$(VENV)/bin/ruff format .
