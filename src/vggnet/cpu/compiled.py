@@ -105,7 +105,7 @@ def int8_why_not() -> str | None:
 
 def kernels() -> ModuleType | None:
     """The compiled extension of the chosen ISA, built and loaded once per process; None where it is unavailable."""
-    key = (os.environ.get("VGGNET_NATIVE", "1"), os.environ.get("VGGNET_ISA", ""))
+    key = _key()
     if key not in _state:
         module, (isa, reason) = None, _choose()
         if isa is not None:
@@ -120,7 +120,12 @@ def kernels() -> ModuleType | None:
 def why_not() -> str | None:
     """Why `kernels()` returned None (None when it loaded)."""
     kernels()
-    return _state[(os.environ.get("VGGNET_NATIVE", "1"), os.environ.get("VGGNET_ISA", ""))][1]
+    return _state[_key()][1]
+
+
+def _key() -> tuple[str, str]:
+    """The settings a load depends on: each is tried once per process (tests switch between them)."""
+    return os.environ.get("VGGNET_NATIVE", "1"), os.environ.get("VGGNET_ISA", "")
 
 
 def _first_error(log: str) -> str:
