@@ -273,10 +273,12 @@ def test_run_folders_are_accepted_by_every_command_that_takes_weights(tmp_path, 
             "--quiet",
         ],  # fmt: skip
         ["compress", str(run), str(out / "small.safetensors"), "--rank", "4"],
-        ["view", "--weights", str(run), "--out", str(out / "v.html")],
-        ["export", str(run), str(out / "m.onnx"), "--no-verify"],
-    ]  # predict, evaluate, probe and train --init-from took run folders before
+        ["view", str(photo), "--weights", str(run), "--out", str(out / "v.html")],
+        ["export", str(run), str(out / "m.onnx")],  # checked against PyTorch too
+        ["export", str(run), str(out / "p.onnx"), "--with-preprocessing", "--no-verify"],
+        ["predict", str(photo), "--weights", str(run), "--method", "center", "--quiet"],
+    ]  # evaluate, probe and train --init-from took run folders before (tests/test_evaluate.py, ...)
     for args in commands:
         assert main(args) == 0, (args, capsys.readouterr().err)
-    assert sorted(p.name for p in out.iterdir()) == ["c.safetensors", "f.npz", "m.onnx", "small.safetensors", "v.html"]
+    assert sorted(p.name for p in out.iterdir()) == ["c.safetensors", "f.npz", "m.onnx", "p.onnx", "small.safetensors", "v.html"]  # fmt: skip
     assert torch.equal(logits(load_weights(out / "c.safetensors")[0]), logits(model))
