@@ -334,10 +334,13 @@ def test_predict_top5_with_imagenet_names_and_heatmap(tmp_path, capsys):
     assert [label for label, _ in preds[0].top] == [names[i] for i in indices]
     assert [p for _, p in preds[0].top] == pytest.approx(values.tolist(), rel=1e-5)
     assert preds[0].heatmap == str(tmp_path / "heat_cat.png")
-    assert Image.open(preds[0].heatmap).size == (75, 60)
+    assert preds[0].protocol == "dense, Q=48"
+    assert Image.open(preds[0].heatmap).size == (75, 60 + 18)  # an 18-pixel legend strip below the photo
     assert main(["predict", str(img), "--weights", str(w), "--top", "3"]) == 0
     lines = capsys.readouterr().out.splitlines()
-    assert lines[0] == str(img) and len(lines) == 4 and lines[1].startswith("  1. ")
+    assert lines[0] == f"{img}  (dense, Q=48, flip)" and len(lines) == 4 and lines[1].startswith("  1. ")
+    assert main(["predict", str(img), "--weights", str(w), "--method", "center", "--scales", "40,48"]) == 0
+    assert capsys.readouterr().out.splitlines()[0] == f"{img}  (32x32 centre crop, Q=40,48, flip)"
 
 
 def test_predict_and_evaluate_skip_a_sliver_whose_rescale_is_a_bomb(tmp_path, capsys):

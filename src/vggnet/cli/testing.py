@@ -37,7 +37,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
         progress=not args.quiet,
     )  # fmt: skip
     for pred in predictions:
-        print(pred.path)
+        print(f"{pred.path}  ({pred.protocol})")  # the protocol behind the probabilities below
         for rank, (label, prob) in enumerate(pred.top, 1):
             print(f"  {rank}. {prob:7.2%}  {label}")
         if pred.folder_class:

@@ -13,6 +13,7 @@ from ..io import optional, write_text
 from ..metrics import error_cells, error_columns
 from ..tables import markdown_table, per_class_table
 from .loop import Result, evaluate
+from .protocol import method_text
 
 MAX_CONFUSION_CLASSES = 100  # a confusion matrix PNG beyond this is unreadable
 
@@ -27,14 +28,7 @@ def _joined(values: list[str]) -> str:
 
 def method_label(result: Result) -> str:
     """The evaluation method in words: "dense, flip", "multi-crop 5x5, flip (50/scale)", ..."""
-    crops_per_scale = result.grid**2 * (2 if result.flip else 1)
-    names = {
-        "center": "centre crop",
-        "dense": "dense",
-        "multicrop": f"multi-crop {result.grid}x{result.grid} ({crops_per_scale}/scale)",
-        "dense+multicrop": f"multi-crop {result.grid}x{result.grid} & dense",
-    }
-    return names[result.method] + (", flip" if result.flip else "")
+    return method_text(result.method, result.grid, result.flip)
 
 
 def errors_of(result: Result) -> dict[int, float]:
