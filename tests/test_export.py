@@ -234,3 +234,6 @@ def test_preprocessing_is_in_the_graph_for_torch_export_and_needs_the_metadata(t
     with pytest.raises(ValueError, match="with_preprocessing needs the weights' metadata"):
         export_onnx(model, tmp_path / "m.onnx", with_preprocessing=True)
     assert not (tmp_path / "m.onnx").exists()
+    grey = build("A", width=1 / 16, num_classes=5, in_channels=1).eval()
+    with pytest.raises(ValueError, match="with_preprocessing takes RGB images; this network has 1 input channels"):
+        export_onnx(grey, tmp_path / "g.onnx", meta=WeightsMeta(grey.cfg), with_preprocessing=True)

@@ -59,6 +59,8 @@ class WithPreprocessing(nn.Module):
 
     def __init__(self, dense: DenseVGG, pre: Preprocessing) -> None:
         super().__init__()
+        if dense.model.cfg.in_channels != 3:
+            raise ValueError(f"with_preprocessing takes RGB images; this network has {dense.model.cfg.in_channels} input channels")  # fmt: skip
         self.dense = dense
         self.bgr = pre.color == "BGR"
         # (x / 255 * scale - mean) / std as one multiply-add per channel, in the network's channel order
