@@ -190,8 +190,9 @@ def predict(
 
     With `heatmap`, the first network's map of the top class at its largest scale is drawn over each image
     (the path gains _<image name> when there are several images): `cam` "dense" (the class score map),
-    "gradcam" (at conv `layer`, default the last) or "cam" (gap head). `progress`: a bar with a time
-    estimate on stderr when there are several images (`vggnet predict` shows it unless --quiet).
+    "gradcam" (at conv `layer`, default the last) or "cam" (gap head), with a legend strip below it
+    (`with_legend`). Each prediction names its protocol. `progress`: a bar with a time estimate on stderr
+    when there are several images (`vggnet predict` shows it unless --quiet).
     """
     cfg = cfg or EvalConfig()
     cfg.check()
