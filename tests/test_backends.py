@@ -73,7 +73,7 @@ def test_cli_predict_and_evaluate_take_the_backend(folder, backend, capsys, tmp_
     photo = str(folder / "data" / "c0" / "1.png")
     assert main(["predict", photo, "--weights", str(folder / "w.safetensors"), "--backend", backend, "--top", "2"]) == 0
     lines = capsys.readouterr().out.splitlines()
-    assert lines[0] == photo and lines[1].strip().startswith("1.") and len(lines) == 3
+    assert lines[0] == f"{photo}  (dense, Q=37, flip)" and lines[1].strip().startswith("1.") and len(lines) == 3
     out = tmp_path / "eval"
     args = ["evaluate", str(folder / "w.safetensors"), "--data", str(folder / "data"), "--backend", backend]
     assert main([*args, "--scales", "32,45", "--quiet", "--out", str(out)]) == 0

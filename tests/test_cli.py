@@ -1,8 +1,10 @@
+import platform
 import re
 import subprocess
 import sys
 
 import pytest
+import torch
 
 from vggnet.cli import build_parser, main
 
@@ -77,3 +79,18 @@ def test_no_help_text_carries_a_measured_figure(capsys):
             main([name, "--help"])
         text = capsys.readouterr().out
         assert not MEASURED.search(text), f"vggnet {name} --help: {MEASURED.search(text).group(0)}"
+
+
+def test_version_comes_from_the_package_metadata(capsys):
+    from pathlib import Path
+
+    import vggnet
+
+    pyproject = (Path(__file__).parents[1] / "pyproject.toml").read_text()
+    declared = re.search(r'^version = "([^"]+)"$', pyproject, re.MULTILINE).group(1)
+    with pytest.raises(SystemExit) as e:
+        main(["--version"])
+    assert e.value.code == 0
+    out = capsys.readouterr().out
+    assert vggnet.__version__ == declared
+    assert out == f"vggnet {declared} (torch {torch.__version__}, Python {platform.python_version()})\n"

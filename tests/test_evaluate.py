@@ -1,3 +1,4 @@
+import dataclasses
 import json
 
 import numpy as np
@@ -216,6 +217,16 @@ def test_scale_report_puts_single_and_multi_scale_side_by_side(weights):
     assert rows[1].endswith(f"| {multi.top1_error:.1f} | {multi.top5_error:.1f} |")
 
 
+def test_results_table_has_a_top5_column_only_where_5_is_below_the_class_count(weights):
+    ten = ev.evaluate([weights[0]], "digits", EvalConfig(limit=10, method="center"), progress=False)
+    three = dataclasses.replace(ten, class_names=["a", "b", "c"])
+    assert ev.results_table([ten]).splitlines()[0].endswith("| top-1 err (%) | top-5 err (%) |")
+    assert ev.results_table([three]).splitlines()[0].endswith("| images | top-1 err (%) |")
+    both = ev.results_table([ten, three]).splitlines()
+    assert both[2].endswith(f"| {ten.top1_error:.1f} | {ten.top5_error:.1f} |")
+    assert both[3].endswith(f"| {ten.top1_error:.1f} | - |")
+
+
 def test_write_report_files(weights, tmp_path):
     result = ev.evaluate([weights[0]], "digits", EvalConfig(limit=10, method="center"), progress=False)
     written = ev.save_result(result, tmp_path / "out")
@@ -260,7 +271,14 @@ def test_unreadable_images_are_skipped_and_counted(tmp_path, capsys):
     lines = [line for line in capsys.readouterr().err.splitlines() if "broken.jpg" in line]
     assert len(lines) == 1 and lines[0].startswith(f"skipping unreadable image {bad}: ")
     assert main(["evaluate", str(w), "--data", str(tmp_path / "data"), "--quiet"]) == 0
-    assert "1 unreadable images skipped" in capsys.readouterr().err
+    out, err = capsys.readouterr()
+    assert "1 unreadable images skipped" in err
+    # 3 classes: every label is among the top 5, so no top-5 column or figure is printed
+    assert (
+        "top-5" not in out
+        and "| top-1 err (%) |\n" in out
+        and f"top-1 error {result.top1_error:.2f}% on 6 images" in out
+    )
 
 
 def test_class_count_mismatch_fails_before_loading(tmp_path, monkeypatch):
@@ -316,10 +334,13 @@ def test_predict_top5_with_imagenet_names_and_heatmap(tmp_path, capsys):
     assert [label for label, _ in preds[0].top] == [names[i] for i in indices]
     assert [p for _, p in preds[0].top] == pytest.approx(values.tolist(), rel=1e-5)
     assert preds[0].heatmap == str(tmp_path / "heat_cat.png")
-    assert Image.open(preds[0].heatmap).size == (75, 60)
+    assert preds[0].protocol == "dense, Q=48"
+    assert Image.open(preds[0].heatmap).size == (75, 60 + 18)  # an 18-pixel legend strip below the photo
     assert main(["predict", str(img), "--weights", str(w), "--top", "3"]) == 0
     lines = capsys.readouterr().out.splitlines()
-    assert lines[0] == str(img) and len(lines) == 4 and lines[1].startswith("  1. ")
+    assert lines[0] == f"{img}  (dense, Q=48, flip)" and len(lines) == 4 and lines[1].startswith("  1. ")
+    assert main(["predict", str(img), "--weights", str(w), "--method", "center", "--scales", "40,48"]) == 0
+    assert capsys.readouterr().out.splitlines()[0] == f"{img}  (32x32 centre crop, Q=40,48, flip)"
 
 
 def test_predict_and_evaluate_skip_a_sliver_whose_rescale_is_a_bomb(tmp_path, capsys):

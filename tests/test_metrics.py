@@ -1,7 +1,18 @@
 import pytest
 import torch
 
-from vggnet.metrics import confusion_matrix, count_correct, discordant, per_class_accuracy, sign_test, topk_error
+from vggnet.metrics import (
+    confusion_matrix,
+    count_correct,
+    discordant,
+    error_cells,
+    error_columns,
+    errors_text,
+    per_class_accuracy,
+    reported_ks,
+    sign_test,
+    topk_error,
+)
 
 
 def test_sign_test_is_exact() -> None:
@@ -27,3 +38,28 @@ def test_topk_error_confusion_and_per_class() -> None:
     conf = confusion_matrix(scores, labels)
     assert conf.tolist() == [[0, 1, 0], [0, 1, 0], [1, 0, 1]]
     assert per_class_accuracy(conf) == [0.0, 100.0, 50.0]
+
+
+@pytest.mark.parametrize("classes, ks", [(2, [1]), (5, [1]), (6, [1, 5]), (1000, [1, 5])])
+def test_top_k_is_reported_only_where_k_is_below_the_class_count(classes, ks) -> None:
+    assert reported_ks(classes) == ks
+    errors = {1: 12.5, 5: 0.0}
+    text = "top-1 error 12.50%" + (", top-5 error 0.00%" if 5 in ks else "")
+    assert errors_text(errors, classes) == text
+
+
+def test_error_columns_and_cells_of_a_table_with_mixed_class_counts() -> None:
+    assert error_columns([2, 3]) == [1] and error_columns([2, 10]) == [1, 5]
+    assert error_cells({1: 12.34, 5: 1.0}, 10, [1, 5]) == ["12.3", "1.0"]
+    assert error_cells({1: 12.34, 5: 0.0}, 2, [1, 5]) == ["12.3", "-"]
+
+
+@pytest.mark.parametrize("classes, shown", [(2, False), (10, True)])
+def test_training_epoch_line_shows_top5_only_above_5_classes(classes, shown, capsys) -> None:
+    from vggnet.train.loop import log_epoch
+
+    record = {"epoch": 1, "lr": 0.01, "train_loss": 0.5, "train_top1": 20.0, "val_loss": 0.6, "val_top1": 25.0}
+    log_epoch({**record, "val_top5": 0.0, "images_per_s": 10.0, "seconds": 2.0, "best": True}, 3, "keep", 0, classes)
+    line = capsys.readouterr().err
+    assert line.startswith("epoch 1/3  lr 1.0e-02  train loss 0.500 top-1 20.00%  val loss 0.600 top-1 25.00% ")
+    assert ("top-5 0.00%  10 img/s" in line) == shown and line.endswith("10 img/s  2.0 s  (best)\n")

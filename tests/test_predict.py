@@ -73,7 +73,7 @@ def test_a_large_photo_gets_its_gradcam_map_in_bounded_memory(narrow, tmp_path):
     args = ["predict", str(big), "--weights", str(narrow), "--cam", "gradcam", "--heatmap", str(heat)]
     status, out, err, peak = run_capped(args)
     assert status == 0 and f"heat map: {heat}" in out, err
-    assert Image.open(heat).size == (4000, 3000)
+    assert Image.open(heat).size == (4000, 3000 + 240)  # the photo, and below it a legend strip of 6% of 4000
     assert 0 < peak < 1280 << 20  # the interpreter and torch, the photo and its map in 8 bits: about 0.9 GB
 
 

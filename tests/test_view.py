@@ -375,8 +375,14 @@ def test_browser_overlay_is_off_by_default_and_the_protocol_is_named(loaded):
     overlay = loaded.find_element("id", "overlay")
     assert overlay.get_attribute("hidden") is not None and not overlay.is_displayed()
     assert loaded.find_element("id", "protocol").text.startswith("Probabilities from one 224×224 centre crop")
+    key = loaded.find_element("id", "cam-key")
+    assert not key.is_displayed()
     loaded.find_element("id", "cam-show").click()
     assert overlay.is_displayed() and float(overlay.value_of_css_property("opacity")) == pytest.approx(0.5)
+    # the overlay's legend: which map, which class, and the colour scale from none to most
+    label = loaded.find_element("id", "cam-class").get_property("selectedOptions")[0].text.split(". ", 1)[1]
+    assert key.is_displayed() and key.text == f"Grad-CAM at conv5_3 for “{label}”: nonemost"
+    assert key.find_element("class name", "cam-key-bar").size["width"] > 50
     strength = loaded.find_element("id", "cam-strength")
     loaded.execute_script("arguments[0].value = 20; arguments[0].dispatchEvent(new Event('input'))", strength)
     assert float(overlay.value_of_css_property("opacity")) == pytest.approx(0.2)

@@ -16,7 +16,7 @@ from safetensors.torch import save_file
 
 from vggnet import build
 from vggnet.cli import main
-from vggnet.weights import IntegrityError, load_weights, read_meta, resolve_weights, save_weights
+from vggnet.weights import IntegrityError, Preprocessing, load_weights, read_meta, resolve_weights, save_weights
 from weights_files import W, keras_layers, logits, to_timm, write_keras_h5
 
 PRE = {"color": "RGB", "scale": 1.0, "mean": [0.5, 0.4, 0.3], "std": [0.2, 0.25, 0.3]}
@@ -273,10 +273,28 @@ def test_run_folders_are_accepted_by_every_command_that_takes_weights(tmp_path, 
             "--quiet",
         ],  # fmt: skip
         ["compress", str(run), str(out / "small.safetensors"), "--rank", "4"],
-        ["view", "--weights", str(run), "--out", str(out / "v.html")],
-        ["export", str(run), str(out / "m.onnx"), "--no-verify"],
-    ]  # predict, evaluate, probe and train --init-from took run folders before
+        ["view", str(photo), "--weights", str(run), "--out", str(out / "v.html")],
+        ["export", str(run), str(out / "m.onnx")],  # checked against PyTorch too
+        ["export", str(run), str(out / "p.onnx"), "--with-preprocessing", "--no-verify"],
+        ["predict", str(photo), "--weights", str(run), "--method", "center", "--quiet"],
+    ]  # evaluate: tests/test_evaluate.py; probe and train --init-from: the test below
     for args in commands:
         assert main(args) == 0, (args, capsys.readouterr().err)
-    assert sorted(p.name for p in out.iterdir()) == ["c.safetensors", "f.npz", "m.onnx", "small.safetensors", "v.html"]
+    assert sorted(p.name for p in out.iterdir()) == ["c.safetensors", "f.npz", "m.onnx", "p.onnx", "small.safetensors", "v.html"]  # fmt: skip
     assert torch.equal(logits(load_weights(out / "c.safetensors")[0]), logits(model))
+
+
+@pytest.mark.slow
+def test_probe_and_fine_tuning_take_a_run_folder(tmp_path, capsys):
+    from test_finetune import three_classes
+
+    data = three_classes(tmp_path / "photos")
+    run = tmp_path / "run"
+    model = build("A", width=W, num_classes=5, input_size=32).eval()
+    save_weights(model, run / "model.safetensors", preprocessing=Preprocessing.torchvision())
+    assert main(["probe", data, "--weights", str(run), "--layer", "fc7", "--scale", "36", "--quiet"]) == 0
+    assert "on 6 images" in capsys.readouterr().out
+    common = ["--crop", "32", "--scale", "36", "--batch", "4", "--epochs", "1", "--workers", "0", "--quiet"]
+    assert main(["train", data, "--init-from", str(run), "--out", str(tmp_path / "tuned"), *common]) == 0
+    meta = read_meta(tmp_path / "tuned" / "model.safetensors")
+    assert meta.model.num_classes == 3 and meta.extra["init_from"]["new_layers"] == ["fc8"]

@@ -1,5 +1,7 @@
 """vggnet: the whole VGG paper (Simonyan & Zisserman, ICLR 2015) in PyTorch."""
 
+from importlib import metadata as _metadata
+
 from .analysis import layer_table, table2
 from .configs import ALIASES, CONFIGS, ModelConfig, TrainConfig, resolve
 from .export import export_onnx, export_program
@@ -31,4 +33,7 @@ __all__ = [
     "save_weights",
     "table2",
 ]
-__version__ = "0.1.0"
+try:  # one place holds the version: pyproject.toml, through the installed package's metadata
+    __version__ = _metadata.version("vggnet")
+except _metadata.PackageNotFoundError:  # run from a source tree that was never installed
+    __version__ = "0+unknown"

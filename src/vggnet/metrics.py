@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable, Mapping
 
 import torch
+
+TOP_KS = (1, 5)  # the paper's top-1 and top-5 errors
 
 
 def count_correct(scores: torch.Tensor, labels: torch.Tensor, ks: tuple[int, ...] = (1, 5)) -> list[torch.Tensor]:
@@ -18,6 +21,30 @@ def topk_error(scores: torch.Tensor, labels: torch.Tensor, k: int) -> float:
     """Percentage of samples whose true class is not among the k highest scores (k capped at the class count)."""
     (hits,) = count_correct(scores, labels, (k,))
     return 100.0 * (1.0 - (hits.float() / max(len(labels), 1)).item())  # float32, as a mean of hits
+
+
+def reported_ks(num_classes: int, ks: Iterable[int] = TOP_KS) -> list[int]:
+    """The k whose top-k error says something: 1, and each k below the class count.
+
+    With k classes or fewer every label is among the top k, so that error is 0% whatever the network does.
+    """
+    return [k for k in ks if k == 1 or k < num_classes]
+
+
+def errors_text(errors: Mapping[int, float], num_classes: int) -> str:
+    """ "top-1 error 12.00%, top-5 error 3.00%": each k of `errors` that `reported_ks` keeps."""
+    return ", ".join(f"top-{k} error {errors[k]:.2f}%" for k in reported_ks(num_classes, errors))
+
+
+def error_columns(class_counts: Iterable[int], ks: Iterable[int] = TOP_KS) -> list[int]:
+    """The top-k columns of a table whose rows have these class counts: each k some row reports."""
+    counts = list(class_counts)
+    return [k for k in ks if any(k in reported_ks(n, ks) for n in counts)]
+
+
+def error_cells(errors: Mapping[int, float], num_classes: int, columns: Iterable[int]) -> list[str]:
+    """A row's cells under `error_columns`: the error in % to 0.1, or "-" where k is not below the class count."""
+    return [f"{errors[k]:.1f}" if k in reported_ks(num_classes, columns) else "-" for k in columns]
 
 
 def confusion_matrix(scores: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:

@@ -27,7 +27,7 @@ from .devices import pick_device
 from .evaluate.networks import train_scale
 from .features import features_at, layer_names
 from .io import silently, write_text
-from .metrics import confusion_matrix, per_class_accuracy, topk_error
+from .metrics import confusion_matrix, error_cells, error_columns, per_class_accuracy, topk_error
 from .model import VGG
 from .tables import markdown_table, per_class_table
 from .train.finetune import check_class_sizes
@@ -190,12 +190,15 @@ def linear_probe(
 
 
 def probe_table(results: list[ProbeResult]) -> str:
-    """One row per probe, in the shape of `vggnet evaluate`'s table (errors in %)."""
-    header = ["ConvNet", "layer", "features", "test Q", "train images", "images", "top-1 err (%)", "top-5 err (%)"]
+    """One row per probe, in the shape of `vggnet evaluate`'s table (errors in %; top-5 only with more than 5 classes)."""
+    columns = error_columns(len(r.class_names) for r in results)
+    header = ["ConvNet", "layer", "features", "test Q", "train images", "images"]
+    header += [f"top-{k} err (%)" for k in columns]
     rows = [
-        [r.config, r.layer, r.dim, r.scale, r.train_images, r.images, f"{r.top1_error:.1f}", f"{r.top5_error:.1f}"]
+        [r.config, r.layer, r.dim, r.scale, r.train_images, r.images,
+         *error_cells({1: r.top1_error, 5: r.top5_error}, len(r.class_names), columns)]
         for r in results
-    ]
+    ]  # fmt: skip
     return markdown_table(header, rows)
 
 

@@ -18,11 +18,23 @@ from .options import UsageError, add_dataclass_args, dataclass_from_args
 def build_parser() -> argparse.ArgumentParser:
     """The `vggnet` argument parser with every subcommand."""
     parser = argparse.ArgumentParser(prog="vggnet", description="The VGG paper, end to end.")
+    parser.add_argument("--version", action="version", version=version_text(), help="the version of vggnet and torch")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
     for family in (network, weights, training, testing, transfer, machine):
         family.register(sub)
     return parser
+
+
+def version_text() -> str:
+    """ "vggnet 0.1.0 (torch 2.x, Python 3.x)": the installed package's version and what it runs on."""
+    import platform
+
+    import torch
+
+    from .. import __version__
+
+    return f"vggnet {__version__} (torch {torch.__version__}, Python {platform.python_version()})"
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -13,11 +13,13 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from ..evaluate import evaluate, results_table, save_result
+    from ..evaluate.report import errors_of
+    from ..metrics import errors_text
 
     weights = with_sha256(args.weights, args.sha256)
     result = evaluate(weights, args.data, dataclass_from_args(EvalConfig, args), progress=not args.quiet)
     print(results_table([result]))
-    print(f"top-1 error {result.top1_error:.2f}%, top-5 error {result.top5_error:.2f}% on {result.images} images")
+    print(f"{errors_text(errors_of(result), len(result.class_names))} on {result.images} images")
     if result.skipped:
         print(f"{len(result.skipped)} unreadable images skipped (listed in the JSON report)", file=sys.stderr)
     out = args.out or (str(Path(args.weights[0]) / "eval") if Path(args.weights[0]).is_dir() else None)
@@ -35,7 +37,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
         progress=not args.quiet,
     )  # fmt: skip
     for pred in predictions:
-        print(pred.path)
+        print(f"{pred.path}  ({pred.protocol})")  # the protocol behind the probabilities below
         for rank, (label, prob) in enumerate(pred.top, 1):
             print(f"  {rank}. {prob:7.2%}  {label}")
         if pred.folder_class:

@@ -11,7 +11,9 @@ from .options import add_dataclass_args, dataclass_from_args
 
 def cmd_train(args: argparse.Namespace) -> int:
     from ..configs import TrainConfig
-    from ..train import best_record, load_config, train
+    from ..metrics import errors_text
+    from ..train import WEIGHTS, best_record, load_config, train
+    from ..weights import read_meta
 
     base = TrainConfig()
     if args.resume:  # a resumed run starts from its own saved configuration
@@ -26,9 +28,9 @@ def cmd_train(args: argparse.Namespace) -> int:
         return 0
     best = best_record(run)
     print(f"run: {run}")
-    print(
-        f"best epoch {best['epoch']}: validation top-1 error {best['val_top1']:.2f}%, top-5 error {best['val_top5']:.2f}%"
-    )
+    classes = read_meta(run / WEIGHTS, verify=False).model.num_classes
+    errors = errors_text({1: best["val_top1"], 5: best["val_top5"]}, classes)
+    print(f"best epoch {best['epoch']}: validation {errors}")
     return 0
 
 

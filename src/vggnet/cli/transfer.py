@@ -12,6 +12,7 @@ from .options import add_sha256_flag, with_sha256
 
 
 def cmd_probe(args: argparse.Namespace) -> int:
+    from ..metrics import errors_text
     from ..probe import linear_probe, probe_table, save_probe
 
     result = linear_probe(
@@ -19,7 +20,8 @@ def cmd_probe(args: argparse.Namespace) -> int:
         workers=args.workers, device=args.device, progress=not args.quiet,
     )  # fmt: skip
     print(probe_table([result]))
-    print(f"top-1 error {result.top1_error:.2f}%, top-5 error {result.top5_error:.2f}% on {result.images} images")
+    errors = {1: result.top1_error, 5: result.top5_error}
+    print(f"{errors_text(errors, len(result.class_names))} on {result.images} images")
     if result.skipped:
         print(f"{len(result.skipped)} unreadable images skipped (listed in the JSON report)", file=sys.stderr)
     if args.out:

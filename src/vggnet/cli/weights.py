@@ -64,10 +64,14 @@ def cmd_export(args: argparse.Namespace) -> int:
     from ..export import export_weights
 
     weights = with_sha256([args.weights], args.sha256)[0]
-    report = export_weights(weights, args.out, format=args.format, optimize=args.optimize, verify=args.verify)
+    report = export_weights(
+        weights, args.out, format=args.format, optimize=args.optimize, verify=args.verify,
+        with_preprocessing=args.with_preprocessing,
+    )  # fmt: skip
     print(
         f"wrote {report.path} ({report.format}, dense net, dynamic batch/height/width{', BN folded' if report.optimized else ''})"
     )
+    print(f"  expects {report.input}")
     for size, err in report.max_abs_error.items():
         print(f"  checked at {size}: max |export - torch| of logits = {err:.2e}")
     return 0
@@ -155,6 +159,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--format", choices=("onnx", "pt2"), default=None, help="(default: from OUT's suffix, else onnx)")
     p.add_argument(
         "--optimize", action="store_true", help="fold BatchNorm into the convs (exact; the ONNX exporter folds it too)"
+    )
+    p.add_argument(
+        "--with-preprocessing",
+        action="store_true",
+        help="the graph takes (N, H, W, 3) uint8 RGB as a decoder gives it and applies the weights' preprocessing "
+        "itself (default: a preprocessed float (N, 3, H, W) input; docs/export.md)",
     )
     p.add_argument(
         "--verify",

@@ -20,7 +20,7 @@ from ..analysis import activation_bytes
 from ..configs import EvalConfig
 from ..limits import ACTIVATION_BYTES
 from ..model import VGG
-from ..weights import WeightsMeta, has_low_rank, load_weights, read_meta, resolve_weights
+from ..weights import WeightsMeta, has_low_rank, load_weights, resolve_weights, weights_meta
 from .protocol import method_posteriors
 
 
@@ -110,7 +110,7 @@ def read_networks(
     files = [resolve_weights(p) for p in weights_or_runs]  # files, run folders, catalogue names, URLs
     plan = []
     for f in files:
-        meta = read_meta(f, verify)
+        meta = weights_meta(f, verify)  # a project file's header; a foreign file is imported to learn its shape
         plan.append((f, meta, resolve_scales(scales, train_scale(meta), meta.model.input_size, str(f))))
     check_classes(plan, plan[0][1].model.num_classes, f"{files[0]}")
     return plan

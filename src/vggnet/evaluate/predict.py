@@ -16,6 +16,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from PIL import Image
+from PIL.PngImagePlugin import PngInfo
 from tqdm import tqdm
 
 from ..cam import class_activation_map, gradcam
@@ -28,6 +29,7 @@ from ..io import atomic_write, report
 from ..model import VGG
 from ..weights import WeightsMeta
 from .networks import Network, check_activations, ensemble_posteriors, load_networks, read_networks
+from .protocol import protocol_text
 
 
 def class_names_of(meta: WeightsMeta) -> list[str]:
@@ -48,6 +50,7 @@ class Prediction:
     heatmap: str | None = None
     folder_class: str | None = None  # "n01440764 tench": the ImageNet class the image's folder is named for
     folder_rank: int | None = None  # that class's rank among all (1: the top class)
+    protocol: str = ""  # what produced the posteriors: "dense, Q=256, flip" (`protocol.protocol_text`)
 
 
 def class_map(net: Network, img: Image.Image, index: int, q: int) -> torch.Tensor:
@@ -118,6 +121,41 @@ def heatmap_overlay(img: Image.Image, heat: torch.Tensor, q: int, window: int, a
     return blended.resize(img.size, Image.BILINEAR)
 
 
+LEGEND_SIDE = 0.06  # the legend strip's height as a fraction of the picture's longer side (at least 18 px)
+
+
+def with_legend(drawn: Image.Image, title: str, low: str, high: str) -> Image.Image:
+    """The heat map with a strip below it: `title` (the map and its class) on the left, the jet colour scale
+    from `low` (blue) to `high` (red) on the right."""
+    from PIL import ImageDraw, ImageFont
+
+    w, h = drawn.size
+    strip = max(18, round(LEGEND_SIDE * max(w, h)))
+    out = Image.new("RGB", (w, h + strip), "white")
+    out.paste(drawn.convert("RGB"), (0, 0))
+    draw = ImageDraw.Draw(out)
+    font = ImageFont.load_default(size=max(6, strip * 2 // 5))
+    pad = max(1, strip // 10)
+    bar_w, bar_h = max(8, w // 3 - 2 * pad), max(2, strip // 3)
+    x0 = w - pad - bar_w
+    ramp = np.uint8(255 * jet(np.linspace(0.0, 1.0, bar_w)) + 0.5)  # (bar_w, 3): low -> high, left to right
+    out.paste(Image.fromarray(np.ascontiguousarray(np.broadcast_to(ramp, (bar_h, bar_w, 3)))), (x0, h + pad))
+    labels_y = h + 2 * pad + bar_h
+    draw.text((x0, labels_y), low, fill="black", font=font)
+    draw.text((max(x0, w - pad - draw.textlength(high, font=font)), labels_y), high, fill="black", font=font)
+    draw.text((pad, h + pad), _fitted(draw, title, font, x0 - 3 * pad), fill="black", font=font)
+    return out
+
+
+def _fitted(draw, text: str, font, room: float) -> str:
+    """`text`, cut short with "..." until it fits `room` pixels (a narrow picture's legend)."""
+    if draw.textlength(text, font=font) <= room:
+        return text
+    while len(text) > 1 and draw.textlength(text + "...", font=font) > room:
+        text = text[:-1]
+    return text + "..."
+
+
 def heatmap_paths(template: str | os.PathLike[str], images: Sequence[str | os.PathLike[str]]) -> list[Path]:
     """Where each image's heat map goes: `template` for one image, else <stem>_<image name><suffix>, with the
     image's position appended where names repeat (c1/x.jpg and c2/x.jpg). A one-line error, before any work,
@@ -152,8 +190,9 @@ def predict(
 
     With `heatmap`, the first network's map of the top class at its largest scale is drawn over each image
     (the path gains _<image name> when there are several images): `cam` "dense" (the class score map),
-    "gradcam" (at conv `layer`, default the last) or "cam" (gap head). `progress`: a bar with a time
-    estimate on stderr when there are several images (`vggnet predict` shows it unless --quiet).
+    "gradcam" (at conv `layer`, default the last) or "cam" (gap head), with a legend strip below it
+    (`with_legend`). Each prediction names its protocol. `progress`: a bar with a time estimate on stderr
+    when there are several images (`vggnet predict` shows it unless --quiet).
     """
     cfg = cfg or EvalConfig()
     cfg.check()
@@ -180,6 +219,7 @@ def predict(
     names = class_names_of(networks[0].meta)
     wnids = imagenet_wnids() if is_imagenet_labelled(len(names), networks[0].meta.class_names) else []
     all_scales = sorted({q for n in networks for q in n.scales})
+    protocol = protocol_text(cfg, all_scales, networks[0].meta.model.input_size)
     predictions, skipped = [], []
     bar = tqdm(images, desc="predict", unit="img", disable=not progress or len(images) < 2, file=sys.stderr)
     with torch.inference_mode():
@@ -201,20 +241,29 @@ def predict(
             scaled = {q: [to_uint8_tensor(rescale(img, q))] for q in all_scales}
             probs = ensemble_posteriors(networks, scaled, cfg)[0]
             values, indices = probs.topk(min(top, probs.numel()))
-            pred = Prediction(str(path), [(names[i], float(v)) for v, i in zip(values, indices.tolist(), strict=True)])
+            top_classes = [(names[i], float(v)) for v, i in zip(values, indices.tolist(), strict=True)]
+            pred = Prediction(str(path), top_classes, protocol=protocol)
             folder = Path(path).parent.name
             if folder in wnids:  # an ILSVRC-style folder: say where its own class ranks
                 k = wnids.index(folder)
                 pred.folder_class, pred.folder_rank = f"{folder} {names[k]}", int((probs > probs[k]).sum()) + 1
             if heatmap is not None:
                 net, q = networks[0], max(networks[0].scales)
+                label = top_classes[0][0]
                 if cam == "dense":
                     window = 32 if net.meta.model.head == "gap" else 32 * net.model.grid
-                    drawn = heatmap_overlay(img, class_map(net, img, int(indices[0]), q), q, window)
+                    heat = class_map(net, img, int(indices[0]), q)
+                    drawn = heatmap_overlay(img, heat, q, window)
+                    how, low, high = f"posterior per position, dense at Q={q}", f"{heat.min():.1%}", f"{heat.max():.1%}"
                 else:
                     drawn = overlay(img, why_map(explained, img, int(indices[0]), q, cam, layer))
+                    how, low, high = (f"Grad-CAM at {layer}" if cam == "gradcam" else "CAM") + f", Q={q}", "0", "most"
+                drawn = with_legend(drawn, f"{label}: {how}", low, high)
+                info = PngInfo()  # the legend's facts, for a program reading the file
+                for key, value in (("class", label), ("map", how), ("colour scale", f"jet: blue {low} to red {high}")):
+                    info.add_itxt(key, value)
                 out = outs[i]
-                atomic_write(out, lambda tmp, o=drawn: o.save(tmp, format="PNG"))
+                atomic_write(out, lambda tmp, o=drawn, n=info: o.save(tmp, format="PNG", pnginfo=n))
                 pred.heatmap = str(out)
             predictions.append(pred)
     return predictions, skipped

@@ -21,6 +21,29 @@ from ..model import VGG
 from ..weights import Preprocessing
 
 
+def method_text(method: str, grid: int, flip: bool) -> str:
+    """The evaluation method in words: "dense, flip", "multi-crop 5x5 (50/scale), flip", "centre crop"."""
+    crops_per_scale = grid**2 * (2 if flip else 1)
+    names = {
+        "center": "centre crop",
+        "dense": "dense",
+        "multicrop": f"multi-crop {grid}x{grid} ({crops_per_scale}/scale)",
+        "dense+multicrop": f"multi-crop {grid}x{grid} & dense",
+    }
+    return names[method] + (", flip" if flip else "")
+
+
+def protocol_text(cfg: EvalConfig, scales: Sequence[int], crop: int) -> str:
+    """What produced a posterior, in words: "dense, Q=256, flip", "224x224 centre crop, Q=256", ...
+
+    `scales`: the test scales Q (shorter image side) averaged over; `crop`: the network's input size.
+    """
+    method = method_text(cfg.method, cfg.grid, cfg.flip).removesuffix(", flip")  # the flip goes last
+    if cfg.method == "center":
+        method = f"{crop}x{crop} {method}"
+    return f"{method}, Q={','.join(map(str, scales))}" + (", flip" if cfg.flip else "")
+
+
 def crop_offset(length: int, size: int, fraction: float) -> int:
     """Offset of a crop of `size` at `fraction` (0: first, 0.5: centre, 1: last) along `length`."""
     return int((length - size) * fraction + 0.5)

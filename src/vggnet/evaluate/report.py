@@ -10,8 +10,10 @@ from pathlib import Path
 
 from ..configs import EvalConfig
 from ..io import optional, write_text
+from ..metrics import error_cells, error_columns
 from ..tables import markdown_table, per_class_table
 from .loop import Result, evaluate
+from .protocol import method_text
 
 MAX_CONFUSION_CLASSES = 100  # a confusion matrix PNG beyond this is unreadable
 
@@ -26,19 +28,18 @@ def _joined(values: list[str]) -> str:
 
 def method_label(result: Result) -> str:
     """The evaluation method in words: "dense, flip", "multi-crop 5x5, flip (50/scale)", ..."""
-    crops_per_scale = result.grid**2 * (2 if result.flip else 1)
-    names = {
-        "center": "centre crop",
-        "dense": "dense",
-        "multicrop": f"multi-crop {result.grid}x{result.grid} ({crops_per_scale}/scale)",
-        "dense+multicrop": f"multi-crop {result.grid}x{result.grid} & dense",
-    }
-    return names[result.method] + (", flip" if result.flip else "")
+    return method_text(result.method, result.grid, result.flip)
+
+
+def errors_of(result: Result) -> dict[int, float]:
+    """{k: top-k error in %} of a result."""
+    return {1: result.top1_error, 5: result.top5_error}
 
 
 def results_table(results: Sequence[Result]) -> str:
-    """One row per result, in the shape of the paper's Tables 3-6 (errors in %)."""
-    header = ["ConvNet", "train S", "test Q", "method", "images", "top-1 err (%)", "top-5 err (%)"]
+    """One row per result, in the shape of the paper's Tables 3-6 (errors in %; top-5 only with more than 5 classes)."""
+    columns = error_columns(len(r.class_names) for r in results)
+    header = ["ConvNet", "train S", "test Q", "method", "images", *(f"top-{k} err (%)" for k in columns)]
     rows = [
         [
             " + ".join(r.configs),
@@ -46,8 +47,7 @@ def results_table(results: Sequence[Result]) -> str:
             _joined([",".join(map(str, q)) for q in r.scales]),
             method_label(r),
             r.images,
-            f"{r.top1_error:.1f}",
-            f"{r.top5_error:.1f}",
+            *error_cells(errors_of(r), len(r.class_names), columns),
         ]
         for r in results
     ]

@@ -18,7 +18,7 @@ from torch import nn
 
 from ..data import batch_loader
 from ..io import report
-from ..metrics import count_correct
+from ..metrics import count_correct, reported_ks
 from ..runs import WEIGHTS
 from ..weights import Preprocessing, save_weights
 from .distributed import Dist, epoch_indices
@@ -211,7 +211,7 @@ def end_epoch(run: Run) -> str:
     checkpoint(run)
     if env.main:
         write_metrics(run.dir, run.pos.history)
-        log_epoch(record, cfg.epochs, action, run.schedule.decreases)
+        log_epoch(record, cfg.epochs, action, run.schedule.decreases, run.model.cfg.num_classes)
     return action
 
 
@@ -235,12 +235,13 @@ def save_best(run: Run, epoch: int, val: dict[str, float]) -> None:
     )
 
 
-def log_epoch(record: dict[str, Any], epochs: int, action: str, decreases: int) -> None:
-    """One line per epoch on stderr (quiet mode included)."""
+def log_epoch(record: dict[str, Any], epochs: int, action: str, decreases: int, num_classes: int = 1000) -> None:
+    """One line per epoch on stderr (quiet mode included); top-5 only where there are more than 5 classes."""
+    top5 = f"top-5 {record['val_top5']:.2f}%  " if 5 in reported_ks(num_classes) else ""
     line = (
         f"epoch {record['epoch']}/{epochs}  lr {record['lr']:.1e}  train loss {record['train_loss']:.3f} "
         f"top-1 {record['train_top1']:.2f}%  val loss {record['val_loss']:.3f} top-1 {record['val_top1']:.2f}% "
-        f"top-5 {record['val_top5']:.2f}%  {record['images_per_s']:.0f} img/s  {record['seconds']:.1f} s"
+        f"{top5}{record['images_per_s']:.0f} img/s  {record['seconds']:.1f} s"
     )
     report(line + ("  (best)" if record["best"] else "") + ("  (LR / 10)" if action == "decrease" else ""))
     if action == "stop":

@@ -195,7 +195,8 @@
   function renderOverlay() {
     const p = PHOTOS[state.photo];
     const overlay = $("overlay");
-    if (!p.top.length || !$("cam-show").checked) { overlay.hidden = true; return; }
+    const key = $("cam-key");
+    if (!p.top.length || !$("cam-show").checked) { overlay.hidden = key.hidden = true; return; }
     const rank = Number($("cam-class").value);
     const layer = $("cam-layer").value;
     overlay.src = layer === "cam" ? p.cam[rank] : p.gradcam[layer][rank];
@@ -203,6 +204,8 @@
     overlay.hidden = false;
     const how = layer === "cam" ? "CAM" : t("cam_option", { layer });
     overlay.alt = t("overlay_alt", { how, name: p.name, label: p.top[rank].label });
+    $("cam-key-text").textContent = t("cam_key", { how, label: p.top[rank].label });
+    key.hidden = false;
   }
 
   function renderMaps() {

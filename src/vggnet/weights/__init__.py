@@ -42,6 +42,7 @@ from .sources import (
     detect_source,
     import_weights,
     read_weights,
+    weights_meta,
 )
 from .timm import timm_state
 from .torchvision import read_torch_state
@@ -85,4 +86,5 @@ __all__ = [
     "save_weights",
     "stored_bytes",
     "timm_state",
+    "weights_meta",
 ]

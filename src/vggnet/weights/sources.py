@@ -25,6 +25,7 @@ from .format import (
     existing_file,
     has_classifier,
     load_project_weights,
+    read_meta,
     safetensors_header,
     save_weights,
 )
@@ -71,6 +72,13 @@ def read_weights(
     if verify and expected:
         check(file_sha256(path), expected, path, "the file")
     return load_project_weights(path, device, verify)
+
+
+def weights_meta(path: str | os.PathLike[str], verify: bool = True) -> WeightsMeta:
+    """The metadata of any supported weights file: a project file's header alone; a torchvision, timm, Keras or
+    Caffe file is imported to learn its configuration from the tensors."""
+    path = existing_file(path)
+    return read_meta(path, verify) if _is_project_file(path) else import_weights(path, verify=verify)[1]
 
 
 # -- importing from every public source --------------------------------------------------------
