@@ -5,14 +5,14 @@ The verbs share one folder on disk (`store.py`), so each can be rerun, resumed o
 
 - photos.py: which photos, in which order, and which shards a process takes (`--shard i/N`, torchrun, Slurm)
 - descriptors.py: fc7, GAP, MAC, R-MAC, GeM, L2 and PCA whitening
-- embed.py: the extraction job (loader processes, the network, shards written as they finish)
+- extract.py: the extraction job (loader processes, the network, shards written as they finish)
 - store.py: the folder's files, resume, the check for gaps and overlaps, merging parts
 - search.py: the index, nearest neighbours, near-duplicate groups
 - page.py: the HTML page of a search
 """
 
 from .descriptors import DESCRIPTORS, Whitening, fit_whitening, gap, gem, l2n, mac, pool, rmac, rmac_regions
-from .embed import EmbedConfig, EmbedResult, describer, embed, load_photo
+from .extract import EmbedConfig, EmbedResult, describer, embed, load_photo
 from .photos import Photos, list_photos, parse_part, shards_of_part
 from .search import (
     EXACT_LIMIT,

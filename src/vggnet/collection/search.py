@@ -260,7 +260,7 @@ def search_photo(
 ) -> tuple[Searcher, list[Neighbour]]:
     """The k photos of the collection nearest to the photo `query`, described as the collection was (same
     weights, layer, descriptor, size and scales; `weights` overrides where they were if they moved)."""
-    from .embed import describer, load_photo, settings_from
+    from .extract import describer, load_photo, settings_from
 
     if k < 1:
         raise ValueError(f"-k {k}: ask for at least one neighbour")

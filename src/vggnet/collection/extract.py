@@ -27,7 +27,6 @@ from ..data.datasets import to_rgb
 from ..devices import pick_device
 from ..evaluate.networks import train_scale
 from ..features import block_outputs, features_at, layer_names
-from ..io import report
 from ..model import VGG
 from ..weights import Preprocessing, file_sha256, load_weights, resolve_weights
 from . import store
@@ -273,7 +272,7 @@ def embed(
         for index, why in zip(batch_indices, whys, strict=True):
             k = index // cfg.shard_size
             if why:
-                report(f"skipping unreadable image {photos.full(photos.paths[index])}: {why}")
+                bar.write(f"skipping unreadable image {photos.full(photos.paths[index])}: {why}", file=sys.stderr)
                 unreadable.append(photos.paths[index])
                 rows.append(None)
             else:
