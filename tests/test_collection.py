@@ -132,6 +132,23 @@ def test_multi_scale_is_the_average_of_the_normalised_scales(weights, photos):
     np.testing.assert_allclose(net(x).numpy(), torch.nn.functional.normalize(mean / 2, dim=1).numpy(), atol=1e-5)
 
 
+@pytest.mark.parametrize("descriptor", ["gem", "rmac", "fc7"])
+def test_fast_path_gives_the_plain_descriptors(photos, descriptor, monkeypatch, tmp_path):
+    """--fast's Winograd layers, up to the tap (the PyTorch form, which takes layers from 128 channels at 1/4
+    width; the compiled kernels' own tests cover those)."""
+    from vggnet.cpu.winograd import WinogradConv2d
+
+    monkeypatch.setenv("VGGNET_NATIVE", "0")
+    weights = tmp_path / "quarter.safetensors"
+    save_weights(build("A", width=1 / 4, num_classes=4).eval(), weights, preprocessing=Preprocessing.torchvision())
+    x = torch.stack([load_photo(photos / p, SIZE) for p in ("a/p01.jpg", "a/p03.png", "b/c/p08.jpg")])
+    plain = describer(weights, cfg(descriptor=descriptor))(x)
+    net = describer(weights, cfg(descriptor=descriptor, fast=True))
+    assert sum(isinstance(m, WinogradConv2d) for m in net.model.features) >= 2
+    fast = net(x)
+    np.testing.assert_allclose(fast.numpy(), plain.numpy(), atol=1e-5)
+
+
 def test_batch_size_and_loader_processes_do_not_change_the_descriptors(emb, photos, weights, tmp_path):
     out = tmp_path / "emb"
     embed(photos, weights, out, cfg(descriptor="gem", batch=7, workers=2), progress=False)

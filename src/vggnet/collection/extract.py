@@ -166,7 +166,8 @@ def describer(weights: str | os.PathLike[str], cfg: EmbedConfig) -> Describer:
     """Load the weights and prepare them for `cfg` (a one-line error when they lack the layer asked for)."""
     cfg.check()
     path = resolve_weights(weights)
-    model, meta = load_weights(path, device=pick_device(cfg.device), verify=cfg.verify)
+    device = pick_device(cfg.device, int(os.environ.get("LOCAL_RANK", "0")))  # under torchrun: this rank's GPU
+    model, meta = load_weights(path, device=device, verify=cfg.verify)
     layer = descriptor_layer(model, cfg, str(weights))
     size = cfg.size or train_scale(meta)[0]
     model = _prepared(model, layer, cfg.fast)
