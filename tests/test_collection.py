@@ -180,6 +180,53 @@ def test_rerun_skips_finished_shards_and_redoes_the_one_a_kill_interrupted(photo
     assert (again.done_before, again.written, again.embedded) == (3, 0, 0)
 
 
+DIES_WRITING_SHARD_1 = """
+import os, signal, sys
+import vggnet.collection.store as store
+real, calls = store._save_npy, []
+def dying(tmp, array):
+    calls.append(1)
+    if len(calls) == 2:  # shard 1's descriptors: half a file in the temporary name, then SIGKILL
+        open(tmp, "wb").write(b"\\x93NUMPY half")
+        os.kill(os.getpid(), signal.SIGKILL)
+    real(tmp, array)
+store._save_npy = dying
+from vggnet.cli import main
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+@pytest.mark.slow
+def test_sigkill_while_writing_a_shard_loses_only_that_shard(photos, weights, emb, tmp_path):
+    import subprocess
+    import sys
+
+    out = tmp_path / "emb"
+    argv = [
+        "embed",
+        str(photos),
+        "--weights",
+        str(weights),
+        "--out",
+        str(out),
+        "--size",
+        str(SIZE),
+        "--shard-size",
+        "4",
+    ]
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1] / "src"), "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run([sys.executable, "-c", DIES_WRITING_SHARD_1, *argv, "--workers", "0", "--quiet"], env=env,
+                          capture_output=True, text=True, timeout=300)  # fmt: skip
+    assert proc.returncode == -9, proc.stderr[-2000:]
+    assert (out / "shard-00000.csv").exists() and not (out / "shard-00001.npy").exists()
+    assert len(list(out.glob(".shard-00001.npy.*.tmp"))) == 1  # the dead writer's half file, under a temporary name
+    with pytest.raises(ValueError, match=r"2 of 3 shards missing \(1, 2\)"):
+        open_collection(out)
+    r = embed(photos, weights, out, cfg(descriptor="gem"), progress=False)
+    assert (r.done_before, r.written) == (1, 2) and not list(out.glob(".*.tmp"))
+    np.testing.assert_allclose(open_collection(out).descriptors(), open_collection(emb).descriptors(), atol=1e-5)
+
+
 def test_parts_split_evenly_and_merge_into_the_whole(photos, weights, emb, tmp_path, capsys):
     assert [shards_of_part(7, (i, 3)) for i in range(3)] == [[0, 3, 6], [1, 4], [2, 5]]
     a, b = tmp_path / "a", tmp_path / "b"
