@@ -9,7 +9,8 @@
 - duplicates: planted near-duplicates (resized, re-encoded, cropped, flipped copies) among distinct
   photos; pair precision and recall of `duplicates` at several thresholds.
 
-Run: PYTHONPATH=src nice python benchmarks/collection.py --weights runs/collection-net   (about 8 minutes on 2 cores)
+Run: PYTHONPATH=src nice python benchmarks/collection.py --weights runs/collection-net   (about 8 minutes on 2 cores;
+docs/collections.md says how runs/collection-net was trained)
 """
 
 from __future__ import annotations
@@ -33,9 +34,12 @@ from common import machine, machine_line, publish  # noqa: E402
 from vggnet.collection import EmbedConfig, describer, duplicate_groups, embed, fit_whitening, load_photo  # noqa: E402
 from vggnet.collection.descriptors import l2n, pool  # noqa: E402
 from vggnet.features import features_at  # noqa: E402
+from vggnet.model import build  # noqa: E402
+from vggnet.weights import Preprocessing, save_weights  # noqa: E402
 
 IMAGENETTE = Path(__file__).resolve().parents[2] / "shared" / "data" / "imagenette"
 DESCRIPTORS = ("fc7", "gap", "mac", "rmac", "gem")
+MEMORY_SIZE = 32  # px: the memory runs measure the pipeline, so the photos are small and the net narrow
 
 
 def photo_list(folder: Path, n: int | None = None, step: int = 1) -> list[Path]:
@@ -177,7 +181,7 @@ def duplicates(weights: str, data: Path, size: int, distinct: int, planted: int,
                 change(rgb).save(folder / f"{i:04d}-{name}.jpg", quality=30 if name == "re-encoded" else 90)
                 truth[f"{i:04d}-{name}.jpg"] = i
     out = {}
-    for d in ("gem", "mac", "rmac"):
+    for d in ("gem", "rmac"):
         embed(folder, weights, tmp / f"dups-{d}", EmbedConfig(descriptor=d, size=size, workers=1, device="cpu"), False)
         from vggnet.collection import open_collection
 
@@ -212,7 +216,6 @@ def index_costs(sizes: list[int], dim: int, queries: int) -> dict:
 
     from vggnet.collection.search import _faiss_index
 
-    faiss.omp_set_num_threads(1)  # one query at a time: threads only add their start-up (and a shared machine's waits)
     rng = np.random.default_rng(0)
     out = {}
     for n in sizes:
@@ -222,9 +225,11 @@ def index_costs(sizes: list[int], dim: int, queries: int) -> dict:
         q = x[planted] + 0.05 * rng.standard_normal((queries, dim), dtype=np.float32)  # its source: cos about 0.8
         row = {}
         for kind, limit in (("flat", n), ("hnsw", 0)):
+            faiss.omp_set_num_threads(2)
             start = time.perf_counter()
             index = _faiss_index(faiss, x, limit)
             built = time.perf_counter() - start
+            faiss.omp_set_num_threads(1)  # one query at a time: threads only add their start-up and waits
             found, start = [], time.perf_counter()
             for i in range(queries):
                 found.append(index.search(q[i : i + 1], 10)[1][0])
@@ -234,6 +239,7 @@ def index_costs(sizes: list[int], dim: int, queries: int) -> dict:
         row["hnsw"]["recall_at_10"] = float(
             np.mean([len(set(a) & set(e)) / 10 for a, e in zip(approx, exact, strict=True)])
         )
+        row["hnsw"]["source_found"] = float(np.mean([a[0] == p for a, p in zip(approx, planted, strict=True)]))
         out[str(n)] = row
     return {"dim": dim, "queries": queries, "faiss_threads": 1, "by_size": out}
 
@@ -242,7 +248,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--weights", required=True, help="the net trained on Imagenette (a run folder)")
     parser.add_argument("--data", type=Path, default=IMAGENETTE)
-    parser.add_argument("--size", type=int, default=146, help="photos' side for the descriptors")
+    parser.add_argument("--size", type=int, default=110, help="photos' side for the descriptors")
     parser.add_argument("--only", default="speed,memory,retrieval,duplicates,index")
     parser.add_argument("--smoke", action="store_true", help="a tiny run of every part, for a quick check")
     parser.add_argument("--out", type=Path, default=None)
@@ -259,24 +265,27 @@ def main() -> int:
     with tempfile.TemporaryDirectory(prefix="vggnet-bench-") as tmp:
         tmp = Path(tmp)
         if "speed" in only:
-            results["speed"] = speed(args.weights, photo_list(args.data / "val", 64 if small else 512, 7),
-                                     args.size, 32, 1, 2 if small else 3, tmp)  # fmt: skip
+            val = photo_list(args.data / "val", 64 if small else 384, 7)
+            results["speed"] = speed(args.weights, val, args.size, 32, 1, 2 if small else 3, tmp)
         if "memory" in only:
             counts = [50, 200] if small else [1000, 10000]
-            results["memory"] = memory(
-                args.weights, everything[:: max(1, len(everything) // counts[-1])], counts, 64, tmp
+            # the pipeline's memory, not the net's: a 1/16-width net A (random weights) at 32 px keeps 10k photos quick
+            tiny = tmp / "tiny.safetensors"
+            torch.manual_seed(0)
+            save_weights(
+                build("A", width=1 / 16, num_classes=10).eval(), tiny, preprocessing=Preprocessing.torchvision()
             )
-            results["memory_size"] = 64
+            picked = everything[:: max(1, len(everything) // counts[-1])]
+            results["memory"] = memory(str(tiny), picked, counts, MEMORY_SIZE, tmp)
+            results["memory_net"] = f"VGG A at 1/16 width, random weights, {MEMORY_SIZE} px"
         if "retrieval" in only:
-            results["retrieval"] = retrieval(
-                args.weights, args.data, args.size, 100 if small else 2000, 200 if small else None
-            )
+            whitening, limit = (100, 200) if small else (1000, 2000)
+            results["retrieval"] = retrieval(args.weights, args.data, args.size, whitening, limit)
         if "index" in only:
-            results["index"] = index_costs([2000, 20000] if small else [20000, 200000], 512, 20 if small else 100)
+            results["index"] = index_costs([2000, 10000] if small else [10000, 50000], 512, 20 if small else 50)
         if "duplicates" in only:
-            results["duplicates"] = duplicates(
-                args.weights, args.data, args.size, 40 if small else 400, 10 if small else 100, tmp
-            )
+            distinct, planted = (40, 10) if small else (300, 60)
+            results["duplicates"] = duplicates(args.weights, args.data, args.size, distinct, planted, tmp)
     results["peak_rss_benchmark_mib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     if args.out is not None:
         import common
@@ -309,7 +318,7 @@ def markdown(r: dict) -> str:
         ]  # fmt: skip
     if "memory" in r:
         lines += ["## Peak resident memory of `vggnet embed`", "",
-                  f"Distinct Imagenette photos (train + val) at {r['memory_size']} px, 1 loader process, shards of 1000.", "",
+                  f"Distinct Imagenette photos (train + val); {r['memory_net']}; 1 loader process, batch 64, shards of 1000.", "",
                   "| photos | main process (MiB) | loader process (MiB) | seconds |", "|---|---|---|---|"]  # fmt: skip
         lines += [
             f"| {n} | {m['main_mib']:.0f} | {m['loader_mib']:.0f} | {m['seconds']:.0f} |"
@@ -331,8 +340,8 @@ def markdown(r: dict) -> str:
     if "index" in r:
         x = r["index"]
         lines += ["## The index: exact against HNSW", "",
-                  f"Random unit vectors of {x['dim']} dims; {x['queries']} queries one at a time (FAISS with "
-                  f"{x['faiss_threads']} thread), each a stored vector plus noise (its source at cosine about 0.8, the "
+                  f"Random unit vectors of {x['dim']} dims (HNSW built with 2 threads); {x['queries']} queries one "
+                  f"at a time (FAISS with {x['faiss_threads']} thread), each a stored vector plus noise (its source at cosine about 0.8, the "
                   "rest near 0: recall@10 beyond the source is a tie among random vectors, the hardest case for HNSW); "
                   "HNSW with M = 32, efSearch = 128 as `vggnet index` builds it.", "",
                   "| vectors | exact: ms/query | HNSW: build s | HNSW: ms/query | HNSW: source first | HNSW recall@10 |",
