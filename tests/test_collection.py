@@ -365,6 +365,11 @@ BAD = {
         "embed",
         ["no layer fc7 (gap head)"],
     ),
+    "a size over the activation budget": (
+        ["embed", "{photos}", *EMBED, "--size", "20000"],
+        "embed",
+        ["--size", "over the limit"],
+    ),
     "a layer that is none": (["embed", "{photos}", *EMBED, "--layer", "relu9_9"], "embed", ["no layer relu9_9"]),
     "a shard missing": (["index", "{gapped}"], "index", ["1 of 3 shards missing (1)"]),
     "query not an image": (["search", "{stale}", "{photos}/notes.txt"], "search", ["built from other descriptors"]),

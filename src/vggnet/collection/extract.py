@@ -7,6 +7,7 @@ size, a kill loses at most the shard in progress, and the same command run again
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import sys
 import time
@@ -21,12 +22,14 @@ import torch.nn.functional as F
 from PIL import Image, UnidentifiedImageError
 from torch.utils.data import DataLoader, Dataset
 
+from ..analysis import activation_bytes
 from ..configs import option
 from ..data import rescale, to_uint8_tensor
 from ..data.datasets import to_rgb
 from ..devices import pick_device
 from ..evaluate.networks import train_scale
 from ..features import block_outputs, features_at, layer_names
+from ..limits import ACTIVATION_BYTES
 from ..model import VGG
 from ..weights import Preprocessing, file_sha256, load_weights, resolve_weights
 from . import store
@@ -170,6 +173,7 @@ def describer(weights: str | os.PathLike[str], cfg: EmbedConfig) -> Describer:
     model, meta = load_weights(path, device=device, verify=cfg.verify)
     layer = descriptor_layer(model, cfg, str(weights))
     size = cfg.size or train_scale(meta)[0]
+    _check_activations(model, max(8, round(size * max(cfg.scales))))
     model = _prepared(model, layer, cfg.fast)
     settings = {
         "weights": str(path),
@@ -182,6 +186,15 @@ def describer(weights: str | os.PathLike[str], cfg: EmbedConfig) -> Describer:
         "scales": list(cfg.scales),
     }
     return Describer(model, meta.preprocessing, layer, cfg, size, settings)
+
+
+def _check_activations(model: VGG, side: int) -> None:
+    """A one-line error when one photo at `side` x `side` would pass the activation budget (a huge --size)."""
+    with torch.device("meta"):  # shapes only; a gap head accepts any size
+        shapes = VGG(dataclasses.replace(model.cfg, head="gap"))
+    ACTIVATION_BYTES.check(
+        activation_bytes(shapes, side, side), f"--size: one photo at {side}x{side}, its activations need"
+    )
 
 
 def _prepared(model: VGG, layer: str, fast: bool) -> VGG:

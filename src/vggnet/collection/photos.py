@@ -41,12 +41,20 @@ def list_photos(source: str | os.PathLike[str]) -> Photos:
         images = sorted({p.relative_to(source).as_posix() for p in files if p.suffix.lower() in IMAGE_EXTENSIONS})
         if not images:
             raise ValueError(f"{source}: no images among its {len(files)} file(s) ({', '.join(IMAGE_EXTENSIONS)})")
-        return Photos(source.resolve(), images)
+        return Photos(source.resolve(), _usable(source, images))
     lines = source.read_text(encoding="utf-8", errors="replace").splitlines()
     listed = sorted({s for s in (line.strip() for line in lines) if s and not s.startswith("#")})
     if not listed:
         raise ValueError(f"{source}: the file list names no photos (one path a line)")
-    return Photos(source.resolve().parent, listed)
+    return Photos(source.resolve().parent, _usable(source, listed))
+
+
+def _usable(source: Path, paths: list[str]) -> list[str]:
+    """`paths`, or a one-line error for a name a one-path-a-line plan cannot hold (a line break in it)."""
+    bad = next((p for p in paths if "\n" in p or "\r" in p), None)
+    if bad is not None:
+        raise ValueError(f"{source}: file name {bad!r} holds a line break; rename it")
+    return paths
 
 
 def parse_part(text: str) -> tuple[int, int]:

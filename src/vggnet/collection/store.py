@@ -87,7 +87,8 @@ def begin(out: str | os.PathLike[str], photos: Photos, manifest: dict[str, Any])
                 f"{out}: holds descriptors made with another {differs.removeprefix('the ')}; use another --out"
             )
         return out
-    if out.is_dir() and any(out.iterdir()):
+    # a run killed before its manifest leaves photos.txt and temporary files, which this run writes again
+    if out.is_dir() and any(p.name != PLAN and not p.name.startswith(".") for p in out.iterdir()):
         raise ValueError(f"{out}: folder is not empty and holds no {MANIFEST}; use a new or empty --out")
     write_text(out / PLAN, "".join(p + "\n" for p in photos.paths))
     write_text(out / MANIFEST, json.dumps(manifest, indent=1) + "\n")  # last: the folder is a collection from here
