@@ -16,6 +16,7 @@ docs/collections.md says how runs/collection-net was trained)
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import resource
 import subprocess
@@ -29,9 +30,18 @@ import torch
 from PIL import Image, ImageOps
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import machine, machine_line, publish  # noqa: E402
+from common import RESULTS, machine, machine_line, publish  # noqa: E402
 
-from vggnet.collection import EmbedConfig, describer, duplicate_groups, embed, fit_whitening, load_photo  # noqa: E402
+from vggnet.collection import (  # noqa: E402
+    EmbedConfig,
+    build_index,
+    describer,
+    duplicate_groups,
+    embed,
+    fit_whitening,
+    load_photo,
+    open_searcher,
+)
 from vggnet.collection.descriptors import l2n, pool  # noqa: E402
 from vggnet.features import features_at  # noqa: E402
 from vggnet.model import build  # noqa: E402
@@ -39,12 +49,20 @@ from vggnet.weights import Preprocessing, save_weights  # noqa: E402
 
 IMAGENETTE = Path(__file__).resolve().parents[2] / "shared" / "data" / "imagenette"
 DESCRIPTORS = ("fc7", "gap", "mac", "rmac", "gem")
+PARTS = ("speed", "memory", "retrieval", "index", "duplicates")
 MEMORY_SIZE = 32  # px: the memory runs measure the pipeline, so the photos are small and the net narrow
 
 
 def photo_list(folder: Path, n: int | None = None, step: int = 1) -> list[Path]:
     files = sorted(p for p in folder.rglob("*") if p.suffix.lower() in (".jpeg", ".jpg", ".png"))[::step]
     return files[:n] if n else files
+
+
+def evenly(paths: list[Path], n: int | None) -> list[Path]:
+    """n of the (class-sorted) paths evenly spaced over the list, so every class is there; all for None."""
+    if not n or n >= len(paths):
+        return paths
+    return [paths[i] for i in np.linspace(0, len(paths) - 1, n).round().astype(int)]
 
 
 def write_list(paths: list[Path], out: Path) -> Path:
@@ -138,11 +156,9 @@ def map_and_p10(x: np.ndarray, labels: np.ndarray) -> tuple[float, float]:
 
 
 def retrieval(weights: str, data: Path, size: int, whiten_photos: int, limit: int | None) -> dict:
-    val = photo_list(data / "val")
-    if limit:
-        val = val[:: max(1, len(val) // limit)][:limit]
+    val = evenly(photo_list(data / "val"), limit)
     labels = np.array([p.parent.name for p in val])
-    train = photo_list(data / "train", whiten_photos, step=max(1, len(photo_list(data / "train")) // whiten_photos))
+    train = evenly(photo_list(data / "train"), whiten_photos)
     start = time.perf_counter()
     queries, fitting = all_descriptors(weights, val, size), all_descriptors(weights, train, size)
     rows = {}
@@ -165,11 +181,16 @@ VARIANTS = {
 }
 
 
+# Raw descriptors of post-ReLU maps are all non-negative, so unrelated photos already sit at cosines near 0.9:
+# their thresholds are high. Whitening centres them, so its cosines start near 0.
+THRESHOLDS = {False: (0.95, 0.98, 0.99, 0.995, 0.998), True: (0.3, 0.5, 0.7, 0.8, 0.9)}
+
+
 def duplicates(weights: str, data: Path, size: int, distinct: int, planted: int, tmp: Path) -> dict:
     """Pair precision and recall of `duplicate_groups` on `distinct` photos, `planted` of which get 4 variants."""
     folder = tmp / "dups"
     folder.mkdir()
-    originals = photo_list(data / "val", distinct, step=max(1, len(photo_list(data / "val")) // distinct))
+    originals = evenly(photo_list(data / "val"), distinct)
     truth: dict[str, int] = {}
     for i, p in enumerate(originals):
         with Image.open(p) as im:
@@ -181,15 +202,16 @@ def duplicates(weights: str, data: Path, size: int, distinct: int, planted: int,
                 change(rgb).save(folder / f"{i:04d}-{name}.jpg", quality=30 if name == "re-encoded" else 90)
                 truth[f"{i:04d}-{name}.jpg"] = i
     out = {}
-    for d in ("gem", "rmac"):
-        embed(folder, weights, tmp / f"dups-{d}", EmbedConfig(descriptor=d, size=size, workers=1, device="cpu"), False)
-        from vggnet.collection import open_collection
-
-        c = open_collection(tmp / f"dups-{d}")
-        x = c.descriptors()
+    for d, whiten in (("gem", False), ("gem", True), ("rmac", False), ("rmac", True)):
+        emb = tmp / f"dups-{d}"
+        if not emb.exists():
+            embed(folder, weights, emb, EmbedConfig(descriptor=d, size=size, workers=1, device="cpu"), False)
+        build_index(emb, whiten=whiten)  # whitening fitted on the collection itself, as `vggnet index --whiten`
+        s = open_searcher(emb)
+        c, x = s.collection, s.vectors if s.vectors is not None else s.prepare(s.collection.descriptors())
         true_pairs = {(a, b) for a in c.paths for b in c.paths if a < b and truth[a] == truth[b]}
         per_threshold = {}
-        for t in (0.8, 0.85, 0.9, 0.95):
+        for t in THRESHOLDS[whiten]:
             found = {(a, b) for g in duplicate_groups(x, t) for a in (c.paths[i] for i in g)
                      for b in (c.paths[i] for i in g) if a < b}  # fmt: skip
             hit = len(found & true_pairs)
@@ -201,7 +223,7 @@ def duplicates(weights: str, data: Path, size: int, distinct: int, planted: int,
             }
             per_threshold[str(t)] = {"precision": hit / len(found) if found else 1.0, "recall": hit / len(true_pairs),
                                      "found_pairs": len(found), "recall_by_variant": recall_by}  # fmt: skip
-        out[d] = per_threshold
+        out[d + (" whitened" if whiten else "")] = per_threshold
     return {"photos": len(truth), "distinct": distinct, "planted": planted, "true_pairs": len(true_pairs),
             "by_descriptor": out}  # fmt: skip
 
@@ -210,7 +232,7 @@ def duplicates(weights: str, data: Path, size: int, distinct: int, planted: int,
 
 
 def index_costs(sizes: list[int], dim: int, queries: int) -> dict:
-    """Exact (IndexFlatIP) against HNSW (as `vggnet index` builds it above EXACT_LIMIT) on random unit vectors:
+    """Exact (IndexFlatIP) against HNSW (as `vggnet index` builds it above EXACT_FLOATS) on random unit vectors:
     one query at a time, milliseconds each; HNSW's build time and recall@10 of the exact answer."""
     import faiss
 
@@ -249,7 +271,7 @@ def main() -> int:
     parser.add_argument("--weights", required=True, help="the net trained on Imagenette (a run folder)")
     parser.add_argument("--data", type=Path, default=IMAGENETTE)
     parser.add_argument("--size", type=int, default=110, help="photos' side for the descriptors")
-    parser.add_argument("--only", default="speed,memory,retrieval,duplicates,index")
+    parser.add_argument("--only", default=",".join(PARTS))
     parser.add_argument("--smoke", action="store_true", help="a tiny run of every part, for a quick check")
     parser.add_argument("--out", type=Path, default=None)
     parser.add_argument("--name", default="collection")
@@ -262,6 +284,12 @@ def main() -> int:
     everything = photo_list(args.data / "train") + photo_list(args.data / "val")
     small = args.smoke
     results: dict = {"machine": machine(), "command": " ".join(sys.argv), "weights": args.weights}
+    previous = (args.out or RESULTS) / f"{args.name}.json"
+    if only != set(PARTS) and previous.exists():  # some parts again: keep the others' figures (and their command)
+        kept = json.loads(previous.read_text())
+        results = {**{k: v for k, v in kept.items() if k not in PARTS and k not in results}, **results}
+        results |= {k: v for k, v in kept.items() if k in PARTS and k not in only}
+        results["earlier_command"] = kept.get("earlier_command", kept["command"])
     with tempfile.TemporaryDirectory(prefix="vggnet-bench-") as tmp:
         tmp = Path(tmp)
         if "speed" in only:
@@ -304,6 +332,9 @@ def markdown(r: dict) -> str:
     lines = ["# A photo collection's descriptors: speed, memory, retrieval, duplicates", "",
              f"Machine: {machine_line(r['machine'])}.  ", f"Command: `{cmd}`.  ",
              f"Weights: `{r['weights']}` (see docs/collections.md for how they were trained).", ""]  # fmt: skip
+    if "earlier_command" in r:
+        earlier = "PYTHONPATH=src nice python benchmarks/" + r["earlier_command"].split("benchmarks/")[-1]
+        lines[4:4] = [f"Parts the command above did not name: `{earlier}`, on the same machine.  "]
     if "speed" in r:
         s = r["speed"]
         lines += [

@@ -15,7 +15,7 @@ from .descriptors import DESCRIPTORS, Whitening, fit_whitening, gap, gem, l2n, m
 from .extract import EmbedConfig, EmbedResult, describer, embed, load_photo
 from .photos import Photos, list_photos, parse_part, shards_of_part
 from .search import (
-    EXACT_LIMIT,
+    EXACT_FLOATS,
     IndexInfo,
     Neighbour,
     build_index,
@@ -28,7 +28,7 @@ from .store import Collection, merge, open_collection
 
 __all__ = [
     "DESCRIPTORS",
-    "EXACT_LIMIT",
+    "EXACT_FLOATS",
     "Collection",
     "EmbedConfig",
     "EmbedResult",

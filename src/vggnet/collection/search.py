@@ -1,7 +1,7 @@
 """`index`, `search` and `duplicates` over a collection's descriptors.
 
 The index is FAISS's (the optional extra `collection`) where it is installed: exact inner product
-(IndexFlatIP) up to EXACT_LIMIT vectors, HNSW above (docs/collections.md says why there). Without FAISS
+(IndexFlatIP) up to EXACT_FLOATS stored floats, HNSW above (docs/collections.md says why there). Without FAISS
 the search is exact, in numpy, over the shards. Descriptors are L2-normalised, so scores are cosine
 similarities and the distance printed is the Euclidean one between unit vectors, sqrt(2 - 2 cos).
 """
@@ -23,10 +23,11 @@ from .store import Collection, open_collection, same_plan
 INDEX_JSON = "index.json"
 INDEX_FAISS = "index.faiss"
 WHITENING = "whitening.npz"
-# Up to this many vectors a query scans them all (IndexFlatIP): exact, and at 512 floats a vector 1M of them
-# are 2 GiB scanned in a fraction of a second per query on one core. Beyond, HNSW answers in about
-# log(N) steps for a few percent more memory; docs/collections.md gives the measurement behind the number.
-EXACT_LIMIT = 1_000_000
+# Up to this many stored floats (vectors x dimensions) a query scans them all (IndexFlatIP): exact, and the
+# scan's time grows with the floats read, so this bounds the time of one query; beyond, HNSW answers in about
+# log(N) steps. 128 M floats: 250,000 vectors of 512 dims, 31,250 fc7 vectors of 4096. docs/collections.md
+# derives the number from benchmarks/results/collection.md.
+EXACT_FLOATS = 128 * 2**20
 HNSW_LINKS = 32  # HNSW's M: neighbours per node (FAISS's recommended 16-64; recall above 0.95 at efSearch 128)
 HNSW_EF_SEARCH = 128
 
@@ -65,10 +66,11 @@ def build_index(
     whiten: bool = False,
     whiten_from: str | os.PathLike[str] | None = None,
     whiten_dim: int | None = None,
-    exact_limit: int = EXACT_LIMIT,
+    exact_limit: int | None = None,
 ) -> IndexInfo:
     """Check the collection (every shard there, none overlapping), optionally fit PCA whitening on it or on
-    the collection `whiten_from`, and build the search index beside the shards."""
+    the collection `whiten_from`, and build the search index beside the shards: exact up to `exact_limit`
+    vectors (default: EXACT_FLOATS / dimensions), HNSW above."""
     c = open_collection(emb)
     x = c.descriptors()
     whitened = whiten or whiten_from is not None
@@ -92,6 +94,7 @@ def build_index(
     faiss = optional("faiss", "collection", "exact numpy search instead of a FAISS index")
     index_path = c.folder / INDEX_FAISS
     note = ""
+    exact_limit = EXACT_FLOATS // x.shape[1] if exact_limit is None else exact_limit
     if faiss is None:
         kind = "numpy-exact"
         note = "FAISS is not installed: searches scan every descriptor with numpy (exact; pip install 'vggnet[collection]')"
