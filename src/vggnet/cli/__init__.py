@@ -1,7 +1,7 @@
 """`vggnet <command>`: parse, call the library, print.
 
-One module per family of commands (`network`, `weights`, `training`, `testing`, `transfer`, `machine`), each adding
-its parsers; the options of a job come from its dataclass (`options.py`), so the CLI cannot drift from
+One module per family of commands (`network`, `weights`, `training`, `testing`, `transfer`, `collection`,
+`machine`), each adding its parsers; the options of a job come from its dataclass (`options.py`), so the CLI cannot drift from
 the library.
 """
 
@@ -11,7 +11,7 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from . import machine, network, testing, training, transfer, weights
+from . import collection, machine, network, testing, training, transfer, weights
 from .options import UsageError, add_dataclass_args, dataclass_from_args
 
 
@@ -21,7 +21,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=version_text(), help="the version of vggnet and torch")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
-    for family in (network, weights, training, testing, transfer, machine):
+    for family in (network, weights, training, testing, transfer, collection, machine):
         family.register(sub)
     return parser
 
