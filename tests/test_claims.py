@@ -3,6 +3,7 @@
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -108,8 +109,61 @@ def test_runs_are_named_by_arm_and_seed_and_share_one_recipe(tmp_path):
     cfg = run.config("D-gap-s1", tmp_path, tmp_path / "stats.json")
     assert (cfg.arch, cfg.head, cfg.seed, cfg.width, cfg.epochs) == ("D_bn", "gap", 1, run.RECIPE["width"], 16)
     assert {run.arm_of(r)[0] for r in run.RUNS} == set(run.ARMS) and len(set(run.RUNS)) == len(run.RUNS)
-    assert len(run.RUNS) == len(run.ARMS) * len(run.SEEDS) + len(run.MORE_ARMS) * len(run.MORE_SEEDS) == 31
+    assert len(run.RUNS) == len(run.ARMS) * len(run.SEEDS) + len(run.MORE_ARMS) * len(run.MORE_SEEDS) == 37
     assert run.RUNS[21:26] == ["A-s3", "B-s3", "B-5x5-s3", "D-s3", "D-7x7-s3"]
+    assert run.RUNS[31:] == ["A-again-s0", "E-initA-s0", "A-again-s1", "E-initA-s1", "A-again-s2", "E-initA-s2"]
+    assert run.source_of("E-initA-s2") == "A-again-s2" and run.source_of("A-again-s2") is None
+    assert run.with_sources(["D-s0", "E-initA-s1"]) == ["D-s0", "A-again-s1", "E-initA-s1"]
+    assert run.with_sources(["A-again-s1", "E-initA-s1"]) == ["A-again-s1", "E-initA-s1"]
+    initial = run.config("E-initA-s1", tmp_path, tmp_path / "stats.json")
+    assert (initial.arch, initial.init_from, initial.epochs) == ("E_bn", str(tmp_path / "A-again-s1"), 16)
+    assert initial.backbone_lr_scale == 1.0 and initial.init == "kaiming"  # the rest of E's recipe, every layer
+    assert run.config("E-s1", tmp_path, tmp_path / "stats.json").init_from == ""
+
+
+def tiny_photos(n: int, seed: int) -> object:
+    """n random 36x36 photos of two classes, as the decoded cache holds them."""
+    rng = np.random.default_rng(seed)
+    pixels = rng.integers(0, 256, size=(n, 36, 36, 3), dtype=np.uint8)
+    labels = [i % 2 for i in range(n)]
+    return run.imagenette.CachedImages(pixels, labels, ["a", "b"], [f"{i}.jpg" for i in range(n)])
+
+
+def test_e_inita_starts_from_exactly_the_same_seeds_a(tmp_path, monkeypatch):
+    from vggnet.data import compute_stats
+    from vggnet.train import Dist, build_run
+    from vggnet.train.initialize import NET_A_LAYERS, paper_names
+    from vggnet.weights import load_weights
+
+    tiny = {"width": 1 / 16, "crop": 32, "scale": [36], "batch": 8, "epochs": 1, "threads": 0, "workers": 0}
+    for key, value in tiny.items():
+        monkeypatch.setitem(run.RECIPE, key, value)
+    parts = run.holdout_split(tiny_photos(40, 0))
+    compute_stats(parts[0], 40, 0).save(tmp_path / "stats.json")
+    with pytest.raises(FileNotFoundError, match="A-again-s1: E-initA-s1 starts from this run, which has not finished"):
+        run.train_run("E-initA-s1", tmp_path, tmp_path / "stats.json", parts)
+    run.train_run("A-again-s1", tmp_path, tmp_path / "stats.json", parts)  # one epoch: A's weights have moved
+    a, _ = load_weights(tmp_path / "A-again-s1" / "model.safetensors")
+
+    cfg = run.config("E-initA-s1", tmp_path, tmp_path / "stats.json")
+    e = build_run(cfg, Dist(), parts).model  # what train() would train, before its first step
+    a_names, e_names = paper_names(a), paper_names(e)
+    theirs, mine = a.state_dict(), e.state_dict()
+    copied = [*NET_A_LAYERS[:4], *(n.replace("conv", "bn") for n in NET_A_LAYERS[:4]), *NET_A_LAYERS[4:]]
+    for layer in copied:
+        keys = [k for k in mine if k.startswith(e_names[layer] + ".")]
+        assert keys, layer
+        for key in keys:
+            source = a_names[layer] + key[len(e_names[layer]) :]
+            assert torch.equal(mine[key], theirs[source].reshape(mine[key].shape)), key
+    # Every other layer is as E from scratch draws it with the same seed (Kaiming); the copied ones are not.
+    scratch = build_run(run.config("E-s1", tmp_path, tmp_path / "stats.json"), Dist(), parts).model.state_dict()
+    from_a = {k for layer in copied for k in mine if k.startswith(e_names[layer] + ".")}
+    assert all(torch.equal(mine[k], scratch[k]) for k in mine if k not in from_a)
+    assert not any(torch.equal(mine[k], scratch[k]) for k in from_a if k.endswith("weight") and "classifier" in k)
+    start = run.start_record(tmp_path / "E-initA-s1")
+    assert start["from"] == "A-again-s1" and len(start["sha256"]) == 64
+    assert start["new_layers"] == [n for n in e_names if n.startswith(("conv", "fc")) and n not in NET_A_LAYERS]
 
 
 def outcome(cmp, seeds, gain, sd=0.5, b=300, c=100, p=1e-20):
