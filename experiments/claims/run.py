@@ -23,7 +23,6 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 
 HERE = Path(__file__).resolve().parent
@@ -72,7 +71,7 @@ RECIPE: dict[str, Any] = {
     "threads": 1,  # two runs side by side, one thread each: no OpenMP barrier waits on a shared machine
     "quiet": True,
 }
-HOLDOUT = 0.1  # the fraction of each class's training photos held out for the plateau rule and the best epoch
+HOLDOUT = imagenette.HOLDOUT  # the tenth of each class's training photos held out for the plateau rule and best epoch
 TEST_Q = 73  # dense evaluation at Q = S, with flips, on all 3,925 validation photos
 
 ARMS: dict[str, Arm] = {
@@ -110,33 +109,9 @@ def source_of(run: str) -> str | None:
     return f"{ARMS[arm].init_from}-s{seed}" if ARMS[arm].init_from else None
 
 
-# -- data: the decoded photos, a held-out tenth of the training split ------------------------------------------
+# -- data: the decoded photos, a held-out tenth of the training split (experiments/imagenette/run.py) ----------
 
-
-class Split(torch.utils.data.Dataset):
-    """Some items of a dataset, with its class list (what vggnet.train needs of a dataset)."""
-
-    def __init__(self, base: torch.utils.data.Dataset, indices: list[int], root: str) -> None:
-        self.base, self.indices, self.root, self.classes = base, indices, root, base.classes
-        self.samples = [base.samples[i] for i in indices]
-
-    def __len__(self) -> int:
-        return len(self.indices)
-
-    def __getitem__(self, i: int) -> Any:
-        return self.base[self.indices[i]]
-
-
-def holdout_split(base: torch.utils.data.Dataset, fraction: float = HOLDOUT, seed: int = 0) -> tuple[Split, Split]:
-    """(training, held-out) parts of a training split: `fraction` of each class, drawn once with a fixed seed."""
-    labels = np.array([y for _, y in base.samples])
-    rng = np.random.default_rng(seed)
-    held: list[int] = []
-    for c in range(len(base.classes)):
-        members = np.flatnonzero(labels == c)
-        held += sorted(rng.choice(members, size=max(1, round(fraction * len(members))), replace=False).tolist())
-    kept = sorted(set(range(len(base))) - set(held))
-    return Split(base, kept, "train"), Split(base, sorted(held), "holdout")
+Split, holdout_split = imagenette.Split, imagenette.holdout_split
 
 
 # -- one run: train, test, keep metrics and posteriors ----------------------------------------------------
