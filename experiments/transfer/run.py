@@ -387,6 +387,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", default=str(HERE), help="where metrics/ and RESULTS.md go")
     args = p.parse_args(argv)
     out_dir, root = Path(args.out), Path(args.root)
+    curve_seeds = [x for x in args.curves.split(",") if x]
+    if not all(x.isdigit() for x in curve_seeds):
+        print(f"run.py: error: --curves {args.curves}: expected seeds such as 0,1,2", file=sys.stderr)
+        return 2
     metrics = out_dir / "metrics"
     if not args.report_only:
         from vggnet.data import dataset_folder
@@ -416,7 +420,7 @@ def main(argv: list[str] | None = None) -> int:
 
             compute_stats(data["train_source"], 10000, 0).save(root / "stats.json")
         if args.curves:
-            for seed in [int(x) for x in args.curves.split(",")]:
+            for seed in map(int, curve_seeds):
                 for n in BUDGETS:
                     print(f"curves: scratch n={n} seed={seed}", flush=True)
                     curves(root, n, seed, data, metrics)
