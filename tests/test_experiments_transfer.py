@@ -131,3 +131,21 @@ def test_class_subsets_relabel_and_draw_per_seed():
     assert subset[0] == (f"img{subset.indices[0]}", 0) and subset.samples[0] == (f"p{subset.indices[0]}", 0)
     assert run.Classes(Cache(), ["c", "a"], 2, 0).indices == subset.indices  # the same seed, the same photos
     assert np.unique(run.Classes(Cache(), ["a"]).indices).size == 6  # no per_class: every photo of the class
+
+
+def test_the_curves_measurement_is_tabled_and_summed_up_in_numbers(tmp_path):
+    metrics = tmp_path / "metrics"
+    metrics.mkdir()
+    write_runs(metrics, "scratch", 10, (61.0, 62.0, 63.0))
+    write_runs(metrics, "scratch", 50, (66.0, 67.0, 68.0))
+    for n, seed, errors in ((10, 0, (79.0, 70.0, 72.0, 61.0)), (50, 0, (80.0, 75.0, 69.0, 66.0))):
+        readings = [{"step": 25 * (k + 1), "top1": e, "top5": 0.0, "images": 1991} for k, e in enumerate(errors)]
+        record = {"method": "scratch", "n": n, "seed": seed, "seconds": 9.0, "readings": readings}
+        (metrics / f"curves-scratch-n{n}-s{seed}.json").write_text(json.dumps(record))
+    text = report.write_results(metrics, tmp_path, "SETUP\n").read_text()
+    assert "6 runs," in text  # the curves are a measurement, not runs of the table
+    assert "| 100 | 61.0 (1 seed) | 66.0 (1 seed) |" in text
+    # second halves: n10 72 -> 61 (11), n50 69 -> 66 (3): mean 7.0, largest 11.0
+    assert "error moves by 7.0 points on average from one reading to the next (largest 11.0)" in text
+    assert "2 of 2 final readings reproduce the committed from-scratch errors (within 0.05)." in text
+    assert "At the last step: 10 labels 61.0%, 50 labels 66.0% (seeds 0)." in text

@@ -210,8 +210,13 @@ def curves_words(curves: list[dict[str, Any]], low: int, high: int, runs: list[d
         f"error moves by {statistics.mean(moves):.1f} points on average from one reading to the next (largest "
         f"{max(moves):.1f}), at a constant LR."
     )
-    if ends[low] and ends[high]:
+    if len(ends[low]) >= 2 and len(ends[high]) >= 2:
         text += f" At the last step, {high} labels against {low}: {welch_words(ends[low], ends[high])}."
+    elif ends[low] and ends[high]:
+        text += (
+            f" At the last step: {low} labels {' / '.join(f'{v:.1f}' for v in ends[low])}%, {high} labels "
+            f"{' / '.join(f'{v:.1f}' for v in ends[high])}% (seeds {', '.join(str(c['seed']) for c in curves if c['n'] == low)})."
+        )
     if same:
         text += f" {sum(same)} of {len(same)} final readings reproduce the committed from-scratch errors (within 0.05)."
     return text
