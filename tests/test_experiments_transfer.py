@@ -149,3 +149,4 @@ def test_the_curves_measurement_is_tabled_and_summed_up_in_numbers(tmp_path):
     assert "error moves by 7.0 points on average from one reading to the next (largest 11.0)" in text
     assert "2 of 2 final readings reproduce the committed from-scratch errors (within 0.05)." in text
     assert "At the last step: 10 labels 61.0%, 50 labels 66.0% (seeds 0)." in text
+    assert "larger than the whole gap between the budgets' committed means (5.0 points)" in text

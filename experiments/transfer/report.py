@@ -198,12 +198,13 @@ def curves_words(curves: list[dict[str, Any]], low: int, high: int, runs: list[d
     by = {(c["n"], c["seed"]): [r["top1"] for r in c["readings"]] for c in curves}
     moves = [abs(b - a) for v in by.values() for a, b in zip(v[len(v) // 2 :], v[len(v) // 2 + 1 :], strict=False)]
     ends = {n: [v[-1] for (m, _), v in by.items() if m == n] for n in (low, high)}
-    same = [
-        abs(v[-1] - r["top1"]) < 0.06
+    rerun = [
+        v[-1] - r["top1"]
         for (m, s), v in by.items()
         for r in runs
         if r["method"] == "scratch" and (r["n"], r["seed"]) == (m, s)
     ]
+    same = [abs(d) < 0.06 for d in rerun]
     text = (
         f"- **Measured** (`run.py --curves`, the from-scratch runs trained again with their test error read every "
         f"{curves[0]['readings'][0]['step']} steps; table below): over the second half of training the last weights' "
@@ -217,8 +218,25 @@ def curves_words(curves: list[dict[str, Any]], low: int, high: int, runs: list[d
             f" At the last step: {low} labels {' / '.join(f'{v:.1f}' for v in ends[low])}%, {high} labels "
             f"{' / '.join(f'{v:.1f}' for v in ends[high])}% (seeds {', '.join(str(c['seed']) for c in curves if c['n'] == low)})."
         )
+    scratch = {n: [r["top1"] for r in runs if r["method"] == "scratch" and r["n"] == n] for n in (low, high)}
+    if scratch[low] and scratch[high]:
+        gap = abs(statistics.mean(scratch[high]) - statistics.mean(scratch[low]))
+        if statistics.mean(moves) >= gap:
+            text += (
+                f" That average move is larger than the whole gap between the budgets' committed means ({gap:.1f} "
+                "points), so the gap is within what the noise of the last weights alone produces: these runs do not "
+                "show that more labels make the net worse."
+            )
     if same:
-        text += f" {sum(same)} of {len(same)} final readings reproduce the committed from-scratch errors (within 0.05)."
+        text += f" {sum(same)} of {len(same)} final readings reproduce the committed from-scratch errors (within 0.05)"
+        if not all(same):
+            text += (
+                f"; {'they' if not any(same) else 'the others'} differ by up to {max(abs(d) for d in rerun):.1f} "
+                "points: the same recipe and seed "
+                "trained again with today's code on today's machine did not give the same weights, one more draw of "
+                "the same noise"
+            )
+        text += "."
     return text
 
 
