@@ -139,14 +139,19 @@ def test_the_curves_measurement_is_tabled_and_summed_up_in_numbers(tmp_path):
     write_runs(metrics, "scratch", 10, (61.0, 62.0, 63.0))
     write_runs(metrics, "scratch", 50, (66.0, 67.0, 68.0))
     for n, seed, errors in ((10, 0, (79.0, 70.0, 72.0, 61.0)), (50, 0, (80.0, 75.0, 69.0, 66.0))):
-        readings = [{"step": 25 * (k + 1), "top1": e, "top5": 0.0, "images": 1991} for k, e in enumerate(errors)]
-        record = {"method": "scratch", "n": n, "seed": seed, "seconds": 9.0, "readings": readings}
+        readings = [
+            {"step": 25 * (k + 1), "train_loss": 1.6 - 0.1 * k * (60 - n) / 50, "train_top1": 50.0, "top1": e}
+            for k, e in enumerate(errors)
+        ]
+        record = {"method": "scratch", "n": n, "seed": seed, "seconds": 9.0, "epochs": 400 // n, "readings": readings}
         (metrics / f"curves-scratch-n{n}-s{seed}.json").write_text(json.dumps(record))
     text = report.write_results(metrics, tmp_path, "SETUP\n").read_text()
     assert "6 runs," in text  # the curves are a measurement, not runs of the table
-    assert "| 100 | 61.0 (1 seed) | 66.0 (1 seed) |" in text
     # second halves: n10 72 -> 61 (11), n50 69 -> 66 (3): mean 7.0, largest 11.0
     assert "error moves by 7.0 points on average from one reading to the next (largest 11.0)" in text
     assert "2 of 2 final readings reproduce the committed from-scratch errors (within 0.05)." in text
     assert "At the last step: 10 labels 61.0%, 50 labels 66.0% (seeds 0)." in text
-    assert "larger than the whole gap between the budgets' committed means (5.0 points)" in text
+    # the last 25 steps: 10 labels 1.6 - 0.3 = 1.30, 50 labels 1.6 - 0.06 = 1.54
+    assert "the 10-label nets reach a loss of 1.30 (50% training error), the 50-label nets 1.54 (50%)" in text
+    assert "| 100 | 61.0 (1 seed) | 1.30 | 66.0 (1 seed) | 1.54 |" in text
+    assert "So the gap is real" not in text  # one seed per budget cannot say the gap exceeds the noise

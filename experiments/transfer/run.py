@@ -23,6 +23,7 @@ import importlib.util
 import json
 import os
 import platform
+import statistics
 import sys
 import time
 from pathlib import Path
@@ -224,6 +225,16 @@ def transfer(root: Path, source: Path, method: str, n: int, seed: int, data: dic
 CURVE_EVERY = 25  # steps between the test-error readings of the curves measurement (8 readings over STEPS)
 
 
+def training_fit(out: Path, after: int, upto: int) -> dict[str, float]:
+    """Mean training loss and top-1 error (%) of a run's epochs after..upto (its metrics.jsonl): how far it has fit
+    its own photos since the previous reading."""
+    history = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()][after:upto]
+    return {
+        "train_loss": round(statistics.mean(h["train_loss"] for h in history), 3),
+        "train_top1": round(statistics.mean(h["train_top1"] for h in history), 1),
+    }
+
+
 def curves(root: Path, n: int, seed: int, data: dict[str, Any], metrics: Path) -> None:
     """A measurement, not a method: the from-scratch run `scratch-n<n>-s<seed>` trained again in segments, its last
     weights tested every CURVE_EVERY steps on every target test photo (nothing is chosen on them);
@@ -242,7 +253,10 @@ def curves(root: Path, n: int, seed: int, data: dict[str, Any], metrics: Path) -
         changes = {**METHODS["scratch"], "batch": BATCH, "epochs": k * every, "seed": seed, "workers": 0}
         cfg = config(out, root / "stats.json", **changes, patience=10**6)
         train_or_resume(cfg, (train_set, Classes(data["val"], TARGET, 5, 99)))  # the same run as `transfer`'s
-        readings.append({"step": k * every * len(train_set) // BATCH, **test(last_weights(out), data["target_val"])})
+        fit = training_fit(out, (k - 1) * every, k * every)
+        readings.append(
+            {"step": k * every * len(train_set) // BATCH, **fit, **test(last_weights(out), data["target_val"])}
+        )
         print(f"  {name} step {readings[-1]['step']}: {readings[-1]['top1']:.1f}%", flush=True)
     save(
         metrics / f"curves-{name}.json",
@@ -251,6 +265,7 @@ def curves(root: Path, n: int, seed: int, data: dict[str, Any], metrics: Path) -
             "n": n,
             "seed": seed,
             "seconds": round(time.perf_counter() - start, 1),
+            "epochs": STEPS // CURVE_EVERY * every,
             "readings": readings,
         },
     )
