@@ -93,21 +93,22 @@ def test_report_tables_verdicts_and_seeds(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize(
-    ("lrn_errors", "outcome", "lrn_mean"),
+    ("lrn_errors", "outcome", "lrn_mean", "p"),
     [
-        # A 40, 42, 44 vs A-LRN 35, 37, 39: 5 points better, noise 2 x sqrt(4/3 + 4/3) = 3.3
-        ((35.0, 37.0, 39.0), "does not hold here", 37.0),
-        # A-LRN 39, 41, 43: 1 point better, within the noise: the null claim stands
-        ((39.0, 41.0, 43.0), "holds", 41.0),
+        # A 40, 42, 44 vs A-LRN 35, 37, 39: 5 points better, noise 2 x sqrt(4/3 + 4/3) = 3.3; Welch: t = 3.06 on
+        # 4 degrees of freedom, p = 0.038 (scipy.stats.ttest_ind, equal_var=False)
+        ((35.0, 37.0, 39.0), "does not hold here", 37.0, 0.038),
+        # A-LRN 39, 41, 43: 1 point better, within the noise: the null claim stands; t = 0.61, p = 0.57
+        ((39.0, 41.0, 43.0), "holds", 41.0, 0.57),
     ],
 )
-def test_lrn_verdict_uses_both_seed_means(lrn_errors, outcome, lrn_mean) -> None:
+def test_lrn_verdict_uses_both_seed_means(lrn_errors, outcome, lrn_mean, p) -> None:
     runs = {n: fake_run(n, "A", e) for n, e in (("A", 40.0), ("A-s1", 42.0), ("A-s2", 44.0))}
     for name, e in zip(("A-LRN", "A-LRN-s1", "A-LRN-s2"), lrn_errors, strict=True):
         runs[name] = fake_run(name, "A-LRN", e)
     text = "\n".join(report.verdicts(runs, {}))
-    # A-LRN's mean vs A's 42.0, means of 3 and 3 seeds, noise 3.3
-    assert verdict_on(text, "LRN does not help") == (outcome, [lrn_mean, 42.0, 3, 3, 3.3])
+    # A-LRN's mean vs A's 42.0, means of 3 and 3 seeds, noise 3.3, and Welch's p beside it
+    assert verdict_on(text, "LRN does not help") == (outcome, [lrn_mean, 42.0, 3, 3, 3.3, p])
 
 
 def test_report_with_no_metrics_says_what_is_missing(tmp_path: Path) -> None:
@@ -226,8 +227,9 @@ def test_full_width_grid_gets_its_own_tables_and_verdicts(tmp_path: Path) -> Non
     assert verdict_on(full, "LRN does not help") == ("holds", [28.0, 30.0, 2, 1, 3.5])
     assert verdict_on(full, "1x1 convs (C) help less than 3x3 (D)") == ("holds", [20.0, 24.0])  # D-w1 vs C-w1
     assert verdict_on(full, "Jittered training beats fixed S")[0] == "not run yet (needs D-w1 and D-jit-w1)"
-    # D-w1+E-w1 fused 16 vs D-w1 fused 20 - 2 = 18
-    assert verdict_on(full, "The ensemble beats single nets") == ("holds", [16.0, 18.0])
+    # D-w1+E-w1 fused 16 vs D-w1 fused 20 - 2 = 18: 20 of 1000 photos, with no posteriors for a paired test
+    outcome = "holds, in direction only (1 of the wins not shown beyond photo noise)"
+    assert verdict_on(full, "The ensemble beats single nets") == (outcome, [16.0, 18.0, 20, 1000])
     # the 1/8 grid's verdicts do not count the full-width runs
     eighth = text.split("## Verdicts: 1/8 width (CPU)")[1].split("## Verdicts: full")[0]
     assert verdict_on(eighth, "Deeper is better (A -> D/E)")[0] == "not run yet (needs A and D)"

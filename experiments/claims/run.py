@@ -5,7 +5,8 @@
     PYTHONPATH=src python experiments/claims/run.py --report-only    # RESULTS.md and the figure from metrics/ and probs/
 
 Every arm is a Table 1 configuration (or section 4.1's shallow variant) with batch norm, trained from scratch
-with the same recipe and the same number of epochs, once per seed. The plateau rule and the choice of the best
+with the same recipe and the same number of epochs, once per seed; E-initA alone starts from the same seed's A
+(A-again, trained just before it) as section 3.1 did. The plateau rule and the choice of the best
 epoch look at a fixed tenth of the training photos held out from training, never at the test photos; every net
 is then tested on all 3,925 validation photos. Runs go to runs/claims/<run> (git-ignored); metrics/<run>.json
 and probs/<run>.pt (the test posteriors) are committed, never checkpoints or photos. Interrupted runs resume.
@@ -22,7 +23,6 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 
 HERE = Path(__file__).resolve().parent
@@ -45,10 +45,11 @@ CACHE = REPO / "runs" / "imagenette" / "cache"  # the photos decoded once at 146
 
 @dataclass(frozen=True)
 class Arm:
-    """One network of the comparison: a configuration, a head, the width the recipe gives every arm."""
+    """One network of the comparison: a configuration, a head, and where its first layers come from."""
 
     arch: str
     head: str = "fc"
+    init_from: str = ""  # an arm whose run of the same seed gives conv1_1-conv3_2 and FC6-FC8 (section 3.1)
 
 
 # The recipe every arm shares (section 3.1 scaled as in experiments/imagenette, with batch norm).
@@ -70,7 +71,7 @@ RECIPE: dict[str, Any] = {
     "threads": 1,  # two runs side by side, one thread each: no OpenMP barrier waits on a shared machine
     "quiet": True,
 }
-HOLDOUT = 0.1  # the fraction of each class's training photos held out for the plateau rule and the best epoch
+HOLDOUT = imagenette.HOLDOUT  # the tenth of each class's training photos held out for the plateau rule and best epoch
 TEST_Q = 73  # dense evaluation at Q = S, with flips, on all 3,925 validation photos
 
 ARMS: dict[str, Arm] = {
@@ -81,6 +82,8 @@ ARMS: dict[str, Arm] = {
     "D-gap": Arm("D_bn", head="gap"),
     "E": Arm("E_bn"),
     "D-7x7": Arm("D-7x7_bn"),
+    "A-again": Arm("A_bn"),  # A trained again: the first A runs kept no weights for E-initA to start from
+    "E-initA": Arm("E_bn", init_from="A-again"),
 }
 SEEDS = (0, 1, 2)
 # Runs in priority order: one seed of every arm the three claims need first, then the other seeds, then extras.
@@ -90,6 +93,8 @@ RUNS = [f"{arm}-s{seed}" for seed in SEEDS for arm in CORE] + [f"{arm}-s{seed}" 
 # Added 2026-12-07 (DESIGN.md): two more seeds where one bad seed left a comparison undecided.
 MORE_SEEDS, MORE_ARMS = (3, 4), ("A", "B", "B-5x5", "D", "D-7x7")
 RUNS += [f"{arm}-s{seed}" for seed in MORE_SEEDS for arm in MORE_ARMS]
+# Added 2026-12-07 (DESIGN.md): E as the paper trained it, from the same seed's A, each A just before its E.
+RUNS += [f"{arm}-s{seed}" for seed in SEEDS for arm in ("A-again", "E-initA")]
 
 
 def arm_of(run: str) -> tuple[str, int]:
@@ -98,49 +103,32 @@ def arm_of(run: str) -> tuple[str, int]:
     return arm, int(seed)
 
 
-# -- data: the decoded photos, a held-out tenth of the training split ------------------------------------------
+def source_of(run: str) -> str | None:
+    """The run whose weights start this one ("A-again-s1" for "E-initA-s1"); None for a run from scratch."""
+    arm, seed = arm_of(run)
+    return f"{ARMS[arm].init_from}-s{seed}" if ARMS[arm].init_from else None
 
 
-class Split(torch.utils.data.Dataset):
-    """Some items of a dataset, with its class list (what vggnet.train needs of a dataset)."""
+# -- data: the decoded photos, a held-out tenth of the training split (experiments/imagenette/run.py) ----------
 
-    def __init__(self, base: torch.utils.data.Dataset, indices: list[int], root: str) -> None:
-        self.base, self.indices, self.root, self.classes = base, indices, root, base.classes
-        self.samples = [base.samples[i] for i in indices]
-
-    def __len__(self) -> int:
-        return len(self.indices)
-
-    def __getitem__(self, i: int) -> Any:
-        return self.base[self.indices[i]]
-
-
-def holdout_split(base: torch.utils.data.Dataset, fraction: float = HOLDOUT, seed: int = 0) -> tuple[Split, Split]:
-    """(training, held-out) parts of a training split: `fraction` of each class, drawn once with a fixed seed."""
-    labels = np.array([y for _, y in base.samples])
-    rng = np.random.default_rng(seed)
-    held: list[int] = []
-    for c in range(len(base.classes)):
-        members = np.flatnonzero(labels == c)
-        held += sorted(rng.choice(members, size=max(1, round(fraction * len(members))), replace=False).tolist())
-    kept = sorted(set(range(len(base))) - set(held))
-    return Split(base, kept, "train"), Split(base, sorted(held), "holdout")
+Split, holdout_split = imagenette.Split, imagenette.holdout_split
 
 
 # -- one run: train, test, keep metrics and posteriors ----------------------------------------------------
 
 
 def config(run: str, root: Path, stats: Path) -> Any:
-    """The TrainConfig of one run."""
+    """The TrainConfig of one run (E-initA: `--init-from` its source's run folder, the rest of E's recipe)."""
     from vggnet.configs import TrainConfig
 
     arm, seed = arm_of(run)
+    source = source_of(run)
     return TrainConfig(**RECIPE, data="imagenette", stats=str(stats), arch=ARMS[arm].arch, head=ARMS[arm].head,
-                       seed=seed, out=str(root / run))  # fmt: skip
+                       seed=seed, out=str(root / run), init_from=str(root / source) if source else "")  # fmt: skip
 
 
-def train_run(run: str, root: Path, data: Path, stats: Path, cache: Path) -> float:
-    """Train (or resume) one run on the decoded cache; returns the wall seconds spent now."""
+def train_run(run: str, root: Path, stats: Path, datasets: tuple[Split, Split]) -> float:
+    """Train (or resume) one run on (training part, held-out part); returns the wall seconds spent now."""
     import dataclasses
 
     from vggnet.runs import CHECKPOINT
@@ -149,9 +137,14 @@ def train_run(run: str, root: Path, data: Path, stats: Path, cache: Path) -> flo
     cfg = config(run, root, stats)
     if (Path(cfg.out) / CHECKPOINT).is_file():
         cfg = dataclasses.replace(cfg, resume=cfg.out)
-    train_part, holdout = holdout_split(imagenette.cached(data, "train", cache))
+    elif cfg.init_from and not finished(Path(cfg.init_from)):
+        raise FileNotFoundError(
+            f"{cfg.init_from}: {run} starts from this run, which has not finished here; train it first "
+            f"(run.py --only {Path(cfg.init_from).name},{run}; if its metrics exist from another machine, "
+            f"delete metrics/{Path(cfg.init_from).name}.json so that it trains again)"
+        )
     start = time.perf_counter()
-    train(cfg, datasets=(train_part, holdout))
+    train(cfg, datasets=datasets)
     return time.perf_counter() - start
 
 
@@ -195,6 +188,7 @@ def write_metrics(run: str, out: Path, seconds: float, test: dict[str, Any], met
         "arm": arm,
         "seed": seed,
         "net": asdict(ARMS[arm]),
+        **({"start": start_record(out)} if source_of(run) else {}),
         "recipe": RECIPE,
         "train_seconds": round(seconds, 1),
         "history": read_history(out),
@@ -205,6 +199,25 @@ def write_metrics(run: str, out: Path, seconds: float, test: dict[str, Any], met
     path = metrics_dir / f"{run}.json"
     path.write_text(json.dumps(record, indent=1) + "\n")
     return path
+
+
+def start_record(out: Path) -> dict[str, Any]:
+    """Where a run's first weights came from (its init.json): the source run, its file's SHA-256, the new layers."""
+    from vggnet.runs import INIT
+
+    init = json.loads((out / INIT).read_text())
+    return {"from": Path(init["path"]).parent.name, "sha256": init["sha256"], "new_layers": init["new_layers"]}
+
+
+def with_sources(names: list[str]) -> list[str]:
+    """`names` with each run's source run put before it when not asked for (E-initA-s1 needs A-again-s1)."""
+    out: list[str] = []
+    for name in names:
+        source = source_of(name)
+        if source and source not in out and source not in names:
+            out.append(source)
+        out.append(name)
+    return out
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -246,6 +259,7 @@ def main(argv: list[str] | None = None) -> int:
     if unknown:
         print(f"run.py: error: unknown run(s) {', '.join(unknown)}; known: {', '.join(RUNS)}", file=sys.stderr)
         return 2
+    names = with_sources(names)
     stats = root / "stats.json"
     if not stats.is_file():  # from the training photos that train (the held-out tenth excluded)
         from vggnet.data import compute_stats
@@ -267,7 +281,13 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{name}: training", flush=True)
             before = json.loads(seconds_file.read_text()) if seconds_file.is_file() else 0.0
             seconds_file.parent.mkdir(parents=True, exist_ok=True)
-            seconds_file.write_text(json.dumps(before + train_run(name, root, data, stats, cache)))
+            parts = holdout_split(imagenette.cached(data, "train", cache))
+            try:
+                spent = train_run(name, root, stats, parts)
+            except FileNotFoundError as e:
+                print(f"run.py: error: {e}", file=sys.stderr)
+                return 1
+            seconds_file.write_text(json.dumps(before + spent))
         print(f"{name}: testing", flush=True)
         test = test_run(out, imagenette.cached(data, "val", cache), probs_dir)
         seconds = json.loads(seconds_file.read_text()) if seconds_file.is_file() else 0.0

@@ -318,6 +318,35 @@ def cached(root: Path, split: str, cache: Path, side: int = CACHE_SIDE) -> Cache
     )
 
 
+HOLDOUT = 0.1  # the fraction of each class's training photos held out to choose epochs (claims, transfer)
+
+
+class Split(torch.utils.data.Dataset):
+    """Some items of a dataset, with its class list (what vggnet.train needs of a dataset)."""
+
+    def __init__(self, base: torch.utils.data.Dataset, indices: list[int], root: str) -> None:
+        self.base, self.indices, self.root, self.classes = base, indices, root, base.classes
+        self.samples = [base.samples[i] for i in indices]
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def __getitem__(self, i: int) -> Any:
+        return self.base[self.indices[i]]
+
+
+def holdout_split(base: torch.utils.data.Dataset, fraction: float = HOLDOUT, seed: int = 0) -> tuple[Split, Split]:
+    """(training, held-out) parts of a training split: `fraction` of each class, drawn once with a fixed seed."""
+    labels = np.array([y for _, y in base.samples])
+    rng = np.random.default_rng(seed)
+    held: list[int] = []
+    for c in range(len(base.classes)):
+        members = np.flatnonzero(labels == c)
+        held += sorted(rng.choice(members, size=max(1, round(fraction * len(members))), replace=False).tolist())
+    kept = sorted(set(range(len(base))) - set(held))
+    return Split(base, kept, "train"), Split(base, sorted(held), "holdout")
+
+
 # -- the driver ----------------------------------------------------------------------------------------
 
 

@@ -3,12 +3,13 @@
     nice -n 10 env PYTHONPATH=src python experiments/transfer/run.py                # everything; finished parts skipped
     nice -n 10 env PYTHONPATH=src python experiments/transfer/run.py --report-only  # RESULTS.md from metrics/ alone
 
-A narrow VGG A (batch norm, width 1/8, 64-pixel crops) learns the first five Imagenette classes (the source). On
+A narrow VGG A (batch norm, width 1/8, 64-pixel crops) learns the first five Imagenette classes (the source), its
+plateau rule and best epoch decided on a held-out tenth of its training photos, never on its test photos. On
 the other five (the target), with 10 or 50 labelled photos per class, five ways to get a classifier are compared
 over three seeds (each seed draws other photos and another init): training from scratch, a linear probe of the
 frozen source net (`vggnet.probe`), fine-tuning only a new FC8 (`--freeze conv1_1-fc7`), fine-tuning every layer
 (the copied ones at a tenth of the new head's LR), and the gap head (FC6/FC7 replaced by global average pooling).
-Each is tested on all the target classes' validation photos. The source net is then made smaller
+Each is tested on all the target classes' validation photos. Every figure comes from one centre crop (`centre_crops`). The source net is then made smaller
 (`vggnet.compress`: truncated SVD of FC6/FC7, int8 storage, the gap head by fine-tuning) and each version is timed
 and tested on the source classes' validation photos. Runs go to runs/transfer/ (git-ignored); metrics/*.json and
 RESULTS.md are committed. The photos are decoded once into a cache (experiments/imagenette's idea).
@@ -22,6 +23,7 @@ import importlib.util
 import json
 import os
 import platform
+import statistics
 import sys
 import time
 from pathlib import Path
@@ -51,7 +53,8 @@ COMMON: dict[str, Any] = {
     "weight_decay": 5e-4, "dropout": 0.5, "color_shift": 0.1, "threads": 2, "quiet": True, "init": "kaiming",
 }  # fmt: skip
 PRETRAIN: dict[str, Any] = {"batch": 64, "lr": 0.02, "epochs": 12, "patience": 1, "max_decreases": 2, "workers": 1}
-# Few labels: a constant LR for a fixed number of steps, the last weights tested (no validation-based choice).
+# Few labels: a constant LR for a fixed number of steps at either budget (epochs = STEPS x BATCH / photos), the plateau
+# rule off, the last weights tested (no validation-based choice).
 METHODS: dict[str, dict[str, Any]] = {
     "scratch": {"lr": 0.02},
     "head-only": {"lr": 0.02, "freeze": "conv1_1-fc7"},
@@ -73,16 +76,19 @@ SETUP = f"""Regenerate with `nice -n 10 env PYTHONPATH=src python experiments/tr
 - **Net**: VGG A with batch norm at width 1/8 (convs 8-64 channels, FC 512), dropout 0.5, fc head over a 2x2 grid.
 - **Source training**: SGD, batch {PRETRAIN["batch"]}, lr {PRETRAIN["lr"]}, momentum 0.9, weight decay 5e-4,
   {PRETRAIN["epochs"]} epochs at most with the plateau rule (patience {PRETRAIN["patience"]}, at most
-  {PRETRAIN["max_decreases"]} decreases), random crop, flip, colour shift; the best epoch on the source validation
-  photos is kept.
+  {PRETRAIN["max_decreases"]} decreases), random crop, flip, colour shift. The plateau rule and the best epoch look
+  at a tenth of the source training photos held out from training (stratified, seed 0), never at the source
+  validation photos the net is then tested on.
+- **Testing**: one centre crop per photo ({CROP} px of the {SIDE}x{SIDE} photo where `vggnet.evaluate` and the linear
+  probe place it), one code path (`centre_crops`) for every figure.
 - **Transfer runs**: {STEPS} SGD steps of {BATCH} photos, lr
   {METHODS["full"]["lr"]} constant, the last weights tested (nothing is chosen on validation photos). Fine-tuning
   starts from the source net through `vggnet train --init-from` (its input preprocessing, a new FC8 for the target
   classes); head-only freezes conv1_1-fc7 (BN statistics included); full and gap-head train the copied layers at
   lr x {METHODS["full"]["backbone_lr_scale"]}. The linear probe fits a logistic regression (C = {PROBE_C}) on the
   frozen net's fc7 outputs of centre crops, or on its relu5_2 outputs averaged over space.
-- **Machine**: {platform.machine()} CPU, 2 cores shared with other developers' jobs (the load average stood around 7
-  during these runs, so times and images/s are wall-clock figures of a busy machine), torch {torch.__version__}.
+- **Machine**: {{machine}} CPU, 2 cores shared with other developers' jobs (the load average stood around 7
+  during these runs, so times and images/s are wall-clock figures of a busy machine), torch {{torch}}.
 """
 
 
@@ -141,13 +147,28 @@ def last_weights(run: Path) -> Path:
     return path
 
 
-def test(weights: Path, data: Dataset) -> dict[str, float]:
-    """Top-1/top-5 error (%) of centre crops at Q = 73, no flip, on every photo of `data`."""
-    from vggnet.configs import EvalConfig
-    from vggnet.evaluate import evaluate
+def centre_crops(data: Dataset) -> tuple[torch.Tensor, torch.Tensor]:
+    """(N, 3, CROP, CROP) uint8 centre crops of every photo of `data` and their labels: the one crop every figure
+    uses, where `vggnet.evaluate` and the linear probe place it (`grid_positions`, one position)."""
+    from vggnet.evaluate import grid_positions
 
-    r = evaluate([weights], data, EvalConfig(method="center", scales=str(SIDE), flip=False, batch_size=64), False)
-    return {"top1": round(r.top1_error, 3), "top5": round(r.top5_error, 3), "images": r.images}
+    crops, labels = [], []
+    for i in range(len(data)):
+        image, label = data[i]
+        pixels = torch.from_numpy(np.array(image)).permute(2, 0, 1)  # (3, SIDE, SIDE): the cache holds S already
+        ((top, left),) = grid_positions(pixels.shape[1], pixels.shape[2], CROP, 1)
+        crops.append(pixels[:, top : top + CROP, left : left + CROP])
+        labels.append(label)
+    return torch.stack(crops), torch.tensor(labels)
+
+
+def test(weights: Path, data: Dataset) -> dict[str, float]:
+    """Top-1/top-5 error (%) of the centre crops, no flip, on every photo of `data`."""
+    from vggnet.weights import load_weights
+
+    model, meta = load_weights(weights)
+    crops, labels = centre_crops(data)
+    return {**accuracy(model.eval(), meta.preprocessing, crops, labels), "images": len(labels)}
 
 
 def save(path: Path, record: dict[str, Any]) -> None:
@@ -158,15 +179,17 @@ def save(path: Path, record: dict[str, Any]) -> None:
 # -- the parts -------------------------------------------------------------------------------------------------
 
 
-def pretrain(root: Path, train_set: Any, val_set: Any, metrics: Path) -> Path:
-    """The source net: VGG A_bn at width 1/8 on the five source classes, the paper's plateau schedule."""
+def pretrain(root: Path, parts: tuple[Any, Any], test_set: Any, metrics: Path) -> Path:
+    """The source net: VGG A_bn at width 1/8 on the five source classes, the paper's plateau schedule, its epochs
+    judged on `parts`' held-out tenth of the training photos; tested once on `test_set`."""
     out = root / "source"
     if not (metrics / "source.json").is_file():
-        seconds = train_or_resume(config(out, root / "stats.json", **PRETRAIN, seed=0), (train_set, val_set))
+        seconds = train_or_resume(config(out, root / "stats.json", **PRETRAIN, seed=0), parts)
         history = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
+        chosen = {"selected_on": "held-out", "held_out": len(parts[1]), "trained_on": len(parts[0])}
         save(
             metrics / "source.json",
-            {"seconds": round(seconds, 1), "history": history, **test(out / "model.safetensors", val_set)},
+            {"seconds": round(seconds, 1), "history": history, **chosen, **test(out / "model.safetensors", test_set)},
         )
     return out / "model.safetensors"
 
@@ -196,6 +219,55 @@ def transfer(root: Path, source: Path, method: str, n: int, seed: int, data: dic
     save(
         metrics / f"{name}.json",
         {"method": method, "n": n, "seed": seed, "seconds": round(time.perf_counter() - start, 1), **result},
+    )
+
+
+CURVE_EVERY = 25  # steps between the test-error readings of the curves measurement (8 readings over STEPS)
+
+
+def training_fit(out: Path, after: int, upto: int) -> dict[str, float]:
+    """Mean training loss and top-1 error (%) of a run's epochs after..upto (its metrics.jsonl): how far it has fit
+    its own photos since the previous reading."""
+    history = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()][after:upto]
+    return {
+        "train_loss": round(statistics.mean(h["train_loss"] for h in history), 3),
+        "train_top1": round(statistics.mean(h["train_top1"] for h in history), 1),
+    }
+
+
+def curves(root: Path, n: int, seed: int, data: dict[str, Any], metrics: Path) -> None:
+    """A measurement, not a method: the from-scratch run `scratch-n<n>-s<seed>` trained again in segments, its last
+    weights tested every CURVE_EVERY steps on every target test photo (nothing is chosen on them);
+    metrics/curves-scratch-n<n>-s<seed>.json. It shows where each budget stands at each step, and how much the
+    last weights at a constant LR move from one reading to the next."""
+    import shutil
+
+    name = f"scratch-n{n}-s{seed}"
+    if (metrics / f"curves-{name}.json").is_file():
+        return
+    train_set = Classes(data["train"], TARGET, n, seed)
+    every = CURVE_EVERY * BATCH // len(train_set)  # epochs per reading: 5 of 50 photos, 1 of 250
+    out, readings, start = root / "curves" / name, [], time.perf_counter()
+    shutil.rmtree(out, ignore_errors=True)  # an interrupted measurement starts again: its early weights are gone
+    for k in range(1, STEPS // CURVE_EVERY + 1):
+        changes = {**METHODS["scratch"], "batch": BATCH, "epochs": k * every, "seed": seed, "workers": 0}
+        cfg = config(out, root / "stats.json", **changes, patience=10**6)
+        train_or_resume(cfg, (train_set, Classes(data["val"], TARGET, 5, 99)))  # the same run as `transfer`'s
+        fit = training_fit(out, (k - 1) * every, k * every)
+        readings.append(
+            {"step": k * every * len(train_set) // BATCH, **fit, **test(last_weights(out), data["target_val"])}
+        )
+        print(f"  {name} step {readings[-1]['step']}: {readings[-1]['top1']:.1f}%", flush=True)
+    save(
+        metrics / f"curves-{name}.json",
+        {
+            "method": "scratch",
+            "n": n,
+            "seed": seed,
+            "seconds": round(time.perf_counter() - start, 1),
+            "epochs": STEPS // CURVE_EVERY * every,
+            "readings": readings,
+        },
     )
 
 
@@ -232,11 +304,7 @@ def compression(root: Path, source: Path, data: dict[str, Any], metrics: Path) -
     elif kept.is_file():
         gap_seconds = json.loads(kept.read_text())
     files["gap head"], how_small["gap head"] = last_weights(out), f"FC6/FC7 removed, {GAP_EPOCHS} epochs"
-    val = data["source_val"]
-    crops = torch.stack(
-        [torch.from_numpy(np.array(val[i][0])).permute(2, 0, 1)[:, 4:68, 4:68] for i in range(len(val))]
-    )
-    labels = torch.tensor(val.labels)
+    crops, labels = centre_crops(data["source_val"])
     models, rows = {}, []
     for name, path in files.items():
         model, meta = load_weights(path)
@@ -293,9 +361,38 @@ def images_per_s(models: list[Any], pre: Any, crops: torch.Tensor) -> list[list[
     return samples
 
 
+def forget_source(root: Path, metrics: Path) -> list[Path]:
+    """Remove the source net and everything made from it (their metrics and run folders), so that the next run
+    makes them again under the current recipe; the from-scratch runs stay. Returns what was removed."""
+    import shutil
+
+    made_from_source = [m for m in [*PROBES, *METHODS] if m != "scratch"]
+    gone = [metrics / "source.json", metrics / "compression.json"]
+    gone += [p for m in made_from_source for p in metrics.glob(f"{m}-n*-s*.json")]
+    gone += [root / "source", root / "source-gap", *root.glob("compressed-*.safetensors")]
+    gone += [p for m in made_from_source for p in root.glob(f"{m}-n*-s*")]
+    removed = [p for p in gone if p.exists()]
+    for path in removed:
+        shutil.rmtree(path) if path.is_dir() else path.unlink()
+    return removed
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--report-only", action="store_true", help="only regenerate RESULTS.md from metrics/")
+    p.add_argument(
+        "--redo-source",
+        action="store_true",
+        help="first remove the source net and every result made from it (metrics and runs), then make them again",
+    )
+    p.add_argument(
+        "--curves",
+        nargs="?",
+        const=",".join(map(str, SEEDS)),
+        default="",
+        metavar="SEEDS",
+        help="only measure the from-scratch runs' test error every 25 steps, for these seeds (default: all three)",
+    )
     p.add_argument(
         "--data",
         default=imagenette.DEFAULT_DATA,
@@ -305,6 +402,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", default=str(HERE), help="where metrics/ and RESULTS.md go")
     args = p.parse_args(argv)
     out_dir, root = Path(args.out), Path(args.root)
+    curve_seeds = [x for x in args.curves.split(",") if x]
+    if not all(x.isdigit() for x in curve_seeds):
+        print(f"run.py: error: --curves {args.curves}: expected seeds such as 0,1,2", file=sys.stderr)
+        return 2
     metrics = out_dir / "metrics"
     if not args.report_only:
         from vggnet.data import dataset_folder
@@ -318,6 +419,8 @@ def main(argv: list[str] | None = None) -> int:
             print(f"run.py: error: {data_root}: no Imagenette train/ folder", file=sys.stderr)
             return 2
         torch.set_num_threads(2)
+        if args.redo_source:
+            print(f"removed {len(forget_source(root, metrics))} files and folders made from the source net", flush=True)
         start = time.perf_counter()
         cache = root / "cache"
         train_cache = imagenette.cached(data_root, "train", cache, SIDE)
@@ -326,12 +429,21 @@ def main(argv: list[str] | None = None) -> int:
             "train": train_cache, "val": val_cache, "train_source": Classes(train_cache, SOURCE),
             "source_val": Classes(val_cache, SOURCE), "target_val": Classes(val_cache, TARGET),
         }  # fmt: skip
-        if not (root / "stats.json").is_file():
+        parts = imagenette.holdout_split(data["train_source"])  # (nine tenths to train on, a tenth to choose epochs)
+        if not (root / "stats.json").is_file():  # the mean RGB of every source training photo: it chooses nothing
             from vggnet.data import compute_stats
 
             compute_stats(data["train_source"], 10000, 0).save(root / "stats.json")
+        if args.curves:
+            for seed in map(int, curve_seeds):
+                for n in BUDGETS:
+                    print(f"curves: scratch n={n} seed={seed}", flush=True)
+                    curves(root, n, seed, data, metrics)
+            print(f"{(time.perf_counter() - start) / 60:.1f} minutes this time", flush=True)
+            return 0
+        save(metrics / "machine.json", {"machine": platform.machine(), "torch": torch.__version__})
         print("source net", flush=True)
-        source = pretrain(root, data["train_source"], data["source_val"], metrics)
+        source = pretrain(root, parts, data["source_val"], metrics)
         for n in BUDGETS:
             for seed in SEEDS:
                 for method in ["scratch", *PROBES, *[m for m in METHODS if m != "scratch"]]:

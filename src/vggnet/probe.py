@@ -25,6 +25,7 @@ from torch.utils.data import DataLoader, Dataset
 from .data import item_name, open_dataset, rescale, to_uint8_tensor
 from .devices import pick_device
 from .evaluate.networks import train_scale
+from .evaluate.protocol import grid_positions
 from .features import features_at, layer_names
 from .io import silently, write_text
 from .metrics import confusion_matrix, error_cells, error_columns, per_class_accuracy, topk_error
@@ -75,7 +76,7 @@ class _Crops(Dataset):
         if image is None:
             return None, label, i
         x = to_uint8_tensor(rescale(image, self.scale))  # (3, H, W), shorter side = scale
-        top, left = (x.shape[1] - self.crop) // 2, (x.shape[2] - self.crop) // 2
+        ((top, left),) = grid_positions(x.shape[1], x.shape[2], self.crop, 1)  # the centre crop `evaluate` takes
         return x[:, top : top + self.crop, left : left + self.crop], label, i
 
 
