@@ -82,6 +82,8 @@ def test_center_crops_train_the_same_head_with_the_cache_without_it_and_without_
     cached = train(tiny(folder, tmp_path / "cached", **common))
     err = capsys.readouterr().err
     assert "frozen conv1_1-fc7: outputs of the fixed crops, train 16 images wrote" in err
+    assert f"writing the resume checkpoint {cached / 'last.pt'} (" in err  # seconds of writing for VGG16: said first
+    assert f"writing the best epoch's weights {cached / 'model.safetensors'} (" in err
     again = train(tiny(folder, tmp_path / "again", **common))
     assert "train 16 images read" in capsys.readouterr().err
     uncached = train(tiny(folder, tmp_path / "uncached", frozen_cache=False, **common))
