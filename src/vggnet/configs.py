@@ -265,7 +265,7 @@ class TrainConfig:
         "paper",
         "paper: the random crop, flip and colour shift above | center: each training image rescaled to Smin "
         "and centre-cropped, nothing random, so the outputs of layers frozen from conv1_1 (--freeze "
-        "conv1_1-fc7) are computed once and cached (head-only fine-tuning in seconds; docs/finetuning.md)",
+        "conv1_1-fc7) are computed once and cached (head-only fine-tuning; docs/finetuning.md)",
     )
     frozen_cache: bool = option(
         True,

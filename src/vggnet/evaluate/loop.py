@@ -166,8 +166,8 @@ def evaluate(
     probs, labels, skipped = [], [], []
     start = time.perf_counter()
     bar = tqdm(total=len(indices), unit="img", desc=f"evaluate {cfg.method}", disable=not progress, file=sys.stderr)
-    # A CPU computes an image alone about as fast as in a batch (the convolutions dominate): one at a time,
-    # so the bar advances per image; other devices take the loader's whole batch at once.
+    # A CPU takes one image at a time, so the bar advances per image (its convolutions are large GEMMs even
+    # alone); other devices take the loader's whole batch, which they need to be kept busy.
     step = 1 if device.type == "cpu" else cfg.batch_size
     with torch.inference_mode():
         for batch in loader:

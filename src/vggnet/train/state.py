@@ -225,7 +225,8 @@ def load_stats(cfg: TrainConfig, env: Dist, run_dir: Path, train_base: Dataset, 
 def build_run(cfg: TrainConfig, env: Dist, datasets: tuple[Dataset, Dataset] | None = None) -> Run:
     """Check, open and build everything a run needs (or restore it from its checkpoint with `cfg.resume`)."""
     cfg.check(env.world)
-    # the data first: a folder too small for --batch is told in seconds, not after loading the weights
+    decoder = decode_device(cfg.decode, env.device)  # None: PIL per image; before anything is written
+    # the data next: a folder too small for --batch is told in seconds, not after loading the weights
     train_base, val_base = open_datasets(cfg, env, datasets)
     cfg = fit_batch(cfg, len(train_base), env)
     start = open_pretrained(cfg.init_from, cfg.verify) if cfg.init_from and not cfg.resume else None
@@ -233,7 +234,6 @@ def build_run(cfg: TrainConfig, env: Dist, datasets: tuple[Dataset, Dataset] | N
         cfg = start_config(cfg, start)
     with torch.device("meta"):  # a bad --freeze fails here, before anything is written
         parse_freeze(build_model(cfg, 1), cfg.freeze)
-    decoder = decode_device(cfg.decode, env.device)  # None: PIL per image; before anything is written
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     if cfg.deterministic:
