@@ -15,7 +15,7 @@ import hashlib
 import json
 import os
 import sys
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -63,6 +63,17 @@ def prefix_length(model: VGG, frozen: Iterable[str]) -> int:
     return first if any(i < first for i in weighted) else 0
 
 
+def span(names: list[str]) -> str:
+    """The weight layers among stage names, first-last: "conv1_1-fc7"."""
+    weighted = [n for n in names if n.startswith(("conv", "fc"))]
+    return f"{weighted[0]}-{weighted[-1]}"
+
+
+def folds(model: VGG, n: int, fast: bool) -> bool:
+    """Whether `Prefix(model, n, fast)` takes the fast path: not when it ends on a conv whose BatchNorm folding would pass."""
+    return fast and not (model.cfg.batch_norm and stages(model)[n - 1][0].startswith("conv"))
+
+
 class Prefix(nn.Module):
     """The first `n` stages of a VGG as an inference-only module; its outputs are ordinary tensors (no autograd).
 
@@ -77,7 +88,7 @@ class Prefix(nn.Module):
         steps = stages(model)[:n]
         self.names = [name for name, _ in steps]
         device = next(model.parameters()).device
-        fast = fast and not (model.cfg.batch_norm and self.names[-1].startswith("conv"))  # folding would pass its BN
+        fast = folds(model, n, fast)
         source = fold_batchnorm(model) if fast else model  # fold_batchnorm copies; the model is left as it is
         kept = [(name, m) for name, m in stages(source) if name in self.names]
         if fast:
@@ -103,8 +114,7 @@ class Prefix(nn.Module):
     @property
     def span(self) -> str:
         """Its weight layers in the paper's names, first-last: "conv1_1-fc7"."""
-        weighted = [n for n in self.names if n.startswith(("conv", "fc"))]
-        return f"{weighted[0]}-{weighted[-1]}"
+        return span(self.names)
 
     def train(self, mode: bool = True) -> Prefix:
         return super().train(False)  # always inference (Dropout off, BatchNorm on its running statistics)
@@ -226,7 +236,7 @@ def cache_path(key: str) -> Path:
 
 
 def cached_outputs(
-    prefix: nn.Module,
+    prefix: nn.Module | Callable[[], nn.Module],
     items: Dataset,
     base: Dataset,
     settings: dict[str, Any],
@@ -239,18 +249,21 @@ def cached_outputs(
 ) -> tuple[Outputs, str]:
     """`compute_outputs`, read from the disk cache when the same weights, files and settings were seen before.
 
-    `base` is the dataset under `items` (its file list keys the cache); a dataset without files (digits,
-    CIFAR) is computed each time. Returns the outputs and what happened ("computed", "read PATH", "wrote PATH").
+    `prefix` may be a function that builds it, called only when the outputs are not on disk. `base` is the
+    dataset under `items` (its file list keys the cache); a dataset without files (digits, CIFAR) is computed
+    each time. Returns the outputs and what happened ("computed", "read PATH", "wrote PATH").
     """
     from .io import atomic_write
     from .limits import FROZEN_CACHE_BYTES
     from .weights.torchvision import torch_load
 
+    def run() -> Outputs:
+        module = prefix if isinstance(prefix, nn.Module) else prefix()
+        return compute_outputs(module, items, batch_size, workers, progress, desc)
+
     files = data_files(base)
     if files is None:
-        return compute_outputs(
-            prefix, items, batch_size, workers, progress, desc
-        ), "computed (no file list to key a cache)"
+        return run(), "computed (no file list to key a cache)"
     path = cache_path(cache_key(state, files, settings))
     if path.is_file():
         try:
@@ -260,7 +273,7 @@ def cached_outputs(
                 return out, f"read {path}"
         except (ValueError, KeyError, TypeError):
             pass  # damaged or foreign: computed again and rewritten below
-    out = compute_outputs(prefix, items, batch_size, workers, progress, desc)
+    out = run()
     size = out.values.numel() * out.values.element_size()
     if size > FROZEN_CACHE_BYTES.value():
         return out, f"computed (not cached: {size / 2**20:.0f} MiB is over the cache's limit {FROZEN_CACHE_BYTES.env})"

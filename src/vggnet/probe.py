@@ -28,7 +28,7 @@ from .data import item_name, open_dataset, rescale, to_uint8_tensor
 from .devices import pick_device
 from .evaluate.networks import train_scale
 from .features import layer_names
-from .frozen import Prefix, cached_outputs, compute_outputs, prefix_state, stages
+from .frozen import Prefix, cached_outputs, compute_outputs, folds, prefix_state, stages
 from .io import silently, write_text
 from .metrics import confusion_matrix, per_class_accuracy, topk_error
 from .model import VGG
@@ -116,16 +116,15 @@ def probe_features(
     if layer not in names:
         raise ValueError(f"--layer {layer!r} is no layer of this network; accepted: {', '.join(names)}")
     n = names.index(layer) + 1
-    prefix = Prefix(model, n, fast=fast)
-    tap = _Tap(prefix, pre)
     items = _Crops(dataset, scale, model.cfg.input_size)
     settings = {"layer": layer, "scale": scale, "crop": model.cfg.input_size, "preprocessing": dataclasses.asdict(pre)}
     args = dict(batch_size=batch_size, workers=workers, progress=progress, desc=f"features {layer}")
+    tap = lambda: _Tap(Prefix(model, n, fast=fast), pre)  # noqa: E731  # built only when not read from disk
     if cache:
         state = prefix_state(model, n)
-        out, _ = cached_outputs(tap, items, dataset, {**settings, "fast": prefix.fast}, state=state, **args)
+        out, _ = cached_outputs(tap, items, dataset, {**settings, "fast": folds(model, n, fast)}, state=state, **args)
     else:
-        out = compute_outputs(tap, items, **args)
+        out = compute_outputs(tap(), items, **args)
     skipped = [item_name(dataset, i) for i in (~out.readable).nonzero().flatten().tolist()]
     return out.values[out.readable].numpy(), out.labels[out.readable].numpy(), skipped
 

@@ -34,7 +34,18 @@ from ..data import (
     item_name,
     open_dataset,
 )
-from ..frozen import Prefix, Rest, Split, cached_outputs, compute_outputs, prefix_length, prefix_state
+from ..frozen import (
+    Prefix,
+    Rest,
+    Split,
+    cached_outputs,
+    compute_outputs,
+    folds,
+    prefix_length,
+    prefix_state,
+    span,
+    stages,
+)
 from ..io import optional, report, write_text
 from ..model import VGG
 from ..runs import CHECKPOINT, CONFIG, DAMAGED, INIT, METRICS, PLOT, PREVIOUS, STATS
@@ -287,12 +298,13 @@ def build_run(cfg: TrainConfig, env: Dist, datasets: tuple[Dataset, Dataset] | N
     val_transform = EvalTransform(cfg.val_scale or smin, cfg.crop, shifted.mean)
     # Layers frozen from conv1_1 run as inference (one process; DDP wraps the whole model)
     n = prefix_length(model, frozen) if env.world == 1 else 0
-    prefix, rest = (Prefix(model, n), Rest(model, n)) if n else (None, None)
-    cached = None
-    if prefix is not None and cfg.augment == "center":
-        cached = frozen_outputs(cfg, prefix, model, n, (train_base, val_base), (transform, val_transform), pre, env)
-        prefix = None  # every input it would see is computed: its copy of the weights can go
-    elif prefix is not None and env.main:
+    rest = Rest(model, n) if n else None
+    prefix = cached = None
+    if n and cfg.augment == "center":  # the prefix is built only if its outputs are not on disk, then dropped
+        cached = frozen_outputs(cfg, model, n, (train_base, val_base), (transform, val_transform), pre, env)
+    elif n:
+        prefix = Prefix(model, n)
+    if prefix is not None and env.main:
         report(
             f"frozen {prefix.span}: run as inference on the fast path each step; its input is "
             f"augmented at random (--augment paper): --augment center computes its outputs once"
@@ -334,7 +346,6 @@ def build_run(cfg: TrainConfig, env: Dist, datasets: tuple[Dataset, Dataset] | N
 
 def frozen_outputs(
     cfg: TrainConfig,
-    prefix: Prefix,
     model: VGG,
     n: int,
     bases: tuple[Dataset, Dataset],
@@ -344,22 +355,30 @@ def frozen_outputs(
 ) -> tuple[TensorItems, TensorItems]:
     """The frozen prefix's outputs for the training and validation images, computed once (or read from the cache)."""
     state = prefix_state(model, n)
+    names = [name for name, _ in stages(model)[:n]]
+    built: list[Prefix] = []
+
+    def prefix() -> Prefix:  # built once, on the first split not read from disk
+        if not built:
+            built.append(Prefix(model, n))
+        return built[0]
+
     done = []
     for split, base, transform in zip(("train", "val"), bases, transforms, strict=True):
         items = Transformed(base, to_network_input(transform, pre))
         settings = {
-            "prefix": prefix.names, "scale": transform.size, "crop": transform.crop, "mean": list(transform.mean),
-            "preprocessing": dataclasses.asdict(pre), "fast": prefix.fast,
+            "prefix": names, "scale": transform.size, "crop": transform.crop, "mean": list(transform.mean),
+            "preprocessing": dataclasses.asdict(pre), "fast": folds(model, n, True),
         }  # fmt: skip
-        desc = f"frozen {prefix.span}, {split}"
+        desc = f"frozen {span(names)}, {split}"
         args = dict(batch_size=32, workers=cfg.workers, progress=not cfg.quiet and env.main, desc=desc)
         if cfg.frozen_cache:
             out, what = cached_outputs(prefix, items, base, settings, state=state, **args)
         else:
-            out, what = compute_outputs(prefix, items, **args), "computed"
+            out, what = compute_outputs(prefix(), items, **args), "computed"
         done.append((TensorItems(out.values, out.readable, out.labels), f"{split} {len(base)} images {what}"))
     if env.main:
-        report(f"frozen {prefix.span}: outputs of the fixed crops, " + "; ".join(d for _, d in done))
+        report(f"frozen {span(names)}: outputs of the fixed crops, " + "; ".join(d for _, d in done))
     return done[0][0], done[1][0]
 
 
