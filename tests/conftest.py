@@ -24,6 +24,14 @@ def _seed() -> None:
     torch.manual_seed(0)
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _frozen_cache(tmp_path_factory):
+    """Cached outputs of frozen layers (vggnet.frozen) in a temporary folder, subprocesses included, never in ~/.cache."""
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("VGGNET_FROZEN_CACHE", str(tmp_path_factory.mktemp("frozen")))
+        yield
+
+
 @pytest.fixture
 def file_server():
     """A real HTTP server on 127.0.0.1 serving files the test adds (tests/http_files.py); stopped afterwards."""

@@ -77,3 +77,31 @@ def test_cli_probe_writes_its_report_and_refuses_bad_input(setup, tmp_path, caps
         err = capsys.readouterr().err.strip()
         assert err.count("\n") == 0 and err.startswith("vggnet probe: error:") and message in err, err
         assert not (tmp_path / "bad").exists()
+
+
+def test_fast_features_match_and_a_second_probe_reads_them_back(setup, monkeypatch):
+    data, weights, model = setup
+    val = open_dataset(data, "val")
+    pre = Preprocessing.torchvision()
+    plain, labels, _ = probe_features(model, pre, val, "fc7", 36, cache=False)
+    fast, fast_labels, _ = probe_features(model, pre, val, "fc7", 36, fast=True, cache=False)
+    # the fast path (Winograd convs, compiled FC kernels) is within about 1e-5 of the plain path, relative to the scale
+    np.testing.assert_allclose(fast, plain, rtol=0, atol=1e-5 * np.abs(plain).max())
+    assert fast_labels.tolist() == labels.tolist()
+    import vggnet.frozen
+
+    computed = []
+    compute = vggnet.frozen.compute_outputs
+    monkeypatch.setattr(vggnet.frozen, "compute_outputs", lambda *a, **k: computed.append(1) or compute(*a, **k))
+    first, _, _ = probe_features(model, pre, val, "relu5_2", 36, fast=True)
+    second, _, _ = probe_features(model, pre, val, "relu5_2", 36, fast=True)
+    assert np.array_equal(first, second) and computed == [1]  # the second read back: the network ran once
+    again, _, _ = probe_features(model, pre, val, "relu5_2", 36, cache=False)
+    np.testing.assert_allclose(again, first, rtol=0, atol=1e-5 * np.abs(again).max())
+
+
+def test_cli_probe_runs_on_the_auto_device_and_fast():
+    from vggnet.cli import build_parser
+
+    args = build_parser().parse_args(["probe", "photos", "--weights", "w.safetensors", "--fast"])
+    assert (args.device, args.fast, args.cache, args.out) == ("auto", True, True, None)

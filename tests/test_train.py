@@ -216,7 +216,11 @@ def run_cli(*args: str) -> subprocess.CompletedProcess:
         (lambda r: r.mkdir(), [], "no class sub-folders"),
         (lambda r: make_folder(r), ["--crop", "224", "--scale", "200"], "--crop 224 is larger than the rescaled image"),
         (lambda r: make_folder(r), ["--batch", "6", "--accum", "4"], "--batch 6 must split evenly into --accum 4"),
-        (lambda r: make_folder(r), ["--batch", "64", "--crop", "32"], "16 training images are fewer than one step"),
+        (
+            lambda r: make_folder(r),
+            ["--batch", "64", "--accum", "32", "--crop", "32"],
+            "16 training images are fewer than one step of --batch 64; add images or pass a smaller --batch",
+        ),
     ],
     ids=["missing", "empty-class", "no-images", "crop", "accum", "small"],
 )

@@ -197,6 +197,7 @@ def fraction(width: float) -> str:
 
 
 AMP_MODES = ("none", "bf16", "fp16")
+AUGMENTS = ("paper", "center")  # training input: section 3.1's random augmentation, or the fixed centre crop
 # Where input images are decoded and transformed: PIL per image, or JPEG batches with torch (vggnet.data.batched).
 DECODERS = ("pil", "cpu", "gpu")
 DECODE_HELP = (
@@ -260,6 +261,16 @@ class TrainConfig:
     flip: bool = option(True, "random horizontal flip")
     color_shift: float = option(0.1, "std of AlexNet's PCA colour-shift coefficients (0 disables)")
     val_scale: int = option(0, "shorter side for the per-epoch validation (centre crop); 0: Smin")
+    augment: str = option(
+        "paper",
+        "paper: the random crop, flip and colour shift above | center: each training image rescaled to Smin "
+        "and centre-cropped, nothing random, so the outputs of layers frozen from conv1_1 (--freeze "
+        "conv1_1-fc7) are computed once and cached (head-only fine-tuning; docs/finetuning.md)",
+    )
+    frozen_cache: bool = option(
+        True,
+        "with --augment center: keep the frozen layers' outputs on disk ($VGGNET_CACHE/frozen, or $VGGNET_FROZEN_CACHE), reused by later runs",
+    )
     # run
     out: str = option("", "run directory; empty: runs/<arch>-<date>-<time>")
     resume: str = option("", "a run directory to continue exactly where it stopped")
@@ -297,6 +308,8 @@ class TrainConfig:
             raise ValueError(f"--decode {self.decode!r}: accepted {', '.join(DECODERS)}")
         if self.init not in INITS:
             raise ValueError(f"--init {self.init!r}: accepted {', '.join(INITS)}")
+        if self.augment not in AUGMENTS:
+            raise ValueError(f"--augment {self.augment!r}: accepted {', '.join(AUGMENTS)}")
         if self.head not in HEADS:
             raise ValueError(f"--head {self.head!r}: accepted {', '.join(HEADS)}")
         resolve(self.arch)

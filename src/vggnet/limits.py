@@ -67,3 +67,8 @@ CHECKPOINT_BYTES = Limit("VGGNET_MAX_CHECKPOINT_BYTES", 4 * GIB, "the tensors a 
 # needs 0.17 GiB forward (twice that with flips), 0.76 GiB for Grad-CAM's backward pass; a
 # 100x1 sliver rescaled to Q=256 is a 25600x256 input: 3.1 GiB forward.
 ACTIVATION_BYTES = Limit("VGGNET_MAX_ACTIVATION_BYTES", 2 * GIB, "the activations of one image")
+
+# A frozen prefix's outputs kept on disk (`vggnet.frozen`): fc7 features are 16 KiB an image, a conv
+# prefix's maps up to 400 KiB (pool4 of VGG16). Outputs beyond this stay in memory for the one run; a
+# cache file declaring more is refused on reading.
+FROZEN_CACHE_BYTES = Limit("VGGNET_MAX_FROZEN_CACHE_BYTES", 4 * GIB, "the cached outputs of frozen layers")

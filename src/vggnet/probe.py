@@ -4,7 +4,9 @@ The fastest baseline on a new dataset: every training image goes once through th
 to the weights' training scale S, centre crop of their input size, their own preprocessing), a conv
 tap is global-average-pooled to one value per channel, and a multinomial logistic regression
 (scikit-learn, on standardised features) is fitted on the training split and tested on the validation
-split, reported like `vggnet evaluate`.
+split, reported like `vggnet evaluate`. The features are kept on disk (`vggnet.frozen`), so a second probe
+of the same weights and images (another C, another layer's classifier) skips the network; `fast` runs
+the network up to the layer on the fast path (BatchNorm folded, Winograd convs on a CPU).
 """
 
 from __future__ import annotations
@@ -12,7 +14,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,13 +21,15 @@ from typing import Any
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset
+from torch import nn
+from torch.utils.data import Dataset
 
 from .data import item_name, open_dataset, rescale, to_uint8_tensor
 from .devices import pick_device
 from .evaluate.networks import train_scale
 from .evaluate.protocol import grid_positions
-from .features import features_at, layer_names
+from .features import layer_names
+from .frozen import Prefix, cached_outputs, compute_outputs, folds, prefix_state, stages
 from .io import silently, write_text
 from .metrics import confusion_matrix, error_cells, error_columns, per_class_accuracy, topk_error
 from .model import VGG
@@ -80,6 +83,18 @@ class _Crops(Dataset):
         return x[:, top : top + self.crop, left : left + self.crop], label, i
 
 
+class _Tap(nn.Module):
+    """0-255 uint8 crops -> the weights' preprocessing -> the frozen network up to a layer -> one value per channel."""
+
+    def __init__(self, prefix: Prefix, pre: Preprocessing) -> None:
+        super().__init__()
+        self.prefix, self.pre, self.device = prefix, pre, prefix.device
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        f = self.prefix(self.pre(x.float() / 255.0))
+        return f.mean(dim=(2, 3)) if f.dim() == 4 else f  # (N, C): a conv tap averaged over space
+
+
 def probe_features(
     model: VGG,
     pre: Preprocessing,
@@ -89,27 +104,30 @@ def probe_features(
     batch_size: int = 32,
     workers: int = 0,
     progress: bool = False,
+    *,
+    fast: bool = False,
+    cache: bool = True,
 ) -> tuple[np.ndarray, np.ndarray, list[str]]:
-    """(features (N, D), labels (N,), unreadable items) of a dataset at `layer`; conv taps are averaged over space."""
-    from tqdm import tqdm
+    """(features (N, D), labels (N,), unreadable items) of a dataset at `layer`; conv taps are averaged over space.
 
-    device = next(model.parameters()).device
-    loader = DataLoader(_Crops(dataset, scale, model.cfg.input_size), batch_size, num_workers=workers, collate_fn=list)
-    feats, labels, skipped = [], [], []
-    with torch.inference_mode():
-        for batch in tqdm(loader, desc=f"features {layer}", unit="batch", disable=not progress, file=sys.stderr):
-            skipped += [item_name(dataset, i) for x, _, i in batch if x is None]
-            good = [(x, y) for x, y, _ in batch if x is not None]
-            if not good:
-                continue
-            x = torch.stack([x for x, _ in good]).to(device).float() / 255.0
-            f = features_at(model, x, [layer], preprocessing=pre)[layer]
-            f = f.mean(dim=(2, 3)) if f.dim() == 4 else f  # (N, C): one value per channel of a conv tap
-            feats.append(f.float().cpu().numpy())
-            labels += [y for _, y in good]
-    if not labels:
-        raise ValueError(f"no readable image among the {len(dataset)} of the dataset")
-    return np.concatenate(feats), np.asarray(labels), skipped
+    `fast`: the network up to `layer` on the fast path (`frozen.Prefix`); `cache`: features kept on disk,
+    keyed by the weights, the files and these settings (`frozen.cached_outputs`), read back by the next probe.
+    """
+    names = [name for name, _ in stages(model)]
+    if layer not in names:
+        raise ValueError(f"--layer {layer!r} is no layer of this network; accepted: {', '.join(names)}")
+    n = names.index(layer) + 1
+    items = _Crops(dataset, scale, model.cfg.input_size)
+    settings = {"layer": layer, "scale": scale, "crop": model.cfg.input_size, "preprocessing": dataclasses.asdict(pre)}
+    args = dict(batch_size=batch_size, workers=workers, progress=progress, desc=f"features {layer}")
+    tap = lambda: _Tap(Prefix(model, n, fast=fast), pre)  # noqa: E731  # built only when not read from disk
+    if cache:
+        state = prefix_state(model, n)
+        out, _ = cached_outputs(tap, items, dataset, {**settings, "fast": folds(model, n, fast)}, state=state, **args)
+    else:
+        out = compute_outputs(tap(), items, **args)
+    skipped = [item_name(dataset, i) for i in (~out.readable).nonzero().flatten().tolist()]
+    return out.values[out.readable].numpy(), out.labels[out.readable].numpy(), skipped
 
 
 def linear_probe(
@@ -122,14 +140,17 @@ def linear_probe(
     scale: int | None = None,
     batch_size: int = 32,
     workers: int = 0,
-    device: str = "cpu",
+    device: str = "auto",
     max_iter: int = 2000,
     progress: bool = True,
+    fast: bool = False,
+    cache: bool = True,
 ) -> ProbeResult:
     """Fit a logistic regression on the frozen network's `layer` features of `data`'s training split; test on val.
 
     `datasets`: (train, val) to use instead of opening `data` (which then only names them). `scale`: the
     shorter side before the centre crop (default: the weights' training S, else 256/224 of their input size).
+    `fast` and `cache`: as `probe_features`.
     """
     from sklearn.linear_model import LogisticRegression
     from sklearn.pipeline import make_pipeline
@@ -156,10 +177,10 @@ def linear_probe(
     start = time.perf_counter()
     model.eval()
     x_train, y_train, skipped = probe_features(
-        model, meta.preprocessing, train_set, layer, scale, batch_size, workers, progress
+        model, meta.preprocessing, train_set, layer, scale, batch_size, workers, progress, fast=fast, cache=cache
     )
     x_val, y_val, skipped_val = probe_features(
-        model, meta.preprocessing, val_set, layer, scale, batch_size, workers, progress
+        model, meta.preprocessing, val_set, layer, scale, batch_size, workers, progress, fast=fast, cache=cache
     )
     classifier = make_pipeline(StandardScaler(), LogisticRegression(C=c, max_iter=max_iter))
     classifier.fit(x_train, y_train)

@@ -17,7 +17,7 @@ def cmd_probe(args: argparse.Namespace) -> int:
 
     result = linear_probe(
         with_sha256([args.weights], args.sha256)[0], args.data, args.layer, c=args.c, scale=args.scale or None, batch_size=args.batch_size,
-        workers=args.workers, device=args.device, progress=not args.quiet,
+        workers=args.workers, device=args.device, progress=not args.quiet, fast=args.fast, cache=args.cache,
     )  # fmt: skip
     print(probe_table([result]))
     errors = {1: result.top1_error, 5: result.top5_error}
@@ -71,8 +71,23 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--scale", type=int, default=0, help="shorter side before the centre crop (default: the weights' S)")
     p.add_argument("--batch-size", type=int, default=32, help="images per forward pass (default: 32)")
     p.add_argument("--workers", type=int, default=0, help="image decoding processes (default: 0)")
-    p.add_argument("--device", default="cpu", help="torch device (default: cpu)")
-    p.add_argument("--out", help="folder for probe_<layer>.json and .md")
+    p.add_argument("--device", default="auto", help="auto (cuda when available) | cpu | cuda | cuda:N (default: auto)")
+    p.add_argument(
+        "--fast",
+        action="store_true",
+        help="on a CPU: BatchNorm folded, Winograd 3x3 convs and the compiled FC kernels up to --layer "
+        "(features within about 1e-5 of the direct path's)",
+    )
+    p.add_argument(
+        "--cache",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="keep the features on disk ($VGGNET_CACHE/frozen or $VGGNET_FROZEN_CACHE), keyed by the weights, files and settings, "
+        "so the next probe of the same images skips the network (default: on)",
+    )
+    p.add_argument(
+        "--out", help="folder for probe_<layer>.json and .md (default: none; the table is printed, nothing written)"
+    )
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_probe)
 

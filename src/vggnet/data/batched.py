@@ -28,6 +28,7 @@ from .resample import resize, resize_boxes
 from .transforms import (
     Draw,
     EvalTransform,
+    TensorItems,
     TrainTransform,
     Transformed,
     collate_skipping,
@@ -266,10 +267,14 @@ def batch_loader(
     pin_memory: bool = False,
     generator: torch.Generator | None = None,
 ) -> Iterable[Any]:
-    """Batches of a Transformed or BatchedImages dataset (or a Subset of one), either path behind one call."""
+    """Batches of a Transformed, TensorItems or BatchedImages dataset (or a Subset of one), every path behind one call."""
     inner = dataset.dataset if isinstance(dataset, Subset) else dataset
     if not isinstance(inner, BatchedImages):
-        assert isinstance(inner, Transformed), f"batch_loader takes Transformed or BatchedImages, not {type(inner)}"
+        kinds = (Transformed, TensorItems)
+        assert isinstance(inner, kinds), (
+            f"batch_loader takes Transformed, TensorItems or BatchedImages, not {type(inner)}"
+        )
+        workers = 0 if isinstance(inner, TensorItems) else workers  # tensors in memory: no process to start
         return DataLoader(
             dataset, batch_size, sampler=sampler, num_workers=workers, collate_fn=collate_skipping,
             pin_memory=pin_memory, generator=generator,

@@ -213,6 +213,23 @@ class Transformed(torch.utils.data.Dataset):
         return self.transform(image, rng), label, index
 
 
+class TensorItems(torch.utils.data.Dataset):
+    """Items computed beforehand (a frozen prefix's outputs): (values[i] or None where unreadable, label, index)."""
+
+    def __init__(self, values: torch.Tensor, readable: torch.Tensor, labels: torch.Tensor) -> None:
+        self.values, self.readable, self.labels = values, readable, labels
+
+    def set_epoch(self, epoch: int) -> None:
+        pass  # nothing random: the same values every epoch
+
+    def __len__(self) -> int:
+        return len(self.values)
+
+    def __getitem__(self, index: int) -> Item:
+        label = int(self.labels[index])
+        return (self.values[index] if self.readable[index] else None), label, index
+
+
 def collate_skipping(items: list[Item]) -> tuple[torch.Tensor | None, torch.Tensor, list[int]]:
     """Stack the readable items: (images (N, 3, H, W) or None, labels (N,), indices of skipped items)."""
     good = [(x, y) for x, y, _ in items if x is not None]

@@ -20,6 +20,7 @@ from ..data import batch_loader
 from ..io import report
 from ..metrics import count_correct, reported_ks
 from ..runs import WEIGHTS
+from ..tables import human_bytes
 from ..weights import Preprocessing, save_weights
 from .distributed import Dist, epoch_indices
 from .schedule import set_lr
@@ -46,11 +47,13 @@ def train_step(
     memory_format: torch.memory_format = torch.contiguous_format,
     crop: int = 224,
     ddp: nn.parallel.DistributedDataParallel | None = None,
+    stand_in: tuple[int, ...] | None = None,
 ) -> torch.Tensor:
     """One SGD step over micro-batches whose gradients add up to the whole batch's.
 
     Returns (summed loss, top-1 hits, top-5 hits) on the device, without a sync. A micro-batch whose
-    images were all unreadable runs as a zero-weight stand-in of side `crop`, so DDP's collectives stay in step.
+    images were all unreadable runs as a zero-weight stand-in of side `crop` (or of shape `stand_in`: a
+    frozen prefix's outputs), so DDP's collectives stay in step.
     """
     valid = sum(len(y) for _, y in micro_batches)
     optimizer.zero_grad(set_to_none=True)
@@ -58,8 +61,8 @@ def train_step(
     for j, (x, y) in enumerate(micro_batches):
         weight = 1.0
         if x is None:
-            x, y, weight = torch.zeros(1, 3, crop, crop), torch.zeros(1, dtype=torch.long), 0.0
-        x = x.to(device, non_blocking=True, memory_format=memory_format)
+            x, y, weight = torch.zeros(1, *(stand_in or (3, crop, crop))), torch.zeros(1, dtype=torch.long), 0.0
+        x = x.to(device, non_blocking=True, memory_format=memory_format if x.dim() == 4 else torch.contiguous_format)
         y = y.to(device, non_blocking=True)
         # DDP all-reduces gradients on the last micro-batch of the step only.
         last = ddp is None or j == len(micro_batches) - 1
@@ -86,28 +89,38 @@ def validate(
     channels_last: bool = False,
     env: Dist | None = None,
     on_skip: Callable[[list[int]], None] | None = None,
+    progress: bool = False,
 ) -> dict[str, float]:
     """Mean loss and top-1/top-5 error (%) over a loader of collate_skipping batches (summed over ranks).
 
-    `on_skip` receives the indices of unreadable items; their count is returned as "skipped".
+    `on_skip` receives the indices of unreadable items; their count is returned as "skipped". `progress`:
+    a bar on stderr that advances per image.
     """
+    from tqdm import tqdm
+
     device = torch.device(device)
     was_training = model.training
     model.eval()
     sums = torch.zeros(5, dtype=torch.float64, device=device)  # loss, top-1 hits, top-5 hits, images, skipped
     fmt = torch.channels_last if channels_last else torch.contiguous_format
+    dataset = getattr(loader, "dataset", None)
+    total = len(dataset) if dataset is not None else None
+    bar = tqdm(total=total, desc="validation", unit="img", file=sys.stderr, disable=not progress, leave=False)
     for x, y, skipped in loader:
+        bar.update(len(y) + len(skipped))
         sums[4] += len(skipped)
         if skipped and on_skip is not None:
             on_skip(skipped)
         if x is None:
             continue
-        x, y = x.to(device, non_blocking=True, memory_format=fmt), y.to(device, non_blocking=True)
+        x = x.to(device, non_blocking=True, memory_format=fmt if x.dim() == 4 else torch.contiguous_format)
+        y = y.to(device, non_blocking=True)
         with autocast(device, amp):
             logits = model(x)
         sums[0] += F.cross_entropy(logits.float(), y, reduction="sum")
         top1, top5 = count_correct(logits, y)
         sums[1:4] += torch.stack([top1, top5, torch.tensor(len(y), device=device)]).to(sums)
+    bar.close()
     model.train(was_training)
     loss, c1, c5, n, skipped = (env or Dist()).sum(sums.tolist())
     n_ = max(n, 1.0)
@@ -157,7 +170,7 @@ def train_one_epoch(run: Run) -> None:
             micro_batches.append((x, y))
         pending += train_step(
             run.net, run.optimizer, run.scaler, micro_batches, run.device,
-            amp=cfg.amp, memory_format=run.memory_format, crop=cfg.crop, ddp=run.ddp,
+            amp=cfg.amp, memory_format=run.memory_format, crop=cfg.crop, ddp=run.ddp, stand_in=run.stand_in,
         )  # fmt: skip
         run.sums["images"] += sum(len(y) for _, y in micro_batches)
         pos.step += 1
@@ -181,8 +194,8 @@ def end_epoch(run: Run) -> str:
     cfg, env, epoch = run.cfg, run.env, run.pos.epoch
     start = time.perf_counter()
     val = validate(
-        run.model, run.val_loader, run.device, cfg.amp, cfg.channels_last, env,
-        lambda indices: run.report_skipped(indices, "val"),
+        run.val_net or run.model, run.val_loader, run.device, cfg.amp, cfg.channels_last, env,
+        lambda indices: run.report_skipped(indices, "val"), progress=not cfg.quiet and env.main,
     )  # fmt: skip
     loss, c1, c5, images, skipped = env.sum([run.sums[k] for k in SUMS[:5]])
     n = max(images, 1.0)
@@ -218,6 +231,9 @@ def end_epoch(run: Run) -> str:
 def save_best(run: Run, epoch: int, val: dict[str, float]) -> None:
     """The best epoch's weights in the project format, with their input preprocessing, training scale and origin."""
     smin, smax = run.scale
+    if not run.cfg.quiet:
+        size = human_bytes(sum(v.numel() * v.element_size() for v in run.model.state_dict().values()))
+        report(f"writing the best epoch's weights {run.dir / WEIGHTS} ({size})")
     save_weights(
         run.model,
         run.dir / WEIGHTS,

@@ -25,6 +25,7 @@ from ..data import (
     BatchedImages,
     EvalTransform,
     RGBStats,
+    TensorItems,
     TrainTransform,
     Transformed,
     batch_loader,
@@ -33,9 +34,22 @@ from ..data import (
     item_name,
     open_dataset,
 )
+from ..frozen import (
+    Prefix,
+    Rest,
+    Split,
+    cached_outputs,
+    compute_outputs,
+    folds,
+    prefix_length,
+    prefix_state,
+    span,
+    stages,
+)
 from ..io import optional, report, write_text
 from ..model import VGG
 from ..runs import CHECKPOINT, CONFIG, DAMAGED, INIT, METRICS, PLOT, PREVIOUS, STATS
+from ..tables import human_bytes
 from ..weights import Preprocessing
 from .checkpoint import (
     Position,
@@ -81,7 +95,7 @@ class Run:
     scaler: torch.amp.GradScaler
     train_base: Dataset
     val_base: Dataset
-    train_set: Transformed | BatchedImages
+    train_set: Transformed | BatchedImages | TensorItems  # TensorItems: a frozen prefix's outputs (frozen.py)
     val_loader: Iterable[Any]  # batches of (images or None, labels, skipped indices)
     micro: int  # images per forward pass
     per_step: int  # images per optimiser step on this rank
@@ -91,6 +105,8 @@ class Run:
     reported: set[tuple[str, int]] = field(default_factory=set)  # unreadable items already named (per process)
     preprocessing: Preprocessing | None = None  # the input the model takes, recorded with its weights
     origin: dict[str, Any] = field(default_factory=dict)  # where --init-from's weights came from (INIT)
+    val_net: nn.Module | None = None  # what validation calls (default: the model): the net without DDP or compile
+    stand_in: tuple[int, ...] | None = None  # one input's shape, for a micro-batch whose files were all unreadable
 
     @property
     def device(self) -> torch.device:
@@ -172,6 +188,34 @@ def open_datasets(cfg: TrainConfig, env: Dist, datasets: tuple[Dataset, Dataset]
     return train_base, val_base
 
 
+def fit_batch(cfg: TrainConfig, images: int, env: Dist, least_steps: int = 4) -> TrainConfig:
+    """`cfg`, or with --batch halved when the training set holds less than one step of it (said in one line).
+
+    Halved until an epoch holds `least_steps` steps, while it still splits into --accum x processes; a
+    set smaller than even that is a one-line error naming --batch. A resumed run keeps its recorded batch.
+    """
+
+    def steps(batch: int) -> int:
+        return images // env.world // (batch // (cfg.accum * env.world) * cfg.accum)
+
+    if cfg.resume or steps(cfg.batch) > 0:
+        return cfg
+    batch, unit = cfg.batch, cfg.accum * env.world
+    while steps(batch) < least_steps and batch // 2 >= unit and (batch // 2) % unit == 0:
+        batch //= 2
+    if steps(batch) == 0:
+        raise ValueError(
+            f"{cfg.data}: {images} training images are fewer than one step of --batch {cfg.batch}; "
+            f"add images or pass a smaller --batch"
+        )
+    if env.main:
+        report(
+            f"{cfg.data}: {images} training images are fewer than --batch {cfg.batch}: "
+            f"training with --batch {batch} ({steps(batch)} steps per epoch); pass --batch N to choose"
+        )
+    return dataclasses.replace(cfg, batch=batch)
+
+
 def load_stats(cfg: TrainConfig, env: Dist, run_dir: Path, train_base: Dataset, resuming: bool) -> RGBStats:
     """The run's own statistics when resuming, a given file, or computed on rank 0 and broadcast."""
     if resuming:
@@ -192,12 +236,15 @@ def load_stats(cfg: TrainConfig, env: Dist, run_dir: Path, train_base: Dataset, 
 def build_run(cfg: TrainConfig, env: Dist, datasets: tuple[Dataset, Dataset] | None = None) -> Run:
     """Check, open and build everything a run needs (or restore it from its checkpoint with `cfg.resume`)."""
     cfg.check(env.world)
+    decoder = decode_device(cfg.decode, env.device)  # None: PIL per image; before anything is written
+    # the data next: a folder too small for --batch is told in seconds, not after loading the weights
+    train_base, val_base = open_datasets(cfg, env, datasets)
+    cfg = fit_batch(cfg, len(train_base), env)
     start = open_pretrained(cfg.init_from, cfg.verify) if cfg.init_from and not cfg.resume else None
     if start is not None:  # the weights' own configuration, checked before anything is written
         cfg = start_config(cfg, start)
     with torch.device("meta"):  # a bad --freeze fails here, before anything is written
         parse_freeze(build_model(cfg, 1), cfg.freeze)
-    decoder = decode_device(cfg.decode, env.device)  # None: PIL per image; before anything is written
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     if cfg.deterministic:
@@ -205,14 +252,9 @@ def build_run(cfg: TrainConfig, env: Dist, datasets: tuple[Dataset, Dataset] | N
         torch.use_deterministic_algorithms(True)
     torch.backends.cudnn.benchmark = not cfg.deterministic
     run_dir, ckpt = open_run_dir(cfg, env)
-    train_base, val_base = open_datasets(cfg, env, datasets)
     micro = cfg.batch // (cfg.accum * env.world)
     per_step = micro * cfg.accum
     steps = len(train_base) // env.world // per_step
-    if steps == 0:
-        raise ValueError(
-            f"{cfg.data}: {len(train_base)} training images are fewer than one step of --batch {cfg.batch}"
-        )
     stats = load_stats(cfg, env, run_dir, train_base, ckpt is not None)
 
     seed_everything(cfg.seed)
@@ -233,7 +275,7 @@ def build_run(cfg: TrainConfig, env: Dist, datasets: tuple[Dataset, Dataset] | N
     elif (run_dir / INIT).is_file():  # a resumed fine-tune: its input and its new layers as first recorded
         origin = json.loads((run_dir / INIT).read_text())
         pre, new = Preprocessing(**origin.pop("preprocessing")), origin.pop("new")
-    freeze(model, cfg.freeze)
+    frozen = freeze(model, cfg.freeze)
     fmt = torch.channels_last if cfg.channels_last else torch.contiguous_format
     model.to(env.device, memory_format=fmt)
     optimizer = sgd(model, cfg, env.device, param_groups(model, new, cfg.backbone_lr_scale))
@@ -247,7 +289,29 @@ def build_run(cfg: TrainConfig, env: Dist, datasets: tuple[Dataset, Dataset] | N
         write_text(run_dir / CONFIG, json.dumps(dataclasses.asdict(saved), indent=1))
     set_lr(optimizer, schedule.lr)
 
-    net: nn.Module = model
+    smin, smax = min(cfg.scale), max(cfg.scale)
+    shifted = dataclasses.replace(stats, mean=rgb255_mean(pre))  # the colour shift's PCA is the data's own
+    if cfg.augment == "center":  # nothing random: a frozen prefix sees the same input every epoch
+        transform: TrainTransform | EvalTransform = EvalTransform(smin, cfg.crop, shifted.mean)
+    else:
+        transform = TrainTransform((smin, smax), cfg.crop, shifted, cfg.color_shift, cfg.flip)
+    val_transform = EvalTransform(cfg.val_scale or smin, cfg.crop, shifted.mean)
+    # Layers frozen from conv1_1 run as inference (one process; DDP wraps the whole model)
+    n = prefix_length(model, frozen) if env.world == 1 else 0
+    rest = Rest(model, n) if n else None
+    prefix = cached = None
+    if n and cfg.augment == "center":  # the prefix is built only if its outputs are not on disk, then dropped
+        cached = frozen_outputs(cfg, model, n, (train_base, val_base), (transform, val_transform), pre, env)
+    elif n:
+        prefix = Prefix(model, n)
+    if prefix is not None and env.main:
+        report(
+            f"frozen {prefix.span}: run as inference on the fast path each step; its input is "
+            f"augmented at random (--augment paper): --augment center computes its outputs once"
+        )
+
+    net: nn.Module = model if rest is None else rest if cached else Split(prefix, rest)  # type: ignore[arg-type]
+    val_net = net
     ddp = None
     if env.world > 1:
         ids = [env.device.index] if env.device.type == "cuda" else None
@@ -255,11 +319,9 @@ def build_run(cfg: TrainConfig, env: Dist, datasets: tuple[Dataset, Dataset] | N
     if cfg.compile:
         net = torch.compile(net)
 
-    smin, smax = min(cfg.scale), max(cfg.scale)
-    shifted = dataclasses.replace(stats, mean=rgb255_mean(pre))  # the colour shift's PCA is the data's own
-    transform = TrainTransform((smin, smax), cfg.crop, shifted, cfg.color_shift, cfg.flip)
-    val_transform = EvalTransform(cfg.val_scale or smin, cfg.crop, shifted.mean)
-    if decoder is None:
+    if cached is not None:
+        train_set, val_set = cached
+    elif decoder is None:
         train_set = Transformed(train_base, to_network_input(transform, pre), cfg.seed)
         val_set = Transformed(val_base, to_network_input(val_transform, pre))
     else:  # the weights' channel order and scale applied to each finished batch
@@ -275,10 +337,49 @@ def build_run(cfg: TrainConfig, env: Dist, datasets: tuple[Dataset, Dataset] | N
     run = Run(
         cfg, env, run_dir, classes, stats, model, net, ddp, optimizer, schedule, scaler, train_base, val_base,
         train_set, val_loader, micro, per_step, steps, pos, sums, preprocessing=pre, origin=origin,
+        val_net=val_net, stand_in=tuple(train_set.values.shape[1:]) if cached else None,
     )  # fmt: skip
     if rng is not None:  # the RNG states last: everything above may have drawn random numbers
         set_rng_state(rng, env.device)
     return run
+
+
+def frozen_outputs(
+    cfg: TrainConfig,
+    model: VGG,
+    n: int,
+    bases: tuple[Dataset, Dataset],
+    transforms: tuple[EvalTransform, EvalTransform],
+    pre: Preprocessing,
+    env: Dist,
+) -> tuple[TensorItems, TensorItems]:
+    """The frozen prefix's outputs for the training and validation images, computed once (or read from the cache)."""
+    state = prefix_state(model, n)
+    names = [name for name, _ in stages(model)[:n]]
+    built: list[Prefix] = []
+
+    def prefix() -> Prefix:  # built once, on the first split not read from disk
+        if not built:
+            built.append(Prefix(model, n))
+        return built[0]
+
+    done = []
+    for split, base, transform in zip(("train", "val"), bases, transforms, strict=True):
+        items = Transformed(base, to_network_input(transform, pre))
+        settings = {
+            "prefix": names, "scale": transform.size, "crop": transform.crop, "mean": list(transform.mean),
+            "preprocessing": dataclasses.asdict(pre), "fast": folds(model, n, True),
+        }  # fmt: skip
+        desc = f"frozen {span(names)}, {split}"
+        args = dict(batch_size=32, workers=cfg.workers, progress=not cfg.quiet and env.main, desc=desc)
+        if cfg.frozen_cache:
+            out, what = cached_outputs(prefix, items, base, settings, state=state, **args)
+        else:
+            out, what = compute_outputs(prefix(), items, **args), "computed"
+        done.append((TensorItems(out.values, out.readable, out.labels), f"{split} {len(base)} images {what}"))
+    if env.main:
+        report(f"frozen {span(names)}: outputs of the fixed crops, " + "; ".join(d for _, d in done))
+    return done[0][0], done[1][0]
 
 
 def restore(
@@ -315,7 +416,20 @@ def checkpoint(run: Run) -> None:
             "ranks": ranks,
             "job": torchrun_job(),  # lets a torchrun restart tell its own checkpoint from an older run's
         }
+        if not run.cfg.quiet:  # VGG16's weights and momentum are about 1 GB: seconds of writing, said first
+            report(f"writing the resume checkpoint {run.dir / CHECKPOINT} ({human_bytes(tensor_bytes(state))})")
         save_checkpoint(run.dir / CHECKPOINT, state)
+
+
+def tensor_bytes(obj: Any) -> int:
+    """Bytes of the tensors nested in dicts, lists and tuples (about a checkpoint's size on disk)."""
+    if isinstance(obj, torch.Tensor):
+        return obj.numel() * obj.element_size()
+    if isinstance(obj, dict):
+        return sum(tensor_bytes(v) for v in obj.values())
+    if isinstance(obj, (list, tuple)):
+        return sum(tensor_bytes(v) for v in obj)
+    return 0
 
 
 def write_metrics(run_dir: Path, history: list[dict[str, Any]]) -> None:
