@@ -3,7 +3,8 @@
 Most of a VGG's weights sit in FC6 (25088 x 4096 in VGG16, 74% of its 138M parameters). A truncated
 SVD keeps the r largest singular values of an FC layer: W ~ (U_r S_r) V_r^T, two layers of
 r (in + out) weights instead of in x out (Fast R-CNN, section 3.1). The rank comes from `rank`, from
-the fraction of the squared singular values to keep (`energy`), or from a target file size. int8
+the fraction of the squared singular values to keep (`energy`), or from a target file size; the factors
+come from the Gram matrix of the layer's smaller side (`low_rank`), not from an SVD of W itself. int8
 storage quarters every conv and FC weight (one scale per output channel; float32 again on load). The
 third way, the gap head (no FC6/FC7 at all), needs training: `vggnet train DATA --init-from W --head gap`.
 """
@@ -84,7 +85,7 @@ def gram(w: torch.Tensor) -> torch.Tensor:
     """
     rows = w.detach() if w.shape[0] <= w.shape[1] else w.detach().T  # (n, m), n <= m: a view
     n, m = rows.shape
-    g = torch.zeros(n, n, dtype=torch.float64)
+    g = torch.zeros(n, n, dtype=torch.float64, device=w.device)
     for j in range(0, m, GRAM_BLOCK):
         chunk = rows[:, j : j + GRAM_BLOCK].float()
         for i in range(0, n, GRAM_BLOCK):
@@ -112,7 +113,7 @@ def top_eigenpairs(g: torch.Tensor, k: int, seed: int = 0) -> tuple[torch.Tensor
         values, vectors = torch.linalg.eigh(g.double())
         return values.flip(0)[:k], vectors.flip(1)[:, :k]
     g32 = g.float()  # the iteration only has to find the subspace; float32 halves its cost
-    x = torch.randn(n, k, generator=torch.Generator().manual_seed(seed))
+    x = torch.randn(n, k, generator=torch.Generator().manual_seed(seed)).to(g.device)
     for _ in range(POWER_ITERATIONS):
         x = torch.linalg.qr(g32 @ x).Q  # (n, k), orthonormal columns
     small = (x.T @ (g32 @ x)).double()  # (k, k): G restricted to the subspace
@@ -289,10 +290,12 @@ def compress(
             whole.append(name)
             notes.append(f"{name} kept whole: rank {factors.rank} is not below its break-even rank {limit}")
             _say(progress, f"{shape}: kept whole (rank {factors.rank} for {energy:.1%} of the energy)", start)
+            del factors
             continue
         ranks[name], energies[name] = factors.rank, factors.energy
-        _replace(model, name, factors)  # the layer's own weights go: no second copy of FC6
-        _say(progress, f"{shape}: rank {factors.rank} ({factors.energy:.1%} energy)", start)
+        _replace(model, name, factors)
+        del layer, factors  # the layer's own weights go now, before the next layer's Gram matrix
+        _say(progress, f"{shape}: rank {ranks[name]} ({energies[name]:.1%} energy)", start)
     start = time.perf_counter()
     extra = {**meta.extra, "compression": {"low_rank": ranks, "energy": energies, "int8": int8, "from": str(path)}}
     save_weights(
@@ -351,11 +354,12 @@ def _bytes_per_rank(layer: nn.Linear, int8: bool) -> int:
 def _replace(model: VGG, name: str, factors: LowRank) -> None:
     """Put a LowRankLinear holding `factors` (and the layer's bias) in place of the named Linear layer."""
     layer = _linear(model, name)
-    pair = LowRankLinear(layer.in_features, factors.rank, layer.out_features).to(layer.weight.device)
-    with torch.no_grad():
-        pair[0].weight.copy_(factors.first)  # (r, in)
-        pair[1].weight.copy_(factors.second)  # (out, r)
-        pair[1].bias.copy_(layer.bias)
+    with torch.device("meta"):  # no random init of weights that are replaced at once
+        pair = LowRankLinear(layer.in_features, factors.rank, layer.out_features)
+    device = layer.weight.device
+    pair[0].weight = nn.Parameter(factors.first.to(device), requires_grad=layer.weight.requires_grad)  # (r, in)
+    pair[1].weight = nn.Parameter(factors.second.to(device), requires_grad=layer.weight.requires_grad)  # (out, r)
+    pair[1].bias = nn.Parameter(layer.bias.detach().clone(), requires_grad=layer.bias.requires_grad)
     model.classifier[model.classifier_names.index(name)] = pair
 
 
