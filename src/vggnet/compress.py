@@ -160,7 +160,9 @@ def low_rank(w: torch.Tensor, rank: int | None = None, energy: float | None = No
         first, second = basis.T.contiguous(), w @ basis  # (r, in) = V_r^T, (out, r) = U_r S_r
         kept_part = second
     # the factors span an orthonormal basis, so the energy they keep is the squared norm of the projection
-    kept_energy = float(kept_part.double().square().sum()) / total if total > 0 else 1.0
+    # (summed in float64 a block of rows at a time: a float64 copy of FC6's first factor would be 206 MB)
+    kept = sum(float(rows.double().square().sum()) for rows in kept_part.split(GRAM_BLOCK))
+    kept_energy = kept / total if total > 0 else 1.0
     return LowRank(first=first, second=second, energy=kept_energy)
 
 
