@@ -196,3 +196,24 @@ def test_runtimes_report_compares_each_round_with_that_rounds_faster_runtime(mon
     assert report.ratios(rows, "1")["vggnet int8"] == pytest.approx(6.0 / 9.5)  # medians: 6 against OpenVINO's 9.5
     assert report.round_ratios(rows, "1")["vggnet int8"] == pytest.approx([5 / 10, 6 / 12, 9.5 / 9.5])
     assert report.round_ratios(rows, "1")["ONNX Runtime fp32"] == [1.0, 1.0, 1.0]  # fp32 against fp32 only
+
+
+@pytest.mark.slow
+def test_compress_smoke_run_writes_results(tmp_path):
+    env = {**os.environ, "PYTHONPATH": str(SCRIPT.parents[1] / "src")}
+    r = subprocess.run(
+        [sys.executable, str(SCRIPT.parent / "compress.py"), "--smoke", "--out", str(tmp_path)],
+        capture_output=True, text=True, env=env,
+    )  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    results = json.loads((tmp_path / "compress_smoke.json").read_text())
+    assert set(results["runs"]) == {"rank 8", "rank 8 + int8"}
+    for run in results["runs"].values():
+        for layer in ("fc6", "fc7"):
+            assert run[layer]["rank"] == 8 and 1 - 1e-6 <= run[layer]["error"] / run[layer]["exact_error"] <= 1.01
+        assert [line.split(":")[0] for line in run["progress"][1:3]] == ["fc6 256x128", "fc7 256x256"]
+        assert 0 < run["bytes"] < results["uncompressed_bytes"]
+    assert results["runs"]["rank 8 + int8"]["bytes"] < results["runs"]["rank 8"]["bytes"] / 3
+    assert results["former_fc7"]["shape"] == [256, 256] and list(results["new_fc7"]) == ["8"]
+    assert {n.rsplit(", ", 1)[1] for n in results["images_per_s"]} == {"fp32", "--fast"}
+    assert "ImageNet accuracy a setting costs cannot be measured here" in (tmp_path / "compress_smoke.md").read_text()

@@ -4,8 +4,18 @@ import pytest
 import torch
 
 from vggnet import build
+from vggnet import compress as compress_module
 from vggnet.cli import main
-from vggnet.compress import choose_ranks, compress, factorise, parse_size, rank_for_energy, singular_values
+from vggnet.compress import (
+    choose_ranks,
+    compress,
+    factorise,
+    gram,
+    low_rank,
+    parse_size,
+    rank_for_energy,
+    singular_values,
+)
 from vggnet.evaluate import for_evaluation
 from vggnet.optimize import fold_batchnorm
 from vggnet.weights import LowRankLinear, load_weights, save_weights, stored_bytes
@@ -100,8 +110,14 @@ def test_cli_compress_and_its_refusals(model, tmp_path, capsys):
     save_weights(build("A", width=W, num_classes=5, head="gap"), tmp_path / "gap.safetensors")
     w, out = str(tmp_path / "w.safetensors"), str(tmp_path / "out.safetensors")
     assert main(["compress", w, out, "--rank", "16", "--int8"]) == 0
-    text = capsys.readouterr().out
+    text, err = capsys.readouterr()
     assert "fc6 rank 16" in text and "fc7 rank 16" in text and "int8 weights" in text and "parameters " in text
+    lines = err.splitlines()  # progress: one line per step, each with its seconds
+    assert len(lines) == 4 and all(line.endswith(" s") for line in lines), err
+    assert lines[0].startswith(f"read {w} (") and lines[3].startswith(f"wrote {out} (")
+    assert lines[1].startswith("fc6 256x128: rank 16 (") and lines[2].startswith("fc7 256x256: rank 16 (")
+    assert main(["compress", w, str(tmp_path / "quiet.safetensors"), "--rank", "16", "--quiet"]) == 0
+    assert capsys.readouterr().err == ""
     for args, message in [
         ([w, str(tmp_path / "x.safetensors")], "nothing to do: give --rank, --energy or --target-size"),
         ([w, str(tmp_path / "x.safetensors"), "--rank", "0"], "--rank 0: must be at least 1"),
@@ -116,3 +132,78 @@ def test_cli_compress_and_its_refusals(model, tmp_path, capsys):
         assert not (tmp_path / "x.safetensors").exists()
     assert main(["compress", w, str(tmp_path / "big.safetensors"), "--rank", "200"]) == 0  # above break-even
     assert "fc7 kept whole: rank 200 is not below its break-even rank 128" in capsys.readouterr().err
+
+
+def constructed(out: int, inp: int, s: torch.Tensor, seed: int = 0) -> torch.Tensor:
+    """U diag(s) V^T (float32) with random orthonormal U (out, p), V (inp, p): a matrix whose spectrum is `s`."""
+    g = torch.Generator().manual_seed(seed)
+    u = torch.linalg.qr(torch.randn(out, len(s), generator=g, dtype=torch.float64)).Q
+    v = torch.linalg.qr(torch.randn(inp, len(s), generator=g, dtype=torch.float64)).Q
+    return ((u * s) @ v.T).float()
+
+
+@pytest.fixture(params=["exact", "iterated"])
+def path(request, monkeypatch):
+    """Both ways to the eigenvectors: the whole decomposition, and subspace iteration (forced on small matrices)."""
+    if request.param == "iterated":
+        monkeypatch.setattr(compress_module, "EXACT_SIDE", 16)
+        monkeypatch.setattr(compress_module, "INITIAL_ENERGY_RANK", 8)  # --energy doubles its directions 3 times
+    return request.param
+
+
+@pytest.mark.parametrize("shape", [(200, 600), (600, 200), (300, 300)])
+def test_low_rank_is_within_1_percent_of_the_exact_truncated_svd(shape, path):
+    s = 0.97 ** torch.arange(200, dtype=torch.float64)  # decaying: the 30th value holds 6% of the tail after it
+    w = constructed(*shape, s)
+    r = 30
+    exact = float((s[r:] ** 2).sum().sqrt())  # Eckart-Young: the best rank-r error is the tail's norm
+    assert float((s[r - 1 :] ** 2).sum().sqrt()) > 1.02 * exact  # so a rank off by one fails the bound below
+    factors = low_rank(w, rank=r)
+    assert factors.rank == r and factors.first.shape == (r, shape[1]) and factors.second.shape == (shape[0], r)
+    err = float(torch.linalg.matrix_norm(w.double() - factors.second.double() @ factors.first.double()))
+    assert exact * (1 - 1e-4) <= err <= 1.01 * exact
+    total = float((s**2).sum())
+    assert factors.energy == pytest.approx(1 - err**2 / total, abs=1e-5)
+
+
+def test_low_rank_on_a_flat_random_spectrum(monkeypatch):
+    """Random weights converge slowest; FC6's aspect ratio (4096 x 25088), a quarter of the rank kept."""
+    monkeypatch.setattr(compress_module, "EXACT_SIDE", 16)
+    w = torch.randn(256, 1568, generator=torch.Generator().manual_seed(1))
+    s = torch.linalg.svdvals(w.double())
+    for r in (16, 64):
+        factors = low_rank(w, rank=r)
+        err = float(torch.linalg.matrix_norm(w.double() - factors.second.double() @ factors.first.double()))
+        assert err <= 1.01 * float((s[r:] ** 2).sum().sqrt()), r
+
+
+def test_energy_rank_is_the_exact_rank_of_the_known_spectrum(path):
+    s = 1 / torch.arange(1, 301, dtype=torch.float64)  # s_i = 1/i
+    w = constructed(300, 900, s, seed=2)
+    kept = torch.cumsum(s**2, 0) / (s**2).sum()
+    for r in (3, 20, 90):  # an energy halfway between what r - 1 and r values keep: r is the smallest that reaches it
+        energy = float(kept[r - 2] + kept[r - 1]) / 2
+        factors = low_rank(w, energy=energy)
+        assert factors.rank == r == rank_for_energy(s, energy), (r, factors.rank)
+        assert energy <= factors.energy <= float(kept[r - 1]) + 1e-5
+
+
+@pytest.mark.parametrize("shape", [(40, 90), (90, 40), (64, 64)])
+def test_gram_is_the_smaller_sides_product_in_blocks(shape, monkeypatch):
+    monkeypatch.setattr(compress_module, "GRAM_BLOCK", 7)  # blocks that do not divide the sides
+    w = torch.randn(*shape, generator=torch.Generator().manual_seed(3))
+    g = gram(w)
+    expected = w.double() @ w.double().T if shape[0] <= shape[1] else w.double().T @ w.double()
+    assert g.dtype == torch.float64 and g.shape == (min(shape), min(shape))
+    torch.testing.assert_close(g, expected, rtol=1e-5, atol=1e-5)
+    assert torch.equal(g, g.T)
+
+
+def test_low_rank_refusals():
+    w = torch.randn(20, 30)
+    with pytest.raises(ValueError, match="--rank 21: must be between 1 and 20 for a 20x30 layer"):
+        low_rank(w, rank=21)
+    with pytest.raises(ValueError, match="give exactly one of rank and energy"):
+        low_rank(w)
+    with pytest.raises(ValueError, match="--energy 1.5: a fraction in"):
+        low_rank(w, energy=1.5)

@@ -112,3 +112,28 @@ def test_crafted_metadata_is_refused_in_one_line_naming_the_field(tmp_path, caps
         ):
             one_line_refusal(main([command, *args]), capsys.readouterr().err, command, expected)
         assert not (tmp_path / "h.png").exists() and not (tmp_path / "v.html").exists(), name
+
+
+def test_read_tensors_gives_what_safetensors_load_file_gives(tmp_path):
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file, save_file
+
+    from vggnet.weights.format import read_tensors
+
+    g = torch.Generator().manual_seed(0)
+    tensors = {
+        "f32": torch.randn(3, 5, generator=g),
+        "bf16": torch.randn(7, generator=g).bfloat16(),
+        "i8": torch.randint(-128, 127, (2, 3, 4), generator=g, dtype=torch.int8),
+        "mask": torch.rand(6, generator=g) > 0.5,
+        "scalar": torch.tensor(2.5, dtype=torch.float64),
+        "empty": torch.zeros(0, 4),
+    }
+    save_file(tensors, tmp_path / "t.safetensors")
+    ours, theirs = read_tensors(tmp_path / "t.safetensors"), load_file(tmp_path / "t.safetensors")
+    assert set(ours) == set(theirs) == set(tensors)
+    for key, value in tensors.items():
+        assert ours[key].dtype == value.dtype and torch.equal(ours[key], value) and torch.equal(ours[key], theirs[key])
+    (tmp_path / "cut.safetensors").write_bytes((tmp_path / "t.safetensors").read_bytes()[:-3])
+    with pytest.raises(SafetensorError):  # safe_open refuses a file shorter than its header says
+        read_tensors(tmp_path / "cut.safetensors")

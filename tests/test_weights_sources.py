@@ -26,6 +26,18 @@ def test_detection_by_content_not_name(tmp_path):
         import_weights(tmp_path / "keras_weights", source="caffe")
 
 
+def test_a_project_file_whose_header_length_starts_with_0x80_is_not_a_pickle(tmp_path):
+    """The header length is the file's first 8 bytes; a low byte of 0x80 is also how a legacy pickle starts."""
+    model, path = build("A", width=W, num_classes=3), tmp_path / "w.safetensors"
+    for pad in range(300):  # one header length in 256 ends in 0x80
+        save_weights(model, path, extra={"pad": "x" * pad})
+        if path.read_bytes()[:1] == b"\x80":
+            break
+    assert path.read_bytes()[:1] == b"\x80"
+    loaded, meta = load_weights(path)
+    assert meta.extra["pad"] == "x" * pad and torch.equal(logits(loaded), logits(model))
+
+
 def sources(tmp_path) -> dict[str, os.PathLike]:
     model = build("A", width=W, num_classes=3)
     paths = {

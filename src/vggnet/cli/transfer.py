@@ -43,6 +43,7 @@ def cmd_compress(args: argparse.Namespace) -> int:
         target_size=target,
         int8=args.int8,
         layers=layers,
+        progress=not args.quiet,
     )
     done = [f"{n} rank {k} ({100 * r.energy[n]:.1f}% of the squared singular values)" for n, k in r.ranks.items()]
     done += ["int8 weights (float32 again on load)"] if r.int8 else []
@@ -101,4 +102,5 @@ def register(sub: argparse._SubParsersAction) -> None:
     size.add_argument("--target-size", help="the largest common rank whose file fits, e.g. 100MB")
     p.add_argument("--int8", action="store_true", help="store conv and FC weights as int8 with per-channel scales")
     p.add_argument("--layers", default="fc6,fc7", help="FC layers to factorise (default: fc6,fc7)")
+    p.add_argument("--quiet", action="store_true", help="no progress lines")
     p.set_defaults(func=cmd_compress)

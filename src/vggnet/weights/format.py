@@ -209,7 +209,7 @@ def load_project_weights(
     path = existing_file(path)
     meta = read_meta(path, verify)
     try:
-        tensors = load_file(str(path))
+        tensors = read_tensors(path)
     except (SafetensorError, OSError, ValueError) as e:
         raise ValueError(f"{path}: unreadable safetensors weights ({e})") from None
     if verify and meta.tensors_sha256:
@@ -219,6 +219,39 @@ def load_project_weights(
             f"note: {path} was written before content hashes and is loaded unchecked (re-save it with `vggnet convert` to add them)"
         )
     return assemble(meta.model, meta.include_top, dequantize_state(tensors), str(path), device), meta
+
+
+_DTYPES = {
+    "F64": torch.float64, "F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16, "I64": torch.int64,
+    "I32": torch.int32, "I16": torch.int16, "I8": torch.int8, "U8": torch.uint8, "BOOL": torch.bool,
+}  # fmt: skip
+
+
+def read_tensors(path: Path) -> dict[str, torch.Tensor]:
+    """A safetensors file's tensors, read with plain file reads straight into their own memory.
+
+    safetensors' `load_file` copies them out of a memory map of the whole file, so every byte is resident twice
+    until it returns (VGG16: 1.1 GB for 553 MB). `safe_open` checks the header first: offsets inside the file,
+    each tensor's bytes matching its dtype and shape.
+    """
+    with safe_open(str(path), framework="pt") as f:
+        keys = list(f.keys())
+    with open(path, "rb") as file:
+        size = int.from_bytes(file.read(8), "little")
+        header = json.loads(file.read(size))
+        out = {}
+        for key in keys:
+            entry = header[key]
+            if entry["dtype"] not in _DTYPES:
+                return load_file(str(path))  # a dtype without a plain torch twin: the library's own reader
+            tensor = torch.empty(entry["shape"], dtype=_DTYPES[entry["dtype"]])
+            begin, end = entry["data_offsets"]
+            raw = tensor.reshape(-1).view(torch.uint8).numpy()
+            file.seek(8 + size + begin)
+            if end - begin != raw.nbytes or file.readinto(memoryview(raw)) != raw.nbytes:
+                raise ValueError(f"{key}: {end - begin} bytes stored for {raw.nbytes}")
+            out[key] = tensor
+    return out
 
 
 def existing_file(path: str | os.PathLike[str]) -> Path:

@@ -211,10 +211,13 @@ def _container(path: Path) -> str:
         raise ValueError(f"{path}: empty file, not weights")
     if head.startswith(b"\x89HDF\r\n\x1a\n"):
         return "keras"
-    if head.startswith(b"PK\x03\x04") or head[:1] == b"\x80":  # torch zip or legacy pickle
+    if head.startswith(b"PK\x03\x04"):  # torch zip
         return "torch"
-    if len(head) >= 9 and head[8:9] == b"{" and suffix != ".caffemodel":  # u64 header length, JSON
+    # u64 header length, then JSON; before the pickle test: a header length whose low byte is 0x80 looks like one
+    if len(head) >= 9 and head[8:9] == b"{" and suffix != ".caffemodel":
         return "safetensors"
+    if head[:1] == b"\x80":  # legacy torch pickle
+        return "torch"
     if suffix == ".caffemodel":
         return "caffe"
     if suffix in (".h5", ".hdf5"):
