@@ -126,3 +126,20 @@ def load_resume_checkpoint(
         except (ValueError, FileNotFoundError) as e:
             problems.append(str(e))
     raise ValueError(f"{run_dir}: no usable checkpoint: {'; '.join(problems)}")
+
+
+def tensor_bytes(obj: Any) -> int:
+    """Bytes of the tensors nested in dicts, lists and tuples (about a checkpoint's size on disk)."""
+    if isinstance(obj, torch.Tensor):
+        return obj.numel() * obj.element_size()
+    if isinstance(obj, dict):
+        return sum(tensor_bytes(v) for v in obj.values())
+    if isinstance(obj, (list, tuple)):
+        return sum(tensor_bytes(v) for v in obj)
+    return 0
+
+
+def where(ckpt: dict[str, Any]) -> str:
+    """Where a checkpoint stands, in words: "epoch 2, step 6"."""
+    pos = ckpt["position"]
+    return f"epoch {pos['epoch'] + 1}, step {pos['step']}"

@@ -9,7 +9,9 @@ from pathlib import Path
 from typing import Any
 
 from ..configs import TrainConfig
+from ..io import report
 from ..runs import CONFIG
+from .distributed import Dist
 
 
 def read_config_file(path: str | os.PathLike[str]) -> dict[str, Any]:
@@ -47,3 +49,31 @@ def load_config(path: str | os.PathLike[str], base: TrainConfig | None = None) -
             raise FileNotFoundError(f"{path}: not a run directory (no {CONFIG})")
         path = path / CONFIG
     return dataclasses.replace(base or TrainConfig(), **read_config_file(path))
+
+
+def fit_batch(cfg: TrainConfig, images: int, env: Dist, least_steps: int = 4) -> TrainConfig:
+    """`cfg`, or with --batch halved when the training set holds less than one step of it (said in one line).
+
+    Halved until an epoch holds `least_steps` steps, while it still splits into --accum x processes; a
+    set smaller than even that is a one-line error naming --batch. A resumed run keeps its recorded batch.
+    """
+
+    def steps(batch: int) -> int:
+        return images // env.world // (batch // (cfg.accum * env.world) * cfg.accum)
+
+    if cfg.resume or steps(cfg.batch) > 0:
+        return cfg
+    batch, unit = cfg.batch, cfg.accum * env.world
+    while steps(batch) < least_steps and batch // 2 >= unit and (batch // 2) % unit == 0:
+        batch //= 2
+    if steps(batch) == 0:
+        raise ValueError(
+            f"{cfg.data}: {images} training images are fewer than one step of --batch {cfg.batch}; "
+            f"add images or pass a smaller --batch"
+        )
+    if env.main:
+        report(
+            f"{cfg.data}: {images} training images are fewer than --batch {cfg.batch}: "
+            f"training with --batch {batch} ({steps(batch)} steps per epoch); pass --batch N to choose"
+        )
+    return dataclasses.replace(cfg, batch=batch)

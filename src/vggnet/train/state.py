@@ -59,7 +59,10 @@ from .checkpoint import (
     save_checkpoint,
     seed_everything,
     set_rng_state,
+    tensor_bytes,
+    where,
 )
+from .config import fit_batch
 from .distributed import Dist
 from .elastic import restart_count, restarted_by_torchrun, same_job, torchrun_job
 from .finetune import (
@@ -168,12 +171,6 @@ def resume_checkpoint(run: Path, env: Dist, verify: bool) -> dict[str, Any]:
     return ckpt
 
 
-def where(ckpt: dict[str, Any]) -> str:
-    """Where a checkpoint stands, in words: "epoch 2, step 6"."""
-    pos = ckpt["position"]
-    return f"epoch {pos['epoch'] + 1}, step {pos['step']}"
-
-
 def open_datasets(cfg: TrainConfig, env: Dist, datasets: tuple[Dataset, Dataset] | None) -> tuple[Dataset, Dataset]:
     """The training and validation datasets (both opened, and their errors raised, before any work starts)."""
     if datasets is None:
@@ -186,34 +183,6 @@ def open_datasets(cfg: TrainConfig, env: Dist, datasets: tuple[Dataset, Dataset]
     if env.main and getattr(val_base, "root", None) == getattr(train_base, "root", 0):
         report(f"{cfg.data} has no val/ split: validating on the training images")
     return train_base, val_base
-
-
-def fit_batch(cfg: TrainConfig, images: int, env: Dist, least_steps: int = 4) -> TrainConfig:
-    """`cfg`, or with --batch halved when the training set holds less than one step of it (said in one line).
-
-    Halved until an epoch holds `least_steps` steps, while it still splits into --accum x processes; a
-    set smaller than even that is a one-line error naming --batch. A resumed run keeps its recorded batch.
-    """
-
-    def steps(batch: int) -> int:
-        return images // env.world // (batch // (cfg.accum * env.world) * cfg.accum)
-
-    if cfg.resume or steps(cfg.batch) > 0:
-        return cfg
-    batch, unit = cfg.batch, cfg.accum * env.world
-    while steps(batch) < least_steps and batch // 2 >= unit and (batch // 2) % unit == 0:
-        batch //= 2
-    if steps(batch) == 0:
-        raise ValueError(
-            f"{cfg.data}: {images} training images are fewer than one step of --batch {cfg.batch}; "
-            f"add images or pass a smaller --batch"
-        )
-    if env.main:
-        report(
-            f"{cfg.data}: {images} training images are fewer than --batch {cfg.batch}: "
-            f"training with --batch {batch} ({steps(batch)} steps per epoch); pass --batch N to choose"
-        )
-    return dataclasses.replace(cfg, batch=batch)
 
 
 def load_stats(cfg: TrainConfig, env: Dist, run_dir: Path, train_base: Dataset, resuming: bool) -> RGBStats:
@@ -419,17 +388,6 @@ def checkpoint(run: Run) -> None:
         if not run.cfg.quiet:  # VGG16's weights and momentum are about 1 GB: seconds of writing, said first
             report(f"writing the resume checkpoint {run.dir / CHECKPOINT} ({human_bytes(tensor_bytes(state))})")
         save_checkpoint(run.dir / CHECKPOINT, state)
-
-
-def tensor_bytes(obj: Any) -> int:
-    """Bytes of the tensors nested in dicts, lists and tuples (about a checkpoint's size on disk)."""
-    if isinstance(obj, torch.Tensor):
-        return obj.numel() * obj.element_size()
-    if isinstance(obj, dict):
-        return sum(tensor_bytes(v) for v in obj.values())
-    if isinstance(obj, (list, tuple)):
-        return sum(tensor_bytes(v) for v in obj)
-    return 0
 
 
 def write_metrics(run_dir: Path, history: list[dict[str, Any]]) -> None:
