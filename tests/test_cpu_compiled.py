@@ -92,6 +92,18 @@ def test_each_isa_has_its_own_build_folder():
     assert all(f.parent == cache_root() and f.name.startswith("native-") for f in folders.values())
 
 
+def test_a_second_install_of_the_same_sources_builds_in_its_own_folder(tmp_path, monkeypatch):
+    """Two checkouts sharing one cache would rewrite each other's build files (they name sources by path)."""
+    import shutil
+
+    here = compiled.build_folder("avx2")
+    copy = tmp_path / "cpu"
+    shutil.copytree(Path(str(compiled.resources.files("vggnet.cpu"))) / "csrc", copy / "csrc")
+    monkeypatch.setattr(compiled.resources, "files", lambda package: copy)
+    assert compiled.build_folder("avx2") != here
+    assert compiled.build_folder("avx2") == compiled.build_folder("avx2")  # and the same install keeps its folder
+
+
 def test_status_names_the_reason(fresh, monkeypatch):
     monkeypatch.setenv("VGGNET_NATIVE", "0")
     s = compiled.status()

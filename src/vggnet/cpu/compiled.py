@@ -8,7 +8,7 @@ ninja, a failed build, or VGGNET_NATIVE=0. Callers then take their Python path; 
 applied. VGGNET_ISA picks by hand, so that the AVX2 kernels can be tested and timed on an AVX-512 machine:
 avx512, avxvnni (the avx2 build with its int8 kernels) or avx2 (the avx2 build as on a CPU without AVX-VNNI).
 Each build (about a minute) lands in $VGGNET_CACHE (default ~/.cache/vggnet)/native-<key>, the key hashing the
-sources, torch's version and the ISA's flags, so a changed source or torch builds afresh and every later
+sources, their folder, torch's version and the ISA's flags, so a changed source or torch builds afresh and every later
 process loads it in milliseconds.
 """
 
@@ -136,10 +136,16 @@ def _first_error(log: str) -> str:
 
 
 def build_folder(isa: str) -> Path:
-    """The cache folder of one ISA's build: native-<hash of the sources, torch's version and the flags>."""
-    texts = [Path(str(resources.files("vggnet.cpu").joinpath("csrc", name))).read_bytes() for name in SOURCES + HEADERS]
+    """The cache folder of one ISA's build: native-<hash of the sources, their folder, torch's version and the flags>.
+
+    The folder counts because the build files name the sources by path: two installs of the same sources
+    sharing one folder would each rewrite them, and every process would rebuild.
+    """
+    csrc = Path(str(resources.files("vggnet.cpu").joinpath("csrc")))
+    texts = [(csrc / name).read_bytes() for name in SOURCES + HEADERS]
     flags = " ".join(COMMON_FLAGS + ISAS[isa])
-    key = hashlib.sha256(b"\0".join([*texts, torch.__version__.encode(), flags.encode()])).hexdigest()[:16]
+    parts = [*texts, str(csrc.resolve()).encode(), torch.__version__.encode(), flags.encode()]
+    key = hashlib.sha256(b"\0".join(parts)).hexdigest()[:16]
     return cache_root() / f"native-{key}"  # beside the downloads (weights/, datasets/)
 
 
