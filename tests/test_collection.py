@@ -396,28 +396,9 @@ def test_bad_input_is_one_line_exit_2_and_leaves_nothing_complete_looking(case, 
 # -- the results page in a browser (as tests/test_view.py does) ----------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def browser():
-    from test_view import CHROMIUM_FLAGS, _browser_missing
+from test_view import browser as viewer_browser  # noqa: E402
 
-    reason = _browser_missing()
-    if reason:
-        pytest.skip(reason)
-    import tempfile
-
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
-
-    options = webdriver.ChromeOptions()
-    options.binary_location = shutil.which("chromium")
-    profile = tempfile.mkdtemp(prefix="vggnet-chromium-")
-    for flag in [*CHROMIUM_FLAGS, f"--user-data-dir={profile}", "--window-size=1280,1000"]:
-        options.add_argument(flag)
-    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
-    driver = webdriver.Chrome(service=Service(shutil.which("chromedriver")), options=options)
-    yield driver
-    driver.quit()
-    shutil.rmtree(profile, ignore_errors=True)
+browser = viewer_browser  # the viewer tests' headless Chromium, one per module
 
 
 def test_browser_shows_the_query_and_its_neighbours_without_requests(browser, emb, photos, tmp_path):
