@@ -1,9 +1,11 @@
 """Fine-tuning from pretrained weights: every source through one path, new heads, frozen layers, per-group LRs,
 the weights' own input, and what a run records about where it started."""
 
+import dataclasses
 import hashlib
 import json
 import shutil
+from pathlib import Path
 from types import SimpleNamespace
 
 import numpy as np
@@ -11,7 +13,7 @@ import pytest
 import torch
 from PIL import Image
 
-from test_train import final_state, make_folder, tiny
+from test_train import final_state, history, make_folder, tiny
 from vggnet import build
 from vggnet.cli import main
 from vggnet.configs import TrainConfig
@@ -22,6 +24,7 @@ from vggnet.train import (
     build_model,
     copy_pretrained,
     freeze,
+    load_checkpoint,
     open_pretrained,
     param_groups,
     parse_freeze,
@@ -31,7 +34,7 @@ from vggnet.train import (
 )
 from vggnet.train.finetune import rgb255_mean
 from vggnet.train.schedule import set_lr
-from vggnet.weights import Preprocessing, read_meta, save_weights
+from vggnet.weights import Preprocessing, load_weights, read_meta, save_weights
 from weights_files import keras_layers, to_timm, write_caffemodel, write_keras_h5
 
 W = 1 / 16
@@ -212,9 +215,11 @@ def test_frozen_layers_are_bit_identical_after_training_and_the_run_records_its_
     cfg = tiny(folder, tmp_path / "run", init_from=path, freeze="features", epochs=2, backbone_lr_scale=0.1)
     run = train(cfg)
     state, theirs = final_state(run), source.state_dict()
-    for key, value in state.items():
+    best = load_weights(run / "model.safetensors")[0].state_dict()
+    for key, value in theirs.items():
         if key.startswith("features."):
-            assert torch.equal(value, theirs[key]), key  # weights, BN affine and running statistics
+            assert torch.equal(best[key], value), key  # weights, BN affine and running statistics
+            assert key not in state or "num_batches" in key  # the checkpoint leaves them to the --init-from file
     assert not torch.equal(state["classifier.0.weight"], theirs["classifier.0.weight"])  # FC6 learned
     assert state["classifier.6.weight"].shape == (2, 256)
     meta = read_meta(run / "model.safetensors")
@@ -229,7 +234,36 @@ def test_frozen_layers_are_bit_identical_after_training_and_the_run_records_its_
     ckpt = torch.load(run / "last.pt", weights_only=True)
     assert [g["lr_scale"] for g in ckpt["optimizer"]["param_groups"]] == [1.0, 0.1]
     resumed = train(TrainConfig(**{**json.loads((run / "config.json").read_text()), "resume": str(run), "epochs": 3}))
-    assert resumed == run and torch.equal(final_state(run)["features.1.running_var"], theirs["features.1.running_var"])
+    after = load_weights(run / "model.safetensors")[0].state_dict()
+    assert resumed == run and torch.equal(after["features.1.running_var"], theirs["features.1.running_var"])
+
+
+@pytest.mark.slow
+def test_a_frozen_runs_checkpoint_holds_only_what_trains_and_resumes_exactly_from_the_init_file(folder, tmp_path):
+    source = build("A_bn", width=W, num_classes=1000, input_size=32)
+    path = Path(source_file(tmp_path, "torchvision", source))
+    cfg = tiny(folder, tmp_path / "whole", init_from=str(path), freeze="features", epochs=3)
+    whole = train(cfg)
+    half = train(dataclasses.replace(cfg, out=str(tmp_path / "half"), epochs=2))
+    ckpt = load_checkpoint(half / "last.pt")
+    features = {k for k in source.state_dict() if k.startswith("features.") and "num_batches" not in k}
+    assert set(ckpt["omitted"]) == features and set(ckpt["model"]) == set(source.state_dict()) - features
+    again = dict(json.loads((half / "config.json").read_text()), resume=str(half), epochs=3)
+    assert train(TrainConfig(**again)) == half
+    a, b = final_state(whole), final_state(half)
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)  # the interrupted run ends identical
+    x, y = (load_weights(run / "model.safetensors")[0].state_dict() for run in (whole, half))
+    assert all(torch.equal(x[k], y[k]) for k in x)
+    data = path.read_bytes()
+    path.write_bytes(data[:-4] + bytes(4))  # another file under the recorded name
+    with pytest.raises(
+        ValueError, match=r"half: its checkpoint leaves the frozen layers to --init-from .* which changed"
+    ):
+        train(TrainConfig(**{**again, "epochs": 4}))
+    path.unlink()
+    with pytest.raises(FileNotFoundError, match=r"half: its checkpoint leaves the frozen layers .* which is missing"):
+        train(TrainConfig(**{**again, "epochs": 4}))
+    assert [h["epoch"] for h in history(half)] == [1, 2, 3]  # nothing written by the refused resumes
 
 
 def test_cli_fine_tunes_a_1000_class_torchvision_file_into_three_classes(tmp_path, capsys):

@@ -5,7 +5,8 @@ stats.json         mean RGB and RGB-covariance eigen-decomposition of the traini
 metrics.jsonl      one JSON line per epoch (loss, top-1/top-5 errors, LR, images/s, seconds, skipped files)
 metrics.png        loss, errors and LR against epoch (with vggnet[plots])
 model.safetensors  the best weights (lowest validation top-1 error), project format
-last.pt            the resume checkpoint: model, optimiser, schedule, scaler, RNG states, position in the epoch
+last.pt            the resume checkpoint: model (a fine-tune: less the frozen tensors of init.json's file), optimiser,
+                   schedule, scaler, RNG states, position in the epoch
 previous.pt        the checkpoint last.pt replaced, resumed from when last.pt is damaged
 last.pt.damaged    a last.pt that failed its check, set aside by that resume
 init.json          with --init-from: the weights' path, source, SHA-256, input preprocessing and the new layers

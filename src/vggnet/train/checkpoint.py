@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import random
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -16,11 +17,14 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..io import atomic_write
+from ..configs import TrainConfig
+from ..io import atomic_write, report
 from ..limits import CHECKPOINT_BYTES
-from ..runs import CHECKPOINT, PREVIOUS
+from ..runs import CHECKPOINT, DAMAGED, PREVIOUS
 from ..weights.integrity import check, digest
 from ..weights.torchvision import torch_load
+from .distributed import Dist
+from .elastic import restart_count, restarted_by_torchrun, same_job
 
 
 @dataclass
@@ -143,3 +147,41 @@ def where(ckpt: dict[str, Any]) -> str:
     """Where a checkpoint stands, in words: "epoch 2, step 6"."""
     pos = ckpt["position"]
     return f"epoch {pos['epoch'] + 1}, step {pos['step']}"
+
+
+def open_run_dir(cfg: TrainConfig, env: Dist) -> tuple[Path, dict[str, Any] | None]:
+    """The run directory and the checkpoint to resume (None for a new run, which never overwrites one).
+
+    A run resumes with --resume, or by itself when torchrun restarted this process (elastic.py).
+    """
+    if cfg.resume:
+        run = Path(cfg.resume)
+        if not has_checkpoint(run):
+            raise FileNotFoundError(f"{run}: no {CHECKPOINT} to resume from")
+        return run, resume_checkpoint(run, env, cfg.verify)
+    name = cfg.out or f"runs/{cfg.arch}-{time.strftime('%Y%m%d-%H%M%S')}"
+    run = Path(env.broadcast(name))
+    if not has_checkpoint(run):
+        return run, None
+    if restarted_by_torchrun():
+        ckpt = resume_checkpoint(run, env, cfg.verify)
+        if same_job(ckpt, run, cfg):
+            if env.main:
+                report(f"torchrun restart {restart_count()}: resuming {run} at {where(ckpt)}")
+            return run, ckpt
+    raise ValueError(f"{run} already holds a run; continue it with --resume {run} or choose another --out")
+
+
+def resume_checkpoint(run: Path, env: Dist, verify: bool) -> dict[str, Any]:
+    """The newest good checkpoint of `run` (last.pt, else previous.pt, saying why on rank 0).
+
+    A damaged last.pt is renamed last.pt.damaged, so the next checkpoint does not keep it as previous.pt.
+    """
+    ckpt, passed_over = load_resume_checkpoint(run, env.device, verify)
+    if passed_over and env.main:
+        kept = ""
+        if (run / CHECKPOINT).is_file():
+            (run / CHECKPOINT).replace(run / DAMAGED)
+            kept = f"; {CHECKPOINT} kept as {DAMAGED}"
+        report(f"{passed_over}; resuming from {run / PREVIOUS} ({where(ckpt)}){kept}")
+    return ckpt

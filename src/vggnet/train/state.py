@@ -10,7 +10,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -48,23 +47,21 @@ from ..frozen import (
 )
 from ..io import optional, report, write_text
 from ..model import VGG
-from ..runs import CHECKPOINT, CONFIG, DAMAGED, INIT, METRICS, PLOT, PREVIOUS, STATS
+from ..runs import CHECKPOINT, CONFIG, INIT, METRICS, PLOT, STATS
 from ..tables import human_bytes
 from ..weights import Preprocessing
 from .checkpoint import (
     Position,
-    has_checkpoint,
-    load_resume_checkpoint,
+    open_run_dir,
     rng_state,
     save_checkpoint,
     seed_everything,
     set_rng_state,
     tensor_bytes,
-    where,
 )
 from .config import fit_batch
 from .distributed import Dist
-from .elastic import restart_count, restarted_by_torchrun, same_job, torchrun_job
+from .elastic import torchrun_job
 from .finetune import (
     check_class_sizes,
     freeze,
@@ -76,6 +73,7 @@ from .finetune import (
 )
 from .initialize import build_model, copy_pretrained, describe_start, open_pretrained, start_config
 from .schedule import PlateauSchedule, set_lr, sgd
+from .slim import check_loaded, omitted_keys, refill, slim_state
 
 # Running sums of the epoch in progress: summed loss, top-1 and top-5 hits, images, skipped files, training seconds.
 SUMS = ("loss", "top1", "top5", "images", "skipped", "seconds")
@@ -110,6 +108,7 @@ class Run:
     origin: dict[str, Any] = field(default_factory=dict)  # where --init-from's weights came from (INIT)
     val_net: nn.Module | None = None  # what validation calls (default: the model): the net without DDP or compile
     stand_in: tuple[int, ...] | None = None  # one input's shape, for a micro-batch whose files were all unreadable
+    omitted: list[str] = field(default_factory=list)  # state keys the checkpoints leave to --init-from (slim.py)
 
     @property
     def device(self) -> torch.device:
@@ -131,44 +130,6 @@ class Run:
             if (split, i) not in self.reported:
                 self.reported.add((split, i))
                 report(f"skipping unreadable {split} image {item_name(base, i)}")
-
-
-def open_run_dir(cfg: TrainConfig, env: Dist) -> tuple[Path, dict[str, Any] | None]:
-    """The run directory and the checkpoint to resume (None for a new run, which never overwrites one).
-
-    A run resumes with --resume, or by itself when torchrun restarted this process (elastic.py).
-    """
-    if cfg.resume:
-        run = Path(cfg.resume)
-        if not has_checkpoint(run):
-            raise FileNotFoundError(f"{run}: no {CHECKPOINT} to resume from")
-        return run, resume_checkpoint(run, env, cfg.verify)
-    name = cfg.out or f"runs/{cfg.arch}-{time.strftime('%Y%m%d-%H%M%S')}"
-    run = Path(env.broadcast(name))
-    if not has_checkpoint(run):
-        return run, None
-    if restarted_by_torchrun():
-        ckpt = resume_checkpoint(run, env, cfg.verify)
-        if same_job(ckpt, run, cfg):
-            if env.main:
-                report(f"torchrun restart {restart_count()}: resuming {run} at {where(ckpt)}")
-            return run, ckpt
-    raise ValueError(f"{run} already holds a run; continue it with --resume {run} or choose another --out")
-
-
-def resume_checkpoint(run: Path, env: Dist, verify: bool) -> dict[str, Any]:
-    """The newest good checkpoint of `run` (last.pt, else previous.pt, saying why on rank 0).
-
-    A damaged last.pt is renamed last.pt.damaged, so the next checkpoint does not keep it as previous.pt.
-    """
-    ckpt, passed_over = load_resume_checkpoint(run, env.device, verify)
-    if passed_over and env.main:
-        kept = ""
-        if (run / CHECKPOINT).is_file():
-            (run / CHECKPOINT).replace(run / DAMAGED)
-            kept = f"; {CHECKPOINT} kept as {DAMAGED}"
-        report(f"{passed_over}; resuming from {run / PREVIOUS} ({where(ckpt)}){kept}")
-    return ckpt
 
 
 def open_datasets(cfg: TrainConfig, env: Dist, datasets: tuple[Dataset, Dataset] | None) -> tuple[Dataset, Dataset]:
@@ -232,6 +193,7 @@ def build_run(cfg: TrainConfig, env: Dist, datasets: tuple[Dataset, Dataset] | N
     pre = Preprocessing("RGB", 255.0, tuple(stats.mean), (1.0, 1.0, 1.0))  # the paper's: minus the mean RGB
     origin: dict[str, Any] = {}
     new: list[str] | None = None  # state keys of the layers not copied from --init-from (None: all are new)
+    copied: list[str] = []
     if start is not None and ckpt is None:  # (a torchrun restart that resumes by itself has a checkpoint)
         copied = copy_pretrained(model, start.model, str(start.path), classes, start.meta.class_names)
         origin, pre = describe_start(start, model, copied), start.meta.preprocessing
@@ -244,7 +206,10 @@ def build_run(cfg: TrainConfig, env: Dist, datasets: tuple[Dataset, Dataset] | N
     elif (run_dir / INIT).is_file():  # a resumed fine-tune: its input and its new layers as first recorded
         origin = json.loads((run_dir / INIT).read_text())
         pre, new = Preprocessing(**origin.pop("preprocessing")), origin.pop("new")
+    if ckpt is not None and ckpt.get("omitted"):  # a slim checkpoint: the frozen layers from --init-from again
+        refill(model, run_dir, origin, classes, cfg.verify)
     frozen = freeze(model, cfg.freeze)
+    omitted = list(ckpt.get("omitted", [])) if ckpt is not None else omitted_keys(model, copied)
     fmt = torch.channels_last if cfg.channels_last else torch.contiguous_format
     model.to(env.device, memory_format=fmt)
     optimizer = sgd(model, cfg, env.device, param_groups(model, new, cfg.backbone_lr_scale))
@@ -306,7 +271,7 @@ def build_run(cfg: TrainConfig, env: Dist, datasets: tuple[Dataset, Dataset] | N
     run = Run(
         cfg, env, run_dir, classes, stats, model, net, ddp, optimizer, schedule, scaler, train_base, val_base,
         train_set, val_loader, micro, per_step, steps, pos, sums, preprocessing=pre, origin=origin,
-        val_net=val_net, stand_in=tuple(train_set.values.shape[1:]) if cached else None,
+        val_net=val_net, stand_in=tuple(train_set.values.shape[1:]) if cached else None, omitted=omitted,
     )  # fmt: skip
     if rng is not None:  # the RNG states last: everything above may have drawn random numbers
         set_rng_state(rng, env.device)
@@ -360,7 +325,10 @@ def restore(
     run_dir: Path,
 ) -> tuple[PlateauSchedule, Position, dict[str, float], dict[str, Any]]:
     """Load a resume checkpoint into the model, optimiser and scaler; returns schedule, position, sums, this rank's RNG."""
-    model.load_state_dict(ckpt["model"])
+    omitted = list(ckpt.get("omitted", []))
+    missing, unexpected = model.load_state_dict(ckpt["model"], strict=not omitted)
+    if omitted:
+        check_loaded(run_dir, missing, unexpected, omitted)
     optimizer.load_state_dict(ckpt["optimizer"])
     scaler.load_state_dict(ckpt["scaler"])
     pos = Position(**ckpt["position"])
@@ -377,7 +345,8 @@ def checkpoint(run: Run) -> None:
     ranks = run.env.gather({"rng": rng_state(run.device), "sums": dict(run.sums)})
     if run.env.main:
         state = {
-            "model": run.model.state_dict(),
+            "model": slim_state(run.model, run.omitted),
+            "omitted": run.omitted,
             "optimizer": run.optimizer.state_dict(),
             "schedule": dataclasses.asdict(run.schedule),
             "scaler": run.scaler.state_dict(),
