@@ -157,6 +157,13 @@ def test_run_directory_contents(folder, tmp_path):
         assert all(np.isfinite(r[key]) for r in rows), key
     assert all(r["skipped"] == 0 for r in rows) and rows[0]["lr"] == 0.01
     assert (run / "metrics.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    from vggnet.plots import plot_metrics
+
+    curves = [plot_metrics(rows, tmp_path / f"{n}.png", n).axes[1].get_legend_handles_labels()[1] for n in (2, 6)]
+    assert curves == [
+        ["train top1", "val top1"],
+        ["train top1", "train top5", "val top1", "val top5"],
+    ]  # 2 classes: no top-5
     meta = read_meta(run / "model.safetensors")
     stats = json.loads((run / "stats.json").read_text())
     assert meta.class_names == ["blue", "red"] and meta.model.input_size == 32 and meta.model.config == "A"

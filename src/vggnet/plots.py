@@ -13,16 +13,21 @@ import numpy as np
 from matplotlib.figure import Figure
 
 from .io import atomic_write
+from .metrics import reported_ks
 
 
-def plot_metrics(history: list[dict[str, Any]], path: Path) -> None:
-    """Loss, top-1/top-5 error and LR against epoch, three panels in one PNG."""
+def plot_metrics(history: list[dict[str, Any]], path: Path, num_classes: int = 1000) -> Figure:
+    """Loss, top-1/top-5 error and LR against epoch, three panels in one PNG; returns the figure.
+
+    Top-5 is drawn only with more than five classes (with five or fewer it is 0% whatever the net does).
+    """
     epochs = [h["epoch"] for h in history]
     fig = Figure(figsize=(13, 3.6))
     axes = fig.subplots(1, 3)
+    errors = [(f"top{k}", "-" if k == 1 else "--") for k in reported_ks(num_classes, (1, 5))]
     for split in ("train", "val"):
         axes[0].plot(epochs, [h[f"{split}_loss"] for h in history], marker=".", label=split)
-        for k, style in (("top1", "-"), ("top5", "--")):
+        for k, style in errors:
             axes[1].plot(epochs, [h[f"{split}_{k}"] for h in history], style, marker=".", label=f"{split} {k}")
     axes[2].plot(epochs, [h["lr"] for h in history], marker=".")
     axes[2].set_yscale("log")
@@ -34,6 +39,7 @@ def plot_metrics(history: list[dict[str, Any]], path: Path) -> None:
     axes[1].legend()
     fig.tight_layout()
     atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", dpi=90))
+    return fig
 
 
 def confusion_figure(result: Any, path: str | os.PathLike[str], method: str) -> None:

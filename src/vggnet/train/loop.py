@@ -223,7 +223,7 @@ def end_epoch(run: Run) -> str:
     run.sums = dict.fromkeys(SUMS, 0.0)
     checkpoint(run)
     if env.main:
-        write_metrics(run.dir, run.pos.history)
+        write_metrics(run.dir, run.pos.history, run.model.cfg.num_classes)
         log_epoch(record, cfg.epochs, action, run.schedule.decreases, run.model.cfg.num_classes)
     return action
 

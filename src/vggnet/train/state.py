@@ -359,10 +359,10 @@ def checkpoint(run: Run) -> None:
         save_checkpoint(run.dir / CHECKPOINT, state)
 
 
-def write_metrics(run_dir: Path, history: list[dict[str, Any]]) -> None:
+def write_metrics(run_dir: Path, history: list[dict[str, Any]], num_classes: int = 1000) -> None:
     """metrics.jsonl (one line per finished epoch) and, with vggnet[plots], metrics.png; both atomically."""
     write_text(run_dir / METRICS, "".join(json.dumps(h) + "\n" for h in history))
     if history and optional("matplotlib", "plots", f"{PLOT} not drawn"):
         from ..plots import plot_metrics
 
-        plot_metrics(history, run_dir / PLOT)
+        plot_metrics(history, run_dir / PLOT, num_classes)
