@@ -71,8 +71,8 @@ def hostile_collection(emb: Path, trick: str, value: Any = None, shard: int = 0)
     to `value` bytes, hold `value` rows more (or fewer), or hold `value` (NaN, 1e30) in one entry. csv *: its
     index gets `value` as a row or shard number, a path `value` characters long, `value` extra rows, or the
     bytes `value` inserted. manifest field: `value` = (key, new) with "settings." keys inside settings;
-    manifest text: collection.json becomes `value`. plan path: one photo's path becomes `value` in photos.txt
-    and the index, the fingerprint recomputed. whitening array: `value` = (name, array) replaced in
+    manifest text: collection.json becomes `value`. plan path: the shard's first readable photo's path becomes
+    `value` in photos.txt and the index, the fingerprints recomputed. whitening array: `value` = (name, array) replaced in
     whitening.npz; whitening bomb: its projection a deflated member inflating to `value` bytes. index json:
     `value` = (key, new) or the text; faiss bytes: index.faiss becomes `value`; faiss field: `value` =
     (byte offset, struct format, number) written over index.faiss.
@@ -129,8 +129,9 @@ def hostile_collection(emb: Path, trick: str, value: Any = None, shard: int = 0)
         return manifest_path
     if trick == "plan path":
         plan = (emb / "photos.txt").read_text(encoding="utf-8", errors="surrogateescape").splitlines()
-        k = manifest["shard_size"] * shard
-        old, plan[k] = plan[k], value
+        old = next(line[0] for line in _csv_lines(index)[1:] if line[2])  # the shard's first readable photo
+        k = plan.index(old)
+        plan[k] = value
         (emb / "photos.txt").write_text("".join(p + "\n" for p in plan), encoding="utf-8", errors="surrogateescape")
         _write_csv(index, [[value if cell == old else cell for cell in line] for line in _csv_lines(index)])
         h = hashlib.sha256()
