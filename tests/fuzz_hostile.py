@@ -3,11 +3,13 @@
 Each case draws one shape (tests/hostile_files.py) and its free parameters from
 random.Random(f"{seed}/hostile/{i}"): which dataset of a Keras file reads outside it or declares
 what size and type, which zip record inflates to how much, which metadata field takes which wrong
-value, which Caffe blob takes which shape, how thin an image is. Every case runs through the CLI and
-must end in exit 0 (where the variant is harmless) or in one stderr line naming the file, exit 2 and
-nothing written; a shape that can never be harmless must be refused every time. The budgets are lowered
-here (the files are a narrow net's), so reaching one costs megabytes, and the peak memory of the whole
-run is reported: a variant that allocates past its budget shows there.
+value, which Caffe blob takes which shape, how thin an image is; which file of a photo collection's folder
+holds what, which frozen-cache entry is damaged how (tests/fuzz_stores.py). Every case runs through the
+CLI and must end in exit 0 (where the variant is harmless) or in one stderr line naming the file, exit 2
+and nothing written; a shape that can never be harmless must be refused every time, and a damaged cache
+entry is said in one line and computed again. The budgets are lowered here (the files are a narrow net's),
+so reaching one costs megabytes, and the peak memory of the whole run is reported: a variant that
+allocates past its budget shows there.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from typing import Any
 import torch
 from PIL import Image
 
+from fuzz_stores import collection_case, collection_outcome, frozen_case, frozen_outcome, store_files
 from hostile_files import (
     caffe_reshaped_blob,
     h5_datasets,
@@ -37,8 +40,14 @@ from vggnet.cli import main
 from vggnet.weights import save_weights
 
 # The budgets the run works under, standing for full-size ones on a narrow net's files.
-BUDGETS = {"VGGNET_MAX_WEIGHTS_BYTES": 64 << 20, "VGGNET_MAX_ACTIVATION_BYTES": 8 << 20}
-SHAPES = ("h5 outside", "h5 declared", "zip bomb", "metadata", "caffe blob", "thin image")
+BUDGETS = {
+    "VGGNET_MAX_WEIGHTS_BYTES": 64 << 20, "VGGNET_MAX_ACTIVATION_BYTES": 8 << 20,
+    "VGGNET_MAX_FROZEN_CACHE_BYTES": 64 << 20,
+}  # fmt: skip
+SHAPES = (
+    "h5 outside", "h5 declared", "zip bomb", "metadata", "caffe blob", "thin image",
+    "collection", "collection path", "frozen cache",
+)  # fmt: skip
 ALWAYS_REFUSED = ("h5 outside", "h5 declared", "zip bomb")  # no variant of these is a VGG to load
 
 # Values a crafted metadata field takes: wrong types, extremes, non-finite numbers, control characters.
@@ -175,6 +184,8 @@ def fuzz_hostile(folder: Path, seed: int, count: int) -> dict:
     files["secret"].write_bytes(b"root:x:0:0:secret\n" * 4096)
     files["photo"] = folder / "photo.png"
     Image.effect_noise((48, 40), 60).convert("RGB").save(files["photo"])
+    os.environ["VGGNET_FROZEN_CACHE"] = str(folder / "cache")
+    store_files(folder, files)
     summary: dict[str, Any] = {shape: {"counts": {}, "examples": {}} for shape in SHAPES}
     summary["peak rss rises"] = []  # the cases that raised the peak by more than 32 MiB: where memory went
     summary["rss before the cases"] = peak_rss()
@@ -183,10 +194,17 @@ def fuzz_hostile(folder: Path, seed: int, count: int) -> dict:
         shape = SHAPES[i % len(SHAPES)]
         print(f"case hostile {shape} {i}", flush=True)
         rng = random.Random(f"{seed}/hostile/{i}")
-        args, drawn, path = build_case(shape, rng, folder, files)
-        kind, detail = outcome(args, path, folder)
-        if kind == "harmless" and shape in ALWAYS_REFUSED:
-            kind, detail = "broken", "loaded"
+        if shape == "frozen cache":
+            args, drawn, path, layer = frozen_case(rng, folder, files)
+            kind, detail = frozen_outcome(args, path, layer, folder, files)
+        elif shape.startswith("collection"):
+            args, drawn, path, must = collection_case(shape, rng, folder, files)
+            kind, detail = collection_outcome(args, path, folder, files, must)
+        else:
+            args, drawn, path = build_case(shape, rng, folder, files)
+            kind, detail = outcome(args, path, folder)
+            if kind == "harmless" and shape in ALWAYS_REFUSED:
+                kind, detail = "broken", "loaded"
         found = summary[shape]
         found["counts"][kind] = found["counts"].get(kind, 0) + 1
         if kind == "broken" or kind not in found["examples"]:

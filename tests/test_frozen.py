@@ -10,7 +10,7 @@ from test_train import final_state, history, make_folder, tiny
 from vggnet import build
 from vggnet.cli import main
 from vggnet.data import EvalTransform, Transformed, open_dataset
-from vggnet.frozen import Prefix, Rest, Split, cached_outputs, prefix_length, prefix_state, stages
+from vggnet.frozen import Prefix, Rest, Split, cached_outputs, output_shape, prefix_length, prefix_state, stages
 from vggnet.train import freeze, parse_freeze, train
 from vggnet.weights import save_weights
 
@@ -115,9 +115,10 @@ def test_cached_outputs_equal_the_recomputed_ones_and_a_changed_file_is_seen(tmp
     base = open_dataset(data, "train")
     items = Transformed(base, EvalTransform(32, 32, [120.0, 60.0, 120.0]))
     settings = {"scale": 32}
-    first, what = cached_outputs(Prefix(model, n), items, base, settings, state=prefix_state(model, n))
+    args = dict(state=prefix_state(model, n), shape=output_shape(model, n, 32))
+    first, what = cached_outputs(Prefix(model, n), items, base, settings, **args)
     assert what.startswith("wrote ")
-    second, what = cached_outputs(Prefix(model, n), items, base, settings, state=prefix_state(model, n))
+    second, what = cached_outputs(Prefix(model, n), items, base, settings, **args)
     assert what.startswith("read ") and torch.equal(first.values, second.values)
     with torch.no_grad():  # the model's own modules, no fast path: equal within fp32 Winograd's rounding
         x = torch.stack([items[i][0] for i in range(len(items))])
@@ -126,9 +127,9 @@ def test_cached_outputs_equal_the_recomputed_ones_and_a_changed_file_is_seen(tmp
     assert first.values.shape == (16, 256) and first.readable.all() and first.labels.tolist() == [0] * 8 + [1] * 8
     touched = base.samples[3][0]
     os.utime(touched, ns=(1, 1))  # a file changed since: its outputs are computed again
-    _, what = cached_outputs(Prefix(model, n), items, base, settings, state=prefix_state(model, n))
+    _, what = cached_outputs(Prefix(model, n), items, base, settings, **args)
     assert what.startswith("wrote ")
-    _, what = cached_outputs(Prefix(model, n), items, base, {"scale": 36}, state=prefix_state(model, n))
+    _, what = cached_outputs(Prefix(model, n), items, base, {"scale": 36}, **args)
     assert what.startswith("wrote ")  # other preprocessing settings: another key
 
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 import sys
 from collections.abc import Callable, Iterable
@@ -227,6 +228,54 @@ def compute_outputs(
     return Outputs(values, readable, labels)
 
 
+def output_shape(model: VGG, n: int, side: int) -> tuple[int, ...]:
+    """The shape of one item's output of the first `n` stages for a side x side input (shapes only, on the meta device)."""
+    with torch.device("meta"):
+        x = torch.zeros(1, 3, side, side)
+        for _, step in stages(VGG(model.cfg).eval())[:n]:
+            x = step(x)
+    return tuple(x.shape[1:])
+
+
+def read_cached(path: Path, labels: list[int], shape: tuple[int, ...]) -> Outputs:
+    """A cache file's outputs, checked to be what the prefix gives on this dataset; a one-line ValueError otherwise.
+
+    The file may be damaged, or written by someone else into a shared cache folder: before torch reads it, its
+    records may declare no more than the outputs of these items take; then it must hold exactly the three
+    tensors, of the items' count, output shape and dtypes, the dataset's labels, finite values where readable
+    and zeros where not. (Values forged with all of that right cannot be told from computed ones.)
+    """
+    import zipfile
+
+    from .limits import FROZEN_CACHE_BYTES
+    from .weights.torchvision import torch_load
+
+    n = len(labels)
+    expected = n * (4 * math.prod(shape) + 1 + 8)  # values float32, readable bool, labels int64
+    try:
+        with zipfile.ZipFile(path) as z:  # what torch.save writes; the older format is never ours
+            declared = sum(info.file_size for info in z.infolist())
+    except (zipfile.BadZipFile, OSError, EOFError, ValueError) as e:
+        raise ValueError(f"{path}: not a cache file vggnet writes ({str(e)[:120]})") from None
+    if declared > expected + (64 << 10):  # the tensors, and a pickle of a few hundred bytes
+        raise ValueError(f"{path}: its records declare {declared} bytes; the outputs of {n} items take {expected}")
+    saved = torch_load(path, FROZEN_CACHE_BYTES, "unreadable cache file")
+    if not (isinstance(saved, dict) and set(saved) == {"values", "readable", "labels"}) or not all(
+        isinstance(t, torch.Tensor) for t in saved.values()
+    ):
+        raise ValueError(f"{path}: not the values, readable and labels tensors of a cache file")
+    v, r, y = saved["values"], saved["readable"], saved["labels"]
+    if v.dtype != torch.float32 or tuple(v.shape) != (n, *shape):
+        raise ValueError(f"{path}: values are {v.dtype} {tuple(v.shape)}, expected float32 {(n, *shape)}")
+    if r.dtype != torch.bool or tuple(r.shape) != (n,) or not r.any():
+        raise ValueError(f"{path}: readable is {r.dtype} {tuple(r.shape)}, expected a mask of {n} with one true")
+    if y.dtype != torch.int64 or y.tolist() != labels:
+        raise ValueError(f"{path}: labels are not the dataset's")
+    if not torch.isfinite(v[r]).all() or v[~r].any():
+        raise ValueError(f"{path}: values that are not finite, or not zero for an unreadable item")
+    return Outputs(v, r, y)
+
+
 def cache_path(key: str) -> Path:
     """Where the outputs of one key are kept: $VGGNET_FROZEN_CACHE/<key>.pt, else cache_root()/frozen/<key>.pt."""
     from .download import cache_root
@@ -242,6 +291,7 @@ def cached_outputs(
     settings: dict[str, Any],
     *,
     state: dict[str, torch.Tensor],
+    shape: tuple[int, ...],
     batch_size: int = 32,
     workers: int = 0,
     progress: bool = False,
@@ -251,11 +301,12 @@ def cached_outputs(
 
     `prefix` may be a function that builds it, called only when the outputs are not on disk. `base` is the
     dataset under `items` (its file list keys the cache); a dataset without files (digits, CIFAR) is computed
-    each time. Returns the outputs and what happened ("computed", "read PATH", "wrote PATH").
+    each time. `shape`: one item's output shape (`output_shape`), which a cache file must hold. A damaged file
+    is reported in one line and computed again. Returns the outputs and what happened ("computed", "read PATH",
+    "wrote PATH").
     """
-    from .io import atomic_write
+    from .io import atomic_write, report
     from .limits import FROZEN_CACHE_BYTES
-    from .weights.torchvision import torch_load
 
     def run() -> Outputs:
         module = prefix if isinstance(prefix, nn.Module) else prefix()
@@ -267,12 +318,9 @@ def cached_outputs(
     path = cache_path(cache_key(state, files, settings))
     if path.is_file():
         try:
-            saved = torch_load(path, FROZEN_CACHE_BYTES, "unreadable cache file")
-            out = Outputs(saved["values"], saved["readable"], saved["labels"])
-            if len(out.values) == len(out.readable) == len(out.labels) == len(items) and out.values.is_floating_point():
-                return out, f"read {path}"
-        except (ValueError, KeyError, TypeError):
-            pass  # damaged or foreign: computed again and rewritten below
+            return read_cached(path, [f[1] for f in files], shape), f"read {path}"
+        except (ValueError, OSError) as e:  # damaged or foreign: said, computed again and rewritten below
+            report(f"frozen cache: {str(e).splitlines()[0] if str(e) else type(e).__name__} (computing it again)")
     out = run()
     size = out.values.numel() * out.values.element_size()
     if size > FROZEN_CACHE_BYTES.value():

@@ -29,7 +29,7 @@ from .devices import pick_device
 from .evaluate.networks import train_scale
 from .evaluate.protocol import grid_positions
 from .features import layer_names
-from .frozen import Prefix, cached_outputs, compute_outputs, folds, prefix_state, stages
+from .frozen import Prefix, cached_outputs, compute_outputs, folds, output_shape, prefix_state, stages
 from .io import silently, write_text
 from .metrics import confusion_matrix, error_cells, error_columns, per_class_accuracy, topk_error
 from .model import VGG
@@ -122,8 +122,9 @@ def probe_features(
     args = dict(batch_size=batch_size, workers=workers, progress=progress, desc=f"features {layer}")
     tap = lambda: _Tap(Prefix(model, n, fast=fast), pre)  # noqa: E731  # built only when not read from disk
     if cache:
-        state = prefix_state(model, n)
-        out, _ = cached_outputs(tap, items, dataset, {**settings, "fast": folds(model, n, fast)}, state=state, **args)
+        state, shape = prefix_state(model, n), output_shape(model, n, model.cfg.input_size)[:1]  # (C,): _Tap averages
+        settings["fast"] = folds(model, n, fast)
+        out, _ = cached_outputs(tap, items, dataset, settings, state=state, shape=shape, **args)
     else:
         out = compute_outputs(tap(), items, **args)
     skipped = [item_name(dataset, i) for i in (~out.readable).nonzero().flatten().tolist()]

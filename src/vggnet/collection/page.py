@@ -6,6 +6,7 @@ import base64
 import html
 import io
 import os
+import stat
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -41,8 +42,15 @@ figcaption {{ font-size: 12px; word-break: break-all; }}
 
 
 def thumbnail_uri(path: str | os.PathLike[str]) -> str | None:
-    """A JPEG thumbnail of the photo as a data: URI, or None when it cannot be read."""
+    """A JPEG thumbnail of the photo as a data: URI, or None when it cannot be read.
+
+    Only a regular file is opened: a collection names its photos, and one from someone else may name a FIFO
+    or a device (/dev/stdin), which would wait forever. Anything else is decoded as an image and re-encoded,
+    so nothing but pixels of a decodable image reaches the page.
+    """
     try:
+        if not stat.S_ISREG(os.stat(path).st_mode):
+            return None
         with Image.open(path) as im:
             im.draft("RGB", (THUMB_SIDE, THUMB_SIDE))
             im.load()

@@ -8,10 +8,15 @@ de-duplicated paths under it, so the same input on any machine gives the same li
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
 from ..data.datasets import IMAGE_EXTENSIONS
+
+# Unicode's control characters (category Cc): a line break would split a one-path-a-line plan, a terminal
+# escape would forge what `search` and `duplicates` print. No plan holds them; none is read back from one.
+CONTROL = re.compile("[\x00-\x1f\x7f-\x9f]")
 
 
 @dataclass(frozen=True)
@@ -50,10 +55,10 @@ def list_photos(source: str | os.PathLike[str]) -> Photos:
 
 
 def _usable(source: Path, paths: list[str]) -> list[str]:
-    """`paths`, or a one-line error for a name a one-path-a-line plan cannot hold (a line break in it)."""
-    bad = next((p for p in paths if "\n" in p or "\r" in p), None)
+    """`paths`, or a one-line error for a name a plan cannot hold (a control character: a line break, an escape)."""
+    bad = next((p for p in paths if CONTROL.search(p)), None)
     if bad is not None:
-        raise ValueError(f"{source}: file name {bad!r} holds a line break; rename it")
+        raise ValueError(f"{source}: file name {bad!r} holds a control character; rename it")
     return paths
 
 

@@ -18,35 +18,25 @@ import numpy as np
 
 from ..io import atomic_write, optional, write_text
 from .descriptors import Whitening, fit_whitening
+from .index_files import (
+    HNSW_EF_SEARCH,
+    HNSW_LINKS,
+    INDEX_FAISS,
+    INDEX_JSON,
+    WHITENING,
+    fingerprint,
+    read_faiss,
+    read_index_info,
+    read_whitening,
+    write_whitening,
+)
 from .store import Collection, open_collection, same_plan
 
-INDEX_JSON = "index.json"
-INDEX_FAISS = "index.faiss"
-WHITENING = "whitening.npz"
 # Up to this many stored floats (vectors x dimensions) a query scans them all (IndexFlatIP): exact, and the
 # scan's time grows with the floats read, so this bounds the time of one query; beyond, HNSW answers in about
 # log(N) steps. 128 M floats: 250,000 vectors of 512 dims, 31,250 fc7 vectors of 4096. docs/collections.md
 # derives the number from benchmarks/results/collection.md.
 EXACT_FLOATS = 128 * 2**20
-HNSW_LINKS = 32  # HNSW's M: neighbours per node (FAISS's recommended 16-64; recall above 0.95 at efSearch 128)
-HNSW_EF_SEARCH = 128
-
-
-def write_whitening(folder: Path, w: Whitening, fitted_on: str) -> Path:
-    path = folder / WHITENING
-
-    def save(tmp: str) -> None:
-        with open(tmp, "wb") as f:
-            np.savez(f, mean=w.mean, projection=w.projection, eigenvalues=w.eigenvalues, fitted_on=np.array(fitted_on))
-
-    atomic_write(path, save)
-    return path
-
-
-def read_whitening(folder: Path) -> Whitening:
-    path = folder / WHITENING
-    with np.load(path, allow_pickle=False) as z:
-        return Whitening(z["mean"], z["projection"], z["eigenvalues"])
 
 
 @dataclass
@@ -110,7 +100,7 @@ def build_index(
         "dim": int(x.shape[1]),
         "whitened": whitened,
         "whitening_fitted_on": fitted_on,
-        "collection": _fingerprint(c.manifest),
+        "collection": fingerprint(c.manifest),
     }
     write_text(c.folder / INDEX_JSON, json.dumps(info, indent=1) + "\n")
     if not whitened and (c.folder / WHITENING).exists():
@@ -127,11 +117,6 @@ def _faiss_index(faiss: Any, x: np.ndarray, exact_limit: int) -> Any:
         index.hnsw.efSearch = HNSW_EF_SEARCH
     index.add(x)
     return index
-
-
-def _fingerprint(manifest: dict[str, Any]) -> dict[str, Any]:
-    """What an index depends on: the collection's photos and descriptor settings."""
-    return {k: manifest[k] for k in ("photos_sha256", "shard_size", "dim")} | {"settings": manifest["settings"]}
 
 
 @dataclass
@@ -171,22 +156,13 @@ def open_searcher(emb: str | os.PathLike[str], descriptor: str | None = None) ->
     info_path = c.folder / INDEX_JSON
     if not info_path.exists():
         return Searcher(c, None, None, c.descriptors())
-    info = json.loads(info_path.read_text(encoding="utf-8"))
-    built = info.get("collection", {})
-    if built != _fingerprint(c.manifest):
-        was = built.get("settings", {}).get("descriptor", "?")
-        raise ValueError(
-            f"{info_path}: built from other descriptors ({was} of {built.get('dim', '?')} dims; the collection now "
-            f"holds {c.settings['descriptor']} of {c.manifest['dim']}): run `vggnet index {emb}` again"
-        )
-    whitening = read_whitening(c.folder) if info["whitened"] else None
+    info = read_index_info(c)
+    whitening = read_whitening(c.folder, c.manifest["dim"], info["dim"]) if info["whitened"] else None
     if info["kind"].startswith("faiss"):
         from ..io import needs
 
         faiss = needs("faiss", "collection", f"{info_path} (a FAISS index)")
-        index = faiss.read_index(str(c.folder / INDEX_FAISS))
-        if index.ntotal != len(c.paths):
-            raise ValueError(f"{c.folder / INDEX_FAISS}: {index.ntotal} vectors for {len(c.paths)} photos; index again")
+        index = read_faiss(faiss, c.folder / INDEX_FAISS, info["kind"], info["dim"], len(c.paths))
         return Searcher(c, whitening, index, None)
     x = c.descriptors()
     return Searcher(c, whitening, None, whitening.apply(x) if whitening is not None else x)

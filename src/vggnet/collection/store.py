@@ -17,7 +17,9 @@ import csv
 import hashlib
 import io
 import json
+import math
 import os
+import re
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,7 +28,7 @@ from typing import Any
 import numpy as np
 
 from ..io import atomic_write, write_text
-from .photos import Photos, shard_count
+from .photos import CONTROL, Photos, shard_count
 
 FORMAT = "vggnet-embeddings"
 VERSION = 1
@@ -34,6 +36,10 @@ MANIFEST = "collection.json"
 PLAN = "photos.txt"
 # The settings a descriptor depends on: two runs that differ in one of them made descriptors that do not compare.
 SETTING_KEYS = ("weights_sha256", "config", "layer", "descriptor", "gem_p", "size", "scales")
+ROW = re.compile(r"[0-9]{1,9}")  # a row number in a shard's index: ASCII digits ("²".isdigit() is true)
+# Descriptors are stored L2-normalised (a zero vector stays zero): a longer row, or one not finite, was not
+# written by `embed` or `index`, and would make every inner product with it meaningless.
+UNIT_SLACK = 1e-3
 
 
 def shard_name(k: int, suffix: str) -> str:
@@ -103,21 +109,87 @@ def read_manifest(emb: str | os.PathLike[str]) -> dict[str, Any]:
         raise FileNotFoundError(f"{emb}: no such folder")
     if not path.is_file():
         raise ValueError(f"{emb}: not a collection's descriptors (no {MANIFEST}; make them with `vggnet embed`)")
-    try:
-        manifest = json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise ValueError(f"{path}: unreadable ({e})") from None
+    manifest = read_json(path)
     if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
         raise ValueError(f"{path}: not a {FORMAT} manifest")
     if manifest.get("version") != VERSION:
-        raise ValueError(f"{path}: format version {manifest.get('version')}, this vggnet reads {VERSION}")
+        raise ValueError(f"{path}: format version {_shown(manifest.get('version'))}, this vggnet reads {VERSION}")
+    _check_manifest(path, manifest)
     return manifest
 
 
+def read_json(path: Path) -> Any:
+    """A JSON file of a collection; a one-line error naming it when it is not JSON (or nested past Python's stack)."""
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (ValueError, RecursionError) as e:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
+        raise ValueError(f"{path}: unreadable ({type(e).__name__}: {str(e)[:200]})") from None
+
+
+def _shown(value: Any) -> str:
+    """A value from a file, for a one-line error: a short plain string as it is, anything else as repr, cut."""
+    plain = isinstance(value, str) and 0 < len(value) <= 60 and not CONTROL.search(value)
+    return value if plain else repr(value)[:60]
+
+
+def _check_manifest(path: Path, m: dict[str, Any]) -> None:
+    """Each field of collection.json of its type and range, and the shard count the photos and shard size make."""
+
+    def count(key: str, low: int) -> int:
+        value = m.get(key)
+        if not isinstance(value, int) or isinstance(value, bool) or value < low:
+            raise ValueError(f"{path}: {key} {_shown(value)} is not a whole number from {low}")
+        return value
+
+    photos, size = count("photos", 0), count("shard_size", 1)
+    count("dim", 1)
+    if count("shards", 0) != shard_count(photos, size):
+        raise ValueError(
+            f"{path}: {m['shards']} shards, but {photos} photos {size} to a shard make {shard_count(photos, size)}"
+        )
+    for key in ("root", "photos_sha256"):
+        _text(path, key, m.get(key))
+    s = m.get("settings")
+    if not isinstance(s, dict):
+        raise ValueError(f"{path}: settings {_shown(s)} is not an object")
+    from .descriptors import DESCRIPTORS
+
+    for key in ("weights", "weights_sha256", "config", "layer"):
+        _text(path, f"settings.{key}", s.get(key))
+    if s.get("descriptor") not in DESCRIPTORS:
+        raise ValueError(
+            f"{path}: settings.descriptor {_shown(s.get('descriptor'))} is none of {', '.join(DESCRIPTORS)}"
+        )
+    scales, gem_p, side = s.get("scales"), s.get("gem_p"), s.get("size")
+    if not isinstance(side, int) or isinstance(side, bool) or side < 1:
+        raise ValueError(f"{path}: settings.size {_shown(side)} is not a side in pixels")
+    if not isinstance(scales, list) or not scales or not all(_finite(v) and v > 0 for v in scales):
+        raise ValueError(f"{path}: settings.scales {_shown(scales)} is not a list of positive factors")
+    if gem_p is not None and not (_finite(gem_p) and gem_p > 0):
+        raise ValueError(f"{path}: settings.gem_p {_shown(gem_p)} is not a positive number")
+
+
+def _finite(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _text(path: Path, key: str, value: Any) -> None:
+    if not isinstance(value, str) or not value or CONTROL.search(value):
+        raise ValueError(f"{path}: {key} {_shown(value)} is not a line of text")
+
+
 def read_plan(emb: Path, manifest: dict[str, Any]) -> list[str]:
-    """EMB/photos.txt, checked against the manifest's fingerprint."""
-    paths = (emb / PLAN).read_text(encoding="utf-8", errors="surrogateescape").splitlines()
-    if photos_sha256(paths) != manifest["photos_sha256"]:
+    """EMB/photos.txt, checked against the manifest's fingerprint; a path with a control character (a terminal
+    escape that `search` or `duplicates` would print) is refused whoever fingerprinted it."""
+    text = (emb / PLAN).read_text(encoding="utf-8", errors="surrogateescape")
+    paths = text.split("\n")[:-1] if text.endswith("\n") else text.split("\n")
+    bad = CONTROL.search(text.replace("\n", ""))
+    if bad:
+        line = text.count("\n", 0, bad.start()) + 1
+        raise ValueError(
+            f"{emb / PLAN}: line {line} holds a control character ({bad.group()!r}); not a plan vggnet writes"
+        )
+    if photos_sha256(paths) != manifest["photos_sha256"] or len(paths) != manifest["photos"]:
         raise ValueError(f"{emb / PLAN}: does not match {MANIFEST} (edited or truncated)")
     return paths
 
@@ -141,18 +213,25 @@ def _save_npy(tmp: str, array: np.ndarray) -> None:
         np.save(f, np.ascontiguousarray(array, dtype=np.float32))
 
 
-def read_shard_index(emb: Path, k: int) -> tuple[list[str], list[int | None]]:
-    """(paths, rows) of shard k's .csv."""
-    with open(emb / shard_name(k, ".csv"), encoding="utf-8", newline="") as f:
-        reader = csv.reader(f)
-        if next(reader, None) != ["path", "shard", "row"]:
-            raise ValueError(f"{emb / shard_name(k, '.csv')}: not a shard index (expected the header path,shard,row)")
-        paths, rows = [], []
-        for record in reader:
-            if len(record) != 3 or record[1] != str(k) or not (record[2] == "" or record[2].isdigit()):
-                raise ValueError(f"{emb / shard_name(k, '.csv')}: malformed line {record}")
-            paths.append(record[0])
-            rows.append(int(record[2]) if record[2] else None)
+def read_shard_index(emb: Path, k: int, count: int) -> tuple[list[str], list[int | None]]:
+    """(paths, rows) of shard k's .csv, which lists the shard's `count` planned photos (no more is read)."""
+    path = emb / shard_name(k, ".csv")
+    paths: list[str] = []
+    rows: list[int | None] = []
+    try:
+        with open(path, encoding="utf-8", newline="") as f:
+            reader = csv.reader(f)
+            if next(reader, None) != ["path", "shard", "row"]:
+                raise ValueError(f"{path}: not a shard index (expected the header path,shard,row)")
+            for record in reader:
+                if len(paths) == count:
+                    raise ValueError(f"{path}: lists more than the {count} photos of shard {k}")
+                if len(record) != 3 or record[1] != str(k) or not (record[2] == "" or ROW.fullmatch(record[2])):
+                    raise ValueError(f"{path}: malformed line {len(paths) + 2} ({_shown(record)})")
+                paths.append(record[0])
+                rows.append(int(record[2]) if record[2] else None)
+    except (csv.Error, UnicodeDecodeError) as e:  # a NUL byte, a field past csv's limit, bytes that are not UTF-8
+        raise ValueError(f"{path}: unreadable ({str(e)[:200]})") from None
     return paths, rows
 
 
@@ -186,10 +265,25 @@ class Collection:
         return Path(self.manifest["root"])
 
     def descriptors(self) -> np.ndarray:
-        """Every descriptor (N, dim) float32, shard after shard."""
+        """Every descriptor (N, dim) float32, shard after shard, each checked to be a unit vector (or zero)."""
         dim = self.manifest["dim"]
+        for k in range(self.manifest["shards"]):
+            check_unit_rows(read_shard(self.folder, k, dim), self.folder / shard_name(k, ".npy"))
         parts = [read_shard(self.folder, k, dim) for k in range(self.manifest["shards"])]
         return np.concatenate(parts) if parts else np.zeros((0, dim), np.float32)
+
+
+def check_unit_rows(x: np.ndarray, where: Path, block: int = 1 << 16) -> None:
+    """A one-line error naming `where` unless every row of `x` is finite with an L2 norm of at most 1 (+ slack)."""
+    for start in range(0, x.shape[0], block):
+        part = np.asarray(x[start : start + block], np.float64)
+        norms = np.sqrt((part * part).sum(axis=1))
+        bad = np.flatnonzero(~(norms <= 1 + UNIT_SLACK))  # NaN compares false: caught too
+        if bad.size:
+            row = start + int(bad[0])
+            raise ValueError(
+                f"{where}: row {row} is not an L2-normalised descriptor (norm {norms[bad[0]]:.4g}); not written by vggnet"
+            )
 
 
 def check_shards(emb: Path, manifest: dict[str, Any], plan: list[str]) -> tuple[list[str], list[str]]:
@@ -203,23 +297,38 @@ def check_shards(emb: Path, manifest: dict[str, Any], plan: list[str]) -> tuple[
             f"{emb}: {len(missing)} of {shards} shards missing ({shown}): run `vggnet embed` again for them "
             "(each --shard i/N part that did not finish), or merge the folders that hold them"
         )
-    extra = sorted(p.name for p in emb.glob("shard-*.csv") if not p.stem[6:].isdigit() or int(p.stem[6:]) >= shards)
+    extra = sorted(p.name for p in emb.glob("shard-*.csv") if _shard_number(p) not in range(shards))
     if extra:
         raise ValueError(f"{emb}: {extra[0]} is beyond the {shards} shards of {MANIFEST} (another plan's shard)")
     stored, unreadable = [], []
     for k in range(shards):
-        paths, rows = read_shard_index(emb, k)
-        if paths != plan[k * size : (k + 1) * size]:
-            raise ValueError(f"{emb / shard_name(k, '.csv')}: holds other photos than shard {k} of the plan (overlap)")
-        kept = [r for r in rows if r is not None]
-        if kept != list(range(len(kept))):
-            raise ValueError(f"{emb / shard_name(k, '.csv')}: rows are not 0..{len(kept) - 1} in order")
-        n = read_shard(emb, k, dim).shape[0]
-        if n != len(kept):
-            raise ValueError(f"{emb / shard_name(k, '.npy')}: {n} rows, its index lists {len(kept)}")
+        paths, rows = check_shard(emb, k, plan[k * size : (k + 1) * size], dim)
         stored += [p for p, r in zip(paths, rows, strict=True) if r is not None]
         unreadable += [p for p, r in zip(paths, rows, strict=True) if r is None]
     return stored, unreadable
+
+
+def check_shard(emb: Path, k: int, planned: list[str], dim: int) -> tuple[list[str], list[int | None]]:
+    """Shard k's (paths, rows), checked to list exactly its `planned` photos, rows 0..n-1 in order, as many as its
+    descriptors (rows, dim) float32."""
+    paths, rows = read_shard_index(emb, k, len(planned))
+    if paths != planned:
+        raise ValueError(f"{emb / shard_name(k, '.csv')}: holds other photos than shard {k} of the plan (overlap)")
+    kept = [r for r in rows if r is not None]
+    if kept != list(range(len(kept))):
+        raise ValueError(f"{emb / shard_name(k, '.csv')}: rows are not 0..{len(kept) - 1} in order")
+    n = read_shard(emb, k, dim).shape[0]
+    if n != len(kept):
+        raise ValueError(
+            f"{emb / shard_name(k, '.npy')}: {n} rows, its index {shard_name(k, '.csv')} lists {len(kept)}"
+        )
+    return paths, rows
+
+
+def _shard_number(path: Path) -> int:
+    """k of shard-k.csv; -1 for a name that is not one (ASCII digits only)."""
+    digits = path.stem[6:]
+    return int(digits) if ROW.fullmatch(digits) else -1
 
 
 def open_collection(emb: str | os.PathLike[str]) -> Collection:
@@ -248,7 +357,7 @@ def merge(out: str | os.PathLike[str], parts: Sequence[str | os.PathLike[str]]) 
     owner: dict[int, Path] = {}
     for p in parts:
         for csv_file in sorted(p.glob("shard-*.csv")):
-            k = int(csv_file.stem[6:]) if csv_file.stem[6:].isdigit() else -1
+            k = _shard_number(csv_file)
             if not shard_done(p, k):
                 continue
             if k in owner and owner[k].resolve() != p.resolve():
@@ -267,6 +376,9 @@ def merge(out: str | os.PathLike[str], parts: Sequence[str | os.PathLike[str]]) 
     plan = read_plan(parts[0], manifests[0])
     if out.exists() and any(out.iterdir()) and out.resolve() not in {p.resolve() for p in parts}:
         raise ValueError(f"{out}: folder is not empty; merge into a new folder")
+    size, dim = manifests[0]["shard_size"], manifests[0]["dim"]
+    for k, src in sorted(owner.items()):  # every part's shard checked before anything is written
+        check_shard(src, k, plan[k * size : (k + 1) * size], dim)
     out.mkdir(parents=True, exist_ok=True)
     for k, src in sorted(owner.items()):
         if src.resolve() == out.resolve():

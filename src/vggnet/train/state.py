@@ -40,6 +40,7 @@ from ..frozen import (
     cached_outputs,
     compute_outputs,
     folds,
+    output_shape,
     prefix_length,
     prefix_state,
     span,
@@ -307,7 +308,8 @@ def frozen_outputs(
         desc = f"frozen {span(names)}, {split}"
         args = dict(batch_size=32, workers=cfg.workers, progress=not cfg.quiet and env.main, desc=desc)
         if cfg.frozen_cache:
-            out, what = cached_outputs(prefix, items, base, settings, state=state, **args)
+            shape = output_shape(model, n, transform.crop)
+            out, what = cached_outputs(prefix, items, base, settings, state=state, shape=shape, **args)
         else:
             out, what = compute_outputs(prefix(), items, **args), "computed"
         done.append((TensorItems(out.values, out.readable, out.labels), f"{split} {len(base)} images {what}"))
