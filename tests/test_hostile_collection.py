@@ -255,3 +255,14 @@ def test_a_damaged_cache_entry_is_said_in_one_line_and_computed_again(case, file
     assert all(torch.equal(good[k], again[k]) for k in good)  # the computed outputs, written over the damaged ones
     status, _, err = run(probe_args(files, "fc7"))
     assert status == 0 and err == ""  # read back without a word
+
+
+def test_a_collection_that_names_its_weights_by_url_starts_no_download(files, emb, monkeypatch):
+    """A shared collection.json could name any address; search fetches only what --weights names."""
+    import socket
+
+    folder = emb("raw")
+    hostile_collection(folder, "manifest field", ("settings.weights", "http://127.0.0.1:9/w.safetensors"))
+    monkeypatch.setattr(socket.socket, "connect", lambda *a, **k: pytest.fail("a download started"))
+    status, _, err = run(search(files, folder))
+    one_line_refusal(status, err, "search", f"{folder}: its weights are a URL (http://127.0.0.1:9/w.safetensors)")

@@ -249,6 +249,11 @@ def search_photo(
     if not path.is_file():
         raise FileNotFoundError(f"{query}: no such file")
     cfg = settings_from(searcher.collection.manifest, device=device)
+    if weights is None and "://" in str(settings["weights"]):  # a shared collection must not choose what is fetched
+        raise ValueError(
+            f"{emb}: its weights are a URL ({settings['weights']}); a collection's own files never start a download: "
+            "pass --weights (the URL itself if you trust it)"
+        )
     net = describer(weights or settings["weights"], cfg)
     if net.settings["weights_sha256"] != settings["weights_sha256"]:
         raise ValueError(
