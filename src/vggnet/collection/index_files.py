@@ -20,7 +20,8 @@ import numpy as np
 
 from ..io import atomic_write
 from .descriptors import Whitening
-from .store import Collection, _shown, check_unit_rows, read_json
+from .fields import read_json, shown
+from .store import Collection, check_unit_rows
 
 INDEX_JSON = "index.json"
 INDEX_FAISS = "index.faiss"
@@ -46,20 +47,20 @@ def read_index_info(c: Collection) -> dict[str, Any]:
     if built != fingerprint(c.manifest):
         settings = built.get("settings") if isinstance(built.get("settings"), dict) else {}
         raise ValueError(
-            f"{path}: built from other descriptors ({_shown(settings.get('descriptor', '?'))} of "
-            f"{_shown(built.get('dim', '?'))} dims; the collection now holds {c.settings['descriptor']} of "
+            f"{path}: built from other descriptors ({shown(settings.get('descriptor', '?'))} of "
+            f"{shown(built.get('dim', '?'))} dims; the collection now holds {c.settings['descriptor']} of "
             f"{c.manifest['dim']}): run `vggnet index {c.folder}` again"
         )
     kind, vectors, dim, whitened = (info.get(k) for k in ("kind", "vectors", "dim", "whitened"))
     if kind not in KINDS:
-        raise ValueError(f"{path}: kind {_shown(kind)} is none of {', '.join(KINDS)}")
+        raise ValueError(f"{path}: kind {shown(kind)} is none of {', '.join(KINDS)}")
     if vectors != len(c.paths) or isinstance(vectors, bool):
-        raise ValueError(f"{path}: {_shown(vectors)} vectors for the {len(c.paths)} stored photos; index again")
+        raise ValueError(f"{path}: {shown(vectors)} vectors for the {len(c.paths)} stored photos; index again")
     if not isinstance(whitened, bool):
-        raise ValueError(f"{path}: whitened {_shown(whitened)} is not true or false")
+        raise ValueError(f"{path}: whitened {shown(whitened)} is not true or false")
     top = c.manifest["dim"]
     if not isinstance(dim, int) or isinstance(dim, bool) or not (1 <= dim <= top if whitened else dim == top):
-        raise ValueError(f"{path}: dim {_shown(dim)} does not fit descriptors of {top} dims")
+        raise ValueError(f"{path}: dim {shown(dim)} does not fit descriptors of {top} dims")
     return info
 
 

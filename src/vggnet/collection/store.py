@@ -17,7 +17,6 @@ import csv
 import hashlib
 import io
 import json
-import math
 import os
 import re
 from collections.abc import Iterator, Sequence
@@ -28,6 +27,7 @@ from typing import Any
 import numpy as np
 
 from ..io import atomic_write, write_text
+from .fields import check_manifest, read_json, shown
 from .photos import CONTROL, Photos, shard_count
 
 FORMAT = "vggnet-embeddings"
@@ -113,69 +113,9 @@ def read_manifest(emb: str | os.PathLike[str]) -> dict[str, Any]:
     if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
         raise ValueError(f"{path}: not a {FORMAT} manifest")
     if manifest.get("version") != VERSION:
-        raise ValueError(f"{path}: format version {_shown(manifest.get('version'))}, this vggnet reads {VERSION}")
-    _check_manifest(path, manifest)
+        raise ValueError(f"{path}: format version {shown(manifest.get('version'))}, this vggnet reads {VERSION}")
+    check_manifest(path, manifest)
     return manifest
-
-
-def read_json(path: Path) -> Any:
-    """A JSON file of a collection; a one-line error naming it when it is not JSON (or nested past Python's stack)."""
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (ValueError, RecursionError) as e:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
-        raise ValueError(f"{path}: unreadable ({type(e).__name__}: {str(e)[:200]})") from None
-
-
-def _shown(value: Any) -> str:
-    """A value from a file, for a one-line error: a short plain string as it is, anything else as repr, cut."""
-    plain = isinstance(value, str) and 0 < len(value) <= 60 and not CONTROL.search(value)
-    return value if plain else repr(value)[:60]
-
-
-def _check_manifest(path: Path, m: dict[str, Any]) -> None:
-    """Each field of collection.json of its type and range, and the shard count the photos and shard size make."""
-
-    def count(key: str, low: int) -> int:
-        value = m.get(key)
-        if not isinstance(value, int) or isinstance(value, bool) or value < low:
-            raise ValueError(f"{path}: {key} {_shown(value)} is not a whole number from {low}")
-        return value
-
-    photos, size = count("photos", 0), count("shard_size", 1)
-    count("dim", 1)
-    if count("shards", 0) != shard_count(photos, size):
-        raise ValueError(
-            f"{path}: {m['shards']} shards, but {photos} photos {size} to a shard make {shard_count(photos, size)}"
-        )
-    for key in ("root", "photos_sha256"):
-        _text(path, key, m.get(key))
-    s = m.get("settings")
-    if not isinstance(s, dict):
-        raise ValueError(f"{path}: settings {_shown(s)} is not an object")
-    from .descriptors import DESCRIPTORS
-
-    for key in ("weights", "weights_sha256", "config", "layer"):
-        _text(path, f"settings.{key}", s.get(key))
-    if s.get("descriptor") not in DESCRIPTORS:
-        raise ValueError(
-            f"{path}: settings.descriptor {_shown(s.get('descriptor'))} is none of {', '.join(DESCRIPTORS)}"
-        )
-    scales, gem_p, side = s.get("scales"), s.get("gem_p"), s.get("size")
-    if not isinstance(side, int) or isinstance(side, bool) or side < 1:
-        raise ValueError(f"{path}: settings.size {_shown(side)} is not a side in pixels")
-    if not isinstance(scales, list) or not scales or not all(_finite(v) and v > 0 for v in scales):
-        raise ValueError(f"{path}: settings.scales {_shown(scales)} is not a list of positive factors")
-    if gem_p is not None and not (_finite(gem_p) and gem_p > 0):
-        raise ValueError(f"{path}: settings.gem_p {_shown(gem_p)} is not a positive number")
-
-
-def _finite(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-
-
-def _text(path: Path, key: str, value: Any) -> None:
-    if not isinstance(value, str) or not value or CONTROL.search(value):
-        raise ValueError(f"{path}: {key} {_shown(value)} is not a line of text")
 
 
 def read_plan(emb: Path, manifest: dict[str, Any]) -> list[str]:
@@ -227,7 +167,7 @@ def read_shard_index(emb: Path, k: int, count: int) -> tuple[list[str], list[int
                 if len(paths) == count:
                     raise ValueError(f"{path}: lists more than the {count} photos of shard {k}")
                 if len(record) != 3 or record[1] != str(k) or not (record[2] == "" or ROW.fullmatch(record[2])):
-                    raise ValueError(f"{path}: malformed line {len(paths) + 2} ({_shown(record)})")
+                    raise ValueError(f"{path}: malformed line {len(paths) + 2} ({shown(record)})")
                 paths.append(record[0])
                 rows.append(int(record[2]) if record[2] else None)
     except (csv.Error, UnicodeDecodeError) as e:  # a NUL byte, a field past csv's limit, bytes that are not UTF-8
