@@ -181,7 +181,7 @@ def test_low_rank_on_a_flat_random_spectrum(monkeypatch, bound):
 def test_a_layer_kept_whole_gets_no_factors(model, tmp_path, monkeypatch):
     """--energy settles each rank from the exact spectrum first; a rank at break-even or above makes no factors."""
     made, factors = [], compress_module.factors
-    monkeypatch.setattr(compress_module, "factors", lambda w, cut: made.append(cut.rank) or factors(w, cut))
+    monkeypatch.setattr(compress_module, "factors", lambda w, cut, **k: made.append(cut.rank) or factors(w, cut, **k))
     save_weights(model, tmp_path / "w.safetensors")
     values = singular_values(model)
     limits = {"fc6": 128 * 256 // (128 + 256), "fc7": 256 * 256 // (256 + 256)}

@@ -11,7 +11,9 @@ third way, the gap head (no FC6/FC7 at all), needs training: `vggnet train DATA 
 
 from __future__ import annotations
 
+import contextlib
 import copy
+import ctypes
 import os
 import re
 import sys
@@ -167,16 +169,18 @@ def compress(
             notes.append(f"{name} kept whole: rank {chosen[name]} is not below its break-even rank {limit}")
             continue
         cut = plan_cut(layer.weight, rank=chosen.get(name), energy=energy)  # the exact spectrum for --energy
+        _release_freed_memory()
         if cut.rank >= limit:  # decided before any factor is made
             whole.append(name)
             notes.append(f"{name} kept whole: rank {cut.rank} is not below its break-even rank {limit}")
             _say(progress, f"{shape}: kept whole (rank {cut.rank} for {energy:.1%} of the energy)", start)
             continue
-        pair = factors(layer.weight, cut)
+        pair = factors(layer.weight, cut, in_place=True)  # the model is ours: no second FC6-sized tensor
         del cut
         ranks[name], energies[name] = pair.rank, pair.energy
         _replace(model, name, pair)
         del layer, pair  # the layer's own weights go now, before the next layer's Gram matrix
+        _release_freed_memory()
         _say(progress, f"{shape}: rank {ranks[name]} ({energies[name]:.1%} energy)", start)
     start = time.perf_counter()
     extra = {**meta.extra, "compression": {"low_rank": ranks, "energy": energies, "int8": int8, "from": str(path)}}
@@ -243,6 +247,13 @@ def _replace(model: VGG, name: str, low: LowRank) -> None:
     pair[1].weight = nn.Parameter(low.second.to(device), requires_grad=layer.weight.requires_grad)  # (out, r)
     pair[1].bias = nn.Parameter(layer.bias.detach().clone(), requires_grad=layer.bias.requires_grad)
     model.classifier[model.classifier_names.index(name)] = pair
+
+
+def _release_freed_memory() -> None:
+    """Give freed heap memory back to the system: glibc keeps freed blocks of up to 32 MB (the Gram matrix's
+    block products, the iteration's temporaries) for reuse, and they would count again on top of the next layer."""
+    with contextlib.suppress(OSError, AttributeError):  # not glibc: nothing to do
+        ctypes.CDLL(None).malloc_trim(0)
 
 
 def _say(progress: bool, text: str, since: float) -> None:

@@ -62,7 +62,7 @@ def gram(w: torch.Tensor) -> torch.Tensor:
     n, m = rows.shape
     g = torch.zeros(n, n, dtype=torch.float64, device=w.device)
     for j in range(0, m, 4 * GRAM_BLOCK):
-        chunk = rows[:, j : j + 4 * GRAM_BLOCK].float().contiguous()  # (n, 4 * GRAM_BLOCK)
+        chunk = rows[:, j : j + 4 * GRAM_BLOCK].float()  # (n, 4 * GRAM_BLOCK)
         for i in range(0, n, GRAM_BLOCK):  # a band of rows, up to the diagonal
             g[i : i + GRAM_BLOCK, : i + GRAM_BLOCK] += chunk[i : i + GRAM_BLOCK] @ chunk[: i + GRAM_BLOCK].T
     for i in range(0, n, GRAM_BLOCK):  # exactly symmetric: the blocks above the diagonal mirror those below
@@ -103,21 +103,31 @@ def plan_cut(w: torch.Tensor, rank: int | None = None, energy: float | None = No
     return Cut(rank=rank, gram=g, values=values, total=float(g.trace()))
 
 
-def factors(w: torch.Tensor, cut: Cut) -> LowRank:
-    """W's rank-`cut.rank` truncated SVD as two factors; `cut.gram` is released before W is projected."""
+def factors(w: torch.Tensor, cut: Cut, in_place: bool = False) -> LowRank:
+    """W's rank-`cut.rank` truncated SVD as two factors; `cut.gram` is released before W is projected.
+
+    `in_place` (W float32 with no more rows than columns): the first factor is written over W's first rows, a
+    block of columns at a time, and shares W's memory (no second FC6-sized tensor); W is not W any more.
+    """
     assert cut.gram is not None, "factors: this cut's Gram matrix was already used"
     basis = kept_basis(cut.gram, cut.rank, cut.values)  # (n, r) float32, orthonormal columns
     cut.gram = None  # FC6's: 128 MB, no longer needed
     w = w.detach().float()
     if w.shape[0] <= w.shape[1]:  # the Gram matrix was W W^T: the basis is U_r
-        first, second = basis.T @ w, basis.contiguous()  # (r, in) = S_r V_r^T, (out, r) = U_r
+        if in_place and w.dtype == torch.float32 and w.is_contiguous():
+            for j in range(0, w.shape[1], GRAM_BLOCK):  # rows :r of W, a contiguous prefix of its memory
+                w[: cut.rank, j : j + GRAM_BLOCK] = basis.T @ w[:, j : j + GRAM_BLOCK]
+            first = w[: cut.rank]  # (r, in) = S_r V_r^T
+        else:
+            first = basis.T @ w
+        second = basis.contiguous()  # (out, r) = U_r
         kept_part = first
     else:  # W^T W: the basis is V_r
         first, second = basis.T.contiguous(), w @ basis  # (r, in) = V_r^T, (out, r) = U_r S_r
         kept_part = second
     # the factors span an orthonormal basis, so the energy they keep is the squared norm of the projection
-    # (summed in float64 a block of rows at a time: a float64 copy of FC6's first factor would be 206 MB)
-    kept = sum(float(rows.double().square().sum()) for rows in kept_part.split(GRAM_BLOCK))
+    # (summed in float64 a few rows at a time: no float64 copy of a whole factor)
+    kept = sum(float(rows.double().square().sum()) for rows in kept_part.split(GRAM_BLOCK // 8))
     return LowRank(first=first, second=second, energy=kept / cut.total if cut.total > 0 else 1.0)
 
 
@@ -178,14 +188,14 @@ def dropped_directions(g: torch.Tensor, values: torch.Tensor, rank: int, seed: i
     g32 = g.float()
 
     def mapped(y: torch.Tensor) -> torch.Tensor:  # (g - center) / half: the kept eigenvalues into [-1, 1]
-        return (g32 @ y - center * y) / half
+        return (g32 @ y).sub_(y, alpha=center).div_(half)
 
     x = torch.randn(n, _with_oversampling(dropped, n), generator=torch.Generator().manual_seed(seed)).to(g.device)
     for _ in range(max(1, FILTER_DEGREE // FILTER_SEGMENT)):
         x = torch.linalg.qr(x).Q
         previous, x = x, mapped(x)  # T_0 and T_1 of the block
         for _ in range(FILTER_SEGMENT - 1):
-            previous, x = x, 2 * mapped(x) - previous  # T_{d+1} = 2 t T_d - T_{d-1}
+            previous, x = x, mapped(x).mul_(2).sub_(previous)  # T_{d+1} = 2 t T_d - T_{d-1}
     x = torch.linalg.qr(x).Q
     small = (x.T @ (g32 @ x)).double()  # (k, k): g restricted to the filtered block
     ritz, rotation = torch.linalg.eigh((small + small.T) / 2)  # ascending
