@@ -118,6 +118,8 @@ def factors(w: torch.Tensor, cut: Cut, in_place: bool = False) -> LowRank:
             for j in range(0, w.shape[1], GRAM_BLOCK):  # rows :r of W, a contiguous prefix of its memory
                 w[: cut.rank, j : j + GRAM_BLOCK] = basis.T @ w[:, j : j + GRAM_BLOCK]
             first = w[: cut.rank]  # (r, in) = S_r V_r^T
+            if 2 * cut.rank <= len(w):  # a small rank: its own copy, so that W's memory goes with the layer
+                first = first.clone()
         else:
             first = basis.T @ w
         second = basis.contiguous()  # (out, r) = U_r
@@ -140,7 +142,10 @@ def low_rank(w: torch.Tensor, rank: int | None = None, energy: float | None = No
 
 
 def kept_basis(g: torch.Tensor, rank: int, values: torch.Tensor | None = None) -> torch.Tensor:
-    """Orthonormal columns (n, rank), float32, spanning the eigenvectors of the `rank` largest eigenvalues of g."""
+    """Orthonormal columns (n, rank), float32, spanning the eigenvectors of the `rank` largest eigenvalues of g.
+
+    g may be overwritten: the whole decomposition works in its memory.
+    """
     n, dropped = len(g), len(g) - rank
     if n > EXACT_SIDE and 2 * _with_oversampling(rank, n) < n:
         return top_eigenpairs(g, _with_oversampling(rank, n))[1][:, :rank].float()
@@ -149,7 +154,23 @@ def kept_basis(g: torch.Tensor, rank: int, values: torch.Tensor | None = None) -
         found = dropped_directions(g, values, rank) if _filter_growth(values, rank) >= FILTER_GROWTH else None
         if found is not None:  # the kept directions: the complement of the dropped ones
             return torch.linalg.qr(found.float(), mode="complete").Q[:, dropped:].contiguous()
-    return torch.linalg.eigh(g).eigenvectors[:, dropped:].flip(1).float()
+    return _eigenvectors_in_place(g)[:, dropped:].flip(1).float()
+
+
+def _eigenvectors_in_place(g: torch.Tensor) -> torch.Tensor:
+    """All eigenvectors of a symmetric g (columns, ascending eigenvalues), written over g's own memory.
+
+    torch's eigh copies g beside its workspace; LAPACK's dsyevd through scipy overwrites it (FC6's: 128 MB less).
+    """
+    if g.device.type != "cpu" or g.dtype != torch.float64 or not g.is_contiguous():
+        return torch.linalg.eigh(g).eigenvectors
+    from scipy.linalg import lapack  # scikit-learn's dependency; imported here, where it is needed
+
+    # g is symmetric, so its row-major memory read column-major (Fortran order, LAPACK's) is g again
+    _, vectors, info = lapack.dsyevd(g.numpy().T, compute_v=1, lower=1, overwrite_a=1)
+    if info != 0:
+        raise RuntimeError(f"dsyevd failed on a {len(g)}x{len(g)} Gram matrix (info {info})")
+    return torch.from_numpy(vectors)
 
 
 def top_eigenpairs(g: torch.Tensor, k: int, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
