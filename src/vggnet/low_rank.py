@@ -153,8 +153,19 @@ def kept_basis(g: torch.Tensor, rank: int, values: torch.Tensor | None = None) -
         values = eigenvalues(g) if values is None else values
         found = dropped_directions(g, values, rank) if _filter_growth(values, rank) >= FILTER_GROWTH else None
         if found is not None:  # the kept directions: the complement of the dropped ones
-            return torch.linalg.qr(found.float(), mode="complete").Q[:, dropped:].contiguous()
+            return _complement(found.float(), rank)
     return _eigenvectors_in_place(g)[:, dropped:].flip(1).float()
+
+
+def _complement(dropped: torch.Tensor, rank: int, seed: int = 0) -> torch.Tensor:
+    """Orthonormal columns (n, rank) orthogonal to `dropped`'s: a seeded random block with those directions removed.
+
+    Not the trailing columns of a complete QR: those are near the unit vectors, and int8 storage, one scale per
+    row of U, would lose the small entries next to each row's one large entry.
+    """
+    x = torch.randn(len(dropped), rank, generator=torch.Generator().manual_seed(seed)).to(dropped.device)
+    x -= dropped @ (dropped.T @ x)
+    return torch.linalg.qr(x).Q
 
 
 def _eigenvectors_in_place(g: torch.Tensor) -> torch.Tensor:
