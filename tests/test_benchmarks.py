@@ -214,6 +214,5 @@ def test_compress_smoke_run_writes_results(tmp_path):
         assert [line.split(":")[0] for line in run["progress"][1:3]] == ["fc6 256x128", "fc7 256x256"]
         assert 0 < run["bytes"] < results["uncompressed_bytes"]
     assert results["runs"]["rank 8 + int8"]["bytes"] < results["runs"]["rank 8"]["bytes"] / 3
-    assert results["former_fc7"]["shape"] == [256, 256] and list(results["new_fc7"]) == ["8"]
     assert {n.rsplit(", ", 1)[1] for n in results["images_per_s"]} == {"fp32", "--fast"}
     assert "ImageNet accuracy a setting costs cannot be measured here" in (tmp_path / "compress_smoke.md").read_text()

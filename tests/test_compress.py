@@ -5,18 +5,11 @@ import torch
 
 from vggnet import build
 from vggnet import compress as compress_module
+from vggnet import low_rank as low_rank_module
 from vggnet.cli import main
-from vggnet.compress import (
-    choose_ranks,
-    compress,
-    factorise,
-    gram,
-    low_rank,
-    parse_size,
-    rank_for_energy,
-    singular_values,
-)
+from vggnet.compress import choose_ranks, compress, factorise, parse_size, singular_values
 from vggnet.evaluate import for_evaluation
+from vggnet.low_rank import gram, low_rank, rank_for_energy
 from vggnet.optimize import fold_batchnorm
 from vggnet.weights import LowRankLinear, load_weights, save_weights, stored_bytes
 from vggnet.weights.compression import dequantize_state, quantize_state
@@ -144,10 +137,9 @@ def constructed(out: int, inp: int, s: torch.Tensor, seed: int = 0) -> torch.Ten
 
 @pytest.fixture(params=["exact", "iterated"])
 def path(request, monkeypatch):
-    """Both ways to the eigenvectors: the whole decomposition, and subspace iteration (forced on small matrices)."""
+    """Both ways to the eigenvectors: the whole decomposition, and iterating (forced on small matrices)."""
     if request.param == "iterated":
-        monkeypatch.setattr(compress_module, "EXACT_SIDE", 16)
-        monkeypatch.setattr(compress_module, "INITIAL_ENERGY_RANK", 8)  # --energy doubles its directions 3 times
+        monkeypatch.setattr(low_rank_module, "EXACT_SIDE", 16)
     return request.param
 
 
@@ -166,22 +158,55 @@ def test_low_rank_is_within_1_percent_of_the_exact_truncated_svd(shape, path):
     assert factors.energy == pytest.approx(1 - err**2 / total, abs=1e-5)
 
 
-def test_low_rank_on_a_flat_random_spectrum(monkeypatch):
-    """Random weights converge slowest; FC6's aspect ratio (4096 x 25088), a quarter of the rank kept."""
-    monkeypatch.setattr(compress_module, "EXACT_SIDE", 16)
+@pytest.mark.parametrize("bound", [1.01, 0.999])
+def test_low_rank_on_a_flat_random_spectrum(monkeypatch, bound):
+    """Random weights converge slowest; FC6's aspect ratio (4096 x 25088). A sixteenth and a quarter of the rank
+    kept: subspace iteration; four fifths: the filter for the dropped directions, or with a bound no factors can
+    meet, the whole decomposition."""
+    monkeypatch.setattr(low_rank_module, "EXACT_SIDE", 16)
+    monkeypatch.setattr(low_rank_module, "ERROR_BOUND", bound)
+    filtered, dropped_directions = [], low_rank_module.dropped_directions
+    monkeypatch.setattr(
+        low_rank_module, "dropped_directions", lambda *a: filtered.append(dropped_directions(*a)) or filtered[-1]
+    )
     w = torch.randn(256, 1568, generator=torch.Generator().manual_seed(1))
     s = torch.linalg.svdvals(w.double())
-    for r in (16, 64):
+    for r in (16, 64, 205):
         factors = low_rank(w, rank=r)
-        err = float(torch.linalg.matrix_norm(w.double() - factors.second.double() @ factors.first.double()))
-        assert err <= 1.01 * float((s[r:] ** 2).sum().sqrt()), r
+        stored = dequantize_state(quantize_state({"first": factors.first, "second": factors.second}))  # --int8
+        for first, second in ((factors.first, factors.second), (stored["first"], stored["second"])):
+            err = float(torch.linalg.matrix_norm(w.double() - second.double() @ first.double()))
+            assert err <= 1.01 * float((s[r:] ** 2).sum().sqrt()), r
+    assert len(filtered) == 1 and (filtered[0] is not None) == (bound > 1)
+
+
+def test_a_layer_kept_whole_gets_no_factors(model, tmp_path, monkeypatch):
+    """--energy settles each rank from the exact spectrum first; a rank at break-even or above makes no factors."""
+    made, factors = [], compress_module.factors
+    monkeypatch.setattr(compress_module, "factors", lambda w, cut, **k: made.append(cut.rank) or factors(w, cut, **k))
+    save_weights(model, tmp_path / "w.safetensors")
+    values = singular_values(model)
+    limits = {"fc6": 128 * 256 // (128 + 256), "fc7": 256 * 256 // (256 + 256)}
+    for energy in (0.6, 0.97):
+        made.clear()
+        report = compress(tmp_path / "w.safetensors", tmp_path / f"{energy}.safetensors", energy=energy)
+        expected = {n: rank_for_energy(s, energy) for n, s in values.items()}
+        whole = [n for n in expected if expected[n] >= limits[n]]
+        assert report.kept_whole == whole and report.ranks == {n: r for n, r in expected.items() if n not in whole}
+        assert made == list(report.ranks.values())
+    assert whole  # 0.97 keeps at least one layer whole, 0.6 none (the asserts above saw both)
 
 
 def test_energy_rank_is_the_exact_rank_of_the_known_spectrum(path):
     s = 1 / torch.arange(1, 301, dtype=torch.float64)  # s_i = 1/i
     w = constructed(300, 900, s, seed=2)
     kept = torch.cumsum(s**2, 0) / (s**2).sum()
-    for r in (3, 20, 90):  # an energy halfway between what r - 1 and r values keep: r is the smallest that reaches it
+    for r in (
+        3,
+        20,
+        90,
+        250,
+    ):  # an energy halfway between what r - 1 and r values keep: r is the smallest that reaches it
         energy = float(kept[r - 2] + kept[r - 1]) / 2
         factors = low_rank(w, energy=energy)
         assert factors.rank == r == rank_for_energy(s, energy), (r, factors.rank)
@@ -190,7 +215,7 @@ def test_energy_rank_is_the_exact_rank_of_the_known_spectrum(path):
 
 @pytest.mark.parametrize("shape", [(40, 90), (90, 40), (64, 64)])
 def test_gram_is_the_smaller_sides_product_in_blocks(shape, monkeypatch):
-    monkeypatch.setattr(compress_module, "GRAM_BLOCK", 7)  # blocks that do not divide the sides
+    monkeypatch.setattr(low_rank_module, "GRAM_BLOCK", 7)  # blocks that do not divide the sides
     w = torch.randn(*shape, generator=torch.Generator().manual_seed(3))
     g = gram(w)
     expected = w.double() @ w.double().T if shape[0] <= shape[1] else w.double().T @ w.double()

@@ -15,6 +15,7 @@ import torch
 from torch import nn
 
 INT8_SCALE = ".int8_scale"  # suffix of the per-output-channel scale stored beside an int8 weight
+QUANTIZE_ROWS = 256  # output channels quantised at a time
 
 
 class LowRankLinear(nn.Sequential):
@@ -54,18 +55,24 @@ def make_low_rank(model: nn.Module, ranks: dict[int, int]) -> nn.Module:
 
 
 def quantize_state(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """Conv and FC weights (float, 2-D or more) as int8 plus per-output-channel scales; the rest unchanged."""
+    """Conv and FC weights (float, 2-D or more) as int8 plus per-output-channel scales; the rest unchanged.
+
+    A block of output channels at a time, so the float temporaries stay small beside a large weight.
+    """
     out = {}
     for key, value in state.items():
         if not value.is_floating_point() or value.dim() < 2:
             out[key] = value
             continue
-        w = value.detach().float()
-        top = w.abs().reshape(len(w), -1).amax(dim=1)  # (out,)
-        scale = torch.where(top > 0, top / 127.0, torch.ones_like(top))
-        view = (-1,) + (1,) * (w.dim() - 1)
-        out[key] = torch.round(w / scale.view(view)).clamp(-127, 127).to(torch.int8)
-        out[key + INT8_SCALE] = scale
+        q, scale = torch.empty(value.shape, dtype=torch.int8), torch.empty(len(value))
+        view = (-1,) + (1,) * (value.dim() - 1)
+        for start in range(0, len(value), QUANTIZE_ROWS):
+            w = value[start : start + QUANTIZE_ROWS].detach().float()
+            top = w.abs().reshape(len(w), -1).amax(dim=1)  # (rows,)
+            part = torch.where(top > 0, top / 127.0, torch.ones_like(top))
+            q[start : start + QUANTIZE_ROWS] = torch.round(w / part.view(view)).clamp_(-127, 127)
+            scale[start : start + QUANTIZE_ROWS] = part
+        out[key], out[key + INT8_SCALE] = q, scale
     return out
 
 
