@@ -239,6 +239,7 @@ def search_photo(
 ) -> tuple[Searcher, list[Neighbour]]:
     """The k photos of the collection nearest to the photo `query`, described as the collection was (same
     weights, layer, descriptor, size and scales; `weights` overrides where they were if they moved)."""
+    from ..weights.resolve import URL
     from .extract import describer, load_photo, settings_from
 
     if k < 1:
@@ -249,7 +250,7 @@ def search_photo(
     if not path.is_file():
         raise FileNotFoundError(f"{query}: no such file")
     cfg = settings_from(searcher.collection.manifest, device=device)
-    if weights is None and "://" in str(settings["weights"]):  # a shared collection must not choose what is fetched
+    if weights is None and URL.match(str(settings["weights"])):  # a shared collection must not choose what is fetched
         raise ValueError(
             f"{emb}: its weights are a URL ({settings['weights']}); a collection's own files never start a download: "
             "pass --weights (the URL itself if you trust it)"
